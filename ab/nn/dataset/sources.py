@@ -1,0 +1,201 @@
+"""Where encoded images come from: a folder, a tar/zip archive, or parquet files.
+
+A source lists its entries in a stable order (sorted names, or file-then-row order for parquet),
+fingerprints its files cheaply (names, sizes, modification times) so caches know when to rebuild,
+and yields encoded bytes in whatever order reads them fastest (an archive is read front to back).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image: ``name`` carries the label for file-name datasets, ``age`` where a column does."""
+
+    name: str
+    key: str
+    age: int | None = None
+    box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) before resizing
+
+
+def is_image_name(name: str) -> bool:
+    return name.strip().lower().endswith(IMAGE_SUFFIXES) and not Path(name).name.startswith(".")
+
+
+def _digest(parts: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _file_signature(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class ImageSource(ABC):
+    kind: str
+
+    @abstractmethod
+    def entries(self) -> list[Entry]:
+        ...
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        ...
+
+    @abstractmethod
+    def read(self, entries: list[Entry]) -> Iterator[tuple[int, bytes]]:
+        """``(position in entries, encoded bytes)`` for every entry that can be read."""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.location}"
+
+
+@dataclass
+class FolderSource(ImageSource):
+    location: Path
+    kind = "folder"
+
+    def _files(self) -> list[Path]:
+        return sorted((p for p in self.location.iterdir() if p.is_file() and is_image_name(p.name)),
+                      key=lambda p: p.name)
+
+    def entries(self) -> list[Entry]:
+        return [Entry(name=p.name, key=p.name) for p in self._files()]
+
+    def fingerprint(self) -> str:
+        return _digest(["folder"] + [_file_signature(p) for p in self._files()])
+
+    def read(self, entries):
+        for i, entry in enumerate(entries):
+            try:
+                yield i, (self.location / entry.key).read_bytes()
+            except OSError:
+                yield i, b""
+
+
+@dataclass
+class ArchiveSource(ImageSource):
+    """A ``.tar``, ``.tar.gz``/``.tgz`` or ``.zip`` of images, read in place."""
+
+    location: Path
+    kind = "archive"
+
+    @property
+    def is_zip(self) -> bool:
+        return self.location.suffix.lower() == ".zip"
+
+    def entries(self) -> list[Entry]:
+        if self.is_zip:
+            with zipfile.ZipFile(self.location) as archive:
+                members = [m.filename for m in archive.infolist() if not m.is_dir()]
+        else:
+            with tarfile.open(self.location) as archive:
+                members = [m.name for m in archive.getmembers() if m.isfile()]
+        members = [m for m in members if is_image_name(Path(m).name) and "__MACOSX" not in m]
+        return sorted((Entry(name=Path(m).name, key=m) for m in members), key=lambda e: (e.name, e.key))
+
+    def fingerprint(self) -> str:
+        return _digest(["archive", _file_signature(self.location)])
+
+    def read(self, entries):
+        position = {e.key: i for i, e in enumerate(entries)}
+        if self.is_zip:
+            with zipfile.ZipFile(self.location) as archive:
+                for key, i in position.items():
+                    yield i, archive.read(key)
+            return
+        with tarfile.open(self.location, mode="r|*") as archive:  # one front-to-back pass
+            for member in archive:
+                i = position.get(member.name)
+                if i is not None and member.isfile():
+                    yield i, archive.extractfile(member).read()
+
+
+@dataclass
+class ParquetSource(ImageSource):
+    """Hugging Face's parquet layout (``nu-delta/utkface``): an image column of encoded bytes and
+    an ``age`` column, in one or more ``*.parquet`` files read in sorted order."""
+
+    files: tuple[Path, ...]
+    kind = "parquet"
+
+    @property
+    def location(self) -> Path:
+        return self.files[0].parent
+
+    @staticmethod
+    def _image_bytes(cell) -> bytes:
+        if isinstance(cell, dict):
+            return cell.get("bytes") or b""
+        return bytes(cell) if cell is not None else b""
+
+    def _columns(self, path: Path) -> tuple[str, str]:
+        import pyarrow.parquet as pq
+
+        names = pq.ParquetFile(path).schema_arrow.names
+        image = next((c for c in ("image", "face_image", "img") if c in names), None)
+        age = next((c for c in ("age", "label") if c in names), None)
+        if image is None or age is None:
+            raise ValueError(f"{path}: parquet file needs an image column and an 'age' column, has {names}")
+        return image, age
+
+    def entries(self) -> list[Entry]:
+        import pyarrow.parquet as pq
+
+        out = []
+        for path in self.files:
+            _, age = self._columns(path)
+            ages = pq.read_table(path, columns=[age]).column(age).to_pylist()
+            for row, value in enumerate(ages):
+                out.append(Entry(name=f"{path.stem}#{row}", key=f"{path.name}#{row}",
+                                 age=None if value is None else int(value)))
+        return out
+
+    def fingerprint(self) -> str:
+        return _digest(["parquet"] + [_file_signature(p) for p in self.files])
+
+    def read(self, entries):
+        import pyarrow.parquet as pq
+
+        wanted: dict[str, dict[int, int]] = {}
+        for i, entry in enumerate(entries):
+            file, row = entry.key.rsplit("#", 1)
+            wanted.setdefault(file, {})[int(row)] = i
+        for path in self.files:
+            rows = wanted.get(path.name)
+            if not rows:
+                continue
+            image, _ = self._columns(path)
+            parquet = pq.ParquetFile(path)
+            offset = 0
+            for batch in parquet.iter_batches(columns=[image], batch_size=512):
+                cells = batch.column(0).to_pylist()
+                for j, cell in enumerate(cells):
+                    i = rows.get(offset + j)
+                    if i is not None:
+                        yield i, self._image_bytes(cell)
+                offset += len(cells)
+
+
+def open_image(data: bytes, box=None):
+    """Decode to an RGB PIL image, cropping first if a box is given; raises on a broken file."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        image = image.convert("RGB")
+    return image.crop(box) if box is not None else image

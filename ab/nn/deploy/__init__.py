@@ -1,0 +1,1 @@
+"""Deployment: PyTorch -> ONNX -> TFLite export, fidelity against PyTorch, latency."""

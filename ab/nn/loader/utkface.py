@@ -1,0 +1,27 @@
+"""UTKFace for age regression (LEMUR loader contract).
+
+Returns the training part and the evaluation part of the active split protocol (default
+``paper``: age-stratified 70/10/20, seed 42); the held-out test part rides along as
+``eval_set.held_out_test`` (as in the authors' LEMUR variant) and is evaluated once per trial,
+never used for selection. Labels are ages in years, float32, shape (1,). Images come from
+``--data-dir`` / ``$LEMUR_DATA`` / ``<root>/data/utkface``.
+"""
+from ab.nn import workspace
+from ab.nn.dataset import settings, utkface
+from ab.nn.transform._deterministic import eval_transform_for
+
+MINIMUM_ACCURACY = 0.01
+PIPELINES = (("age-regression", "mae"),)
+"""(task, metric) pairs this dataset serves; with every model file they form the known configs."""
+
+
+def loader(transform_fn, task):
+    if task != "age-regression":
+        raise ValueError(f"utkface serves the task 'age-regression', not {task!r}")
+    ws = workspace.active.current()
+    norm = utkface.IMAGENET_NORM
+    parts = utkface.load(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), transform_fn(norm),
+                         eval_transform_for(transform_fn, norm), settings.active.current())
+    parts.eval.held_out_test = parts.test
+    parts.eval.fingerprint = parts.fingerprint
+    return (1,), MINIMUM_ACCURACY, parts.train, parts.eval

@@ -1,0 +1,36 @@
+"""``python -m ab.nn.stat``: move statistics between the database and LEMUR's JSON mirror.
+
+  export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
+  import-json   load such files (or LEMUR's own stat/train tree) into a database
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ab.nn.stat import json_import, mirror
+from ab.nn.workspace import Workspace
+
+
+def cli(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("export-json", "import-json"))
+    p.add_argument("--root", default=None, help="workspace root (default: $LEMUR_ROOT or the current directory)")
+    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: the workspace's db/ab.nn.db)")
+    p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
+    args = p.parse_args(argv)
+    ws = Workspace.resolve(args.root, args.db)
+    folder = Path(args.dir).resolve() if args.dir else ws.stat_train_dir
+    if args.command == "export-json":
+        print(f"wrote {mirror.export_tree(ws.db_url, folder)} files under {folder.parent}")
+    else:
+        if not folder.is_dir():
+            p.exit(2, f"{p.prog}: error: no such folder {folder}\n")
+        print(f"imported {json_import.import_tree(ws.db_url, folder)} epoch records into {ws.db_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,168 @@
+"""Tables of the statistics database.
+
+LEMUR's tables keep LEMUR's names and columns (``nn``, ``transform``, ``metric``, ``prm``,
+``stat``, ``train_stat``) so that LEMUR's SQL keeps working; what LEMUR lacks lives in extra
+nullable columns and in new tables: ``trial`` (one row per Optuna trial, whatever its outcome)
+and ``stat_metric`` (every metric value of an epoch, on the eval and the test set). Optuna's own
+tables (``studies``, ``trials``, ...) share the database but are Optuna's business.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, UserDefinedType
+
+
+class _SqliteObject(UserDefinedType):
+    """LEMUR's ``OBJECT`` column: SQLite keeps ints, floats and strings as they are."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw):
+        return "OBJECT"
+
+
+class PrmValue(TypeDecorator):
+    """A hyperparameter value (int, float or str): native in SQLite, JSON elsewhere."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SqliteObject())
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value, dialect):
+        return int(value) if isinstance(value, bool) else value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class _Code:
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    code: Mapped[str] = mapped_column(Text, nullable=False)
+    id: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+
+
+class Nn(_Code, Base):
+    __tablename__ = "nn"
+
+
+class Transform(_Code, Base):
+    __tablename__ = "transform"
+
+
+class Metric(_Code, Base):
+    __tablename__ = "metric"
+
+
+class Prm(Base):
+    """Hyperparameter sets, keyed by LEMUR's uid (md5 of the set) and the parameter name."""
+
+    __tablename__ = "prm"
+    uid: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value = mapped_column(PrmValue, nullable=False)
+
+
+class Trial(Base):
+    """One Optuna trial of one config: its outcome, provenance and final numbers."""
+
+    __tablename__ = "trial"
+    __table_args__ = (UniqueConstraint("study", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    config: Mapped[str] = mapped_column(Text, index=True)
+    task: Mapped[str] = mapped_column(Text)
+    dataset: Mapped[str] = mapped_column(Text)
+    metric: Mapped[str] = mapped_column(Text)
+    nn: Mapped[str] = mapped_column(Text, index=True)
+    transform: Mapped[str | None] = mapped_column(Text)
+    prm: Mapped[str | None] = mapped_column(Text)
+    study: Mapped[str] = mapped_column(Text)
+    number: Mapped[int | None] = mapped_column(Integer)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    split: Mapped[str | None] = mapped_column(Text)
+    epoch_max: Mapped[int] = mapped_column(Integer)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    max_samples: Mapped[int | None] = mapped_column(Integer)
+    n_train: Mapped[int | None] = mapped_column(Integer)
+    n_eval: Mapped[int | None] = mapped_column(Integer)
+    n_test: Mapped[int | None] = mapped_column(Integer)
+    in_shape: Mapped[str | None] = mapped_column(Text)
+    data_fingerprint: Mapped[str | None] = mapped_column(Text)
+    eval_accuracy: Mapped[float | None] = mapped_column(Float)
+    eval_mae: Mapped[float | None] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
+    test_mae: Mapped[float | None] = mapped_column(Float)
+    duration: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str | None] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    nn_code_id: Mapped[str | None] = mapped_column(Text)
+
+
+class Stat(Base):
+    """LEMUR's per-epoch row; ``trial_id`` and ``mae`` (raw eval MAE in years) are additions."""
+
+    __tablename__ = "stat"
+    __table_args__ = (Index("idx_accuracy_desc", "accuracy"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    epoch: Mapped[int] = mapped_column(Integer)
+    duration: Mapped[int | None] = mapped_column(BigInteger)
+    task: Mapped[str] = mapped_column(Text, index=True)
+    dataset: Mapped[str] = mapped_column(Text, index=True)
+    nn: Mapped[str] = mapped_column(Text, ForeignKey("nn.name"), index=True)
+    transform: Mapped[str | None] = mapped_column(Text, ForeignKey("transform.name"), index=True)
+    metric: Mapped[str] = mapped_column(Text, ForeignKey("metric.name"), index=True)
+    prm: Mapped[str | None] = mapped_column(Text, index=True)
+    trial_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("trial.id"), index=True)
+    mae: Mapped[float | None] = mapped_column(Float)
+
+
+class TrainStat(Base):
+    """LEMUR's training diagnostics of one epoch, plus wall times and the epoch-limit flag."""
+
+    __tablename__ = "train_stat"
+
+    stat_id: Mapped[str] = mapped_column(Text, ForeignKey("stat.id"), primary_key=True)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    test_loss: Mapped[float | None] = mapped_column(Float)
+    train_accuracy: Mapped[float | None] = mapped_column(Float)
+    gradient_norm: Mapped[float | None] = mapped_column(Float)
+    samples_per_second: Mapped[float | None] = mapped_column(Float)
+    epoch_max: Mapped[int | None] = mapped_column(Integer)
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    cpu_type: Mapped[str | None] = mapped_column(Text)
+    total_ram_kb: Mapped[int | None] = mapped_column(BigInteger)
+    occupied_ram_kb: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_type: Mapped[str | None] = mapped_column(Text)
+    gpu_memory_kb: Mapped[int | None] = mapped_column(BigInteger)
+    lr: Mapped[float | None] = mapped_column(Float)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
+    eval_seconds: Mapped[float | None] = mapped_column(Float)
+    truncated: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class StatMetric(Base):
+    """Every named metric value of an epoch: ``split`` is ``eval`` or ``test``."""
+
+    __tablename__ = "stat_metric"
+
+    stat_id: Mapped[str] = mapped_column(Text, ForeignKey("stat.id"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)

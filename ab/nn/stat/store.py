@@ -1,0 +1,213 @@
+"""Writes to the statistics database. Each public method is one transaction: a crash leaves
+either all of a write or none of it, never half a trial or half an epoch."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from ab.nn import registry
+from ab.nn.config import Config
+from ab.nn.stat import engine as engines, mirror
+from ab.nn.stat.schema import Metric, Nn, Prm, Stat, StatMetric, TrainStat, Transform, Trial
+
+RUNNING = "running"
+COMPLETE = "complete"
+STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMUM_ACCURACY
+DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
+FAILED = "failed"
+RESULT_STATES = (COMPLETE, STOPPED, DIVERGED)
+"""Outcomes that count as a trained trial when deciding how many trials a config still needs."""
+
+_CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def prm_uid(prm: Mapping[str, object]) -> str:
+    """LEMUR's uid: identifies a hyperparameter set (not a trial)."""
+    text = json.dumps({k: prm[k] for k in sorted(prm)}, sort_keys=True, default=str)
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def _finite(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def insert_ignore(session: Session, table, rows: list[dict]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    module = {"sqlite": sqlite, "postgresql": postgresql}.get(dialect)
+    if module is not None:
+        session.execute(module.insert(table).values(rows).on_conflict_do_nothing())
+        return
+    for row in rows:
+        keys = {c.name: row[c.name] for c in table.__table__.primary_key.columns}
+        if session.get(table, tuple(keys.values())) is None:
+            session.add(table(**row))
+
+
+def _reservation_lock(session: Session, key: str) -> None:
+    """Serialise reservations of one config across processes. SQLite's ``BEGIN IMMEDIATE`` already
+    does; PostgreSQL needs a transaction-scoped advisory lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+
+
+def add_metrics(session: Session, stat_id: str, split: str, metrics: Mapping[str, float]) -> None:
+    session.add_all(StatMetric(stat_id=stat_id, split=split, name=name, value=_finite(value))
+                    for name, value in sorted(metrics.items()))
+
+
+class StatStore:
+    """The write side of the statistics database (reads live in ``ab.nn.stat.query``)."""
+
+    def __init__(self, url: str, mirror_dir: Path | None = None):
+        """``mirror_dir`` (LEMUR's ``stat/train``) turns on the JSON mirror of every write."""
+        self.url = url
+        self.mirror_dir = mirror_dir
+        self.engine = engines.engine(url, writer=True)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _mirror_trials(self, trial_id: int) -> None:
+        if self.mirror_dir is not None:
+            with self.transaction() as session:
+                config = Config.parse(session.get(Trial, trial_id).config)
+            mirror.write_trials(self.url, self.mirror_dir, config)
+
+    def _mirror_epoch(self, stat_id: str) -> None:
+        if self.mirror_dir is not None:
+            with self.transaction() as session:
+                stat = session.get(Stat, stat_id)
+                config, epoch = Config(stat.task, stat.dataset, stat.metric, stat.nn), stat.epoch
+            mirror.write_epoch(self.url, self.mirror_dir, config, epoch)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._session.begin() as session:
+            yield session
+
+    # -- code tables ---------------------------------------------------------------------------
+    def save_code(self, kind: registry.Kind, name: str, code: str | None = None) -> str:
+        """Insert or update the code of a model, transform or metric; returns its checksum."""
+        table = _CODE_TABLES[kind]
+        code = registry.source(kind, name) if code is None else code
+        checksum = registry.checksum(code)
+        with self.transaction() as session:
+            row = session.get(table, name)
+            if row is None:
+                session.add(table(name=name, code=code, id=checksum))
+            elif row.id != checksum:
+                row.code, row.id = code, checksum
+        return checksum
+
+    def save_prm(self, session: Session, prm: Mapping[str, object]) -> str:
+        uid = prm_uid(prm)
+        insert_ignore(session, Prm, [{"uid": uid, "name": k, "value": v} for k, v in sorted(prm.items())])
+        return uid
+
+    # -- trials --------------------------------------------------------------------------------
+    def reserve_trial(self, config: Config, epoch_max: int, total: int | None, **fields) -> int | None:
+        """Claim a slot for one more trial of ``config``, or ``None`` when ``total`` trials are already
+        trained or running. Several workers calling this together never claim more than ``total``."""
+        with self.transaction() as session:
+            _reservation_lock(session, config.name)
+            if total is not None:
+                taken = session.scalar(select(func.count()).select_from(Trial).where(
+                    Trial.config == config.name, Trial.epoch_max == epoch_max,
+                    Trial.status.in_(RESULT_STATES + (RUNNING,))))
+                if taken >= total:
+                    return None
+            trial = Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
+                          nn=config.nn, study=config.name, number=None, status=RUNNING, epoch_max=epoch_max,
+                          epochs_done=0, started_at=now(), **fields)
+            session.add(trial)
+            session.flush()
+            return trial.id
+
+    def assign_trial(self, trial_id: int, *, number: int, optuna_trial_id: int | None,
+                     prm: Mapping[str, object], **fields) -> None:
+        """Attach the Optuna trial and its sampled hyperparameters to a reserved trial."""
+        with self.transaction() as session:
+            uid = self.save_prm(session, prm)
+            session.execute(update(Trial).where(Trial.id == trial_id).values(
+                number=number, optuna_trial_id=optuna_trial_id, prm=uid, transform=prm.get("transform"),
+                **fields))
+        self._mirror_trials(trial_id)
+
+    def update_trial(self, trial_id: int, **fields) -> None:
+        with self.transaction() as session:
+            session.execute(update(Trial).where(Trial.id == trial_id).values(**fields))
+
+    def finish_trial(self, trial_id: int, status: str, error: str | None = None, **fields) -> None:
+        self.update_trial(trial_id, status=status, error=error, finished_at=now(), **fields)
+        self._mirror_trials(trial_id)
+
+    def record_epoch(self, trial_id: int, epoch: int, *, accuracy: float, duration: int,
+                     metrics: Mapping[str, float], train_stat: Mapping[str, object]) -> str:
+        """One epoch: the LEMUR ``stat`` row, its ``train_stat`` and every eval metric value."""
+        with self.transaction() as session:
+            trial = session.get(Trial, trial_id)
+            stat_id = uuid.uuid4().hex
+            session.add(Stat(id=stat_id, accuracy=_finite(accuracy), epoch=epoch, duration=duration,
+                             task=trial.task, dataset=trial.dataset, nn=trial.nn, transform=trial.transform,
+                             metric=trial.metric, prm=trial.prm, trial_id=trial_id,
+                             mae=_finite(metrics.get("mae"))))
+            session.flush()
+            session.add(TrainStat(stat_id=stat_id, **train_stat))
+            add_metrics(session, stat_id, "eval", metrics)
+            trial.epochs_done = epoch
+            trial.eval_accuracy = _finite(accuracy)
+            trial.eval_mae = _finite(metrics.get("mae"))
+            trial.duration = duration
+        self._mirror_epoch(stat_id)
+        return stat_id
+
+    def record_test(self, trial_id: int, stat_id: str, accuracy: float, metrics: Mapping[str, float]) -> None:
+        """Held-out test numbers of the final model, attached to its last epoch."""
+        with self.transaction() as session:
+            add_metrics(session, stat_id, "test", metrics)
+            trial = session.get(Trial, trial_id)
+            trial.test_accuracy = _finite(accuracy)
+            trial.test_mae = _finite(metrics.get("mae"))
+        self._mirror_epoch(stat_id)
+
+    # -- questions the runner asks -------------------------------------------------------------
+    def count_results(self, config: Config, epoch_max: int) -> int:
+        """Trials of a config at this ``epoch_max`` that trained (LEMUR counts the same)."""
+        with self.transaction() as session:
+            return session.scalar(select(func.count()).select_from(Trial).where(
+                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES)))
+
+    def running_trials(self, config: Config) -> list[Trial]:
+        with self.transaction() as session:
+            return list(session.scalars(select(Trial).where(Trial.config == config.name, Trial.status == RUNNING)))
+
+    def configs(self) -> list[Config]:
+        """Configs that already have statistics (LEMUR's source of configs)."""
+        with self.transaction() as session:
+            rows = session.execute(select(Stat.task, Stat.dataset, Stat.metric, Stat.nn).distinct()).all()
+            rows += session.execute(select(Trial.task, Trial.dataset, Trial.metric, Trial.nn).distinct()).all()
+        configs = set()
+        for row in rows:
+            try:
+                configs.add(Config.parse("_".join(row)))
+            except ValueError:
+                continue
+        return sorted(configs)
+

@@ -1,0 +1,1 @@
+"""The sweep runner behind ``python -m ab.nn.train``: configs, Optuna studies, trials."""

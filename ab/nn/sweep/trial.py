@@ -1,0 +1,196 @@
+"""One trial: load data, build the model, train ``epoch_max`` epochs, evaluate and record each one,
+then evaluate the held-out test set once. A failure inside is recorded on the trial and returned,
+never raised, so the sweep goes on."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ab.nn import registry, workspace
+from ab.nn.config import Config
+from ab.nn.dataset import DataError, settings as data_settings
+from ab.nn.dataset.settings import DataSettings
+from ab.nn.stat.store import COMPLETE, DIVERGED, FAILED, STOPPED, StatStore
+from ab.nn.sweep.data_roll import DataRoll
+from ab.nn.sweep.evaluate import evaluate
+from ab.nn.util import checkpoint, system
+from ab.nn.util.seeding import generator, seed_everything, seed_worker
+from ab.nn.workspace import Workspace
+
+SETUP_ERRORS = (DataError, registry.RegistryError)
+
+EXTRA_METRICS = {"age-regression": ("mae",)}
+"""Metrics evaluated for a task whatever its config names, so the raw MAE is always stored."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    config: Config
+    prm: dict
+    trial_id: int
+    number: int
+    db_url: str
+    workspace: Workspace
+    data: DataSettings
+    seed: int
+    device: str = "cpu"
+    workers: int = 0
+    epoch_limit_minutes: float = 0
+    save_pth: bool = False
+    save_onnx: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrialOutcome:
+    status: str
+    accuracy: float | None = None
+    eval_mae: float | None = None
+    test_mae: float | None = None
+    epochs: int = 0
+    error: str | None = None
+    fatal: bool = False  # the cause is the setup (data, registry), so further trials would fail alike
+    artifacts: dict = field(default_factory=dict)
+
+
+def describe_error(error: BaseException) -> str:
+    """The exception's one-line message first, then the traceback for whoever needs it."""
+    head = f"{type(error).__name__}: {error}".strip()
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return f"{head}\n\n{trace[-6000:]}"
+
+
+def good(accuracy: float, minimum_accuracy: float) -> bool:
+    """LEMUR's gate: a trial continues while accuracy > 1.2 x the dataset's MINIMUM_ACCURACY."""
+    return accuracy > 1.2 * minimum_accuracy
+
+
+def run_trial(spec: TrialSpec) -> TrialOutcome:
+    store = StatStore(spec.db_url, spec.workspace.stat_train_dir)
+    try:
+        return _run(spec, store)
+    except Exception as error:
+        message = describe_error(error)
+        store.finish_trial(spec.trial_id, FAILED, error=message)
+        return TrialOutcome(FAILED, error=message, fatal=isinstance(error, SETUP_ERRORS))
+
+
+def _cap(dataset, limit: int | None, seed: int):
+    """Generic ``--max-samples`` for loaders that do not apply it themselves."""
+    if dataset is None or limit is None or len(dataset) <= limit:
+        return dataset
+    return Subset(dataset, sorted(random.Random(seed).sample(range(len(dataset)), limit)))
+
+
+def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.device) -> DataLoader:
+    workers = getattr(dataset, "num_workers", spec.workers)
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
+                      collate_fn=getattr(dataset, "collate_fn", None), generator=generator(spec.seed),
+                      worker_init_fn=seed_worker, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda")
+
+
+def _loss_of(returned) -> float | None:
+    """``learn`` may return nothing, a loss, or LEMUR's ``(train_accuracy, train_loss)``."""
+    if isinstance(returned, (tuple, list)) and len(returned) == 2:
+        returned = returned[1]
+    if isinstance(returned, torch.Tensor) and returned.numel() == 1:
+        returned = returned.item()
+    return float(returned) if isinstance(returned, (int, float)) and not isinstance(returned, bool) else None
+
+
+def _current_lr(model) -> float | None:
+    optimizer = getattr(model, "optimizer", None)
+    try:
+        return float(optimizer.param_groups[0]["lr"])
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
+    seed_everything(spec.seed)
+    config, prm = spec.config, spec.prm
+    device = torch.device(spec.device)
+    with workspace.active.use(spec.workspace), data_settings.active.use(spec.data):
+        loader_module = registry.load(registry.LOADER, config.dataset)
+        transform_module = registry.load(registry.TRANSFORM, prm["transform"])
+        out_shape, minimum_accuracy, train_set, eval_set = loader_module.loader(transform_module.transform,
+                                                                               config.task)
+    test_set = getattr(eval_set, "held_out_test", None)
+    fingerprint = getattr(eval_set, "fingerprint", None)
+    limit = spec.data.max_samples
+    train_set, eval_set, test_set = (_cap(d, limit, spec.seed) for d in (train_set, eval_set, test_set))
+    if len(train_set) == 0 or len(eval_set) == 0:
+        raise DataError(f"{config.dataset}: the split left {len(train_set)} training and {len(eval_set)} "
+                         f"evaluation images; nothing to train on")
+    batch = int(prm["batch"])
+    train_loader = _loader(train_set, batch, True, spec, device)
+    eval_loader = _loader(eval_set, batch, False, spec, device)
+    test_loader = _loader(test_set, batch, False, spec, device) if test_set is not None and len(test_set) else None
+
+    in_shape = (1, *tuple(train_set[0][0].shape))
+    out_shape = tuple(out_shape)
+    model_module = registry.load(registry.MODEL, config.nn)
+    model = model_module.Net(in_shape, out_shape, copy.deepcopy(prm), device).to(device)
+    names = list(config.metrics) + [m for m in EXTRA_METRICS.get(config.task, ()) if m not in config.metrics]
+    metrics = {name: registry.load(registry.METRIC, name).create_metric(out_shape) for name in names}
+    store.update_trial(spec.trial_id, n_train=len(train_set), n_eval=len(eval_set),
+                       n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)),
+                       data_fingerprint=fingerprint, device=str(device))
+
+    model.train_setup(copy.deepcopy(prm))
+    start = time.time_ns()
+    status, epoch, stat_id, evaluation = COMPLETE, 0, None, None
+    system_stat = {"cpu_count": system.cpu_count(), "cpu_type": system.cpu_model(),
+                   "total_ram_kb": system.total_ram_kb(), "gpu_type": system.gpu_name(device)}
+    epoch_max = int(prm["epoch_max"])
+    with tqdm(total=epoch_max, desc=f"trial {spec.number} epochs", unit="epoch", leave=False,
+              disable=not spec.progress, position=1) as bar:
+        for epoch in range(1, epoch_max + 1):
+            began = time.perf_counter()
+            roll = DataRoll(train_loader, spec.epoch_limit_minutes, f"epoch {epoch}", spec.progress)
+            model.train()
+            train_loss = _loss_of(model.learn(roll))
+            train_seconds = time.perf_counter() - began
+            evaluation = evaluate(model, eval_loader, metrics, out_shape, device)
+            diverged = not evaluation.finite or (train_loss is not None and not math.isfinite(train_loss))
+            stat_id = store.record_epoch(
+                spec.trial_id, epoch, accuracy=evaluation.accuracy, duration=time.time_ns() - start,
+                metrics=evaluation.values,
+                train_stat=dict(system_stat, train_loss=train_loss if train_loss is None or math.isfinite(train_loss)
+                                else None, samples_per_second=roll.samples / max(train_seconds, 1e-9),
+                                epoch_max=epoch_max, occupied_ram_kb=system.process_ram_kb(),
+                                gpu_memory_kb=(torch.cuda.max_memory_allocated(device) // 1024
+                                               if device.type == "cuda" else None),
+                                lr=_current_lr(model), train_seconds=train_seconds,
+                                eval_seconds=evaluation.seconds, truncated=roll.truncated))
+            bar.set_postfix(acc=f"{evaluation.accuracy:.4f}", **({"mae": f"{evaluation.mae:.2f}"}
+                                                                  if evaluation.mae is not None else {}))
+            bar.update(1)
+            if diverged:
+                status = DIVERGED
+                break
+            if not good(evaluation.accuracy, minimum_accuracy):
+                status = STOPPED
+                break
+
+    outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
+    if test_loader is not None and status != DIVERGED:
+        tested = evaluate(model, test_loader, metrics, out_shape, device)
+        store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values)
+        outcome.test_mae = tested.mae
+    if spec.save_pth or spec.save_onnx:
+        folder = spec.workspace.trial_dir(config.name, spec.number)
+        outcome.artifacts = checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape,
+                                            out_shape=out_shape, trial_id=spec.trial_id,
+                                            pth=spec.save_pth, onnx=spec.save_onnx)
+    store.finish_trial(spec.trial_id, status)
+    return outcome

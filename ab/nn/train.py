@@ -1,0 +1,159 @@
+"""``python -m ab.nn.train``: sweep hyperparameters with Optuna and record every trial.
+
+LEMUR's flags and defaults, with booleans that are booleans (``--save_pth_weights``,
+``--save_pth_weights 1``/``true``, ``--save_pth_weights false``), plus workspace, database,
+data, seed, device, split and smoke-run options. ``main(...)`` keeps LEMUR's Python signature.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ab.nn.config import ConfigError
+from ab.nn.dataset.settings import PROTOCOLS, DataSettings
+from ab.nn.registry import RegistryError
+from ab.nn.stat.engine import DatabaseError
+from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
+from ab.nn.sweep.runner import SweepOptions, SweepSummary, run
+from ab.nn.workspace import Workspace
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false, yes/no), got {text!r}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ab.nn.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sweep hyperparameters with Optuna and record every trial in the statistics database.")
+    flag = dict(nargs="?", const=True, default=False, type=_bool, metavar="BOOL")
+    p.add_argument("-c", "--config", nargs="*", default=[""],
+                   help="config patterns task_dataset_metric_nn; fewer parts (age-regression_utkface) select "
+                        "every matching config, a part may use * wildcards; empty selects all")
+    p.add_argument("-p", "--nn_prm", default="",
+                   help="JSON object of fixed hyperparameters, used as given (0 included), e.g. '{\"lr\": 0.001}'")
+    p.add_argument("-e", "--epochs", type=_positive, default=1, help="epochs per trial (epoch_max)")
+    p.add_argument("-t", "--trials", type=int, default=-1,
+                   help="trials wanted per config at this epoch count; negative: that many more")
+    p.add_argument("--min_batch_binary_power", type=int, default=0, help="smallest batch is 2**this")
+    p.add_argument("-b", "--max_batch_binary_power", type=int, default=12, help="largest batch is 2**this")
+    p.add_argument("--min_learning_rate", type=float, default=1e-5, help="lr lower bound (log-uniform)")
+    p.add_argument("-l", "--max_learning_rate", type=float, default=1.0, help="lr upper bound")
+    p.add_argument("--min_momentum", type=float, default=0.0, help="momentum lower bound (uniform)")
+    p.add_argument("-m", "--max_momentum", type=float, default=1.0, help="momentum upper bound")
+    p.add_argument("--min_dropout", type=float, default=0.0, help="dropout lower bound (uniform)")
+    p.add_argument("-d", "--max_dropout", type=float, default=0.5, help="dropout upper bound")
+    p.add_argument("-f", "--transform", default=None, help="fix the transform; default: Optuna picks one")
+    p.add_argument("-a", "--nn_fail_attempts", type=_positive, default=30,
+                   help="failed trials in a row after which a config is given up")
+    p.add_argument("-r", "--random_config_order", help="run configs in a seeded random order", **flag)
+    p.add_argument("-w", "--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--pretrained", type=int, choices=(0, 1), default=None,
+                   help="1: always ImageNet weights, 0: never; default: Optuna chooses")
+    p.add_argument("--epoch_limit_minutes", type=float, default=30,
+                   help="wall-clock cap per epoch; a cut epoch is flagged 'truncated' in train_stat")
+    p.add_argument("--train_missing_pipelines", help="only configs without any result yet", **flag)
+    p.add_argument("--save_pth_weights", help="save each trial's state_dict under out/<config>/<trial>/", **flag)
+    p.add_argument("--save_onnx_weights", help="export each trial's model to ONNX under out/<config>/<trial>/",
+                   **flag)
+    p.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/ "
+                                                "(default: $LEMUR_ROOT, else the current directory)")
+    p.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database "
+                                              "(default: $LEMUR_DB, else sqlite:///<root>/db/ab.nn.db)")
+    p.add_argument("--data-dir", default=None, help="folder of the dataset's files "
+                                                    "(default: $LEMUR_DATA, else <root>/data/<dataset>)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the sampler, the split and every trial")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--max-samples", type=_positive, default=None,
+                   help="use at most N training, N evaluation and N test images (smoke runs, tests)")
+    p.add_argument("--split", choices=PROTOCOLS, default="paper",
+                   help="split protocol: paper (stratified 70/10/20), lemur (random 70/30), kfold")
+    p.add_argument("--fold", type=int, default=0, help="test fold of the kfold protocol")
+    p.add_argument("--folds", type=int, default=5, help="number of folds of the kfold protocol")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> SweepOptions:
+    space = SearchSpace(min_lr=args.min_learning_rate, max_lr=args.max_learning_rate,
+                        min_momentum=args.min_momentum, max_momentum=args.max_momentum,
+                        min_dropout=args.min_dropout, max_dropout=args.max_dropout,
+                        min_batch_power=args.min_batch_binary_power, max_batch_power=args.max_batch_binary_power,
+                        pretrained=args.pretrained)
+    data = DataSettings(split=args.split, seed=args.seed, fold=args.fold, folds=args.folds,
+                        max_samples=args.max_samples)
+    return SweepOptions(configs=tuple(args.config) or ("",), fixed=args.nn_prm, epochs=args.epochs,
+                        trials=args.trials, space=space, transform=args.transform,
+                        fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
+                        workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
+                        train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
+                        save_onnx=args.save_onnx_weights, seed=args.seed, device=args.device, data=data,
+                        workspace=Workspace.resolve(args.root, args.db, args.data_dir), progress=not args.quiet)
+
+
+def report(summary: SweepSummary) -> str:
+    lines = [f"{'config':<60} {'trained':>7} {'failed':>6} {'best acc':>9}  note"]
+    for r in summary.results:
+        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
+        lines.append(f"{r.config.name:<60} {r.trained:>7} {r.failed:>6} {best:>9}  {r.gave_up or ''}")
+    return "\n".join(lines)
+
+
+def cli(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run(options_from(args))
+    except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    except KeyboardInterrupt:
+        print("interrupted: the running trial is recorded as failed", file=sys.stderr)
+        return 130
+    print(report(summary))
+    return 0 if summary.ok else 1
+
+
+def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_binary_power=0,
+         max_batch_binary_power=12, min_learning_rate=1e-5, max_learning_rate=1.0, min_momentum=0.0,
+         max_momentum=1.0, min_dropout=0.0, max_dropout=0.5, transform=None, nn_fail_attempts=30,
+         random_config_order=False, num_workers=2, pretrained=None, epoch_limit_minutes=30,
+         train_missing_pipelines=False, save_pth_weights=False, save_onnx_weights=False, **extra) -> SweepSummary:
+    """LEMUR's ``ab.nn.train.main`` signature; ``extra`` takes ``root``, ``db``, ``data_dir``, ``seed``,
+    ``device``, ``max_samples``, ``split``, ``progress``."""
+    configs = (config,) if isinstance(config, str) else tuple(config)
+    space = SearchSpace(min_lr=min_learning_rate, max_lr=max_learning_rate, min_momentum=min_momentum,
+                        max_momentum=max_momentum, min_dropout=min_dropout, max_dropout=max_dropout,
+                        min_batch_power=min_batch_binary_power, max_batch_power=max_batch_binary_power,
+                        pretrained=pretrained)
+    seed = extra.get("seed", 42)
+    data = DataSettings(split=extra.get("split", "paper"), seed=seed, max_samples=extra.get("max_samples"))
+    options = SweepOptions(configs=configs, fixed=dict(nn_prm or {}), epochs=epoch_max, trials=n_optuna_trials,
+                           space=space, transform=transform, fail_attempts=nn_fail_attempts,
+                           random_config_order=random_config_order, workers=num_workers,
+                           epoch_limit_minutes=epoch_limit_minutes, train_missing_pipelines=train_missing_pipelines,
+                           save_pth=save_pth_weights, save_onnx=save_onnx_weights, seed=seed,
+                           device=extra.get("device", "auto"), data=data,
+                           workspace=Workspace.resolve(extra.get("root"), extra.get("db"), extra.get("data_dir")),
+                           progress=extra.get("progress", True))
+    return run(options)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

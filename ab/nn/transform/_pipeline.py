@@ -1,0 +1,57 @@
+"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug]``).
+
+It accepts a uint8 CHW tensor from the decode-once cache (already at ``image_size``) or a PIL
+image, so augmentation runs on tensors. ``eval_transform`` of every named transform is the same
+pipeline without augmentation, hence deterministic.
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+AUGMENTATIONS = ("none", "flip", "aug")
+
+
+class ImagePipeline:
+    def __init__(self, norm, image_size: int, augment: str = "none"):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        mean, std = norm
+        ops = []
+        if augment in ("flip", "aug"):
+            ops.append(v2.RandomHorizontalFlip())
+        if augment == "aug":
+            ops += [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+                    v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05))]
+        self.image_size = image_size
+        self.augment = augment
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._resize = v2.Resize((image_size, image_size), antialias=True)
+        self._augment = v2.Compose(ops) if ops else None
+        self._normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def __call__(self, image):
+        if not isinstance(image, torch.Tensor):
+            image = v2.functional.pil_to_tensor(image)
+        if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
+            image = self._resize(image)
+        if self._augment is not None:
+            image = self._augment(image)
+        return self._normalize(image)
+
+    def __repr__(self) -> str:
+        return f"ImagePipeline(size={self.image_size}, augment={self.augment!r})"
+
+
+def named(image_size: int, augment: str):
+    """``(transform, eval_transform)`` functions of the LEMUR transform contract."""
+
+    def transform(norm):
+        return ImagePipeline(norm, image_size, augment)
+
+    def eval_transform(norm):
+        return ImagePipeline(norm, image_size, "none")
+
+    transform.eval_transform = eval_transform
+    transform.image_size = eval_transform.image_size = image_size
+    return transform, eval_transform

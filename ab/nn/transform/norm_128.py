@@ -1,0 +1,4 @@
+"""128x128, no augmentation; evaluation uses the same size without augmentation."""
+from ab.nn.transform._pipeline import named
+
+transform, eval_transform = named(128, "none")

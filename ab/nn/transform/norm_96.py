@@ -1,0 +1,4 @@
+"""96x96, no augmentation; evaluation uses the same size without augmentation."""
+from ab.nn.transform._pipeline import named
+
+transform, eval_transform = named(96, "none")

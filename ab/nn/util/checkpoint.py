@@ -1,0 +1,46 @@
+"""Trained weights of a trial on disk: LEMUR's plain ``state_dict`` (``model.pth``), optionally an
+ONNX export, and ``meta.json`` with what it takes to rebuild the model (config, prm, shapes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ab.nn import registry
+from ab.nn.config import Config
+
+WEIGHTS = "model.pth"
+ONNX = "model.onnx"
+META = "meta.json"
+
+
+def save(model: torch.nn.Module, folder: Path, *, config: Config, prm: dict, in_shape, out_shape,
+         trial_id: int | None = None, pth: bool = True, onnx: bool = False) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    meta = {"config": config.name, "prm": prm, "in_shape": list(in_shape), "out_shape": list(out_shape),
+            "trial_id": trial_id}
+    (folder / META).write_text(json.dumps(meta, indent=1, default=str))
+    written["meta"] = folder / META
+    if pth:
+        torch.save(model.state_dict(), folder / WEIGHTS)
+        written["pth"] = folder / WEIGHTS
+    if onnx:
+        from ab.nn.deploy.onnx_export import export_onnx
+
+        written["onnx"] = export_onnx(model, in_shape, folder / ONNX,
+                                      metadata={"config": config.name, "trial_id": trial_id})
+    return written
+
+
+def load(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a trial's model from its folder: ``(model in eval mode, meta)``."""
+    meta = json.loads((Path(folder) / META).read_text())
+    config = Config.parse(meta["config"])
+    module = registry.load(registry.MODEL, config.nn)
+    prm = dict(meta["prm"], pretrained=0) if "pretrained" in meta["prm"] else dict(meta["prm"])
+    model = module.Net(tuple(meta["in_shape"]), tuple(meta["out_shape"]), prm, torch.device(device))
+    state = torch.load(Path(folder) / WEIGHTS, map_location=device, weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), meta

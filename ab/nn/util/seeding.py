@@ -1,0 +1,24 @@
+"""Seeds for everything random in a trial, so that a fixed ``-p`` and ``--seed`` repeat a result."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def seed_worker(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive numpy/random seeds from the worker's torch seed."""
+    seed = torch.initial_seed() % (2 ** 32)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

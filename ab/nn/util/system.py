@@ -1,0 +1,48 @@
+"""Facts about the machine, recorded with training epochs and latency measurements."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+
+import psutil
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def total_ram_kb() -> int:
+    return psutil.virtual_memory().total // 1024
+
+
+def process_ram_kb() -> int:
+    return psutil.Process().memory_info().rss // 1024
+
+
+def gpu_name(device) -> str | None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return None

@@ -1,0 +1,75 @@
+"""Where runtime files live: the one place that knows the workspace layout.
+
+Everything the tool writes goes under a workspace root (never inside the installed package):
+``db/ab.nn.db``, ``data/<dataset>/``, ``out/``, and the LEMUR JSON mirror ``stat/train/``.
+The root is ``--root``, else ``$LEMUR_ROOT``, else the current directory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ab.nn.util.scoped import Scoped
+
+ROOT_ENV = "LEMUR_ROOT"
+DATA_ENV = "LEMUR_DATA"
+DB_ENV = "LEMUR_DB"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    db: str | None = None
+    data_dir: Path | None = None
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike | None = None, db: str | None = None,
+                data_dir: str | os.PathLike | None = None) -> "Workspace":
+        """Explicit arguments win over environment variables, which win over defaults."""
+        root = Path(root or os.environ.get(ROOT_ENV) or os.getcwd()).expanduser().resolve()
+        db = db or os.environ.get(DB_ENV) or None
+        data = data_dir or os.environ.get(DATA_ENV) or None
+        return cls(root=root, db=db, data_dir=Path(data).expanduser().resolve() if data else None)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "db" / "ab.nn.db"
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.db_path}"
+
+    def dataset_dir(self, dataset: str) -> Path:
+        """Folder of one dataset's source files.
+
+        An explicit data folder (``--data-dir`` / ``$LEMUR_DATA``) is used as the dataset's own
+        folder, unless it holds a sub-folder named after the dataset.
+        """
+        if self.data_dir is not None:
+            nested = self.data_dir / dataset
+            return nested if nested.is_dir() else self.data_dir
+        return self.root / "data" / dataset
+
+    def cache_dir(self, dataset: str) -> Path:
+        """Writable cache folder of a dataset (the data folder itself may be read-only)."""
+        return self.root / "data" / dataset / "cache"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "out"
+
+    def trial_dir(self, config: str, trial: int | str) -> Path:
+        return self.out_dir / config / str(trial)
+
+    @property
+    def stat_train_dir(self) -> Path:
+        return self.root / "stat" / "train"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+
+active = Scoped[Workspace]("workspace", Workspace.resolve)
+"""The workspace of the running sweep; outside a sweep, the one resolved from the environment."""

@@ -1,0 +1,89 @@
+"""Test data made by the tests themselves: small JPEGs in UTKFace's naming scheme, temporary model
+files in the registry folder."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ab.nn import registry
+
+REAL_DATA_MISSING = "real UTKFace images not found (set LEMUR_DATA to ../shared/data/utkface)"
+
+
+def utk_name(age: int, gender: int, race: int, index: int) -> str:
+    return f"{age}_{gender}_{race}_2017011{index:010d}.jpg.chip.jpg"
+
+
+def make_face(age: int, size: int = 48, seed: int = 0) -> Image.Image:
+    """A synthetic image whose brightness grows with age, so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    level = 30 + 2 * age
+    pixels = np.clip(rng.normal(level, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def ages_like_utkface(count: int) -> list[int]:
+    """Ages 1-90 spread like UTKFace's (most between 20 and 45), as evenly spaced quantiles."""
+    population = np.random.default_rng(1234).normal(32, 15, 100_000).clip(1, 90)
+    return [int(a) for a in np.quantile(population, np.linspace(0, 1, count)).round()]
+
+
+def make_utkface(folder: Path, count: int = 60, size: int = 48, seed: int = 0) -> list[int]:
+    """``count`` images with UTKFace-like ages; returns the ages."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ages = ages_like_utkface(count)
+    for i, age in enumerate(ages):
+        make_face(age, size, seed + i).save(folder / utk_name(age, int(rng.integers(2)), int(rng.integers(5)), i),
+                                            quality=90)
+    return ages
+
+
+def write_model(name: str, code: str) -> Path:
+    """Drop a model file into ab/nn/nn/ (remove it with ``remove_model``)."""
+    path = registry.MODEL.directory / f"{name}.py"
+    path.write_text(code)
+    importlib.invalidate_caches()
+    return path
+
+
+def remove_model(name: str) -> None:
+    (registry.MODEL.directory / f"{name}.py").unlink(missing_ok=True)
+    sys.modules.pop(f"{registry.MODEL.package}.{name}", None)
+    importlib.invalidate_caches()
+
+
+TINY_MODEL = '''"""A tiny age regressor for tests: global average colour -> linear."""
+import torch
+from torch import nn
+
+
+def supported_hyperparameters():
+    return {"lr", "momentum"}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.linear = nn.Linear(in_shape[1], out_shape[0])
+        nn.init.constant_(self.linear.bias, 40.0)
+
+    def forward(self, x):
+        return self.linear(x.mean(dim=(2, 3)))
+
+    def train_setup(self, prm):
+        self.criteria = (nn.L1Loss(),)
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
+
+    def learn(self, train_data):
+        for x, y in train_data:
+            self.optimizer.zero_grad()
+            loss = self.criteria[0](self(x.to(self.device)), y.to(self.device))
+            loss.backward()
+            self.optimizer.step()
+'''

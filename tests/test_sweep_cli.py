@@ -1,0 +1,194 @@
+"""The sweep runner end to end through its CLI, on generated UTKFace-style images."""
+import json
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from ab.nn import api, train
+from tests import helpers
+
+CONFIG = "age-regression_utkface_mae_MobileAgeNet"
+FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
+        "-w", "0", "--quiet"]
+
+
+def run(root, data, *args):
+    return train.cli(["--root", str(root), "--data-dir", str(data), *FAST, *args])
+
+
+def db(root):
+    return sqlite3.connect(root / "db" / "ab.nn.db")
+
+
+def test_two_trials_two_epochs_are_recorded(root, utk_dir):
+    assert run(root, utk_dir, "-c", CONFIG, "-e", "2", "-t", "2") == 0
+    with db(root) as con:
+        assert con.execute("select count(*) from trial where status='complete'").fetchone()[0] == 2
+        assert con.execute("select count(*) from stat").fetchone()[0] == 4
+        names = {r[0] for r in con.execute("select distinct name from prm")}
+        assert {"lr", "momentum", "dropout", "batch", "transform", "epoch_max"} <= names
+        assert con.execute("select count(*) from stat where mae is null").fetchone()[0] == 0
+    frame = api.data(task="age-regression", db=root / "db" / "ab.nn.db")
+    assert len(frame) == 4
+    assert set(frame.epoch) == {1, 2}
+    assert frame.mae.between(0, 120).all()
+    assert ((1 - frame.mae / 20).clip(lower=0) - frame.accuracy).abs().max() < 1e-6
+    assert frame.prm.map(lambda p: p["transform"]).eq("norm_64").all()
+    assert frame.status.eq("complete").all()
+    assert frame.test_mae.notna().sum() == 2  # once per trial, on its final epoch
+    assert {"nn_code", "duration", "prm_id", "metric_code", "transform_code"} <= set(frame.columns)
+    mirror = root / "stat" / "train" / CONFIG
+    assert sorted(p.name for p in mirror.glob("*.json")) == ["1.json", "2.json"]
+    records = json.loads((mirror / "2.json").read_text())
+    assert len(records) == 2 and records[0]["accuracy"] >= records[1]["accuracy"]
+    assert {"lr", "batch", "transform", "uid", "duration", "accuracy"} <= set(records[0])
+
+
+def test_second_run_continues_the_study(root, utk_dir):
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "1") == 0
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "1") == 0  # a total: already reached, nothing to do
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "-2") == 0  # two more
+    study = optuna.load_study(study_name=CONFIG, storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert sorted(api.trials(db=root / "db" / "ab.nn.db").number) == [0, 1, 2]
+
+
+def test_fixed_zero_is_used_as_given(root, utk_dir):
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "1", "-p", '{"dropout": 0, "momentum": 0.0, "batch": 8}') == 0
+    prm = api.trials(db=root / "db" / "ab.nn.db").prm[0]
+    assert prm["dropout"] == 0 and prm["momentum"] == 0 and prm["batch"] == 8
+
+
+def test_prefix_selects_every_matching_config(root, utk_dir, tiny_model):
+    assert run(root, utk_dir, "-c", "age-regression_utkface", "-t", "1") == 0
+    trained = set(api.trials(db=root / "db" / "ab.nn.db").nn)
+    assert {"MobileAgeNet", tiny_model} <= trained
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-c", "a_b_c_d_e"], "at most 4"),
+    (["-c", "age-regression_utkface_mae_NoSuchNet"], "unknown model 'NoSuchNet'"),
+    (["-c", "age-regression_nosuchdata_mae_MobileAgeNet"], "unknown dataset loader 'nosuchdata'"),
+    (["-c", "age-regression_utkface_nosuchmetric_MobileAgeNet"], "unknown metric 'nosuchmetric'"),
+    (["-c", CONFIG, "-f", "nosuchtransform"], "unknown transform 'nosuchtransform'"),
+    (["-c", "age-regression_nothing"], "no config matches"),
+    (["-c", "age-regression_utkface_mae_../../x"], "invalid nn part"),
+    (["-c", CONFIG, "-p", "{broken"], "not valid JSON"),
+    (["-c", CONFIG, "-p", '{"nosuch": 1}'], "unknown hyperparameter"),
+])
+def test_bad_input_gives_a_one_line_error(root, utk_dir, capsys, args, expected):
+    with pytest.raises(SystemExit) as stopped:
+        run(root, utk_dir, *args)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
+FAILS_ONCE = '''
+import os
+from pathlib import Path
+import torch
+from torch import nn
+
+FLAG = Path(os.environ["FAILS_ONCE_FLAG"])
+
+
+def supported_hyperparameters():
+    return {"lr"}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.first = not FLAG.exists()
+        FLAG.touch()
+        self.linear = nn.Linear(in_shape[1], 1)
+
+    def forward(self, x):
+        if self.first:
+            raise RuntimeError("forward exploded on purpose")
+        return 30 + self.linear(x.mean(dim=(2, 3)))
+
+    def train_setup(self, prm):
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"])
+
+    def learn(self, train_data):
+        for x, y in train_data:
+            self.optimizer.zero_grad()
+            (self(x) - y).abs().mean().backward()
+            self.optimizer.step()
+'''
+
+
+def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "failed-once"))
+    helpers.write_model("FailsOnce", FAILS_ONCE)
+    try:
+        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_FailsOnce", "-t", "1") == 0
+    finally:
+        helpers.remove_model("FailsOnce")
+    trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
+    assert list(trials.status) == ["failed", "complete"]
+    assert trials.error.iloc[0].startswith("RuntimeError: forward exploded on purpose")
+    study = optuna.load_study(study_name="age-regression_utkface_mae_FailsOnce",
+                              storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+
+
+def test_gives_up_after_fail_attempts(root, utk_dir, tmp_path, monkeypatch):
+    always = FAILS_ONCE.replace("self.first = not FLAG.exists()", "self.first = True")
+    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "flag"))
+    helpers.write_model("AlwaysFails", always)
+    try:
+        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_AlwaysFails", "-t", "5", "-a", "3") == 1
+    finally:
+        helpers.remove_model("AlwaysFails")
+    assert list(api.trials(db=root / "db" / "ab.nn.db").status) == ["failed"] * 3
+
+
+def test_early_stop_is_recorded_not_dropped(root, utk_dir, tmp_path, monkeypatch):
+    # a model that always answers 100 years: MAE far above 20, so LEMUR's gate stops it after epoch 1
+    hopeless = FAILS_ONCE.replace("self.first = not FLAG.exists()", "self.first = False").replace(
+        "return 30 + self.linear(x.mean(dim=(2, 3)))", "return 100 + 0 * self.linear(x.mean(dim=(2, 3)))")
+    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "flag"))
+    helpers.write_model("Hopeless", hopeless)
+    try:
+        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_Hopeless", "-e", "3", "-t", "1") == 0
+    finally:
+        helpers.remove_model("Hopeless")
+    trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
+    frame = api.data(db=root / "db" / "ab.nn.db")
+    assert trial.status == "stopped" and trial.epochs_done == 1
+    assert list(frame.epoch) == [1] and frame.accuracy[0] == 0 and frame.mae[0] > 60
+
+
+def test_boolean_flags_are_booleans(root, utk_dir):
+    args = train.parser().parse_args(["--save_pth_weights", "false", "-r", "--save_onnx_weights", "0"])
+    assert args.save_pth_weights is False and args.random_config_order is True and args.save_onnx_weights is False
+    with pytest.raises(SystemExit):
+        train.parser().parse_args(["--save_pth_weights", "maybe"])
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "1", "--save_pth_weights") == 0
+    assert (root / "out" / CONFIG / "0" / "model.pth").is_file()
+    assert json.loads((root / "out" / CONFIG / "0" / "meta.json").read_text())["config"] == CONFIG
+
+
+def test_missing_images_say_where_to_put_them(root, tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"]) == 1
+    error = api.trials(db=root / "db" / "ab.nn.db").error[0]
+    assert error.startswith("DataNotFound: no UTKFace images in") and "UTKFace.tar.gz" in error
+
+
+def test_help_explains_every_flag():
+    out = subprocess.run([sys.executable, "-m", "ab.nn.train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag in ("-c", "-p", "-e", "-t", "-b", "--min_batch_binary_power", "-l", "--min_learning_rate", "-m",
+                 "--min_momentum", "-d", "--min_dropout", "-f", "-a", "-r", "-w", "--pretrained",
+                 "--epoch_limit_minutes", "--save_pth_weights", "--save_onnx_weights", "--root", "--db",
+                 "--data-dir", "--seed", "--device", "--max-samples", "--split"):
+        assert f"{flag} " in out or f"{flag}," in out or f"{flag}\n" in out, flag
