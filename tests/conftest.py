@@ -6,6 +6,7 @@ import pytest
 from tests import helpers
 
 REAL_DATA = os.environ.get("LEMUR_TEST_UTKFACE") or os.environ.get("LEMUR_DATA")
+"""The real images: `.ci/run` sets LEMUR_TEST_UTKFACE; a developer may set either variable."""
 
 
 @pytest.fixture(autouse=True)

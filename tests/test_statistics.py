@@ -1,0 +1,104 @@
+"""The statistics store: LEMUR JSON round trip, the query API, and what it refuses to do."""
+import json
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from ab.nn import api, train
+from ab.nn.stat import __main__ as stat_cli
+from tests.test_sweep_cli import CONFIG, run
+
+
+@pytest.fixture
+def swept(root, utk_dir, tiny_model):
+    assert run(root, utk_dir, "-c", CONFIG, f"age-regression_utkface_mae_{tiny_model}", "-e", "2", "-t", "2") == 0
+    return root
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["prm"] = frame["prm"].map(lambda p: json.dumps(p, sort_keys=True))
+    return frame.sort_values("id").reset_index(drop=True)
+
+
+def test_lemur_json_round_trip(swept, tmp_path):
+    original = api.data(db=swept / "db" / "ab.nn.db")
+    trials = api.trials(db=swept / "db" / "ab.nn.db")
+    metrics = api.metrics(db=swept / "db" / "ab.nn.db")
+    assert len(original) == 8
+    copy = tmp_path / "copy.db"
+    assert stat_cli.cli(["import-json", "--db", f"sqlite:///{copy}", "--dir", str(swept / "stat" / "train")]) == 0
+    pd.testing.assert_frame_equal(_comparable(api.data(db=copy)), _comparable(original))
+    pd.testing.assert_frame_equal(api.trials(db=copy).drop(columns="prm"), trials.drop(columns="prm"))
+    assert list(api.trials(db=copy).prm) == list(trials.prm)
+    pd.testing.assert_frame_equal(api.metrics(db=copy), metrics)
+    assert stat_cli.cli(["import-json", "--db", f"sqlite:///{copy}", "--dir", str(swept / "stat" / "train")]) == 0
+    assert len(api.data(db=copy)) == 8  # importing twice adds nothing
+
+
+def test_export_rewrites_the_mirror_from_the_database(swept):
+    mirror = swept / "stat"
+    before = {p: p.read_text() for p in mirror.rglob("*.json")}
+    for path in before:
+        path.unlink()
+    assert stat_cli.cli(["export-json", "--root", str(swept)]) == 0
+    assert {p: p.read_text() for p in mirror.rglob("*.json")} == before
+
+
+def test_lemur_own_json_imports(tmp_path):
+    folder = tmp_path / "stat" / "train" / CONFIG
+    folder.mkdir(parents=True)
+    (folder / "5.json").write_text(json.dumps([
+        {"accuracy": 0.76, "batch": 64, "dropout": 0.18, "lr": 0.0014, "momentum": 0.9, "transform": "norm_224",
+         "uid": "abc", "duration": 123456789, "train_loss": 4.1, "cpu_type": "x"}]))
+    target = tmp_path / "lemur.db"
+    assert stat_cli.cli(["import-json", "--db", f"sqlite:///{target}", "--dir", str(folder.parent)]) == 0
+    row = api.data(db=target).iloc[0]
+    assert (row.nn, row.epoch, row.accuracy, row.duration, row.prm_id) == ("MobileAgeNet", 5, 0.76, 123456789, "abc")
+    assert row.prm == {"batch": 64, "dropout": 0.18, "lr": 0.0014, "momentum": 0.9, "transform": "norm_224"}
+    assert pd.isna(row.status) and row.nn_code.startswith('"""MobileAgeNet')
+
+
+def test_query_filters_and_types(swept):
+    path = swept / "db" / "ab.nn.db"
+    everything = api.data(db=path)
+    assert set(api.data(nn=("MobileAgeNet", "TinyAge"), db=path).id) == set(everything.id)
+    assert set(api.data(nn="TinyAge", db=path).nn) == {"TinyAge"}
+    assert set(api.data(nn_prefixes=("Tiny",), db=path).nn) == {"TinyAge"}
+    assert len(api.data(max_rows=3, db=path)) == 3
+    assert set(api.data(epoch=2, db=path).epoch) == {2}
+    best = api.data(only_best_accuracy=True, db=path)
+    assert len(best) == 4  # 2 models x 2 epochs
+    for _, row in best.iterrows():
+        same = everything[(everything.nn == row.nn) & (everything.epoch == row.epoch)]
+        assert row.accuracy == same.accuracy.max()
+    assert len(api.data(unique_nn=True, db=path)) == 2
+    prm = everything.prm[0]
+    assert isinstance(prm["batch"], int) and isinstance(prm["lr"], float) and isinstance(prm["transform"], str)
+    first, second = api.data(db=path), api.data(db=path)
+    first.loc[0, "accuracy"] = -1
+    assert second.loc[0, "accuracy"] != -1  # a fresh frame every call
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"nn": "x' OR '1'='1"}, {"nn": "MobileAgeNet'; DROP TABLE stat; --"}, {"task": "1 OR 1=1"},
+    {"nn_prefixes": ("%",)}, {"nn_prefixes": ("_obileAgeNet",)}, {"nn_prefixes": ("' OR 1=1 --",)},
+])
+def test_sql_in_arguments_cannot_inject(swept, kwargs):
+    path = swept / "db" / "ab.nn.db"
+    assert api.data(db=path, **kwargs).empty
+    with sqlite3.connect(path) as con:
+        assert con.execute("select count(*) from stat").fetchone()[0] == 8
+
+
+def test_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no statistics database"):
+        api.data(db=tmp_path / "none.db")
+
+
+def test_plain_sql_on_the_file_works(swept):
+    with sqlite3.connect(swept / "db" / "ab.nn.db") as con:
+        rows = con.execute("select s.nn, s.epoch, s.accuracy, s.mae, p.value from stat s "
+                           "join prm p on p.uid = s.prm and p.name = 'lr' order by s.nn, s.epoch").fetchall()
+    assert len(rows) == 8 and all(isinstance(r[4], float) for r in rows)
