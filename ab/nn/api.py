@@ -70,3 +70,22 @@ def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None)
     """Every recorded metric value in long form (``split`` is ``eval`` or ``test``)."""
     return _frame(query.metric_rows(db_url(db), config=config, nn=nn, split=split, name=name, trial_id=trial_id),
                   ("trial_id", "config", "nn", "epoch", "split", "name", "value", "stat_id"))
+
+
+def age_groups(config=None, nn=None, split: str = "test", trial_id=None, db=None) -> pd.DataFrame:
+    """Per-age-group MAE, bias and count of each trial's final epoch on ``split`` (``test`` or
+    ``eval``): one row per (trial, group), groups in age order."""
+    from ab.nn.metric._age import AGE_GROUPS
+
+    frame = metrics(config=config, nn=nn, split=split, trial_id=trial_id, db=db)
+    columns = ["trial_id", "config", "nn", "epoch", "group", "mae", "bias", "n"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    last = frame.groupby("trial_id")["epoch"].transform("max")
+    frame = frame[(frame.epoch == last) & frame.name.str.contains("@")].copy()
+    frame[["stat", "group"]] = frame.name.str.split("@", n=1, expand=True)
+    table = frame.pivot_table(index=["trial_id", "config", "nn", "epoch", "group"], columns="stat",
+                              values="value", aggfunc="first").reset_index()
+    order = {name: i for i, (name, _, _) in enumerate(AGE_GROUPS)}
+    table = table.sort_values(["trial_id", "group"], key=lambda c: c.map(order) if c.name == "group" else c)
+    return table.reindex(columns=columns).reset_index(drop=True)

@@ -10,6 +10,7 @@ import hashlib
 import io
 import tarfile
 import zipfile
+from collections import Counter
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ def _file_signature(path: Path) -> str:
 
 class ImageSource(ABC):
     kind: str
+    skipped: Counter  # entries left out while listing, by reason (set by sources that skip any)
 
     @abstractmethod
     def entries(self) -> list[Entry]:
@@ -62,6 +64,9 @@ class ImageSource(ABC):
 
     def describe(self) -> str:
         return f"{self.kind} {self.location}"
+
+    def skip_counts(self) -> Counter:
+        return getattr(self, "skipped", None) or Counter()
 
 
 @dataclass
@@ -189,6 +194,81 @@ class ParquetSource(ImageSource):
                     if i is not None:
                         yield i, self._image_bytes(cell)
                 offset += len(cells)
+
+
+WILD_PARTS = ("part1", "part2", "part3")
+WILD_MARGIN = 0.4
+
+
+def landmark_box(points: list[float], margin: float = WILD_MARGIN) -> tuple[int, int, int, int]:
+    """A square crop around landmarks ``x1 y1 x2 y2 ...``: their bounding box, its longer side grown
+    by ``margin`` of itself on each side. Parts outside the image come out black when cropped."""
+    xs, ys = points[0::2], points[1::2]
+    left, right, top, bottom = min(xs), max(xs), min(ys), max(ys)
+    side = max(right - left, bottom - top) * (1 + 2 * margin)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    return (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+
+
+@dataclass
+class WildSource(ImageSource):
+    """UTKFace's in-the-wild images (``part1/``, ``part2/``, ``part3/`` of ``*.jpg``) with their
+    landmark lists (``*landmark*.txt``: a file name, then x y pairs): each image is cropped to
+    ``landmark_box`` (40 % margin) before resizing. Images without landmarks are skipped."""
+
+    location: Path
+    margin: float = WILD_MARGIN
+    kind = "in-the-wild"
+
+    def parts(self) -> list[Path]:
+        return [self.location / p for p in WILD_PARTS if (self.location / p).is_dir()]
+
+    def landmark_files(self) -> list[Path]:
+        files = set(self.location.glob("*landmark*.txt"))
+        for part in self.parts():
+            files |= set(part.glob("*landmark*.txt"))
+        return sorted(files)
+
+    def _boxes(self) -> dict[str, tuple[int, int, int, int]]:
+        boxes = {}
+        for path in self.landmark_files():
+            for line in path.read_text(errors="replace").splitlines():
+                fields = line.split()
+                if len(fields) < 5 or (len(fields) - 1) % 2:
+                    continue
+                try:
+                    points = [float(v) for v in fields[1:]]
+                except ValueError:
+                    continue
+                boxes[Path(fields[0]).name] = landmark_box(points, self.margin)
+        return boxes
+
+    def entries(self) -> list[Entry]:
+        boxes = self._boxes()
+        self.skipped = Counter()
+        out = []
+        for part in self.parts():
+            for path in sorted(part.iterdir()):
+                if not (path.is_file() and is_image_name(path.name)):
+                    continue
+                box = boxes.get(path.name)
+                if box is None:
+                    self.skipped["in-the-wild image without landmarks"] += 1
+                    continue
+                out.append(Entry(name=path.name, key=f"{part.name}/{path.name}", box=box))
+        return sorted(out, key=lambda e: (e.name, e.key))
+
+    def fingerprint(self) -> str:
+        files = [p for part in self.parts() for p in sorted(part.iterdir()) if p.is_file()]
+        return _digest(["wild", str(self.margin)] + [f"{p.parent.name}/{_file_signature(p)}"
+                                                     for p in files + self.landmark_files()])
+
+    def read(self, entries):
+        for i, entry in enumerate(entries):
+            try:
+                yield i, (self.location / entry.key).read_bytes()
+            except OSError:
+                yield i, b""
 
 
 def open_image(data: bytes, box=None):

@@ -27,8 +27,9 @@ from ab.nn.workspace import Workspace
 
 SETUP_ERRORS = (DataError, registry.RegistryError)
 
-EXTRA_METRICS = {"age-regression": ("mae",)}
-"""Metrics evaluated for a task whatever its config names, so the raw MAE is always stored."""
+EXTRA_METRICS = {"age-regression": ("mae", "age-groups")}
+"""Metrics evaluated for a task whatever its config names: the raw MAE and the per-age-group
+numbers are always stored, on the eval set every epoch and on the test set at the end."""
 
 
 @dataclass(frozen=True)

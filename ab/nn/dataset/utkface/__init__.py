@@ -12,7 +12,8 @@ from ab.nn.dataset import DataError, splits
 from ab.nn.dataset.cache import open_or_build
 from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.dataset.sources import ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource, is_image_name
+from ab.nn.dataset.sources import (ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource, WildSource,
+                                   is_image_name)
 from ab.nn.dataset.utkface.names import Unparseable, parse
 
 NAME = "utkface"
@@ -21,7 +22,8 @@ IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 FORMATS = ("the aligned & cropped images (UTKFace/*.jpg.chip.jpg), in the folder or in a UTKFace/ sub-folder",
            "the same packed as UTKFace.tar.gz, .tgz, .tar or .zip",
-           "the Hugging Face parquet files of nu-delta/utkface (*.parquet or data/*.parquet)")
+           "the Hugging Face parquet files of nu-delta/utkface (*.parquet or data/*.parquet)",
+           "the in-the-wild images: part1/ part2/ part3/ folders of *.jpg and the landmark_list*.txt files")
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ def find_source(folder: Path) -> ImageSource:
             parquet = sorted(candidate.glob("*.parquet")) if candidate.is_dir() else []
             if parquet:
                 return ParquetSource(tuple(parquet))
+        wild = WildSource(folder)
+        if any(_has_images(part) for part in wild.parts()) and wild.landmark_files():
+            return wild
     accepted = "\n  - ".join(FORMATS)
     raise DataNotFound(
         f"no UTKFace images in {folder}. Put one of these there:\n  - {accepted}\n"
@@ -86,7 +91,9 @@ def catalog(source: ImageSource) -> Catalog:
                 continue
         kept.append(entry)
         ages.append(age)
-    result = Catalog(source, kept, np.asarray(ages, dtype=np.float32), skipped, len(all_entries))
+    skipped += source.skip_counts()
+    result = Catalog(source, kept, np.asarray(ages, dtype=np.float32), skipped,
+                     len(all_entries) + sum(source.skip_counts().values()))
     _catalogs[fingerprint] = result
     return result
 
