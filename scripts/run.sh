@@ -5,6 +5,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
 if [ $# -eq 0 ]; then
-    set -- -c age-regression_utkface_mae_MobileAgeNet -e 2 -t 3
+    set -- -c age-regression_utkface_mae_MobileAgeNet -e 2 -t 3 --pretrained 0
 fi
 exec "$repo/.venv/bin/python" -m ab.nn.train "$@"
