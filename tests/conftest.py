@@ -31,6 +31,14 @@ def utk_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def utk_dir_large(tmp_path) -> Path:
+    """Enough images that a few epochs settle BatchNorm's running statistics (export fidelity)."""
+    folder = tmp_path / "utk-large" / "UTKFace"
+    helpers.make_utkface(folder, count=240)
+    return folder.parent
+
+
+@pytest.fixture
 def tiny_model():
     helpers.write_model("TinyAge", helpers.TINY_MODEL)
     yield "TinyAge"
@@ -46,3 +54,24 @@ def real_utkface() -> Path:
             pytest.fail(f"CI must provide the real UTKFace images: {helpers.REAL_DATA_MISSING}")
         pytest.skip(helpers.REAL_DATA_MISSING)
     return folder
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the PostgreSQL server `.ci/run` starts (LEMUR_TEST_PG_URL)."""
+    url = os.environ.get("LEMUR_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must provide a PostgreSQL server (scripts/postgres.sh sets LEMUR_TEST_PG_URL)")
+        pytest.skip("no PostgreSQL server (source scripts/postgres.sh to start one)")
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    yield make_url(url).set(database=name).render_as_string(hide_password=False)

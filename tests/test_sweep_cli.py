@@ -12,7 +12,7 @@ from tests import helpers
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
-        "-w", "0", "--quiet", "--pretrained", "0"]
+        "-w", "0", "--quiet", "--pretrained", "0", "--export", "none", "--in-process"]
 
 
 def run(root, data, *args):

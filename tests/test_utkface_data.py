@@ -186,3 +186,11 @@ def test_foreign_torchvision_transform_gets_a_deterministic_eval_version():
     assert [type(t).__name__ for t in deterministic.transforms] == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
     image = helpers.make_face(40, size=48)
     assert torch.equal(deterministic(image), deterministic(image))
+
+
+@pytest.mark.parametrize("settings", [DataSettings(), DataSettings(split="lemur", seed=7, max_samples=50),
+                                      DataSettings(split="kfold", seed=3, fold=2, folds=4)])
+def test_settings_round_trip_through_their_label(settings):
+    again = DataSettings.from_label(settings.label, settings.max_samples)
+    assert (again.split, again.seed, again.fold, again.folds, again.max_samples) == \
+        (settings.split, settings.seed, settings.fold, settings.folds, settings.max_samples)

@@ -89,3 +89,19 @@ def age_groups(config=None, nn=None, split: str = "test", trial_id=None, db=None
     order = {name: i for i, (name, _, _) in enumerate(AGE_GROUPS)}
     table = table.sort_values(["trial_id", "group"], key=lambda c: c.map(order) if c.name == "group" else c)
     return table.reindex(columns=columns).reset_index(drop=True)
+
+
+def exports(trial_id=None, config=None, nn=None, format=None, precision=None, status=None, db=None) -> pd.DataFrame:
+    """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision): file,
+    sha256, size, layout, MAE on eval/test and the largest difference from PyTorch's ages, in
+    years; failed conversions carry their error. Join with ``trials()`` on ``trial_id``."""
+    return _frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
+                                    precision=precision, status=status))
+
+
+def latency(trial_id=None, config=None, nn=None, runtime=None, threads=None, status=None, db=None) -> pd.DataFrame:
+    """One row per (artifact, runtime, thread count): batch, input shape, warm-up and timed runs,
+    median/p90/min/mean in ms, CPU model, library versions. Join with ``exports()`` on
+    ``export_id``, with ``trials()`` on ``trial_id``."""
+    return _frame(query.latency_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, runtime=runtime,
+                                     threads=threads, status=status))

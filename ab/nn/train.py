@@ -10,11 +10,17 @@ import argparse
 import logging
 import sys
 
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import SQLAlchemyError
+
 from ab.nn.config import ConfigError
 from ab.nn.dataset.settings import PROTOCOLS, DataSettings
+from ab.nn.deploy.latency import RUNS, WARMUP
+from ab.nn.deploy.pipeline import FORMATS, ExportOptions, parse_formats
 from ab.nn.registry import RegistryError
-from ab.nn.stat.engine import DatabaseError
+from ab.nn.stat.engine import STORAGE_ERRNOS, DatabaseError
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
+from ab.nn.sweep.isolation import Limits
 from ab.nn.sweep.runner import SweepOptions, SweepSummary, run
 from ab.nn.workspace import Workspace
 
@@ -70,14 +76,28 @@ def parser() -> argparse.ArgumentParser:
                    help="wall-clock cap per epoch; a cut epoch is flagged 'truncated' in train_stat")
     p.add_argument("--train_missing_pipelines", help="only configs without any result yet", **flag)
     p.add_argument("--save_pth_weights", help="save each trial's state_dict under out/<config>/<trial>/", **flag)
-    p.add_argument("--save_onnx_weights", help="export each trial's model to ONNX under out/<config>/<trial>/",
-                   **flag)
-    p.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/ "
-                                                "(default: $LEMUR_ROOT, else the current directory)")
-    p.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database "
-                                              "(default: $LEMUR_DB, else sqlite:///<root>/db/ab.nn.db)")
-    p.add_argument("--data-dir", default=None, help="folder of the dataset's files "
-                                                    "(default: $LEMUR_DATA, else <root>/data/<dataset>)")
+    p.add_argument("--save_onnx_weights", help="export each trial's model to ONNX under out/<config>/<trial>/ "
+                                               "(adds onnx to --export)", **flag)
+    p.add_argument("--export", default="default",
+                   help="artifacts made after each trial, with their MAE and latency: none, default "
+                        "(onnx,tflite-fp32,tflite-fp16), all, or a comma list of " + ", ".join(FORMATS))
+    p.add_argument("--latency-runs", type=_positive, default=RUNS, help="timed runs per latency measurement")
+    p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
+    p.add_argument("--keep-best-only", action="store_true",
+                   help="delete the artifact files of every trial but the config's best (rows stay)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run trials in the runner's own process (debugging); by default each trial runs in a "
+                        "child process, so a crash or a limit ends the trial, not the sweep")
+    p.add_argument("--trial-timeout-minutes", type=float, default=None,
+                   help="wall-clock limit of a trial (export included); a trial over it is killed, recorded failed")
+    p.add_argument("--trial-memory-gb", type=float, default=None,
+                   help="resident-memory limit of a trial's processes; a trial over it is killed, recorded failed")
+    p.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/; "
+                                                "unset: $LEMUR_ROOT, else the current directory")
+    p.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database; "
+                                              "unset: $LEMUR_DB, else sqlite:///<root>/db/ab.nn.db")
+    p.add_argument("--data-dir", default=None, help="folder of the dataset's files; "
+                                                    "unset: $LEMUR_DATA, else <root>/data/<dataset>")
     p.add_argument("--seed", type=int, default=42, help="seed of the sampler, the split and every trial")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--max-samples", type=_positive, default=None,
@@ -97,13 +117,20 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         min_batch_power=args.min_batch_binary_power, max_batch_power=args.max_batch_binary_power,
                         pretrained=args.pretrained)
     data = DataSettings(split=args.split, seed=args.seed, fold=args.fold, folds=args.folds,
-                        max_samples=args.max_samples)
+                        max_samples=args.max_samples, progress=not args.quiet)
+    formats = parse_formats(args.export)
+    if args.save_onnx_weights and "onnx" not in formats:
+        formats = ("onnx",) + formats
+    export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
+                           keep_best_only=args.keep_best_only)
     return SweepOptions(configs=tuple(args.config) or ("",), fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
-                        save_onnx=args.save_onnx_weights, seed=args.seed, device=args.device, data=data,
+                        export=export, seed=args.seed, device=args.device, data=data,
+                        isolate=not args.in_process,
+                        limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=Workspace.resolve(args.root, args.db, args.data_dir), progress=not args.quiet)
 
 
@@ -111,8 +138,10 @@ def report(summary: SweepSummary) -> str:
     lines = [f"{'config':<60} {'trained':>7} {'failed':>6} {'best acc':>9}  note"]
     for r in summary.results:
         best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
-        lines.append(f"{r.config.name:<60} {r.trained:>7} {r.failed:>6} {best:>9}  {r.gave_up or ''}")
-    return "\n".join(lines)
+        note = (r.gave_up or "").splitlines()[0] if r.gave_up else ""
+        lines.append(f"{r.config.name:<60} {r.trained:>7} {r.failed:>6} {best:>9}  {note}")
+    details = [f"\n{r.config.name}: {r.gave_up}" for r in summary.results if r.gave_up and "\n" in r.gave_up]
+    return "\n".join(lines + details)
 
 
 def cli(argv=None) -> int:
@@ -123,6 +152,14 @@ def cli(argv=None) -> int:
         summary = run(options_from(args))
     except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
+    except (SQLAlchemyError, StorageInternalError) as error:  # read-only, full disk, server gone
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        p.exit(2, f"{p.prog}: error: cannot use the statistics database {args.db or 'of the workspace'}: {reason} "
+                  f"(read-only, full disk or server gone?); every write before this one is kept\n")
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        p.exit(2, f"{p.prog}: error: cannot write to the workspace: {error}; every write before this one is kept\n")
     except KeyboardInterrupt:
         print("interrupted: the running trial is recorded as failed", file=sys.stderr)
         return 130
@@ -136,7 +173,8 @@ def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_bina
          random_config_order=False, num_workers=2, pretrained=None, epoch_limit_minutes=30,
          train_missing_pipelines=False, save_pth_weights=False, save_onnx_weights=False, **extra) -> SweepSummary:
     """LEMUR's ``ab.nn.train.main`` signature; ``extra`` takes ``root``, ``db``, ``data_dir``, ``seed``,
-    ``device``, ``max_samples``, ``split``, ``progress``."""
+    ``device``, ``max_samples``, ``split``, ``progress`` and ``export`` (as ``--export``; default: none,
+    or onnx with ``save_onnx_weights``, as LEMUR trains without exporting)."""
     configs = (config,) if isinstance(config, str) else tuple(config)
     space = SearchSpace(min_lr=min_learning_rate, max_lr=max_learning_rate, min_momentum=min_momentum,
                         max_momentum=max_momentum, min_dropout=min_dropout, max_dropout=max_dropout,
@@ -148,7 +186,9 @@ def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_bina
                            space=space, transform=transform, fail_attempts=nn_fail_attempts,
                            random_config_order=random_config_order, workers=num_workers,
                            epoch_limit_minutes=epoch_limit_minutes, train_missing_pipelines=train_missing_pipelines,
-                           save_pth=save_pth_weights, save_onnx=save_onnx_weights, seed=seed,
+                           save_pth=save_pth_weights, seed=seed,
+                           export=ExportOptions(formats=parse_formats(
+                               extra.get("export", "onnx" if save_onnx_weights else "none"))),
                            device=extra.get("device", "auto"), data=data,
                            workspace=Workspace.resolve(extra.get("root"), extra.get("db"), extra.get("data_dir")),
                            progress=extra.get("progress", True))

@@ -46,6 +46,7 @@ class CachedImages(Dataset):
         state["_images"] = None  # each DataLoader worker maps the file itself
         return state
 
-    def pixels(self) -> np.ndarray:
-        """All images of this set as a uint8 (N, H, W, 3) array (calibration data, exports)."""
-        return np.asarray(self.cache.array()[self.rows])
+    def pixels(self, indices=None) -> np.ndarray:
+        """Images of this set (all, or those at ``indices``) as a uint8 (N, H, W, 3) array."""
+        rows = self.rows if indices is None else self.rows[np.asarray(indices, dtype=np.int64)]
+        return np.asarray(self.cache.array()[rows])

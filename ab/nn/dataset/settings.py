@@ -16,6 +16,7 @@ class DataSettings:
     folds: int = 5
     max_samples: int | None = None  # at most this many images per part (smoke runs, tests)
     decode_threads: int = 0  # 0: one per CPU core
+    progress: bool = True  # show the cache build's progress bar
 
     def __post_init__(self):
         if self.split not in PROTOCOLS:
@@ -26,6 +27,18 @@ class DataSettings:
             raise ValueError(f"--max-samples must be positive, got {self.max_samples}")
         if not 0 <= self.fold < self.folds:
             raise ValueError(f"--fold must be in 0..{self.folds - 1}, got {self.fold}")
+
+    @classmethod
+    def from_label(cls, label: str | None, max_samples=None, progress: bool = False) -> "DataSettings":
+        """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``)."""
+        protocol, _, rest = (label or "paper/42").partition("/")
+        seed, _, fold = rest.partition("/")
+        limit = None if max_samples is None or max_samples != max_samples else int(max_samples)  # NaN from pandas
+        extra = {}
+        if protocol == "kfold" and fold:
+            index, _, folds = fold.partition("of")
+            extra = {"fold": int(index), "folds": int(folds)}
+        return cls(split=protocol, seed=int(seed or 42), max_samples=limit, progress=progress, **extra)
 
     @property
     def label(self) -> str:

@@ -20,7 +20,8 @@ def export_onnx(model: torch.nn.Module, in_shape, path: Path, metadata: Mapping[
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    exported = copy.deepcopy(model).cpu().eval()
+    # a channels_last model (faster training on CPU) would export extra shape ops that onnx2tf rejects
+    exported = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     batch = 2 if dynamic_batch else 1  # an example batch of 1 would let torch.export specialise the dimension
     example = torch.rand((batch, *tuple(in_shape)[1:]))
     kwargs = {}

@@ -1,7 +1,9 @@
-"""``python -m ab.nn.stat``: move statistics between the database and LEMUR's JSON mirror.
+"""``python -m ab.nn.stat``: move statistics between databases and LEMUR's JSON mirror.
 
   export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
   import-json   load such files (or LEMUR's own stat/train tree) into a database
+  copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file),
+                Optuna studies included: --from URL --to URL
 """
 from __future__ import annotations
 
@@ -10,20 +12,28 @@ import sys
 from pathlib import Path
 
 from ab.nn.stat import json_import, mirror
+from ab.nn.stat.copy import copy_database
 from ab.nn.workspace import Workspace
 
 
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("export-json", "import-json"))
+    p.add_argument("command", choices=("export-json", "import-json", "copy"))
+    p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
+    p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     p.add_argument("--root", default=None, help="workspace root (default: $LEMUR_ROOT or the current directory)")
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: the workspace's db/ab.nn.db)")
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
     args = p.parse_args(argv)
     ws = Workspace.resolve(args.root, args.db)
     folder = Path(args.dir).resolve() if args.dir else ws.stat_train_dir
-    if args.command == "export-json":
+    if args.command == "copy":
+        if not (args.source and args.target):
+            p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
+        copied = copy_database(args.source, args.target)
+        print(", ".join(f"{table}: {n}" for table, n in copied.items()))
+    elif args.command == "export-json":
         print(f"wrote {mirror.export_tree(ws.db_url, folder)} files under {folder.parent}")
     else:
         if not folder.is_dir():

@@ -7,11 +7,12 @@ Tables are created on first use, never on import.
 """
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
@@ -26,21 +27,39 @@ class DatabaseError(RuntimeError):
     """The statistics database cannot be opened or written; the message says which and why."""
 
 
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """The workspace or the database cannot take writes (full disk, read-only, server gone): no
+    further trial can be recorded, so the sweep must stop rather than fail trial after trial."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(error, SQLAlchemyError):
+        return True
+    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
+
+
 def _sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.query.get("uri"):  # file: URIs (e.g. ?mode=ro) are the caller's business
         return None
     return Path(parsed.database)
 
 
-def _configure_sqlite(engine: Engine, immediate: bool) -> None:
+def configure_sqlite(engine: Engine, immediate: bool) -> None:
+    """WAL, busy timeout, foreign keys; writers take the write lock when their transaction begins."""
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # let the "begin" hook below own transactions
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception:  # a read-only file keeps its journal mode; reading still works
+            pass
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -57,26 +76,48 @@ def engine(url: str, *, writer: bool = True) -> Engine:
             return _engines[key]
         sqlite_file = _sqlite_file(url)
         kwargs: dict = {"pool_pre_ping": True}
+        sqlite = make_url(url).get_backend_name() == "sqlite"
         if sqlite_file is not None:
             try:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise DatabaseError(f"cannot create the database folder {sqlite_file.parent}: {error}") from error
+        if sqlite:
             kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
         made = create_engine(url, **kwargs)
-        if sqlite_file is not None:
-            _configure_sqlite(made, immediate=writer)
+        if sqlite:
+            configure_sqlite(made, immediate=writer)
         if writer:
             create_tables(made)
         _engines[key] = made
         return made
 
 
+def add_missing_columns(made: Engine) -> list[str]:
+    """Bring an older database up to the current schema: nullable columns added in later versions
+    are added with ``ALTER TABLE ... ADD COLUMN`` (data stays). Returns what was added."""
+    added = []
+    with made.begin() as connection:
+        existing = inspect(connection)  # the same connection: a second one would wait for this one's lock
+        for table in Base.metadata.sorted_tables:
+            if not existing.has_table(table.name):
+                continue
+            present = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable and not column.primary_key:
+                    kind = column.type.compile(dialect=made.dialect)
+                    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                    added.append(f"{table.name}.{column.name}")
+    return added
+
+
 def create_tables(made: Engine, attempts: int = 5) -> None:
-    """``create_all`` that tolerates another process creating the same tables at the same time."""
+    """``create_all`` plus ``add_missing_columns``, tolerating another process doing the same at
+    the same time."""
     for attempt in range(attempts):
         try:
             Base.metadata.create_all(made)
+            add_missing_columns(made)
             return
         except (IntegrityError, ProgrammingError, OperationalError) as error:
             if attempt == attempts - 1:

@@ -79,6 +79,7 @@ def import_tree(url: str, stat_dir: Path) -> int:
             for record in json.loads(path.read_text()):
                 with store.transaction() as session:
                     added += _import_record(session, store, config, epoch, record)
+    store.advance_id_sequences()
     return added
 
 

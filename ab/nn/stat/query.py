@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 from sqlalchemy import Select, and_, func, or_, select
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import Metric, Nn, Prm, Stat, StatMetric, Transform, Trial
+from ab.nn.stat.schema import Export, Latency, Metric, Nn, Prm, Stat, StatMetric, Transform, Trial
 
 _CHUNK = 500
 
@@ -104,3 +104,21 @@ def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_
     query = _where(query, _filter(Trial.config, config), _filter(Stat.nn, nn), _filter(StatMetric.split, split),
                    _filter(StatMetric.name, name), _filter(Stat.trial_id, trial_id))
     return _rows(url, query.order_by(Stat.trial_id, Stat.epoch, StatMetric.split, StatMetric.name))
+
+
+def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, precision=None, status=None) -> list[dict]:
+    query = select(*Export.__table__.c, Trial.config, Trial.nn, Trial.number).join(Trial, Trial.id == Export.trial_id)
+    query = _where(query, _filter(Export.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
+                   _filter(Export.format, format), _filter(Export.precision, precision),
+                   _filter(Export.status, status))
+    return _rows(url, query.order_by(Export.trial_id, Export.id))
+
+
+def latency_rows(url: str, *, trial_id=None, config=None, nn=None, runtime=None, threads=None,
+                 status=None) -> list[dict]:
+    query = (select(*Latency.__table__.c, Export.format, Export.precision, Trial.config, Trial.nn, Trial.number)
+             .join(Export, Export.id == Latency.export_id).join(Trial, Trial.id == Latency.trial_id))
+    query = _where(query, _filter(Latency.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
+                   _filter(Latency.runtime, runtime), _filter(Latency.threads, threads),
+                   _filter(Latency.status, status))
+    return _rows(url, query.order_by(Latency.trial_id, Latency.export_id, Latency.threads))

@@ -111,6 +111,7 @@ class Trial(Base):
     device: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
     nn_code_id: Mapped[str | None] = mapped_column(Text)
+    bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
 
 
 class Stat(Base):
@@ -166,3 +167,72 @@ class StatMetric(Base):
     split: Mapped[str] = mapped_column(String(8), primary_key=True)
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[float | None] = mapped_column(Float)
+
+
+class Export(Base):
+    """One deployable artifact of a trial (PyTorch itself included as the reference): its file,
+    and its fidelity, MAE measured on the same preprocessed eval/test inputs as PyTorch's."""
+
+    __tablename__ = "export"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trial_id: Mapped[int] = mapped_column(Integer, ForeignKey("trial.id"), index=True)
+    format: Mapped[str] = mapped_column(String(16))       # pytorch, onnx, tflite
+    precision: Mapped[str] = mapped_column(String(16))    # fp32, fp16, dynamic-int8, int8
+    converter: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    layout: Mapped[str | None] = mapped_column(String(8))  # NCHW or NHWC input
+    input_shape: Mapped[str | None] = mapped_column(Text)
+    eval_mae: Mapped[float | None] = mapped_column(Float)
+    test_mae: Mapped[float | None] = mapped_column(Float)
+    eval_max_diff: Mapped[float | None] = mapped_column(Float)  # years, against PyTorch's outputs
+    test_max_diff: Mapped[float | None] = mapped_column(Float)
+    n_eval: Mapped[int | None] = mapped_column(Integer)
+    n_test: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float | None] = mapped_column(Float)  # conversion time
+    status: Mapped[str] = mapped_column(String(16))       # ok, failed, deleted
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Latency(Base):
+    """One timing of one artifact in one runtime at one thread count (batch 1 by default)."""
+
+    __tablename__ = "latency"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[int] = mapped_column(Integer, ForeignKey("export.id"), index=True)
+    trial_id: Mapped[int] = mapped_column(Integer, ForeignKey("trial.id"), index=True)
+    runtime: Mapped[str] = mapped_column(String(24))      # pytorch, onnxruntime, litert
+    threads: Mapped[int] = mapped_column(Integer)
+    batch: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[str | None] = mapped_column(Text)
+    warmup: Mapped[int | None] = mapped_column(Integer)
+    runs: Mapped[int | None] = mapped_column(Integer)
+    median_ms: Mapped[float | None] = mapped_column(Float)
+    p90_ms: Mapped[float | None] = mapped_column(Float)
+    min_ms: Mapped[float | None] = mapped_column(Float)
+    mean_ms: Mapped[float | None] = mapped_column(Float)
+    cpu: Mapped[str | None] = mapped_column(Text)
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(Text)
+    versions: Mapped[str | None] = mapped_column(Text)    # JSON: library versions
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Fusion(Base):
+    """A fitted AgeMoE mixture: which experts it fuses and its fitted parameters (a trial of config
+    ``age-regression_<dataset>_mae_AgeMoE``; its metrics are that trial's stat rows)."""
+
+    __tablename__ = "fusion"
+
+    trial_id: Mapped[int] = mapped_column(Integer, ForeignKey("trial.id"), primary_key=True)
+    experts: Mapped[str] = mapped_column(Text)      # JSON list of expert descriptions
+    settings: Mapped[str] = mapped_column(Text)     # JSON: calibrator kind, sizes, spread
+    parameters: Mapped[str] = mapped_column(Text)   # JSON: the fitted state dict, as lists
+    path: Mapped[str | None] = mapped_column(Text)  # the saved fusion file
+    sha256: Mapped[str | None] = mapped_column(Text)

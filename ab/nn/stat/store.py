@@ -5,20 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
-from ab.nn.stat.schema import Metric, Nn, Prm, Stat, StatMetric, TrainStat, Transform, Trial
+from ab.nn.stat.schema import (Base, Export, Latency, Metric, Nn, Prm, Stat, StatMetric, TrainStat, Transform,
+                               Trial)
 
 RUNNING = "running"
 COMPLETE = "complete"
@@ -83,24 +85,33 @@ class StatStore:
         self.mirror_dir = mirror_dir
         self.engine = engines.engine(url, writer=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.seconds = 0.0  # time spent writing (database and mirror): the sweep's bookkeeping cost
 
     def _mirror_trials(self, trial_id: int) -> None:
         if self.mirror_dir is not None:
             with self.transaction() as session:
                 config = Config.parse(session.get(Trial, trial_id).config)
+            start = time.perf_counter()
             mirror.write_trials(self.url, self.mirror_dir, config)
+            self.seconds += time.perf_counter() - start
 
     def _mirror_epoch(self, stat_id: str) -> None:
         if self.mirror_dir is not None:
             with self.transaction() as session:
                 stat = session.get(Stat, stat_id)
                 config, epoch = Config(stat.task, stat.dataset, stat.metric, stat.nn), stat.epoch
+            start = time.perf_counter()
             mirror.write_epoch(self.url, self.mirror_dir, config, epoch)
+            self.seconds += time.perf_counter() - start
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._session.begin() as session:
-            yield session
+        start = time.perf_counter()
+        try:
+            with self._session.begin() as session:
+                yield session
+        finally:
+            self.seconds += time.perf_counter() - start
 
     # -- code tables ---------------------------------------------------------------------------
     def save_code(self, kind: registry.Kind, name: str, code: str | None = None) -> str:
@@ -187,12 +198,62 @@ class StatStore:
             trial.test_mae = _finite(metrics.get("mae"))
         self._mirror_epoch(stat_id)
 
+    def advance_id_sequences(self) -> None:
+        """After rows were inserted with explicit ids (copy, JSON import), move PostgreSQL's id
+        sequences past them (SQLite needs nothing: it continues after the largest id)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.transaction() as session:
+            for table in Base.metadata.sorted_tables:
+                key = list(table.primary_key.columns)
+                if len(key) == 1 and key[0].autoincrement is True and isinstance(key[0].type, Integer):
+                    session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{key[0].name}'), "
+                                         f"COALESCE((SELECT MAX({key[0].name}) FROM {table.name}), 0) + 1, false)"))
+
     # -- questions the runner asks -------------------------------------------------------------
     def count_results(self, config: Config, epoch_max: int) -> int:
         """Trials of a config at this ``epoch_max`` that trained (LEMUR counts the same)."""
         with self.transaction() as session:
             return session.scalar(select(func.count()).select_from(Trial).where(
                 Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES)))
+
+    # -- deployment ----------------------------------------------------------------------------
+    def add_export(self, trial_id: int, **fields) -> int:
+        with self.transaction() as session:
+            row = Export(trial_id=trial_id, created_at=now(), **fields)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def update_export(self, export_id: int, **fields) -> None:
+        with self.transaction() as session:
+            session.execute(update(Export).where(Export.id == export_id).values(**fields))
+
+    def add_latency(self, export_id: int, trial_id: int, **fields) -> int:
+        with self.transaction() as session:
+            row = Latency(export_id=export_id, trial_id=trial_id, created_at=now(), **fields)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def exports_of(self, trial_ids) -> list[Export]:
+        with self.transaction() as session:
+            return list(session.scalars(select(Export).where(Export.trial_id.in_(list(trial_ids)))))
+
+    def best_trial(self, config: Config) -> int | None:
+        """The trained trial of ``config`` with the best eval accuracy (LEMUR's selection metric)."""
+        with self.transaction() as session:
+            return session.scalar(select(Trial.id).where(
+                Trial.config == config.name, Trial.status.in_(RESULT_STATES), Trial.eval_accuracy.is_not(None))
+                .order_by(Trial.eval_accuracy.desc(), Trial.id).limit(1))
+
+    def trial_ids(self, config: Config) -> list[int]:
+        with self.transaction() as session:
+            return list(session.scalars(select(Trial.id).where(Trial.config == config.name)))
+
+    def trial_status(self, trial_id: int) -> str | None:
+        with self.transaction() as session:
+            return session.scalar(select(Trial.status).where(Trial.id == trial_id))
 
     def running_trials(self, config: Config) -> list[Trial]:
         with self.transaction() as session:

@@ -5,21 +5,27 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import optuna
 import psutil
 import torch
+from sqlalchemy.exc import IntegrityError, OperationalError
 from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config, Pattern, select
 from ab.nn.dataset.settings import DataSettings
+from ab.nn.deploy.pipeline import ExportOptions
+from ab.nn.stat import engine as engines
 from ab.nn.stat.store import FAILED, StatStore
 from ab.nn.sweep import hyperparameters
 from ab.nn.sweep.hyperparameters import SearchSpace
+from ab.nn.sweep.isolation import Limits, run_isolated
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
 from ab.nn.util import system
 from ab.nn.workspace import Workspace
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
+STORAGE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,9 @@ class SweepOptions:
     epoch_limit_minutes: float = 30
     train_missing_pipelines: bool = False
     save_pth: bool = False
-    save_onnx: bool = False
+    export: ExportOptions = field(default_factory=ExportOptions)
+    isolate: bool = True
+    limits: Limits = field(default_factory=Limits)
     seed: int = 42
     device: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
@@ -121,9 +130,9 @@ def resolve_configs(patterns, store: StatStore) -> list[Config]:
 
 
 class Sweep:
-    def __init__(self, options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] = run_trial):
+    def __init__(self, options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None):
         self.options = options
-        self.execute = execute
+        self.execute = execute or (partial(run_isolated, limits=options.limits) if options.isolate else run_trial)
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
@@ -152,10 +161,24 @@ class Sweep:
     def storage(self) -> optuna.storages.RDBStorage:
         """Optuna's tables in the same database; heartbeats let a later run fail a killed trial."""
         engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {"pool_pre_ping": True}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+        for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs,
+                                                         heartbeat_interval=HEARTBEAT_SECONDS,
+                                                         grace_period=GRACE_SECONDS)
+                break
+            except (IntegrityError, OperationalError):
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        if self.url.startswith("sqlite"):
+            # several workers on one file: Optuna's read-then-write transactions must take the
+            # write lock up front, or SQLite answers "database is locked" instead of waiting
+            engines.configure_sqlite(storage.engine, immediate=True)
+            storage.engine.dispose()
+        return storage
 
     def run(self) -> SweepSummary:
         storage = self.storage()
@@ -175,7 +198,7 @@ class Sweep:
             return None, -n
         return n, max(0, n - self.store.count_results(config, self.options.epochs))
 
-    def _reconcile(self, config: Config, study: optuna.Study) -> None:
+    def _reconcile(self, config: Config, study: optuna.Study, storage) -> None:
         """Mark trials left ``running`` by a dead process as failed, so they stop holding slots."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -184,11 +207,13 @@ class Sweep:
         for trial in self.store.running_trials(config):
             reason = None
             if trial.optuna_trial_id is not None:
-                state = study._storage.get_trial(trial.optuna_trial_id).state
+                state = storage.get_trial(trial.optuna_trial_id).state
                 if state != optuna.trial.TrialState.RUNNING:
                     reason = f"interrupted: the process running it stopped (Optuna state {state.name})"
             if reason is None and trial.host == here and trial.pid and not psutil.pid_exists(trial.pid):
-                reason = f"interrupted: process {trial.pid} on {here} is gone"
+                reason = f"interrupted: the runner (process {trial.pid} on {here}) is gone"
+                if trial.optuna_trial_id is not None:
+                    storage.set_trial_state_values(trial.optuna_trial_id, optuna.trial.TrialState.FAIL)
             if reason:
                 self.store.finish_trial(trial.id, FAILED, error=reason)
 
@@ -206,7 +231,7 @@ class Sweep:
         study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
                                     load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=self.options.seed))
-        self._reconcile(config, study)
+        self._reconcile(config, study, storage)
         study.sampler = optuna.samplers.TPESampler(seed=self.options.seed + len(study.trials))
         try:
             module = registry.load(registry.MODEL, config.nn)
@@ -265,10 +290,12 @@ class Sweep:
                 spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, number=trial.number, db_url=self.url,
                                  workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
                                  workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
-                                 save_pth=self.options.save_pth, save_onnx=self.options.save_onnx,
+                                 save_pth=self.options.save_pth, export=self.options.export,
                                  progress=self.options.progress)
                 outcome = self.execute(spec)
             except Exception as error:
+                if engines.is_storage_error(error):
+                    raise  # nothing more can be recorded: stop the sweep (the CLI says why)
                 outcome = TrialOutcome(FAILED, error=describe_error(error))
                 self.store.finish_trial(trial_id, FAILED, error=outcome.error)
             box["outcome"] = outcome
@@ -279,7 +306,11 @@ class Sweep:
         try:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
         except BaseException as error:  # interrupted (Ctrl-C) or broken beyond the trial: keep the record true
-            self.store.finish_trial(trial_id, FAILED, error=f"interrupted: {type(error).__name__}: {error}")
+            try:
+                if self.store.trial_status(trial_id) == "running":
+                    self.store.finish_trial(trial_id, FAILED, error=f"interrupted: {type(error).__name__}: {error}")
+            except Exception:
+                pass  # the database itself is what broke; the CLI reports the original error
             raise
         return box["outcome"]
 
@@ -297,6 +328,6 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def run(options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] = run_trial) -> SweepSummary:
+def run(options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None) -> SweepSummary:
     return Sweep(options, execute).run()
 

@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 import traceback
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ab.nn import registry, workspace
+from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError, settings as data_settings
+from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DataSettings
+from ab.nn.deploy.pipeline import Deployment, ExportOptions, keep_best_only, metadata_for
+from ab.nn.stat.engine import is_storage_error
 from ab.nn.stat.store import COMPLETE, DIVERGED, FAILED, STOPPED, StatStore
+from ab.nn.sweep import data as trial_data
+from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
-from ab.nn.util import checkpoint, system
+from ab.nn.util import checkpoint, malloc, system
 from ab.nn.util.seeding import generator, seed_everything, seed_worker
 from ab.nn.workspace import Workspace
 
@@ -46,8 +49,12 @@ class TrialSpec:
     workers: int = 0
     epoch_limit_minutes: float = 0
     save_pth: bool = False
-    save_onnx: bool = False
+    export: ExportOptions = field(default_factory=ExportOptions)
     progress: bool = True
+
+    @property
+    def data_spec(self) -> DataSpec:
+        return DataSpec(self.config.name, self.prm["transform"], self.workspace, self.data, self.seed)
 
 
 @dataclass
@@ -59,7 +66,6 @@ class TrialOutcome:
     epochs: int = 0
     error: str | None = None
     fatal: bool = False  # the cause is the setup (data, registry), so further trials would fail alike
-    artifacts: dict = field(default_factory=dict)
 
 
 def describe_error(error: BaseException) -> str:
@@ -80,15 +86,14 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
         return _run(spec, store)
     except Exception as error:
         message = describe_error(error)
+        if is_storage_error(error):  # nothing more can be recorded: record what can be, then stop
+            try:
+                store.finish_trial(spec.trial_id, FAILED, error=message)
+            except Exception:
+                pass
+            raise
         store.finish_trial(spec.trial_id, FAILED, error=message)
         return TrialOutcome(FAILED, error=message, fatal=isinstance(error, SETUP_ERRORS))
-
-
-def _cap(dataset, limit: int | None, seed: int):
-    """Generic ``--max-samples`` for loaders that do not apply it themselves."""
-    if dataset is None or limit is None or len(dataset) <= limit:
-        return dataset
-    return Subset(dataset, sorted(random.Random(seed).sample(range(len(dataset)), limit)))
 
 
 def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.device) -> DataLoader:
@@ -117,35 +122,25 @@ def _current_lr(model) -> float | None:
 
 
 def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
+    malloc.tune_for_tensors()
     seed_everything(spec.seed)
     config, prm = spec.config, spec.prm
     device = torch.device(spec.device)
-    with workspace.active.use(spec.workspace), data_settings.active.use(spec.data):
-        loader_module = registry.load(registry.LOADER, config.dataset)
-        transform_module = registry.load(registry.TRANSFORM, prm["transform"])
-        out_shape, minimum_accuracy, train_set, eval_set = loader_module.loader(transform_module.transform,
-                                                                               config.task)
-    test_set = getattr(eval_set, "held_out_test", None)
-    fingerprint = getattr(eval_set, "fingerprint", None)
-    limit = spec.data.max_samples
-    train_set, eval_set, test_set = (_cap(d, limit, spec.seed) for d in (train_set, eval_set, test_set))
-    if len(train_set) == 0 or len(eval_set) == 0:
-        raise DataError(f"{config.dataset}: the split left {len(train_set)} training and {len(eval_set)} "
-                         f"evaluation images; nothing to train on")
+    data = trial_data.load(spec.data_spec)
+    train_set, eval_set, test_set, out_shape = data.train, data.eval, data.test, data.out_shape
     batch = int(prm["batch"])
     train_loader = _loader(train_set, batch, True, spec, device)
     eval_loader = _loader(eval_set, batch, False, spec, device)
-    test_loader = _loader(test_set, batch, False, spec, device) if test_set is not None and len(test_set) else None
+    test_loader = _loader(test_set, batch, False, spec, device) if test_set is not None else None
 
     in_shape = (1, *tuple(train_set[0][0].shape))
-    out_shape = tuple(out_shape)
     model_module = registry.load(registry.MODEL, config.nn)
     model = model_module.Net(in_shape, out_shape, copy.deepcopy(prm), device).to(device)
     names = list(config.metrics) + [m for m in EXTRA_METRICS.get(config.task, ()) if m not in config.metrics]
     metrics = {name: registry.load(registry.METRIC, name).create_metric(out_shape) for name in names}
     store.update_trial(spec.trial_id, n_train=len(train_set), n_eval=len(eval_set),
                        n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)),
-                       data_fingerprint=fingerprint, device=str(device))
+                       data_fingerprint=data.fingerprint, device=str(device))
 
     model.train_setup(copy.deepcopy(prm))
     start = time.time_ns()
@@ -179,7 +174,7 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
             if diverged:
                 status = DIVERGED
                 break
-            if not good(evaluation.accuracy, minimum_accuracy):
+            if not good(evaluation.accuracy, data.minimum_accuracy):
                 status = STOPPED
                 break
 
@@ -188,10 +183,26 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
         tested = evaluate(model, test_loader, metrics, out_shape, device)
         store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values)
         outcome.test_mae = tested.mae
-    if spec.save_pth or spec.save_onnx:
-        folder = spec.workspace.trial_dir(config.name, spec.number)
-        outcome.artifacts = checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape,
-                                            out_shape=out_shape, trial_id=spec.trial_id,
-                                            pth=spec.save_pth, onnx=spec.save_onnx)
-    store.finish_trial(spec.trial_id, status)
+    folder = spec.workspace.trial_dir(config.name, spec.number)
+    if spec.save_pth:
+        checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
+                        trial_id=spec.trial_id)
+    store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds)
+    if spec.export.enabled and status in (COMPLETE, STOPPED):
+        _deploy(spec, store, model, data, in_shape)
     return outcome
+
+
+def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
+    """Export after the trial's result is recorded: whatever fails here is recorded on the
+    artifacts' rows and leaves the trial as it is."""
+    folder = spec.workspace.trial_dir(spec.config.name, spec.number)
+    try:
+        metadata = metadata_for(spec.config, spec.trial_id, spec.number, in_shape, data, model, spec.data.label)
+        Deployment(store, spec.trial_id, spec.config, spec.number, folder, spec.export, spec.data_spec,
+                   in_shape).run(model, data, metadata)
+        if spec.export.keep_best_only:
+            keep_best_only(store, spec.config)
+    except Exception as error:
+        store.add_export(spec.trial_id, format="pipeline", precision="-", status="failed",
+                         error=describe_error(error)[:4000])

@@ -1,5 +1,5 @@
-"""Trained weights of a trial on disk: LEMUR's plain ``state_dict`` (``model.pth``), optionally an
-ONNX export, and ``meta.json`` with what it takes to rebuild the model (config, prm, shapes)."""
+"""Trained weights of a trial on disk: LEMUR's plain ``state_dict`` (``model.pth``) and
+``meta.json`` with what it takes to rebuild the model (config, prm, shapes)."""
 from __future__ import annotations
 
 import json
@@ -11,27 +11,17 @@ from ab.nn import registry
 from ab.nn.config import Config
 
 WEIGHTS = "model.pth"
-ONNX = "model.onnx"
 META = "meta.json"
 
 
 def save(model: torch.nn.Module, folder: Path, *, config: Config, prm: dict, in_shape, out_shape,
-         trial_id: int | None = None, pth: bool = True, onnx: bool = False) -> dict[str, Path]:
+         trial_id: int | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
     meta = {"config": config.name, "prm": prm, "in_shape": list(in_shape), "out_shape": list(out_shape),
             "trial_id": trial_id}
     (folder / META).write_text(json.dumps(meta, indent=1, default=str))
-    written["meta"] = folder / META
-    if pth:
-        torch.save(model.state_dict(), folder / WEIGHTS)
-        written["pth"] = folder / WEIGHTS
-    if onnx:
-        from ab.nn.deploy.onnx_export import export_onnx
-
-        written["onnx"] = export_onnx(model, in_shape, folder / ONNX,
-                                      metadata={"config": config.name, "trial_id": trial_id})
-    return written
+    torch.save(model.state_dict(), folder / WEIGHTS)
+    return folder / WEIGHTS
 
 
 def load(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -38,6 +38,13 @@ def _has_images(folder: Path) -> bool:
 
 def find_source(folder: Path) -> ImageSource:
     """The first UTKFace layout found in ``folder`` (see ``FORMATS``)."""
+    try:
+        return _find_source(folder)
+    except PermissionError as error:
+        raise DataError(f"cannot read the data folder {folder}: {error}") from None
+
+
+def _find_source(folder: Path) -> ImageSource:
     if folder.is_dir():
         for candidate in (folder, folder / "UTKFace"):
             if _has_images(candidate):
@@ -120,7 +127,7 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
 
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
-         progress: bool = True) -> Parts:
+         progress: bool | None = None) -> Parts:
     cat = catalog(find_source(folder))
     names = [e.name for e in cat.entries]
     parts = splits.assign(names, cat.ages.tolist(), settings)
@@ -133,7 +140,8 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
     for transform in (train_transform, eval_transform):
         size = getattr(transform, "image_size", None) or NATIVE_SIZE
         if size not in caches:
-            caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads, progress)
+            caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads,
+                                         settings.progress if progress is None else progress)
     failures = Counter(next(iter(caches.values())).failures.values())
     bad = {i for cache in caches.values() for i in cache.failures}
 

@@ -1,0 +1,73 @@
+"""``python -m ab.nn.deploy``: deploy a trained trial again, from its checkpoint.
+
+    python -m ab.nn.deploy --trial 12 --export all          # e.g. add the int8 artifacts
+    python -m ab.nn.deploy --best age-regression_utkface_mae_MobileAgeNet
+
+The trial must have been trained with ``--save_pth_weights``. New artifact and latency rows are
+added beside the earlier ones; ``python -m ab.nn.deploy.report`` shows the table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ab.nn import api
+from ab.nn.config import Config
+from ab.nn.dataset.settings import DataSettings
+from ab.nn.deploy.latency import RUNS, WARMUP
+from ab.nn.deploy.pipeline import FORMATS, Deployment, ExportOptions, metadata_for, parse_formats
+from ab.nn.deploy.report import best_trial
+from ab.nn.stat.store import StatStore
+from ab.nn.sweep import data as trial_data
+from ab.nn.sweep.data import DataSpec
+from ab.nn.util import checkpoint
+from ab.nn.workspace import Workspace
+
+
+def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
+    folder = ws.trial_dir(trial["config"], trial["number"])
+    model, meta = checkpoint.load(folder)
+    settings = DataSettings.from_label(trial["split"], trial["max_samples"])
+    spec = DataSpec(trial["config"], meta["prm"]["transform"], ws, settings, int(trial["seed"] or settings.seed))
+    data = trial_data.load(spec)
+    config = Config.parse(trial["config"])
+    in_shape = tuple(meta["in_shape"])
+    metadata = metadata_for(config, int(trial["id"]), int(trial["number"]), in_shape, data, model, settings.label)
+    store = StatStore(ws.db_url, ws.stat_train_dir)
+    Deployment(store, int(trial["id"]), config, int(trial["number"]), folder, options, spec, in_shape).run(
+        model, data, metadata)
+
+
+def cli(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ab.nn.deploy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="trial id")
+    which.add_argument("--best", help="the best trial of this config")
+    p.add_argument("--export", default="default", help="none, default, all, or a comma list of " + ", ".join(FORMATS))
+    p.add_argument("--latency-runs", type=int, default=RUNS)
+    p.add_argument("--latency-warmup", type=int, default=WARMUP)
+    p.add_argument("--root", default=None)
+    p.add_argument("--db", default=None)
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    ws = Workspace.resolve(args.root, args.db, args.data_dir)
+    try:
+        options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs)
+        if args.best:
+            trial = best_trial(args.best, ws.db_url).to_dict()
+        else:
+            rows = api.trials(db=ws.db_url)
+            rows = rows[rows.id == args.trial]
+            if rows.empty:
+                raise LookupError(f"no trial {args.trial}")
+            trial = rows.iloc[0].to_dict()
+        deploy(trial, ws, options)
+    except (LookupError, FileNotFoundError, ValueError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    print(f"deployed trial {trial['id']} of {trial['config']}; see python -m ab.nn.deploy.report -c {trial['config']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,323 @@
+"""Every trial deploys: PyTorch -> ONNX -> TFLite, each artifact's MAE on the same preprocessed
+eval/test inputs as PyTorch's and its largest difference from PyTorch's ages, and batch-1 latency
+per runtime and thread count. A failing step is recorded on its artifact's row; it never changes
+the trial's training result and never stops the sweep."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ab.nn import __version__
+from ab.nn.config import Config
+from ab.nn.deploy import worker
+from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
+from ab.nn.deploy.onnx_export import export_onnx
+from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
+from ab.nn.deploy.tflite_convert import PRECISIONS
+from ab.nn.stat.store import StatStore
+from ab.nn.sweep.data import DataSpec, TrialData
+from ab.nn.util import system
+
+TFLITE = "tflite-"
+FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
+DEFAULT_FORMATS = ("onnx", "tflite-fp32", "tflite-fp16")
+OK, FAILED, DELETED = "ok", "failed", "deleted"
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``none``, ``default`` (ONNX + TFLite fp32/fp16), ``all``, or a comma list of ``FORMATS``."""
+    text = text.strip().lower()
+    if text in ("", "none", "off", "0"):
+        return ()
+    if text == "default":
+        return DEFAULT_FORMATS
+    if text == "all":
+        return FORMATS
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"--export: unknown format(s) {', '.join(unknown)}; choose from none, default, all, "
+                         f"{', '.join(FORMATS)}")
+    if any(f.startswith(TFLITE) for f in chosen) and "onnx" not in chosen:
+        chosen = ("onnx",) + chosen  # TFLite is converted from the ONNX file
+    return chosen
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    warmup: int = WARMUP
+    runs: int = RUNS
+    threads: tuple[int, ...] = ()  # empty: 1 thread and every core
+    batch: int = 64                # batch of the fidelity passes (latency is batch 1)
+    calibration_images: int = 200
+    keep_best_only: bool = False
+    timeout: float = 1800.0
+
+    def thread_counts(self) -> tuple[int, ...]:
+        return self.threads or tuple(sorted({1, system.cpu_count()}))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.formats)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _short(error: BaseException | str) -> str:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return text.strip()[:2000]
+
+
+@dataclass
+class Reference:
+    """PyTorch's ages and the labels, per split: what every artifact is compared with."""
+
+    labels: dict[str, np.ndarray]
+    ages: dict[str, np.ndarray]
+
+
+class Deployment:
+    def __init__(self, store: StatStore, trial_id: int, config: Config, number: int, folder: Path,
+                 options: ExportOptions, data_spec: DataSpec, in_shape: tuple):
+        self.store, self.trial_id, self.config, self.number = store, trial_id, config, number
+        self.folder, self.options, self.data_spec = folder, options, data_spec
+        self.in_shape = tuple(in_shape)
+        self.shape_text = "x".join(map(str, self.in_shape))
+        self.versions = library_versions()
+
+    # -- measurements ----------------------------------------------------------------------------
+    def _splits(self, data: TrialData) -> dict[str, object]:
+        return {"eval": data.eval, **({"test": data.test} if data.test is not None else {})}
+
+    def _reference(self, runtime: TorchRuntime, data: TrialData) -> Reference:
+        labels, ages = {}, {}
+        for split, dataset in self._splits(data).items():
+            ys, ps = [], []
+            for x, y in DataLoader(dataset, batch_size=self.options.batch):
+                ys.append(y.reshape(-1).numpy())
+                ps.append(runtime.predict(x.numpy()))
+            labels[split], ages[split] = np.concatenate(ys), np.concatenate(ps)
+        return Reference(labels, ages)
+
+    @staticmethod
+    def _fidelity(reference: Reference, ages: dict[str, np.ndarray]) -> dict:
+        row = {}
+        for split, labels in reference.labels.items():
+            predicted = ages[split]
+            if predicted.shape != labels.shape:
+                raise ValueError(f"{split}: {predicted.shape[0]} ages for {labels.shape[0]} images")
+            row[f"{split}_mae"] = float(np.abs(predicted - labels).mean())
+            row[f"{split}_max_diff"] = float(np.abs(predicted - reference.ages[split]).max())
+            row[f"n_{split}"] = int(labels.shape[0])
+        return row
+
+    def _latency_rows(self, export_id: int, runtime_name: str, rows: list[dict]) -> None:
+        for timing in rows:
+            self.store.add_latency(export_id, self.trial_id, runtime=runtime_name, batch=1,
+                                   input_shape=self.shape_text, cpu=system.cpu_model(),
+                                   cpu_count=system.cpu_count(), host=system.host(), versions=self.versions,
+                                   status=OK, **timing)
+
+    def _latency_failed(self, export_id: int, runtime_name: str, error) -> None:
+        self.store.add_latency(export_id, self.trial_id, runtime=runtime_name, threads=0, batch=1,
+                               input_shape=self.shape_text, cpu=system.cpu_model(), cpu_count=system.cpu_count(),
+                               host=system.host(), versions=self.versions, status=FAILED, error=_short(error))
+
+    def _time_in_process(self, make_runtime) -> list[dict]:
+        x = np.random.default_rng(0).standard_normal(self.in_shape).astype(np.float32)
+        rows = []
+        for threads in self.options.thread_counts():
+            with torch_threads(threads):  # PyTorch's pool; onnxruntime takes its count from make_runtime
+                runtime = make_runtime(threads)
+                runtime.predict(x)
+                timing = time_calls(lambda: runtime.predict(x), self.options.warmup, self.options.runs)
+            rows.append({"threads": threads, **timing.as_row()})
+        return rows
+
+    def _artifact(self, fmt: str, precision: str, path: Path | None, converter: str, layout: str,
+                  seconds: float | None) -> dict:
+        return {"format": fmt, "precision": precision, "converter": converter, "path": str(path) if path else None,
+                "sha256": sha256_of(path) if path else None, "size_bytes": path.stat().st_size if path else None,
+                "layout": layout, "input_shape": self.shape_text, "seconds": seconds}
+
+    # -- the steps -------------------------------------------------------------------------------
+    def run(self, model: torch.nn.Module, data: TrialData, metadata: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cpu_model = copy.deepcopy(model).cpu().eval()
+        with torch_threads(system.cpu_count()):
+            reference = self._reference(TorchRuntime(cpu_model), data)
+        weights = self.folder / "model.pth"
+        size = weights.stat().st_size if weights.exists() else len(_state_bytes(cpu_model))
+        export_id = self.store.add_export(
+            self.trial_id, format="pytorch", precision="fp32", converter=f"torch {torch.__version__}",
+            path=str(weights) if weights.exists() else None,
+            sha256=sha256_of(weights) if weights.exists() else None, size_bytes=size, layout="NCHW",
+            input_shape=self.shape_text, status=OK, **self._fidelity(reference, reference.ages))
+        try:
+            self._latency_rows(export_id, "pytorch", self._time_in_process(lambda t: TorchRuntime(cpu_model)))
+        except Exception as error:
+            self._latency_failed(export_id, "pytorch", error)
+
+        onnx_path = self._onnx(cpu_model, reference, data, metadata)
+        tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
+        if tflite:
+            self._tflite(onnx_path, tflite, reference, data, metadata)
+
+    def _onnx(self, model, reference: Reference, data: TrialData, metadata: dict) -> Path | None:
+        path = self.folder / "model.onnx"
+        start = time.perf_counter()
+        try:
+            export_onnx(model, self.in_shape, path, metadata=metadata)
+        except Exception as error:
+            self.store.add_export(self.trial_id, format="onnx", precision="fp32", converter=_onnx_converter(),
+                                  layout="NCHW", input_shape=self.shape_text, status=FAILED, error=_short(error))
+            return None
+        row = self._artifact("onnx", "fp32", path, _onnx_converter(), "NCHW", time.perf_counter() - start)
+        export_id = self.store.add_export(self.trial_id, status=OK, **row)
+        try:
+            runtime = OnnxRuntime(path, system.cpu_count())
+            ages = {split: np.concatenate([runtime.predict(x.numpy()) for x, _ in
+                                           DataLoader(dataset, batch_size=self.options.batch)])
+                    for split, dataset in self._splits(data).items()}
+            self.store.update_export(export_id, **self._fidelity(reference, ages))
+            self._latency_rows(export_id, "onnxruntime", self._time_in_process(lambda t: OnnxRuntime(path, t)))
+        except Exception as error:
+            self.store.update_export(export_id, status=FAILED, error=_short(error))
+        return path
+
+    def _calibration(self, data: TrialData) -> Path | None:
+        """Training images (never evaluation ones) as NHWC float in [0, 1], for full int8."""
+        pixels = getattr(data.train, "pixels", None)
+        if pixels is None:
+            return None
+        count = len(data.train)
+        chosen = np.sort(np.random.default_rng(0).choice(count, min(count, self.options.calibration_images),
+                                                         replace=False))
+        images = pixels(chosen)
+        path = self.folder / "calibration.npy"
+        np.save(path, images.astype(np.float32) / 255.0)
+        return path
+
+    def _tflite(self, onnx_path: Path | None, precisions: list[str], reference: Reference, data: TrialData,
+                metadata: dict) -> None:
+        def failed(precision: str, error, converter: str | None = None) -> None:
+            self.store.add_export(self.trial_id, format="tflite", precision=precision, converter=converter,
+                                  input_shape=self.shape_text, status=FAILED, error=_short(error))
+
+        if onnx_path is None:
+            for precision in precisions:
+                failed(precision, "no ONNX file to convert (the ONNX export failed)")
+            return
+        calibration = self._calibration(data) if "int8" in precisions else None
+        if "int8" in precisions and calibration is None:
+            failed("int8", "full int8 needs calibration images: the training set exposes no pixels()")
+            precisions = [p for p in precisions if p != "int8"]
+        if not precisions:
+            return
+        try:
+            converted = worker.run({"kind": "convert", "onnx": str(onnx_path), "out_dir": str(self.folder),
+                                    "precisions": precisions, "calibration": str(calibration) if calibration else None,
+                                    "mean": _floats(metadata.get("mean"), IMAGENET_MEAN),
+                                    "std": _floats(metadata.get("std"), IMAGENET_STD)},
+                                   self.options.timeout)
+        except worker.WorkerFailed as error:
+            for precision in precisions:
+                failed(precision, error)
+            return
+        finally:
+            if calibration is not None:
+                calibration.unlink(missing_ok=True)
+        for precision in precisions:
+            result = converted["results"].get(precision, {"error": "not produced"})
+            if "error" in result:
+                failed(precision, result["error"], converted["converter"])
+                continue
+            path = Path(result["path"])
+            export_id = self.store.add_export(self.trial_id, status=OK, **self._artifact(
+                "tflite", precision, path, converted["converter"], "NHWC", result["seconds"]))
+            self._measure_tflite(export_id, path, reference)
+
+    def _measure_tflite(self, export_id: int, path: Path, reference: Reference) -> None:
+        """Ages and latency in one worker process (LiteRT can abort the process on a bad model)."""
+        with tempfile.TemporaryDirectory(prefix="ab-nn-measure-") as out:
+            try:
+                measured = worker.run({"kind": "measure", "artifact": str(path), "threads": system.cpu_count(),
+                                       "batch": self.options.batch, "data": self.data_spec.to_json(),
+                                       "splits": list(reference.labels), "out": out,
+                                       "timing_threads": list(self.options.thread_counts()),
+                                       "shape": list(self.in_shape), "warmup": self.options.warmup,
+                                       "runs": self.options.runs}, self.options.timeout)
+                ages = {split: np.load(file) for split, file in measured["files"].items()}
+                self.store.update_export(export_id, layout=measured["layout"], **self._fidelity(reference, ages))
+            except (worker.WorkerFailed, ValueError) as error:
+                self.store.update_export(export_id, status=FAILED, error=_short(error))
+                return
+        if "latency_error" in measured:
+            self._latency_failed(export_id, "litert", measured["latency_error"])
+        else:
+            self._latency_rows(export_id, "litert", measured["rows"])
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _floats(text: str | None, default) -> list[float]:
+    return [float(v) for v in text.split(",")] if text else list(default)
+
+
+def _onnx_converter() -> str:
+    return f"torch.onnx (dynamo) {torch.__version__}"
+
+
+def _state_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def metadata_for(config: Config, trial_id: int, number: int, in_shape, data: TrialData, model, split: str) -> dict:
+    """ONNX metadata properties: what a consumer needs to feed and read the model correctly."""
+    transform = getattr(data.eval, "transform", None)
+    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
+    low, high = getattr(model, "age_low", None), getattr(model, "age_high", None)
+    meta = {"model": config.nn, "config": config.name, "trial_id": trial_id, "trial_number": number,
+            "input_name": "input", "output_name": "age", "input_shape": "x".join(map(str, in_shape)),
+            "layout": "NCHW", "input_range": "RGB scaled to [0, 1], then (x - mean) / std",
+            "output": "age in years, shape (batch, 1)", "split": split, "producer": f"ab.nn {__version__}"}
+    if mean is not None:
+        meta.update(mean=",".join(f"{v:g}" for v in mean), std=",".join(f"{v:g}" for v in std))
+    if low is not None and getattr(model, "bounded", True):
+        meta["age_range"] = f"{low:g},{high:g}"
+    return meta
+
+
+def keep_best_only(store: StatStore, config: Config) -> None:
+    """Delete the artifact files of every trial of ``config`` but the best; rows stay, marked."""
+    best = store.best_trial(config)
+    for row in store.exports_of(store.trial_ids(config)):
+        if row.trial_id == best or row.status != OK or not row.path:
+            continue
+        Path(row.path).unlink(missing_ok=True)
+        store.update_export(row.id, status=DELETED)
+    for row in store.exports_of(store.trial_ids(config)):
+        if row.trial_id != best and row.path:
+            folder = Path(row.path).parent
+            if folder.is_dir() and not any(folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""``python -m ab.nn.deploy.report -c CONFIG``: the deployment table of a config's best trial.
+
+One row per artifact: format, precision, size, MAE on eval and test, the largest difference from
+PyTorch's ages, and median/p90 batch-1 latency for each thread count measured.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from ab.nn import api
+from ab.nn.util.markdown import table
+from ab.nn.workspace import Workspace
+
+
+def best_trial(config: str, db) -> pd.Series:
+    trials = api.trials(config=config, status=("complete", "stopped"), db=db)
+    if trials.empty:
+        raise LookupError(f"no trained trial of {config} in the database")
+    return trials.sort_values(["eval_accuracy", "id"], ascending=[False, True]).iloc[0]
+
+
+def deployment_table(trial_id: int, db) -> pd.DataFrame:
+    exports = api.exports(trial_id=trial_id, db=db)
+    if exports.empty:
+        raise LookupError(f"trial {trial_id} has no exported artifacts (run with --export)")
+    timings = api.latency(trial_id=trial_id, status="ok", db=db)
+    rows = []
+    for _, e in exports.iterrows():
+        row = {"format": e.format, "precision": e.precision, "status": e.status,
+               "size MB": None if pd.isna(e.size_bytes) else e.size_bytes / 1e6,
+               "eval MAE": e.eval_mae, "test MAE": e.test_mae,
+               "max diff eval": e.eval_max_diff, "max diff test": e.test_max_diff}
+        for _, t in timings[timings.export_id == e.id].iterrows():  # one runtime per artifact
+            row["runtime"] = t.runtime
+            row[f"{t.threads}T median ms"] = t.median_ms
+            row[f"{t.threads}T p90 ms"] = t.p90_ms
+        if e.status != "ok" and isinstance(e.error, str):
+            row["error"] = e.error.splitlines()[0][:80]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cli(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ab.nn.deploy.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="config string task_dataset_metric_nn")
+    p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
+    p.add_argument("--root", default=None)
+    p.add_argument("--db", default=None)
+    args = p.parse_args(argv)
+    db = args.db or Workspace.resolve(args.root).db_url
+    try:
+        trial = best_trial(args.config, db) if args.trial is None else api.trials(db=db).set_index("id").loc[args.trial]
+        trial_id = int(trial["id"]) if "id" in trial else args.trial
+        frame = deployment_table(trial_id, db)
+    except (LookupError, FileNotFoundError, KeyError) as error:
+        p.exit(1, f"{p.prog}: error: {error}\n")
+    latency = api.latency(trial_id=trial_id, status="ok", db=db)
+    machine = f"{latency.cpu.iloc[0]}, {latency.cpu_count.iloc[0]} cores" if not latency.empty else "-"
+    print(f"{args.config}, trial {trial_id} (number {trial['number']}), eval MAE {trial['eval_mae']:.3f}, "
+          f"input {latency.input_shape.iloc[0] if not latency.empty else '-'}, batch 1, "
+          f"{latency.runs.iloc[0] if not latency.empty else '-'} timed runs; {machine}\n")
+    print(table(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

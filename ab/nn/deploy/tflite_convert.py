@@ -1,0 +1,82 @@
+"""ONNX -> TFLite with onnx2tf: float32 and float16, and on request dynamic-range int8 and full
+int8 (int8 input and output) calibrated on training images.
+
+onnx2tf turns the NCHW input into NHWC; the runtimes transpose explicitly. It is run on a copy of
+the ONNX file (its simplifier rewrites its input in place), in a scratch folder holding the
+sample file it would otherwise try to download (no network on our machines). Runs inside the
+deployment worker process: TensorFlow is heavy and the converter can crash.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8")
+_OUTPUTS = {"fp32": "float32", "fp16": "float16", "dynamic-int8": "dynamic_range_quant",
+            "int8": "full_integer_quant"}
+_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def converter_name() -> str:
+    from importlib.metadata import version
+
+    return f"onnx2tf {version('onnx2tf')}"
+
+
+def convert(onnx_path: Path, out_dir: Path, precisions: list[str], calibration: Path | None = None,
+            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> dict[str, dict]:
+    """``{precision: {"path": ..., "seconds": ...}}`` or ``{precision: {"error": ...}}`` for each asked."""
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown:
+        raise ValueError(f"unknown TFLite precision(s) {sorted(unknown)}; known: {PRECISIONS}")
+    if "int8" in precisions and calibration is None:
+        raise ValueError("full int8 needs calibration images")
+    if not precisions:
+        return {}
+    import onnx2tf
+
+    onnx_path, out_dir = Path(onnx_path).resolve(), Path(out_dir).resolve()
+    calibration = Path(calibration).resolve() if calibration is not None else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=out_dir))
+    previous_dir, previous_path = os.getcwd(), os.environ.get("PATH", "")
+    results: dict[str, dict] = {}
+    start = time.perf_counter()
+    try:
+        shutil.copy(onnx_path, work / "model.onnx")
+        np.save(work / _SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+        os.chdir(work)
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + previous_path  # the onnxsim CLI
+        kwargs = {}
+        if "int8" in precisions:
+            kwargs["custom_input_op_name_np_data_path"] = [
+                ["input", str(calibration), np.asarray(mean, np.float32).reshape(1, 1, 1, 3),
+                 np.asarray(std, np.float32).reshape(1, 1, 1, 3)]]
+        try:
+            onnx2tf.convert(input_onnx_file_path=str(work / "model.onnx"), output_folder_path=str(work / "out"),
+                            non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
+                            output_dynamic_range_quantized_tflite="dynamic-int8" in precisions,
+                            output_integer_quantized_tflite="int8" in precisions, **kwargs)
+        except BaseException as error:  # onnx2tf raises anything from SystemExit to TF errors
+            message = f"onnx2tf failed: {type(error).__name__}: {error}".strip()
+            return {p: {"error": message[:2000]} for p in precisions}
+        seconds = time.perf_counter() - start
+        for precision in precisions:
+            produced = work / "out" / f"model_{_OUTPUTS[precision]}.tflite"
+            if produced.exists():
+                target = out_dir / f"model_{precision}.tflite"
+                shutil.move(produced, target)
+                results[precision] = {"path": str(target), "seconds": seconds}
+            else:
+                results[precision] = {"error": f"onnx2tf produced no {produced.name}"}
+        return results
+    finally:
+        os.chdir(previous_dir)
+        os.environ["PATH"] = previous_path
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,115 @@
+"""Fit an AgeMoE mixture of named experts on the validation split, evaluate it on validation and
+test next to every expert, record it as a trial of ``<task>_<dataset>_mae_AgeMoE`` and save the
+fitted fusion as a small reusable file."""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ab.nn import registry
+from ab.nn.config import Config
+from ab.nn.dataset.settings import DataSettings
+from ab.nn.deploy.pipeline import sha256_of
+from ab.nn.moe import fusion as fusion_module
+from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
+from ab.nn.moe.fusion import AgeMoE
+from ab.nn.stat.schema import Fusion
+from ab.nn.stat.store import COMPLETE, StatStore
+from ab.nn.util import system
+from ab.nn.workspace import Workspace
+
+CONFIG = Config("age-regression", "utkface", "mae", "AgeMoE")
+FILE = "agemoe.pt"
+
+
+@dataclass
+class MixtureResult:
+    trial_id: int
+    path: Path
+    names: list[str]
+    metrics: dict[str, dict[str, dict[str, float]]]  # split -> member name (experts, "AgeMoE") -> values
+
+
+def evaluate(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Every stored metric of the config, through the metric modules themselves."""
+    values: dict[str, float] = {}
+    out, true = torch.as_tensor(predicted).reshape(-1, 1), torch.as_tensor(labels).reshape(-1, 1)
+    for name in ("mae", "age-groups"):
+        metric = registry.load(registry.METRIC, name).create_metric((1,))
+        metric(out, true)
+        values[f"metric_{name}"] = metric.result()
+        values.update(metric.values())
+    return values
+
+
+def _aligned(predictions: list[Predictions], names: list[str]) -> None:
+    first = predictions[0]
+    for expert, other in zip(names[1:], predictions[1:]):
+        for split in SPLITS:
+            if split in first.names and other.names.get(split) != first.names[split]:
+                raise ExpertError(f"expert {expert} saw other {split} images than {names[0]}: both must use the "
+                                  f"same dataset, split and --max-samples")
+
+
+def fit(references: list[str], workspace: Workspace, settings: DataSettings, calibrator: str = "mlp",
+        spread: bool = False, steps: int = 800, seed: int = 0) -> MixtureResult:
+    if len(references) < 2:
+        raise ExpertError("a mixture needs at least two experts")
+    experts: list[Expert] = [resolve(r, workspace) for r in references]
+    names = [e.name for e in experts]
+    if len(set(names)) != len(names):
+        raise ExpertError(f"each expert must be named once, got {names}")
+    started = time.time_ns()
+    predictions = [e.predict(workspace, settings) for e in experts]
+    _aligned(predictions, names)
+    stack = {s: np.stack([p.ages[s] for p in predictions], axis=1) for s in SPLITS if s in predictions[0].ages}
+    labels = {s: predictions[0].labels[s] for s in stack}
+    if "eval" not in stack:
+        raise ExpertError("the split has no validation part to fit the mixture on")
+    model = AgeMoE(len(experts), calibrator=calibrator, spread=spread)
+    model.fit(stack["eval"], labels["eval"], steps=steps, seed=seed)
+    metrics = {s: {name: evaluate(stack[s][:, i], labels[s]) for i, name in enumerate(names)} for s in stack}
+    for split in stack:
+        metrics[split]["AgeMoE"] = evaluate(model.predict(stack[split]), labels[split])
+    sizes = {f"n_{split}": len(values) for split, values in labels.items()}
+    return _record(model, experts, metrics, sizes, workspace, settings, calibrator, spread, steps, seed, started)
+
+
+def _record(model: AgeMoE, experts: list[Expert], metrics, sizes: dict, workspace: Workspace,
+            settings: DataSettings, calibrator: str, spread: bool, steps: int, seed: int,
+            started: int) -> MixtureResult:
+    store = StatStore(workspace.db_url, workspace.stat_train_dir)
+    store.save_code(registry.MODEL, CONFIG.nn, inspect.getsource(fusion_module))
+    store.save_code(registry.METRIC, CONFIG.metric)
+    names = [e.name for e in experts]
+    trial_id = store.reserve_trial(CONFIG, 1, None, split=settings.label, seed=seed, host=system.host(),
+                                   pid=os.getpid(), max_samples=settings.max_samples)
+    number = len(store.trial_ids(CONFIG)) - 1
+    prm = {"experts": ",".join(names), "calibrator": calibrator, "spread": int(spread), "steps": steps}
+    store.assign_trial(trial_id, number=number, optuna_trial_id=None, prm=prm, **sizes)
+    evaluation = metrics["eval"]["AgeMoE"]
+    stat_id = store.record_epoch(trial_id, 1, accuracy=evaluation["metric_mae"], duration=time.time_ns() - started,
+                                 metrics=evaluation, train_stat={"epoch_max": 1})
+    if "test" in metrics:
+        store.record_test(trial_id, stat_id, metrics["test"]["AgeMoE"]["metric_mae"], metrics["test"]["AgeMoE"])
+    path = model.save(workspace.trial_dir(CONFIG.name, number) / FILE, [e.describe() for e in experts])
+    parameters = {k: v.tolist() for k, v in model.state_dict().items()}
+    with store.transaction() as session:
+        session.add(Fusion(trial_id=trial_id, experts=json.dumps([e.describe() for e in experts]),
+                           settings=json.dumps(model.settings | {"steps": steps, "seed": seed,
+                                                                 "expert_metrics": _experts_only(metrics)}),
+                           parameters=json.dumps(parameters), path=str(path), sha256=sha256_of(path)))
+    store.finish_trial(trial_id, COMPLETE, bookkeeping_seconds=store.seconds)
+    return MixtureResult(trial_id, path, names, metrics)
+
+
+def _experts_only(metrics) -> dict:
+    return {split: {name: values for name, values in members.items() if name != "AgeMoE"}
+            for split, members in metrics.items()}

@@ -1,0 +1,1 @@
+"""Reports from the statistics database: comparison tables and plots."""

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The README's accuracy results on 2 CPU cores: MobileAgeNet and every comparison model trained
+# from scratch on the real UTKFace images, split paper/42, each within the same 60-minute budget
+# (epochs chosen from each model's measured speed), then an AgeMoE mixture of them and the report.
+# Run from the repository root after `bash scripts/setup.sh`; results go to db/, out/, stat/, report/.
+# A file named HOLD in this folder pauses the chain between two runs (to run tests undisturbed).
+set -euo pipefail
+data="${DATA:-../shared/data/utkface}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+python=".venv/bin/python"
+recipe() { # lr batch dropout
+    echo "{\"lr\": $1, \"batch\": $2, \"dropout\": $3, \"momentum\": 0.9$4}"
+}
+mobileagenet_prm="$(recipe 0.001 64 0.1 ', "pretrained": 0, "freeze": 0, "backbone_lr_mult": 1, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1')"
+train() { # model epochs transform prm
+    while [ -e "$here/HOLD" ]; do sleep 20; done
+    echo "== $1: $2 epochs, $3"
+    "$python" -m ab.nn.train -c "age-regression_utkface_mae_$1" -e "$2" -t 1 -f "$3" -w 0 --save_pth_weights \
+        --quiet --export default --in-process --data-dir "$data" -p "$4"
+}
+case "${1:-all}" in
+    mobileagenet|all) train MobileAgeNet 32 norm_96_aug "$mobileagenet_prm" ;;&
+    baselines|all)
+        for spec in ${MODELS:-"MobileNetV2:30:norm_96_aug" "ShuffleNetV2:40:norm_96_aug" "EfficientNetB0:20:norm_96_aug" \
+                    "ResNet18:14:norm_96_aug" "ResNet50:6:norm_96_aug" "SSRNet:60:norm_64_aug" "C3AE:60:norm_64_aug"}; do
+            IFS=: read -r model epochs transform <<<"$spec"
+            train "$model" "$epochs" "$transform" "$(recipe 0.001 64 0.1 '')"
+        done ;;&
+    mixture|all)
+        "$python" -m ab.nn.moe fit --data-dir "$data" --experts $(for m in MobileAgeNet MobileNetV2 ShuffleNetV2 \
+            EfficientNetB0 ResNet18 ResNet50 SSRNet C3AE; do echo "best:age-regression_utkface_mae_$m"; done) ;;&
+    report|all) "$python" -m ab.nn.report --data-dir "$data" ;;
+esac

@@ -1,0 +1,138 @@
+"""Every trial deploys: ONNX and TFLite artifacts, their fidelity against PyTorch, latency rows."""
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from ab.nn import api
+from ab.nn.deploy import pipeline
+from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
+from tests import helpers
+from tests.test_sweep_cli import FAST, run
+
+pytestmark = pytest.mark.slow
+CONFIG = "age-regression_utkface_mae_MobileAgeNet"
+EXPORT = ["--export", "default", "--latency-runs", "12", "--latency-warmup", "3"]
+
+
+def deployed(root, utk_dir, config, *extra):
+    """Train one trial with the given export flags; returns (trial, exports, latency, export seconds)."""
+    assert run(root, utk_dir, "-c", config, "-t", "1", "-e", "3", "-p", '{"lr": 0.001, "batch": 16}', *EXPORT,
+               *extra) == 0
+    db = root / "db" / "ab.nn.db"
+    trial = api.trials(db=db).iloc[0]
+    exports, latency = api.exports(trial_id=int(trial.id), db=db), api.latency(trial_id=int(trial.id), db=db)
+    written = pd.to_datetime(pd.concat([exports.created_at, latency.created_at]))
+    return trial, exports, latency, (written.max() - pd.to_datetime(trial.finished_at)).total_seconds()
+
+
+def test_parse_formats():
+    assert pipeline.parse_formats("none") == ()
+    assert pipeline.parse_formats("default") == ("onnx", "tflite-fp32", "tflite-fp16")
+    assert pipeline.parse_formats("tflite-int8") == ("onnx", "tflite-int8")
+    with pytest.raises(ValueError, match="unknown format"):
+        pipeline.parse_formats("onnx,coreml")
+
+
+@pytest.mark.parametrize("model", ["MobileAgeNet", "TinyAge"])
+def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, tiny_model, model):
+    trial, exports, latency, seconds = deployed(root, utk_dir_large, f"age-regression_utkface_mae_{model}")
+    assert trial.status == "complete"
+    by_kind = {(r.format, r.precision): r for r in exports.itertuples()}
+    assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
+    assert all(r.status == "ok" for r in exports.itertuples()), exports[["format", "precision", "error"]]
+    reference = by_kind[("pytorch", "fp32")]
+    assert reference.eval_mae == pytest.approx(trial.eval_mae, abs=1e-4)
+    assert reference.test_mae == pytest.approx(trial.test_mae, abs=1e-4)
+    for kind in (("onnx", "fp32"), ("tflite", "fp32")):
+        row = by_kind[kind]
+        assert row.eval_max_diff < 1e-3 and row.test_max_diff < 1e-3, kind
+        assert abs(row.eval_mae - reference.eval_mae) < 1e-3 and abs(row.test_mae - reference.test_mae) < 1e-3
+        assert row.size_bytes > 0 and len(row.sha256) == 64 and row.n_eval == trial.n_eval
+    assert by_kind[("tflite", "fp32")].layout == "NHWC" and by_kind[("onnx", "fp32")].layout == "NCHW"
+    assert by_kind[("tflite", "fp16")].eval_max_diff < 2.0  # recorded as measured; fp16 rounding only
+
+    proto = onnx.load(by_kind[("onnx", "fp32")].path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["model"] == model and meta["trial_id"] == str(trial.id) and meta["layout"] == "NCHW"
+    assert meta["input_shape"] == "1x3x64x64" and meta["mean"] == "0.485,0.456,0.406" and meta["split"] == "paper/42"
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+    assert set(latency.runtime) == {"pytorch", "onnxruntime", "litert"}
+    assert len(latency) == 4 * len({1, __import__("os").cpu_count()})
+    assert (latency.status == "ok").all() and (latency.runs == 12).all() and (latency.warmup == 3).all()
+    assert (latency.median_ms <= latency.p90_ms).all() and (latency.min_ms <= latency.median_ms).all()
+    assert (latency.median_ms > 0).all() and latency.cpu.notna().all() and latency.versions.str.contains("onnxruntime").all()
+    assert seconds < 60  # the export step (after training) of a trial on a few images
+
+
+def test_artifacts_agree_with_pytorch_on_random_inputs(root, utk_dir_large):
+    trial, exports, _, _ = deployed(root, utk_dir_large, CONFIG, "--save_pth_weights")
+    from ab.nn.util import checkpoint
+
+    model, _ = checkpoint.load(root / "out" / CONFIG / "0")
+    x = np.random.default_rng(1).uniform(-2, 2, (8, 3, 64, 64)).astype(np.float32)  # normalised-image range
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).reshape(-1).numpy()
+    rows = {(r.format, r.precision): r for r in exports.itertuples()}
+    for runtime in (OnnxRuntime(rows[("onnx", "fp32")].path, 1), LiteRtRuntime(rows[("tflite", "fp32")].path, 1)):
+        assert np.abs(runtime.predict(x) - expected).max() < 1e-3
+
+
+UNCONVERTIBLE = helpers.TINY_MODEL.replace(
+    "return self.linear(x.mean(dim=(2, 3)))",
+    "return self.linear(torch.fft.rfft(x, dim=-1).abs().mean(dim=(2, 3)))")
+
+
+def test_a_conversion_failure_is_recorded_not_raised(root, utk_dir):
+    helpers.write_model("FftAge", UNCONVERTIBLE)
+    try:
+        trial, exports, _, _ = deployed(root, utk_dir, "age-regression_utkface_mae_FftAge")
+    finally:
+        helpers.remove_model("FftAge")
+    assert trial.status == "complete"  # the training result stands
+    failed = exports[exports.status == "failed"]
+    assert len(failed) >= 1 and failed.error.str.len().gt(0).all()
+    assert exports[exports.format == "pytorch"].status.eq("ok").all()
+
+
+def test_no_export_with_none(root, utk_dir):
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "1") == 0  # FAST has --export none
+    assert api.exports(db=root / "db" / "ab.nn.db").empty
+
+
+def test_keep_best_only_deletes_the_other_trials_files(root, utk_dir):
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "2", "--export", "onnx", "--latency-runs", "3",
+               "--latency-warmup", "0", "--keep-best-only") == 0
+    db = root / "db" / "ab.nn.db"
+    trials = api.trials(db=db)
+    best = trials.sort_values("eval_accuracy", ascending=False).id.iloc[0]
+    exports = api.exports(db=db)
+    onnx_rows = exports[exports.format == "onnx"]
+    assert set(onnx_rows[onnx_rows.trial_id == best].status) == {"ok"}
+    assert set(onnx_rows[onnx_rows.trial_id != best].status) == {"deleted"}
+    for row in onnx_rows.itertuples():
+        assert __import__("pathlib").Path(row.path).exists() == (row.trial_id == best)
+
+
+def test_int8_artifacts_are_made_or_their_failure_recorded(root, utk_dir, tiny_model):
+    trial, exports, latency, _ = deployed(root, utk_dir, f"age-regression_utkface_mae_{tiny_model}",
+                                          "--export", "tflite-dynamic-int8,tflite-int8")
+    rows = {r.precision: r for r in exports[exports.format == "tflite"].itertuples()}
+    assert set(rows) == {"dynamic-int8", "int8"}
+    for row in rows.values():
+        assert (row.status == "ok" and row.eval_mae > 0 and row.size_bytes > 0) or \
+            (row.status == "failed" and row.error)
+    assert not (root / "out" / f"age-regression_utkface_mae_{tiny_model}" / "0" / "calibration.npy").exists()
+
+
+def test_a_worker_killed_by_a_signal_is_reported(tmp_path, monkeypatch):
+    from ab.nn.deploy import worker
+
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(worker.sys, "executable", str(crashing))
+    with pytest.raises(worker.WorkerFailed, match="crashed \\(signal SIGSEGV\\)"):
+        worker.run({"kind": "convert"})
