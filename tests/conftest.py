@@ -75,3 +75,12 @@ def postgres_url():
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     yield make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def misbehaving(tmp_path, monkeypatch):
+    """Installs tests.helpers.MISBEHAVING as model ``Misbehaves``; set $MISBEHAVE_HOW in the test."""
+    monkeypatch.setenv("MISBEHAVE_FLAG", str(tmp_path / "first-build-done"))
+    helpers.write_model("Misbehaves", helpers.MISBEHAVING)
+    yield "age-regression_utkface_mae_Misbehaves"
+    helpers.remove_model("Misbehaves")

@@ -10,70 +10,10 @@ import optuna
 import pytest
 
 from ab.nn import api
-from tests import helpers
 from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
 ISOLATED = [a for a in FAST if a != "--in-process"]
-
-MISBEHAVING = '''
-import ctypes
-import os
-import time
-from pathlib import Path
-
-import torch
-from torch import nn
-
-FLAG = Path(os.environ["MISBEHAVE_FLAG"])
-HOW = os.environ["MISBEHAVE_HOW"]
-
-
-def supported_hyperparameters():
-    return {"lr"}
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.device = device
-        self.first = not FLAG.exists()
-        FLAG.touch()
-        self.linear = nn.Linear(in_shape[1], 1)
-
-    def forward(self, x):
-        return 30 + self.linear(x.mean(dim=(2, 3)))
-
-    def train_setup(self, prm):
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"])
-
-    def learn(self, train_data):
-        if self.first:
-            if HOW == "segfault":
-                ctypes.string_at(0)
-            elif HOW == "exit":
-                os._exit(3)
-            elif HOW == "memory":
-                hog = torch.ones(3, 1024, 1024, 1024, dtype=torch.uint8)  # 3 GiB, touched
-                time.sleep(30)
-            elif HOW == "sleep":
-                time.sleep(60)
-        if HOW == "slow":
-            time.sleep(1.5)
-        for x, y in train_data:
-            self.optimizer.zero_grad()
-            (self(x) - y).abs().mean().backward()
-            self.optimizer.step()
-'''
-
-
-@pytest.fixture
-def misbehaving(tmp_path, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_FLAG", str(tmp_path / "flag"))
-    helpers.write_model("Misbehaves", MISBEHAVING)
-    yield "age-regression_utkface_mae_Misbehaves"
-    helpers.remove_model("Misbehaves")
-
 
 @pytest.mark.parametrize("how, args, reason", [
     ("segfault", [], "died from signal SIGSEGV"),

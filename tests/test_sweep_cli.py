@@ -8,7 +8,6 @@ import optuna
 import pytest
 
 from ab.nn import api, train
-from tests import helpers
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
@@ -87,79 +86,26 @@ def test_bad_input_gives_a_one_line_error(root, utk_dir, capsys, args, expected)
     assert expected in err and len(err.splitlines()) == 1
 
 
-FAILS_ONCE = '''
-import os
-from pathlib import Path
-import torch
-from torch import nn
-
-FLAG = Path(os.environ["FAILS_ONCE_FLAG"])
-
-
-def supported_hyperparameters():
-    return {"lr"}
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.device = device
-        self.first = not FLAG.exists()
-        FLAG.touch()
-        self.linear = nn.Linear(in_shape[1], 1)
-
-    def forward(self, x):
-        if self.first:
-            raise RuntimeError("forward exploded on purpose")
-        return 30 + self.linear(x.mean(dim=(2, 3)))
-
-    def train_setup(self, prm):
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"])
-
-    def learn(self, train_data):
-        for x, y in train_data:
-            self.optimizer.zero_grad()
-            (self(x) - y).abs().mean().backward()
-            self.optimizer.step()
-'''
-
-
-def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "failed-once"))
-    helpers.write_model("FailsOnce", FAILS_ONCE)
-    try:
-        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_FailsOnce", "-t", "1") == 0
-    finally:
-        helpers.remove_model("FailsOnce")
+def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, misbehaving, monkeypatch):
+    monkeypatch.setenv("MISBEHAVE_HOW", "raise")
+    assert run(root, utk_dir, "-c", misbehaving, "-t", "1") == 0
     trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
     assert list(trials.status) == ["failed", "complete"]
     assert trials.error.iloc[0].startswith("RuntimeError: forward exploded on purpose")
-    study = optuna.load_study(study_name="age-regression_utkface_mae_FailsOnce",
-                              storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+    study = optuna.load_study(study_name=misbehaving, storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
 
 
-def test_gives_up_after_fail_attempts(root, utk_dir, tmp_path, monkeypatch):
-    always = FAILS_ONCE.replace("self.first = not FLAG.exists()", "self.first = True")
-    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "flag"))
-    helpers.write_model("AlwaysFails", always)
-    try:
-        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_AlwaysFails", "-t", "5", "-a", "3") == 1
-    finally:
-        helpers.remove_model("AlwaysFails")
+def test_gives_up_after_fail_attempts(root, utk_dir, misbehaving, monkeypatch):
+    monkeypatch.setenv("MISBEHAVE_HOW", "always")
+    assert run(root, utk_dir, "-c", misbehaving, "-t", "5", "-a", "3") == 1
     assert list(api.trials(db=root / "db" / "ab.nn.db").status) == ["failed"] * 3
 
 
-def test_early_stop_is_recorded_not_dropped(root, utk_dir, tmp_path, monkeypatch):
+def test_early_stop_is_recorded_not_dropped(root, utk_dir, misbehaving, monkeypatch):
     # a model that always answers 100 years: MAE far above 20, so LEMUR's gate stops it after epoch 1
-    hopeless = FAILS_ONCE.replace("self.first = not FLAG.exists()", "self.first = False").replace(
-        "return 30 + self.linear(x.mean(dim=(2, 3)))", "return 100 + 0 * self.linear(x.mean(dim=(2, 3)))")
-    monkeypatch.setenv("FAILS_ONCE_FLAG", str(tmp_path / "flag"))
-    helpers.write_model("Hopeless", hopeless)
-    try:
-        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_Hopeless", "-e", "3", "-t", "1") == 0
-    finally:
-        helpers.remove_model("Hopeless")
+    monkeypatch.setenv("MISBEHAVE_HOW", "hopeless")
+    assert run(root, utk_dir, "-c", misbehaving, "-e", "3", "-t", "1") == 0
     trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
     frame = api.data(db=root / "db" / "ab.nn.db")
     assert trial.status == "stopped" and trial.epochs_done == 1

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ab.nn import api
 from ab.nn.util.markdown import table
-from ab.nn.workspace import Workspace
+from ab.nn import workspace
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 BASE = {"lr": 0.001, "batch": 64, "dropout": 0.1, "momentum": 0.9, "pretrained": 0, "freeze": 0.0,
@@ -87,9 +87,7 @@ def cli(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--dry-run", action="store_true", help="run: print the commands only")
-    p.add_argument("--root", default=None)
-    p.add_argument("--db", default=None)
-    p.add_argument("--data-dir", default=None)
+    workspace.add_arguments(p)
     args = p.parse_args(argv)
     extra = [f"--{k}={v}" for k, v in (("root", args.root), ("db", args.db), ("data-dir", args.data_dir)) if v]
     if args.command == "run":
@@ -98,7 +96,7 @@ def cli(argv=None) -> int:
             print("$", " ".join(shlex.quote(c) for c in cmd[1:]).replace("-m ab.nn", "python -m ab.nn", 1), flush=True)
             if not args.dry_run:
                 subprocess.run(cmd, check=False)
-    ws = Workspace.resolve(args.root, args.db)
+    ws = workspace.from_arguments(args)
     if not args.dry_run:
         print(f"\nMobileAgeNet ablations, {args.epochs} epochs, "
               f"{args.max_samples or 'all'} images per part, split paper/42\n")

@@ -22,6 +22,7 @@ from ab.nn.stat.engine import STORAGE_ERRNOS, DatabaseError
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
 from ab.nn.sweep.isolation import Limits
 from ab.nn.sweep.runner import SweepOptions, SweepSummary, run
+from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -92,12 +93,7 @@ def parser() -> argparse.ArgumentParser:
                    help="wall-clock limit of a trial (export included); a trial over it is killed, recorded failed")
     p.add_argument("--trial-memory-gb", type=float, default=None,
                    help="resident-memory limit of a trial's processes; a trial over it is killed, recorded failed")
-    p.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/; "
-                                                "unset: $LEMUR_ROOT, else the current directory")
-    p.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database; "
-                                              "unset: $LEMUR_DB, else sqlite:///<root>/db/ab.nn.db")
-    p.add_argument("--data-dir", default=None, help="folder of the dataset's files; "
-                                                    "unset: $LEMUR_DATA, else <root>/data/<dataset>")
+    workspace.add_arguments(p)
     p.add_argument("--seed", type=int, default=42, help="seed of the sampler, the split and every trial")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--max-samples", type=_positive, default=None,
@@ -131,7 +127,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         export=export, seed=args.seed, device=args.device, data=data,
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
-                        workspace=Workspace.resolve(args.root, args.db, args.data_dir), progress=not args.quiet)
+                        workspace=workspace.from_arguments(args), progress=not args.quiet)
 
 
 def report(summary: SweepSummary) -> str:

@@ -73,3 +73,18 @@ class Workspace:
 
 active = Scoped[Workspace]("workspace", Workspace.resolve)
 """The workspace of the running sweep; outside a sweep, the one resolved from the environment."""
+
+
+def add_arguments(parser, data: bool = True) -> None:
+    """The workspace options every command shares: ``--root``, ``--db`` and (optionally) ``--data-dir``."""
+    parser.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/; "
+                                                     f"unset: ${ROOT_ENV}, else the current directory")
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database; "
+                                                   f"unset: ${DB_ENV}, else sqlite:///<root>/db/ab.nn.db")
+    if data:
+        parser.add_argument("--data-dir", default=None, help="folder of the dataset's files; "
+                                                             f"unset: ${DATA_ENV}, else <root>/data/<dataset>")
+
+
+def from_arguments(args) -> Workspace:
+    return Workspace.resolve(args.root, args.db, getattr(args, "data_dir", None))

@@ -6,7 +6,6 @@ network the error says which files to put where by hand.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import requests
 from tqdm.auto import tqdm
+
+from ab.nn.util.digest import sha256_of
 
 CHUNK = 1 << 16
 
@@ -36,14 +37,6 @@ SOURCES: dict[str, tuple[RemoteFile, ...]] = {
 
 class DownloadError(RuntimeError):
     """A download that could not complete; the message says why and what to do instead."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(remote: RemoteFile, folder: Path, retries: int = 3, timeout: float = 30.0,

@@ -46,6 +46,15 @@ def _file_signature(path: Path) -> str:
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _read_files(folder: Path, entries: list[Entry]) -> Iterator[tuple[int, bytes]]:
+    """Entries whose keys are paths under ``folder``; an unreadable file yields no bytes."""
+    for i, entry in enumerate(entries):
+        try:
+            yield i, (folder / entry.key).read_bytes()
+        except OSError:
+            yield i, b""
+
+
 class ImageSource(ABC):
     kind: str
     skipped: Counter  # entries left out while listing, by reason (set by sources that skip any)
@@ -85,11 +94,7 @@ class FolderSource(ImageSource):
         return _digest(["folder"] + [_file_signature(p) for p in self._files()])
 
     def read(self, entries):
-        for i, entry in enumerate(entries):
-            try:
-                yield i, (self.location / entry.key).read_bytes()
-            except OSError:
-                yield i, b""
+        return _read_files(self.location, entries)
 
 
 @dataclass
@@ -264,11 +269,7 @@ class WildSource(ImageSource):
                                                      for p in files + self.landmark_files()])
 
     def read(self, entries):
-        for i, entry in enumerate(entries):
-            try:
-                yield i, (self.location / entry.key).read_bytes()
-            except OSError:
-                yield i, b""
+        return _read_files(self.location, entries)
 
 
 def open_image(data: bytes, box=None):

@@ -21,6 +21,7 @@ from ab.nn.stat.store import StatStore
 from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.data import DataSpec
 from ab.nn.util import checkpoint
+from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
 
@@ -47,11 +48,9 @@ def cli(argv=None) -> int:
     p.add_argument("--export", default="default", help="none, default, all, or a comma list of " + ", ".join(FORMATS))
     p.add_argument("--latency-runs", type=int, default=RUNS)
     p.add_argument("--latency-warmup", type=int, default=WARMUP)
-    p.add_argument("--root", default=None)
-    p.add_argument("--db", default=None)
-    p.add_argument("--data-dir", default=None)
+    workspace.add_arguments(p)
     args = p.parse_args(argv)
-    ws = Workspace.resolve(args.root, args.db, args.data_dir)
+    ws = workspace.from_arguments(args)
     try:
         options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs)
         if args.best:

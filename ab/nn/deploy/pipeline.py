@@ -5,7 +5,6 @@ the trial's training result and never stops the sweep."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep.data import DataSpec, TrialData
 from ab.nn.util import system
+from ab.nn.util.digest import sha256_of
 
 TFLITE = "tflite-"
 FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
@@ -70,14 +70,6 @@ class ExportOptions:
     @property
     def enabled(self) -> bool:
         return bool(self.formats)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _short(error: BaseException | str) -> str:

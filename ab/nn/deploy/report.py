@@ -12,7 +12,7 @@ import pandas as pd
 
 from ab.nn import api
 from ab.nn.util.markdown import table
-from ab.nn.workspace import Workspace
+from ab.nn import workspace
 
 
 def best_trial(config: str, db) -> pd.Series:
@@ -48,10 +48,9 @@ def cli(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="config string task_dataset_metric_nn")
     p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
-    p.add_argument("--root", default=None)
-    p.add_argument("--db", default=None)
+    workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
-    db = args.db or Workspace.resolve(args.root).db_url
+    db = workspace.from_arguments(args).db_url
     try:
         trial = best_trial(args.config, db) if args.trial is None else api.trials(db=db).set_index("id").loc[args.trial]
         trial_id = int(trial["id"]) if "id" in trial else args.trial

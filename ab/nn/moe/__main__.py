@@ -22,6 +22,7 @@ from ab.nn.moe.experts import ExpertError
 from ab.nn.stat import engine as engines
 from ab.nn.stat.schema import Fusion
 from ab.nn.util.markdown import table
+from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
 COLUMNS = (("mae", "MAE"), ("worst_group_mae", "worst group MAE"), ("fairness_gap", "fairness gap"),
@@ -84,11 +85,9 @@ def cli(argv=None) -> int:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--root", default=None)
-    p.add_argument("--db", default=None)
-    p.add_argument("--data-dir", default=None)
+    workspace.add_arguments(p)
     args = p.parse_args(argv)
-    ws = Workspace.resolve(args.root, args.db, args.data_dir)
+    ws = workspace.from_arguments(args)
     try:
         if args.command == "fit":
             settings = DataSettings(split=args.split, seed=args.seed, fold=args.fold, folds=args.folds,

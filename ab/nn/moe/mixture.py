@@ -16,13 +16,13 @@ import torch
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import sha256_of
 from ab.nn.moe import fusion as fusion_module
 from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
 from ab.nn.moe.fusion import AgeMoE
 from ab.nn.stat.schema import Fusion
 from ab.nn.stat.store import COMPLETE, StatStore
 from ab.nn.util import system
+from ab.nn.util.digest import sha256_of
 from ab.nn.workspace import Workspace
 
 CONFIG = Config("age-regression", "utkface", "mae", "AgeMoE")

@@ -5,7 +5,9 @@ CVPR 2019. Written here from the paper: one plain CNN (four 3x3 conv layers of 3
 BatchNorm, ReLU and average pooling, then a 1x1 conv) is shared by three views of the face at
 different scales; their features are concatenated and mapped to a "two-point representation"
 (a distribution over age bins 10 years apart, supervised with KL divergence against the two bins
-around the true age), whose expectation is the age. The paper crops three scales around a
+around the true age), whose expectation is the age. The bin layer starts with zero weights and a
+bias that puts the two-point distribution of the training mean age first (so the untrained
+network predicts the mean, like every model here). The paper crops three scales around a
 detected face; our inputs are already aligned crops, so the views are centre crops of 100 %,
 80 % and 60 % of the input, resized back to its size. Self-contained on purpose: LEMUR copies
 model files alone.
@@ -53,6 +55,13 @@ class Net(nn.Module):
         self.dropout = nn.Dropout(float(prm.get("dropout", 0.2)))
         self.bins = nn.Linear(len(SCALES) * width, BINS)
         self.register_buffer("centres", torch.arange(BINS, dtype=torch.float32) * BIN_WIDTH)
+        self._bias_ready = False
+
+    def start_at_age(self, age: float) -> None:
+        with torch.no_grad():
+            self.bins.weight.zero_()
+            self.bins.bias.copy_(torch.log(two_point(torch.tensor([[age]])).reshape(-1) + 1e-3))
+        self._bias_ready = True
 
     def views(self, x):
         out = []
@@ -89,9 +98,14 @@ class Net(nn.Module):
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer, max_lr=self.optimizer.param_groups[0]["lr"], total_steps=self.total_steps,
                 pct_start=0.2)
+        ages = getattr(getattr(train_data, "dataset", None), "ages", None)
+        if not self._bias_ready and ages is not None and len(ages):
+            self.start_at_age(float(sum(ages) / len(ages)))
         total, count = 0.0, 0
         for inputs, labels in train_data:
             inputs, labels = inputs.to(self.device), labels.to(self.device).clamp(*TARGET_CLIP)
+            if not self._bias_ready:
+                self.start_at_age(labels.float().mean().item())
             self.optimizer.zero_grad(set_to_none=True)
             probability = self.distribution(inputs)
             age = (probability * self.centres).sum(dim=1, keepdim=True)

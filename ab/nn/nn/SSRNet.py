@@ -7,7 +7,10 @@ tanh, max pooling); three stages of 3 bins each, taken from the streams at decre
 every stage predicts a distribution over its bins, a shift of each bin (local index offset) and
 a scale of its range (dynamic range). Age = V * sum_k sum_i p_ik (i + offset_ik) / prod_j s_j (1 +
 delta_j), V = 116. The bin distributions are softmaxes, as in the paper (the Keras code uses
-ReLU). Pooling ahead of each stage is sized from ``in_shape`` (64x64 reproduces the paper).
+ReLU). Pooling ahead of each stage is sized from ``in_shape`` (64x64 reproduces the paper). The
+last layers of every stage start at zero (no bin offsets, no range scaling, uniform bins) except
+stage 1's bin bias, set so that the untrained network predicts the training mean age, like every
+model here.
 Self-contained on purpose: LEMUR copies model files alone.
 """
 import torch
@@ -85,6 +88,25 @@ class Net(nn.Module):
         self.stages = nn.ModuleList([_Stage(STAGES[0], (32, 16), sizes[3], 4, dropout),
                                      _Stage(STAGES[1], (32, 16), sizes[1], 3, dropout),
                                      _Stage(STAGES[2], (32, 16), sizes[0], 3, dropout)])
+        self._bias_ready = False
+
+    def start_at_age(self, age: float) -> None:
+        """Untrained, offsets and range scales are ~0, so age ~ V * sum_k E_k / prod s: choose stage
+        1's expected bin E_1 for ``age`` with stages 2 and 3 uniform (E = (s - 1) / 2)."""
+        later = sum((bins - 1) / 2 / torch.tensor(STAGES[:k + 1]).prod().item() for k, bins in enumerate(STAGES)
+                    if k > 0)
+        expected = min(max((age / AGE_RANGE[1] - later) * STAGES[0], 0.0), STAGES[0] - 1.0)
+        low = min(int(expected), STAGES[0] - 2)
+        target = torch.zeros(STAGES[0])
+        target[low], target[low + 1] = low + 1 - expected, expected - low
+        with torch.no_grad():
+            for k, stage in enumerate(self.stages):
+                for layer in (stage.probability, stage.offset[0], stage.delta[0]):  # offsets and scales start at 0
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+                if k == 0:
+                    stage.probability.bias.copy_(torch.log(target + 1e-3))
+        self._bias_ready = True
 
     def forward(self, x):
         xs, ss = self.x_stream(x), self.s_stream(x)
@@ -113,9 +135,14 @@ class Net(nn.Module):
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer, max_lr=self.optimizer.param_groups[0]["lr"], total_steps=self.total_steps,
                 pct_start=0.2)
+        ages = getattr(getattr(train_data, "dataset", None), "ages", None)
+        if not self._bias_ready and ages is not None and len(ages):
+            self.start_at_age(float(sum(ages) / len(ages)))
         total, count = 0.0, 0
         for inputs, labels in train_data:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
+            if not self._bias_ready:
+                self.start_at_age(labels.float().mean().item())
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.criteria[0](self(inputs), labels.clamp(*TARGET_CLIP))
             loss.backward()

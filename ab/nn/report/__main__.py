@@ -22,6 +22,7 @@ from ab.nn.dataset.settings import DataSettings
 from ab.nn.moe.experts import ExpertError, TrialExpert
 from ab.nn.report import plots, tables
 from ab.nn.util.markdown import table
+from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
 MIXTURE = "AgeMoE"
@@ -98,12 +99,10 @@ def write(ws: Workspace, out: Path) -> Path:
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=None)
-    p.add_argument("--db", default=None)
-    p.add_argument("--data-dir", default=None)
+    workspace.add_arguments(p)
     p.add_argument("--out", default=None, help="report folder (default: <root>/report)")
     args = p.parse_args(argv)
-    ws = Workspace.resolve(args.root, args.db, args.data_dir)
+    ws = workspace.from_arguments(args)
     try:
         api.db_url(ws.db_url)
     except FileNotFoundError as error:

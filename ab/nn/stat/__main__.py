@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ab.nn.stat import json_import, mirror
 from ab.nn.stat.copy import copy_database
-from ab.nn.workspace import Workspace
+from ab.nn import workspace
 
 
 def cli(argv=None) -> int:
@@ -22,11 +22,10 @@ def cli(argv=None) -> int:
     p.add_argument("command", choices=("export-json", "import-json", "copy"))
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
-    p.add_argument("--root", default=None, help="workspace root (default: $LEMUR_ROOT or the current directory)")
-    p.add_argument("--db", default=None, help="SQLAlchemy URL (default: the workspace's db/ab.nn.db)")
+    workspace.add_arguments(p, data=False)
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
     args = p.parse_args(argv)
-    ws = Workspace.resolve(args.root, args.db)
+    ws = workspace.from_arguments(args)
     folder = Path(args.dir).resolve() if args.dir else ws.stat_train_dir
     if args.command == "copy":
         if not (args.source and args.target):
