@@ -23,7 +23,7 @@ from ab.nn import registry
 from ab.nn.deploy import worker
 from ab.nn.deploy.latency import library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
-from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime, TorchRuntime, torch_threads
+from ab.nn.deploy.runtimes import TorchRuntime, torch_threads
 from ab.nn.util import system
 from ab.nn.util.macs import count_macs
 
@@ -62,20 +62,24 @@ def main() -> None:
                                 "calibration": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
         tflite = Path(converted["results"]["fp32"]["path"])
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        makers = {"pytorch eager": lambda t: TorchRuntime(model), "onnxruntime": lambda t: OnnxRuntime(onnx_path, t),
-                  "tflite fp32 (LiteRT)": lambda t: LiteRtRuntime(tflite, t)}
-        medians = {(name, t): [] for name in makers for t in threads}
-        p90s = {(name, t): [] for name in makers for t in threads}
+        artifacts = {"onnxruntime": onnx_path, "tflite fp32 (LiteRT)": tflite}
+        names = ["pytorch eager", *artifacts]
+        medians = {(name, t): [] for name in names for t in threads}
+        p90s = {(name, t): [] for name in names for t in threads}
         floors = {t: [] for t in threads}
         for _ in range(args.rounds):
             for t in threads:
                 floors[t].append(2 * macs / (matmul_gflops(t) * 1e9) * 1e3)
-                for name, make in makers.items():
-                    with torch_threads(t):
-                        runtime = make(t)
-                        timing = time_calls(lambda: runtime.predict(x), args.warmup, args.runs)
-                    medians[(name, t)].append(timing.median_ms)
-                    p90s[(name, t)].append(timing.p90_ms)
+                with torch_threads(t):
+                    runtime = TorchRuntime(model)
+                    timing = time_calls(lambda: runtime.predict(x), args.warmup, args.runs).as_row()
+                rows = {"pytorch eager": timing}
+                for name, path in artifacts.items():  # a fresh process each: no idle runtime threads spinning
+                    rows[name] = worker.run({"kind": "time", "artifact": str(path), "shape": list(shape),
+                                             "timing_threads": [t], "warmup": args.warmup, "runs": args.runs})["rows"][0]
+                for name, row in rows.items():
+                    medians[(name, t)].append(row["median_ms"])
+                    p90s[(name, t)].append(row["p90_ms"])
     print(f"MobileAgeNet {args.size}x{args.size}, batch 1, {macs / 1e6:.1f} M multiply-adds; {args.rounds} rounds x "
           f"({args.warmup} warm-up + {args.runs} timed runs); {system.cpu_model()}, {system.cpu_count()} cores; "
           f"{library_versions()}\n")
@@ -83,11 +87,11 @@ def main() -> None:
     for t in threads:
         floor = statistics.median(floors[t])
         print(f"| floor (2 x MACs / measured GEMM rate) | {t} | {floor:.2f} | - | 1.00 |")
-        for name in makers:
+        for name in names:
             median = statistics.median(medians[(name, t)])
             print(f"| {name} | {t} | {median:.2f} | {statistics.median(p90s[(name, t)]):.2f} | {median / floor:.2f} |")
     for t in threads:
-        eager, ort, lite = (statistics.median(medians[(n, t)]) for n in makers)
+        eager, ort, lite = (statistics.median(medians[(n, t)]) for n in names)
         floor = statistics.median(floors[t])
         print(f"\n{t} thread(s): TFLite/floor {lite / floor:.2f} ({'meets' if lite <= 1.5 * floor else 'MISSES'} <= 1.5); "
               f"TFLite < onnxruntime: {lite < ort}; onnxruntime < PyTorch: {ort < eager}")

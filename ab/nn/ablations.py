@@ -49,7 +49,7 @@ VARIANTS = (
 def command(variant: Variant, epochs: int, max_samples: int | None, extra: list[str]) -> list[str]:
     prm = json.dumps({**BASE, **variant.changes}, sort_keys=True)
     args = [sys.executable, "-m", "ab.nn.train", "-c", CONFIG, "-t", "-1", "-e", str(epochs), "-f", variant.transform,
-            "-p", prm, "-w", "0", "--export", "none", "--quiet"]
+            "-p", prm, "-w", "0", "--export", "none", "--quiet", "-a", "1"]  # one try: a failure is the result
     if max_samples:
         args += ["--max-samples", str(max_samples)]
     return args + extra

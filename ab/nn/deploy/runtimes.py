@@ -81,18 +81,24 @@ class LiteRtRuntime:
             self.interpreter.resize_tensor_input(detail["index"], shape, strict=False)
             self.interpreter.allocate_tensors()
             self.batch = n
+            self.input_detail = self.interpreter.get_input_details()[0]
+            self.output_detail = self.interpreter.get_output_details()[0]
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def native(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` (NCHW) in the model's own input layout."""
+        return np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if self.nhwc else batch
+
+    def predict(self, batch: np.ndarray, native: bool = False) -> np.ndarray:
+        """Ages for an NCHW ``batch``, or for one already in the model's layout when ``native``."""
         self._prepare(batch.shape[0])
-        data = np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if self.nhwc else batch
-        detail = self.interpreter.get_input_details()[0]
+        data = batch if native else self.native(batch)
+        detail, out_detail = self.input_detail, self.output_detail
         if detail["dtype"] != np.float32:
             scale, zero = detail["quantization"]
             info = np.iinfo(detail["dtype"])
             data = np.clip(np.round(data / scale + zero), info.min, info.max).astype(detail["dtype"])
         self.interpreter.set_tensor(detail["index"], data)
         self.interpreter.invoke()
-        out_detail = self.interpreter.get_output_details()[0]
         out = self.interpreter.get_tensor(out_detail["index"])
         if out_detail["dtype"] != np.float32:
             scale, zero = out_detail["quantization"]

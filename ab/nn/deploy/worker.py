@@ -3,8 +3,9 @@ LiteRT abort (seen with int8 models) cannot take the sweep down.
 
     python -m ab.nn.deploy.worker JOB.json RESULT.json
 
-Jobs: ``convert`` (ONNX -> TFLite) and ``measure``: an artifact's ages on the trial's eval/test
-inputs (written as .npy), then its batch-1 timings at the given thread counts.
+Jobs: ``convert`` (ONNX -> TFLite); ``measure``: an artifact's ages on the trial's eval/test
+inputs (written as .npy), then its batch-1 timings at the given thread counts; ``time``: the
+timings alone (a fresh process per runtime keeps another runtime's idle threads off the cores).
 """
 from __future__ import annotations
 
@@ -83,8 +84,13 @@ def _latency(job: dict) -> dict:
     x = np.random.default_rng(0).standard_normal(job["shape"]).astype(np.float32)
     for threads in job["timing_threads"]:
         runtime = _runtime(job["artifact"], threads)
-        runtime.predict(x)
-        rows.append({"threads": threads, **time_calls(lambda: runtime.predict(x), job["warmup"], job["runs"]).as_row()})
+        if hasattr(runtime, "native"):  # timed in the artifact's own input layout, as deployed
+            native = runtime.native(x)
+            call = lambda: runtime.predict(native, native=True)  # noqa: E731
+        else:
+            call = lambda: runtime.predict(x)  # noqa: E731
+        call()
+        rows.append({"threads": threads, **time_calls(call, job["warmup"], job["runs"]).as_row()})
     return {"rows": rows}
 
 
@@ -97,7 +103,7 @@ def _convert(job: dict) -> dict:
                                job["mean"], job["std"])}
 
 
-JOBS = {"measure": _measure, "convert": _convert}
+JOBS = {"measure": _measure, "convert": _convert, "time": _latency}
 
 
 def main(argv=None) -> int:
