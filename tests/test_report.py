@@ -5,6 +5,7 @@ from PIL import Image
 
 from ab.nn import ablations, api, train
 from ab.nn.deploy import __main__ as deploy_cli
+from ab.nn.deploy.report import deployment_table
 from ab.nn.report import __main__ as report_cli
 from ab.nn.report.plots import pareto_front
 from tests.test_sweep_cli import CONFIG, run
@@ -54,3 +55,11 @@ def test_deploy_a_trained_trial_again(root, utk_dir):
     exports = api.exports(db=db)
     assert set(exports.format) == {"pytorch", "onnx"} and (exports.status == "ok").all()
     assert exports[exports.format == "onnx"].eval_max_diff.iloc[0] < 1e-3
+
+    assert deploy_cli.cli(["--best", CONFIG, "--export", "onnx", "--latency-runs", "3", "--latency-warmup", "0",
+                           "--root", str(root), "--data-dir", str(utk_dir)]) == 0
+    assert len(api.exports(db=db)) == 4  # the earlier rows stay
+    latest = deployment_table(1, db)
+    assert list(zip(latest.format, latest.precision)) == [("pytorch", "fp32"), ("onnx", "fp32")]
+    assert len(deployment_table(1, db, history=True)) == 4
+    assert latest["1T median ms"].gt(0).all()

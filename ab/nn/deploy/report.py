@@ -1,7 +1,9 @@
 """``python -m ab.nn.deploy.report -c CONFIG``: the deployment table of a config's best trial.
 
 One row per artifact: format, precision, size, MAE on eval and test, the largest difference from
-PyTorch's ages, and median/p90 batch-1 latency for each thread count measured.
+PyTorch's ages, and median/p90 batch-1 latency for each thread count measured. A trial deployed
+again (``python -m ab.nn.deploy``) keeps its earlier rows; the table shows the latest artifact of
+each format and precision unless ``--history`` asks for all of them.
 """
 from __future__ import annotations
 
@@ -22,10 +24,17 @@ def best_trial(config: str, db) -> pd.Series:
     return trials.sort_values(["eval_accuracy", "id"], ascending=[False, True]).iloc[0]
 
 
-def deployment_table(trial_id: int, db) -> pd.DataFrame:
+_RANK = {name: rank for rank, name in enumerate(
+    ["pytorch", "onnx", "tflite", "fp32", "fp16", "dynamic-int8", "int8"])}  # format, then precision
+
+
+def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
     exports = api.exports(trial_id=trial_id, db=db)
     if exports.empty:
         raise LookupError(f"trial {trial_id} has no exported artifacts (run with --export)")
+    if not history:
+        exports = exports.sort_values("id").drop_duplicates(["format", "precision"], keep="last")
+        exports = exports.sort_values(["format", "precision"], key=lambda column: column.map(_RANK), kind="stable")
     timings = api.latency(trial_id=trial_id, status="ok", db=db)
     rows = []
     for _, e in exports.iterrows():
@@ -48,13 +57,15 @@ def cli(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="config string task_dataset_metric_nn")
     p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
+    p.add_argument("--history", action="store_true",
+                   help="every artifact ever made for the trial, not only the latest per format and precision")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     db = workspace.from_arguments(args).db_url
     try:
         trial = best_trial(args.config, db) if args.trial is None else api.trials(db=db).set_index("id").loc[args.trial]
         trial_id = int(trial["id"]) if "id" in trial else args.trial
-        frame = deployment_table(trial_id, db)
+        frame = deployment_table(trial_id, db, args.history)
     except (LookupError, FileNotFoundError, KeyError) as error:
         p.exit(1, f"{p.prog}: error: {error}\n")
     latency = api.latency(trial_id=trial_id, status="ok", db=db)
