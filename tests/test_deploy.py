@@ -136,3 +136,25 @@ def test_a_worker_killed_by_a_signal_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(worker.sys, "executable", str(crashing))
     with pytest.raises(worker.WorkerFailed, match="crashed \\(signal SIGSEGV\\)"):
         worker.run({"kind": "convert"})
+
+
+def test_a_graph_that_needs_a_static_batch_still_converts(tmp_path):
+    """C3AE's crops are resized to a size computed from the dynamic batch, which onnx2tf cannot
+    convert; the converter retries with a batch of 1 and the runtime feeds that model one image
+    at a time."""
+    from ab.nn.deploy.onnx_export import export_onnx
+    from ab.nn.deploy.tflite_convert import convert
+    from tests.test_model_contract import build
+
+    model, _ = build("C3AE")
+    model.eval()
+    path = export_onnx(model, (1, 3, 64, 64), tmp_path / "c3ae.onnx")
+    result = convert(path, tmp_path, ["fp32"])
+    assert "path" in result["fp32"], result
+    x = np.random.default_rng(3).uniform(-2, 2, (5, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).reshape(-1).numpy()
+    runtime = LiteRtRuntime(result["fp32"]["path"], 1)
+    assert runtime.fixed_batch == 1
+    assert np.abs(runtime.predict(x) - expected).max() < 1e-3
+    assert np.abs(OnnxRuntime(path, 1).predict(x) - expected).max() < 1e-3

@@ -67,6 +67,9 @@ class LiteRtRuntime:
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         detail = self.interpreter.get_input_details()[0]
         self.nhwc = int(detail["shape"][-1]) == 3 and int(detail["shape"][1]) != 3
+        signature = detail.get("shape_signature", detail["shape"])
+        # a model converted with a static batch (see tflite_convert) need not resize: feed it slices
+        self.fixed_batch = int(signature[0]) if int(signature[0]) > 0 else None
         self.batch = None
 
     @property
@@ -90,6 +93,9 @@ class LiteRtRuntime:
 
     def predict(self, batch: np.ndarray, native: bool = False) -> np.ndarray:
         """Ages for an NCHW ``batch``, or for one already in the model's layout when ``native``."""
+        step = self.fixed_batch
+        if step is not None and batch.shape[0] != step:
+            return np.concatenate([self.predict(batch[i:i + step], native) for i in range(0, len(batch), step)])
         self._prepare(batch.shape[0])
         data = batch if native else self.native(batch)
         detail, out_detail = self.input_detail, self.output_detail

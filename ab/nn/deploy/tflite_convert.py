@@ -29,6 +29,17 @@ def converter_name() -> str:
     return f"onnx2tf {version('onnx2tf')}"
 
 
+def _static_shape(onnx_path: Path) -> str:
+    """The input's shape with batch 1, as onnx2tf's ``overwrite_input_shape`` wants it. Some graphs
+    (a Resize whose target size is computed from the dynamic batch, as in C3AE) convert only when
+    every shape is constant; their TFLite model then takes one image per call."""
+    import onnx
+
+    graph_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0]
+    dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim][1:]
+    return f"{graph_input.name}:" + ",".join(str(d) for d in [1, *dims])
+
+
 def convert(onnx_path: Path, out_dir: Path, precisions: list[str], calibration: Path | None = None,
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> dict[str, dict]:
     """``{precision: {"path": ..., "seconds": ...}}`` or ``{precision: {"error": ...}}`` for each asked."""
@@ -58,13 +69,22 @@ def convert(onnx_path: Path, out_dir: Path, precisions: list[str], calibration: 
             kwargs["custom_input_op_name_np_data_path"] = [
                 ["input", str(calibration), np.asarray(mean, np.float32).reshape(1, 1, 1, 3),
                  np.asarray(std, np.float32).reshape(1, 1, 1, 3)]]
-        try:
-            onnx2tf.convert(input_onnx_file_path=str(work / "model.onnx"), output_folder_path=str(work / "out"),
-                            non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
-                            output_dynamic_range_quantized_tflite="dynamic-int8" in precisions,
-                            output_integer_quantized_tflite="int8" in precisions, **kwargs)
-        except BaseException as error:  # onnx2tf raises anything from SystemExit to TF errors
-            message = f"onnx2tf failed: {type(error).__name__}: {error}".strip()
+        errors = []
+        for static in (None, _static_shape(onnx_path)):
+            if static is not None:
+                kwargs["overwrite_input_shape"] = [static]
+            try:
+                onnx2tf.convert(input_onnx_file_path=str(work / "model.onnx"), output_folder_path=str(work / "out"),
+                                non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
+                                output_dynamic_range_quantized_tflite="dynamic-int8" in precisions,
+                                output_integer_quantized_tflite="int8" in precisions, **kwargs)
+                break
+            except BaseException as error:  # onnx2tf raises anything from SystemExit to TF errors
+                errors.append(f"{type(error).__name__}: {error}".strip())
+                shutil.copy(onnx_path, work / "model.onnx")  # onnx2tf may have rewritten its input
+                shutil.rmtree(work / "out", ignore_errors=True)
+        else:
+            message = "onnx2tf failed: " + "\nwith a static batch of 1: ".join(errors)
             return {p: {"error": message[:2000]} for p in precisions}
         seconds = time.perf_counter() - start
         for precision in precisions:

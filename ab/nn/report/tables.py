@@ -34,8 +34,10 @@ def model_size(config: str, prm: dict, in_shape: str | None) -> tuple[int | None
 
 
 def _latency_of(latency: pd.DataFrame, trial_id: int) -> tuple[str | None, float | None]:
-    """Batch-1 latency at 1 thread: TFLite fp32 if measured, else onnxruntime, else PyTorch."""
+    """Batch-1 latency at 1 thread: TFLite fp32 if measured, else onnxruntime, else PyTorch; the
+    latest measurement when a trial was deployed again."""
     rows = latency[(latency.trial_id == trial_id) & (latency.threads == 1) & (latency.status == "ok")]
+    rows = rows.sort_values("id", ascending=False)
     for fmt, precision in (("tflite", "fp32"), ("onnx", "fp32"), ("pytorch", "fp32")):
         match = rows[(rows.format == fmt) & (rows.precision == precision)]
         if not match.empty:
