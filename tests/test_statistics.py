@@ -76,6 +76,10 @@ def test_query_filters_and_types(swept):
     assert len(api.data(unique_nn=True, db=path)) == 2
     prm = everything.prm[0]
     assert isinstance(prm["batch"], int) and isinstance(prm["lr"], float) and isinstance(prm["transform"], str)
+    ranked = api.ranked_trials(config=CONFIG, db=path)
+    assert len(ranked) == 2 and ranked.eval_accuracy.is_monotonic_decreasing
+    assert ranked.eval_accuracy.iloc[0] == api.trials(config=CONFIG, db=path).eval_accuracy.max()
+    assert api.ranked_trials(config="age-regression_utkface_mae_Nothing", db=path).empty
     first, second = api.data(db=path), api.data(db=path)
     first.loc[0, "accuracy"] = -1
     assert second.loc[0, "accuracy"] != -1  # a fresh frame every call

@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from ab.nn import workspace
 from ab.nn.stat import query
 
+TRAINED = ("complete", "stopped")  # trial states that carry a result to compare
+
 DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id", "epoch",
                 "accuracy", "duration", "prm_id", "transform_code", "transform_id", "prm",
                 "transform", "mae", "test_mae", "trial_id", "status", "error", "epoch_max", "seed", "split",
@@ -64,6 +66,15 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study)
     return _frame(rows)
+
+
+def ranked_trials(config=None, db=None) -> pd.DataFrame:
+    """Trained trials (complete, or stopped early), best first by validation accuracy (LEMUR's
+    selection metric; never the test split), ties to the earlier trial."""
+    rows = trials(config=config, status=TRAINED, db=db)
+    if rows.empty:
+        return rows
+    return rows.sort_values(["eval_accuracy", "id"], ascending=[False, True]).reset_index(drop=True)
 
 
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:

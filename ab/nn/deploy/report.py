@@ -13,19 +13,19 @@ import sys
 import pandas as pd
 
 from ab.nn import api
+from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 
 
 def best_trial(config: str, db) -> pd.Series:
-    trials = api.trials(config=config, status=("complete", "stopped"), db=db)
+    trials = api.ranked_trials(config=config, db=db)
     if trials.empty:
         raise LookupError(f"no trained trial of {config} in the database")
-    return trials.sort_values(["eval_accuracy", "id"], ascending=[False, True]).iloc[0]
+    return trials.iloc[0]
 
 
-_RANK = {name: rank for rank, name in enumerate(
-    ["pytorch", "onnx", "tflite", "fp32", "fp16", "dynamic-int8", "int8"])}  # format, then precision
+_RANK = {name: rank for rank, name in enumerate(("pytorch", "onnx", "tflite", *PRECISIONS))}  # format, then precision
 
 
 def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The three runtimes an exported age model runs in: PyTorch (eager, ``inference_mode``),
 onnxruntime and the LiteRT (TFLite) interpreter. Each takes NCHW float32 batches, as produced by
-the evaluation transform, and returns ages of shape (N,)."""
+the evaluation transform, and returns ages of shape (N,); ``predict(native(x), native=True)`` skips
+the layout change, for timing an artifact as a deployed app would call it."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -21,7 +22,15 @@ def torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-class TorchRuntime:
+class Runtime:
+    name: str
+
+    def native(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` (NCHW) in the model's own input layout."""
+        return batch
+
+
+class TorchRuntime(Runtime):
     """Runs with torch's current thread count: wrap calls in ``torch_threads`` to fix it (outside
     any timed region: changing the count resizes torch's thread pool)."""
 
@@ -30,14 +39,14 @@ class TorchRuntime:
     def __init__(self, model):
         self.model = model.eval()
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, native: bool = False) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             return self.model(torch.from_numpy(batch)).reshape(-1).float().numpy()
 
 
-class OnnxRuntime:
+class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
     def __init__(self, path: Path, threads: int):
@@ -51,11 +60,11 @@ class OnnxRuntime:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, native: bool = False) -> np.ndarray:
         return self.session.run(None, {self.input: batch})[0].reshape(-1).astype(np.float32)
 
 
-class LiteRtRuntime:
+class LiteRtRuntime(Runtime):
     """LiteRT interpreter; NHWC inputs are transposed here, int8 inputs quantised with the model's
     own scale and zero point, int8 outputs dequantised."""
 
@@ -88,7 +97,6 @@ class LiteRtRuntime:
             self.output_detail = self.interpreter.get_output_details()[0]
 
     def native(self, batch: np.ndarray) -> np.ndarray:
-        """``batch`` (NCHW) in the model's own input layout."""
         return np.ascontiguousarray(batch.transpose(0, 2, 3, 1)) if self.nhwc else batch
 
     def predict(self, batch: np.ndarray, native: bool = False) -> np.ndarray:

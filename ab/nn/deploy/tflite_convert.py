@@ -29,15 +29,16 @@ def converter_name() -> str:
     return f"onnx2tf {version('onnx2tf')}"
 
 
-def _static_shape(onnx_path: Path) -> str:
-    """The input's shape with batch 1, as onnx2tf's ``overwrite_input_shape`` wants it. Some graphs
-    (a Resize whose target size is computed from the dynamic batch, as in C3AE) convert only when
-    every shape is constant; their TFLite model then takes one image per call."""
+def _attempts(onnx_path: Path):
+    """onnx2tf's extra arguments per try: first none (a dynamic batch), then the input fixed at
+    batch 1. Some graphs (a Resize whose target size is computed from the dynamic batch, as in
+    C3AE) convert only when every shape is constant; their TFLite model takes one image per call."""
     import onnx
 
+    yield {}
     graph_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0]
     dims = [d.dim_value for d in graph_input.type.tensor_type.shape.dim][1:]
-    return f"{graph_input.name}:" + ",".join(str(d) for d in [1, *dims])
+    yield {"overwrite_input_shape": [f"{graph_input.name}:" + ",".join(str(d) for d in [1, *dims])]}
 
 
 def convert(onnx_path: Path, out_dir: Path, precisions: list[str], calibration: Path | None = None,
@@ -70,14 +71,12 @@ def convert(onnx_path: Path, out_dir: Path, precisions: list[str], calibration: 
                 ["input", str(calibration), np.asarray(mean, np.float32).reshape(1, 1, 1, 3),
                  np.asarray(std, np.float32).reshape(1, 1, 1, 3)]]
         errors = []
-        for static in (None, _static_shape(onnx_path)):
-            if static is not None:
-                kwargs["overwrite_input_shape"] = [static]
+        for extra in _attempts(onnx_path):
             try:
                 onnx2tf.convert(input_onnx_file_path=str(work / "model.onnx"), output_folder_path=str(work / "out"),
                                 non_verbose=True, copy_onnx_input_output_names_to_tflite=True,
                                 output_dynamic_range_quantized_tflite="dynamic-int8" in precisions,
-                                output_integer_quantized_tflite="int8" in precisions, **kwargs)
+                                output_integer_quantized_tflite="int8" in precisions, **kwargs, **extra)
                 break
             except BaseException as error:  # onnx2tf raises anything from SystemExit to TF errors
                 errors.append(f"{type(error).__name__}: {error}".strip())

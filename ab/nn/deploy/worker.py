@@ -84,11 +84,8 @@ def _latency(job: dict) -> dict:
     x = np.random.default_rng(0).standard_normal(job["shape"]).astype(np.float32)
     for threads in job["timing_threads"]:
         runtime = _runtime(job["artifact"], threads)
-        if hasattr(runtime, "native"):  # timed in the artifact's own input layout, as deployed
-            native = runtime.native(x)
-            call = lambda: runtime.predict(native, native=True)  # noqa: E731
-        else:
-            call = lambda: runtime.predict(x)  # noqa: E731
+        native = runtime.native(x)  # timed in the artifact's own input layout, as deployed
+        call = lambda: runtime.predict(native, native=True)  # noqa: E731
         call()
         rows.append({"threads": threads, **time_calls(call, job["warmup"], job["runs"]).as_row()})
     return {"rows": rows}

@@ -184,9 +184,7 @@ def resolve(reference: str, workspace: Workspace) -> Expert:
             raise ExpertError(f"no trial {rest} in {workspace.db_url}")
         return TrialExpert(rows.iloc[0].to_dict(), workspace)
     if kind == "best" and rest:
-        rows = api.trials(config=rest, status=("complete", "stopped"), db=workspace.db_url)
-        rows = rows.sort_values(["eval_accuracy", "id"], ascending=[False, True])
-        for row in rows.to_dict("records"):
+        for row in api.ranked_trials(config=rest, db=workspace.db_url).to_dict("records"):
             if (workspace.trial_dir(row["config"], row["number"]) / checkpoint.WEIGHTS).exists():
                 return TrialExpert(row, workspace)
         raise ExpertError(f"no trained trial of {rest} with a checkpoint (train with --save_pth_weights)")

@@ -54,7 +54,7 @@ def _group_rows(best: pd.DataFrame, db) -> pd.DataFrame:
 
 
 def _latency_points(db) -> pd.DataFrame:
-    trials = api.trials(status=("complete", "stopped"), db=db)
+    trials = api.trials(status=api.TRAINED, db=db)
     latency = api.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
         return pd.DataFrame()

@@ -9,16 +9,13 @@ from ab.nn import api, registry
 from ab.nn.config import Config
 from ab.nn.util.macs import count_macs
 
-_DONE = ("complete", "stopped")
-
 
 def best_trials(db, configs=None) -> pd.DataFrame:
     """The best trained trial of every config, chosen by validation accuracy (never by test)."""
-    trials = api.trials(config=configs, status=_DONE, db=db)
+    trials = api.ranked_trials(config=configs, db=db)
     if trials.empty:
         return trials
-    trials = trials.sort_values(["config", "eval_accuracy", "id"], ascending=[True, False, True])
-    return trials.groupby("config", sort=True).head(1).reset_index(drop=True)
+    return trials.drop_duplicates("config").sort_values("config").reset_index(drop=True)
 
 
 def model_size(config: str, prm: dict, in_shape: str | None) -> tuple[int | None, int | None]:
