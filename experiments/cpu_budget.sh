@@ -23,10 +23,10 @@ case "${1:-all}" in
     baselines|all)
         # epochs: floor(MobileAgeNet's 2,261 training seconds / one full epoch of the model, train +
         # eval, on this machine, from train_stat): SSR-Net 45 s, C3AE 58 s, ShuffleNetV2 53 s,
-        # MobileNetV2 109 s, ResNet-18 133 s (SSR-Net keeps its first 48, 95 % of the
-        # budget). EfficientNet-B0 and ResNet-50 are not measured yet: their
-        # counts are the 2,048-image estimate scaled by 1.3, the factor by which it undercounted the
-        # others. A fourth field "scratch" fixes pretrained=0 (otherwise Optuna samples it).
+        # MobileNetV2 109 s, ResNet-18 133 s (SSR-Net keeps its first 48, 95 % of the budget).
+        # EfficientNet-B0 and ResNet-50 are not timed yet: their counts are the 2,048-image estimate
+        # scaled by 1.3, the factor by which it undercounted the others. A fourth field "scratch"
+        # fixes pretrained=0 (otherwise Optuna samples it).
         for spec in ${MODELS:-SSRNet:48:norm_64_aug C3AE:38:norm_64_aug ShuffleNetV2:42:norm_96_aug:scratch \
                     MobileNetV2:20:norm_96_aug:scratch EfficientNetB0:14:norm_96_aug:scratch \
                     ResNet18:17:norm_96_aug:scratch ResNet50:4:norm_96_aug:scratch}; do

@@ -1,7 +1,6 @@
 """Every trial deploys: ONNX and TFLite artifacts, their fidelity against PyTorch, latency rows."""
 import numpy as np
 import onnx
-import pandas as pd
 import pytest
 import torch
 
@@ -17,14 +16,12 @@ EXPORT = ["--export", "default", "--latency-runs", "12", "--latency-warmup", "3"
 
 
 def deployed(root, utk_dir, config, *extra):
-    """Train one trial with the given export flags; returns (trial, exports, latency, export seconds)."""
+    """Train one trial with the given export flags; returns (trial, exports, latency)."""
     assert run(root, utk_dir, "-c", config, "-t", "1", "-e", "3", "-p", '{"lr": 0.001, "batch": 16}', *EXPORT,
                *extra) == 0
     db = root / "db" / "ab.nn.db"
     trial = api.trials(db=db).iloc[0]
-    exports, latency = api.exports(trial_id=int(trial.id), db=db), api.latency(trial_id=int(trial.id), db=db)
-    written = pd.to_datetime(pd.concat([exports.created_at, latency.created_at]))
-    return trial, exports, latency, (written.max() - pd.to_datetime(trial.finished_at)).total_seconds()
+    return trial, api.exports(trial_id=int(trial.id), db=db), api.latency(trial_id=int(trial.id), db=db)
 
 
 def test_parse_formats():
@@ -37,7 +34,7 @@ def test_parse_formats():
 
 @pytest.mark.parametrize("model", ["MobileAgeNet", "TinyAge"])
 def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, tiny_model, model):
-    trial, exports, latency, _ = deployed(root, utk_dir_large, f"age-regression_utkface_mae_{model}")
+    trial, exports, latency = deployed(root, utk_dir_large, f"age-regression_utkface_mae_{model}")
     assert trial.status == "complete"
     by_kind = {(r.format, r.precision): r for r in exports.itertuples()}
     assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
@@ -67,7 +64,7 @@ def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, t
 
 
 def test_artifacts_agree_with_pytorch_on_random_inputs(root, utk_dir_large):
-    trial, exports, _, _ = deployed(root, utk_dir_large, CONFIG, "--save_pth_weights")
+    trial, exports, _ = deployed(root, utk_dir_large, CONFIG, "--save_pth_weights")
     from ab.nn.util import checkpoint
 
     model, _ = checkpoint.load(root / "out" / CONFIG / "0")
@@ -87,7 +84,7 @@ UNCONVERTIBLE = helpers.TINY_MODEL.replace(
 def test_a_conversion_failure_is_recorded_not_raised(root, utk_dir):
     helpers.write_model("FftAge", UNCONVERTIBLE)
     try:
-        trial, exports, _, _ = deployed(root, utk_dir, "age-regression_utkface_mae_FftAge")
+        trial, exports, _ = deployed(root, utk_dir, "age-regression_utkface_mae_FftAge")
     finally:
         helpers.remove_model("FftAge")
     assert trial.status == "complete"  # the training result stands
@@ -116,7 +113,7 @@ def test_keep_best_only_deletes_the_other_trials_files(root, utk_dir):
 
 
 def test_int8_artifacts_are_made_or_their_failure_recorded(root, utk_dir, tiny_model):
-    trial, exports, latency, _ = deployed(root, utk_dir, f"age-regression_utkface_mae_{tiny_model}",
+    trial, exports, latency = deployed(root, utk_dir, f"age-regression_utkface_mae_{tiny_model}",
                                           "--export", "tflite-dynamic-int8,tflite-int8")
     rows = {r.precision: r for r in exports[exports.format == "tflite"].itertuples()}
     assert set(rows) == {"dynamic-int8", "int8"}

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from ab.nn import api, train
+from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli
+from ab.nn.stat.store import StatStore
 from tests.test_sweep_cli import CONFIG, run
 
 
@@ -83,6 +85,19 @@ def test_query_filters_and_types(swept):
     first, second = api.data(db=path), api.data(db=path)
     first.loc[0, "accuracy"] = -1
     assert second.loc[0, "accuracy"] != -1  # a fresh frame every call
+
+
+def test_store_and_api_agree_on_the_best_trial_and_skip_diverged_ones(swept):
+    """keep_best_only (store) must keep the artifacts of the trial that deploy/moe/report (api) call best."""
+    path = swept / "db" / "ab.nn.db"
+    store = StatStore(f"sqlite:///{path}")
+    config = Config.parse(CONFIG)
+    ranked = api.ranked_trials(config=CONFIG, db=path)
+    assert store.best_trial(config) == ranked.id.iloc[0]
+    store.update_trial(int(ranked.id.iloc[1]), status="diverged", eval_accuracy=1.0)
+    assert store.best_trial(config) == ranked.id.iloc[0] == api.ranked_trials(config=CONFIG, db=path).id.iloc[0]
+    store.update_trial(int(ranked.id.iloc[0]), status="diverged")
+    assert store.best_trial(config) is None and api.ranked_trials(config=CONFIG, db=path).empty
 
 
 @pytest.mark.parametrize("kwargs", [

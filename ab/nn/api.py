@@ -14,8 +14,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
 from ab.nn.stat import query
-
-TRAINED = ("complete", "stopped")  # trial states that carry a result to compare
+from ab.nn.stat.schema import TRAINED_STATES as TRAINED
 
 DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id", "epoch",
                 "accuracy", "duration", "prm_id", "transform_code", "transform_id", "prm",

@@ -19,8 +19,8 @@ from ab.nn.dataset.settings import DataSettings
 from ab.nn.moe import fusion as fusion_module
 from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
 from ab.nn.moe.fusion import AgeMoE
-from ab.nn.stat.schema import Fusion
-from ab.nn.stat.store import COMPLETE, StatStore
+from ab.nn.stat.schema import COMPLETE, Fusion
+from ab.nn.stat.store import StatStore
 from ab.nn.util import system
 from ab.nn.util.digest import sha256_of
 from ab.nn.workspace import Workspace

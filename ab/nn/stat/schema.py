@@ -71,6 +71,17 @@ class Prm(Base):
     value = mapped_column(PrmValue, nullable=False)
 
 
+RUNNING = "running"
+COMPLETE = "complete"
+STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMUM_ACCURACY
+DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
+FAILED = "failed"
+RESULT_STATES = (COMPLETE, STOPPED, DIVERGED)
+"""Outcomes that count as a trained trial when deciding how many trials a config still needs."""
+TRAINED_STATES = (COMPLETE, STOPPED)
+"""Outcomes whose accuracy is a result to compare (a diverged trial's last accuracy is not)."""
+
+
 class Trial(Base):
     """One Optuna trial of one config: its outcome, provenance and final numbers."""
 

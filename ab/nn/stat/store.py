@@ -19,16 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
-from ab.nn.stat.schema import (Base, Export, Latency, Metric, Nn, Prm, Stat, StatMetric, TrainStat, Transform,
-                               Trial)
-
-RUNNING = "running"
-COMPLETE = "complete"
-STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMUM_ACCURACY
-DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
-FAILED = "failed"
-RESULT_STATES = (COMPLETE, STOPPED, DIVERGED)
-"""Outcomes that count as a trained trial when deciding how many trials a config still needs."""
+from ab.nn.stat.schema import (RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn, Prm, Stat,
+                               StatMetric, TrainStat, Transform, Trial)
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
 
@@ -241,10 +233,11 @@ class StatStore:
             return list(session.scalars(select(Export).where(Export.trial_id.in_(list(trial_ids)))))
 
     def best_trial(self, config: Config) -> int | None:
-        """The trained trial of ``config`` with the best eval accuracy (LEMUR's selection metric)."""
+        """The trained trial of ``config`` with the best eval accuracy (LEMUR's selection metric); the
+        same choice as ``api.ranked_trials``."""
         with self.transaction() as session:
             return session.scalar(select(Trial.id).where(
-                Trial.config == config.name, Trial.status.in_(RESULT_STATES), Trial.eval_accuracy.is_not(None))
+                Trial.config == config.name, Trial.status.in_(TRAINED_STATES), Trial.eval_accuracy.is_not(None))
                 .order_by(Trial.eval_accuracy.desc(), Trial.id).limit(1))
 
     def trial_ids(self, config: Config) -> list[int]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from ab.nn.stat.store import FAILED, RUNNING, StatStore
+from ab.nn.stat.schema import FAILED, RUNNING
+from ab.nn.stat.store import StatStore
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, run_trial
 
 POLL_SECONDS = 0.25

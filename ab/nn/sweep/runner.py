@@ -22,7 +22,8 @@ from ab.nn.config import Config, Pattern, select
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
 from ab.nn.stat import engine as engines
-from ab.nn.stat.store import FAILED, StatStore
+from ab.nn.stat.schema import FAILED
+from ab.nn.stat.store import StatStore
 from ab.nn.sweep import hyperparameters
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated

@@ -19,7 +19,8 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, keep_best_only, metadata_for
 from ab.nn.stat.engine import is_storage_error
-from ab.nn.stat.store import COMPLETE, DIVERGED, FAILED, STOPPED, StatStore
+from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, STOPPED
+from ab.nn.stat.store import StatStore
 from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
