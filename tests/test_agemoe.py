@@ -82,16 +82,21 @@ def test_fit_command_records_the_mixture(root, utk_dir, tiny_model, tmp_path, ca
     assert moe_cli.cli(["fit", "--experts", "trial:1", "trial:2", f"onnx:{external}", "--steps", "150",
                         "--root", str(root), "--data-dir", str(utk_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "AgeMoE" in printed and "TinyAge#0" in printed and "external" in printed and "mixture MAE" in printed
+    assert "AgeMoE" in printed and "TinyAge#1" in printed and "external" in printed and "mixture MAE" in printed
+    assert "paired test against" in printed
     db = root / "db" / "ab.nn.db"
     trial = api.trials(config="age-regression_utkface_mae_AgeMoE", db=db).iloc[0]
-    assert trial.status == "complete" and trial.prm["experts"] == "TinyAge#0,TinyAge#1,external"
+    assert trial.status == "complete" and trial.prm["experts"] == "TinyAge#1,TinyAge#2,external"
     assert trial.eval_mae > 0 and trial.test_mae > 0 and trial.split == "paper/42"
+    assert trial.test_mae_low < trial.test_mae < trial.test_mae_high
+    experts = api.trials(config=f"age-regression_utkface_mae_{tiny_model}", db=db)
+    assert (experts.data_key == trial.data_key).all()  # judged on the same data as its experts
+    assert len(api.predictions(trial_id=int(trial.id), split="test", db=db)) == trial.n_test
     groups = api.age_groups(trial_id=int(trial.id), db=db)
     assert not groups.empty and {"mae", "bias", "n"} <= set(groups.columns)
-    saved = root / "out" / "age-regression_utkface_mae_AgeMoE" / "0" / "agemoe.pt"
+    saved = root / "out" / "age-regression_utkface_mae_AgeMoE" / str(int(trial.id)) / "agemoe.pt"
     model, experts = AgeMoE.load(saved)
-    assert [e["name"] for e in experts] == ["TinyAge#0", "TinyAge#1", "external"]
+    assert [e["name"] for e in experts] == ["TinyAge#1", "TinyAge#2", "external"]
     with engines.engine(f"sqlite:///{db}", writer=False).connect() as con:
         row = con.exec_driver_sql("select experts, parameters from fusion").fetchone()
     assert "external" in row[0] and "gate" in row[1]
@@ -99,10 +104,15 @@ def test_fit_command_records_the_mixture(root, utk_dir, tiny_model, tmp_path, ca
     assert "AgeMoE" in capsys.readouterr().out
 
 
-def test_experts_must_share_the_split(root, utk_dir, tiny_model, capsys):
-    assert run(root, utk_dir, "-c", f"age-regression_utkface_mae_{tiny_model}", "-t", "1", "--save_pth_weights") == 0
-    assert run(root, utk_dir, "-c", f"age-regression_utkface_mae_{tiny_model}", "-t", "-1", "--save_pth_weights",
-               "--seed", "7") == 0
-    with pytest.raises(SystemExit):
-        moe_cli.cli(["fit", "--experts", "trial:1", "trial:2", "--root", str(root), "--data-dir", str(utk_dir)])
-    assert "trained on split paper/7" in capsys.readouterr().err
+def test_experts_must_share_the_data_but_seed_replicas_may(root, utk_dir, tiny_model, capsys):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "2") == 0  # training seeds 42 and 43
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--split-seed", "7") == 0
+    assert moe_cli.cli(["fit", "--experts", "trial:1", "trial:2", "--steps", "20", "--root", str(root),
+                        "--data-dir", str(utk_dir)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        moe_cli.cli(["fit", "--experts", "trial:1", "trial:3", "--root", str(root), "--data-dir", str(utk_dir)])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1
+    assert "expert TinyAge#3 was judged on data key" in err and "split paper/7" in err and "paper/42" in err

@@ -92,7 +92,7 @@ def test_in_the_wild_images_are_cropped_by_their_landmarks(tmp_path):
     assert isinstance(source, WildSource)
     assert landmark_box([100, 80, 160, 140]) == (76, 56, 184, 164)
     parts = _load(root, tmp_path / "c")
-    catalog = utkface.catalog(source)
+    catalog = utkface.catalog(source, tmp_path / "c")
     assert len(catalog.entries) == 7 and catalog.skipped["in-the-wild image without landmarks"] == 1
     pixels = np.concatenate([d.pixels() for d in (parts.train, parts.eval, parts.test)])
     centre = pixels[:, 24:40, 24:40].reshape(-1, 3).mean(axis=0)

@@ -67,7 +67,7 @@ def test_artifacts_agree_with_pytorch_on_random_inputs(root, utk_dir_large):
     trial, exports, _ = deployed(root, utk_dir_large, CONFIG, "--save_pth_weights")
     from ab.nn.util import checkpoint
 
-    model, _ = checkpoint.load(root / "out" / CONFIG / "0")
+    model, _ = checkpoint.load(root / "out" / CONFIG / str(int(trial.id)))
     x = np.random.default_rng(1).uniform(-2, 2, (8, 3, 64, 64)).astype(np.float32)  # normalised-image range
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).reshape(-1).numpy()

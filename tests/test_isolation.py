@@ -67,7 +67,7 @@ def test_kill_9_of_the_runner_then_the_same_command_resumes(root, utk_dir, misbe
     assert _count(db, "select count(*) from stat where id not in (select stat_id from stat_metric)") == 0
     assert _count(db, "select count(*) from trial t where epochs_done != "
                       "(select count(*) from stat s where s.trial_id = t.id)") == 0
-    study = optuna.load_study(study_name=misbehaving, storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=trials.study.iloc[0], storage=f"sqlite:///{db}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 3 + ["FAIL"]
 
 

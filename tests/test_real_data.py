@@ -13,8 +13,8 @@ RECIPE = ('{"lr": 0.001, "batch": 32, "dropout": 0.1, "momentum": 0.9, "freeze":
           '"bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 0}')
 
 
-def test_the_real_folder_parses_completely(real_utkface):
-    catalog = utkface.catalog(utkface.find_source(real_utkface))
+def test_the_real_folder_parses_completely(real_utkface, root):
+    catalog = utkface.catalog(utkface.find_source(real_utkface), root / "cache")
     assert catalog.total == 23_707 and len(catalog.entries) == 23_707 and not catalog.skipped
     assert abs(float(catalog.ages.mean()) - 33.3) < 0.05
 

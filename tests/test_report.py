@@ -42,7 +42,7 @@ def test_ablation_commands_and_table(root, utk_dir):
     assert train.cli([*reference, "--root", str(root), "--data-dir", str(utk_dir), "--in-process"]) == 0
     frame = ablations.results(root / "db" / "ab.nn.db", 1, 32)
     assert list(frame.ablation) == [v.name for v in ablations.VARIANTS]
-    assert frame.status.tolist() == ["complete"] + ["not run"] * 4
+    assert frame.status.tolist() == ["1 complete"] + ["not run"] * 4 and frame.seeds.iloc[0] == 1
     assert frame["test MAE"].iloc[0] > 0
 
 

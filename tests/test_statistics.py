@@ -93,11 +93,12 @@ def test_store_and_api_agree_on_the_best_trial_and_skip_diverged_ones(swept):
     store = StatStore(f"sqlite:///{path}")
     config = Config.parse(CONFIG)
     ranked = api.ranked_trials(config=CONFIG, db=path)
-    assert store.best_trial(config) == ranked.id.iloc[0]
+    key = ranked.data_key.iloc[0]
+    assert store.best_trial(config, key) == ranked.id.iloc[0]
     store.update_trial(int(ranked.id.iloc[1]), status="diverged", eval_accuracy=1.0)
-    assert store.best_trial(config) == ranked.id.iloc[0] == api.ranked_trials(config=CONFIG, db=path).id.iloc[0]
+    assert store.best_trial(config, key) == ranked.id.iloc[0] == api.ranked_trials(config=CONFIG, db=path).id.iloc[0]
     store.update_trial(int(ranked.id.iloc[0]), status="diverged")
-    assert store.best_trial(config) is None and api.ranked_trials(config=CONFIG, db=path).empty
+    assert store.best_trial(config, key) is None and api.ranked_trials(config=CONFIG, db=path).empty
 
 
 @pytest.mark.parametrize("kwargs", [

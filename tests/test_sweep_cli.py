@@ -50,9 +50,12 @@ def test_second_run_continues_the_study(root, utk_dir):
     assert run(root, utk_dir, "-c", CONFIG, "-t", "1") == 0
     assert run(root, utk_dir, "-c", CONFIG, "-t", "1") == 0  # a total: already reached, nothing to do
     assert run(root, utk_dir, "-c", CONFIG, "-t", "-2") == 0  # two more
-    study = optuna.load_study(study_name=CONFIG, storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+    trials = api.trials(db=root / "db" / "ab.nn.db")
+    assert trials.study.nunique() == 1 and trials.study[0].startswith(f"{CONFIG}@")  # one study per data key
+    study = optuna.load_study(study_name=trials.study[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
     assert [t.number for t in study.trials] == [0, 1, 2]
-    assert sorted(api.trials(db=root / "db" / "ab.nn.db").number) == [0, 1, 2]
+    assert sorted(trials.number) == [0, 1, 2]
+    assert [t.user_attrs["trial_id"] for t in study.trials] == sorted(trials.id)
 
 
 def test_fixed_zero_is_used_as_given(root, utk_dir):
@@ -92,7 +95,7 @@ def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, misbehav
     trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
     assert list(trials.status) == ["failed", "complete"]
     assert trials.error.iloc[0].startswith("RuntimeError: forward exploded on purpose")
-    study = optuna.load_study(study_name=misbehaving, storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+    study = optuna.load_study(study_name=trials.study.iloc[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
 
 
@@ -118,16 +121,19 @@ def test_boolean_flags_are_booleans(root, utk_dir):
     with pytest.raises(SystemExit):
         train.parser().parse_args(["--save_pth_weights", "maybe"])
     assert run(root, utk_dir, "-c", CONFIG, "-t", "1", "--save_pth_weights") == 0
-    assert (root / "out" / CONFIG / "0" / "model.pth").is_file()
-    assert json.loads((root / "out" / CONFIG / "0" / "meta.json").read_text())["config"] == CONFIG
+    trial_id = int(api.trials(db=root / "db" / "ab.nn.db").id[0])
+    assert (root / "out" / CONFIG / str(trial_id) / "model.pth").is_file()  # folders are named by trial id
+    assert json.loads((root / "out" / CONFIG / str(trial_id) / "meta.json").read_text())["config"] == CONFIG
 
 
-def test_missing_images_say_where_to_put_them(root, tmp_path):
+def test_missing_images_say_where_to_put_them_once_before_any_trial(root, tmp_path, capsys):
     empty = tmp_path / "nothing"
     empty.mkdir()
     assert train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"]) == 1
-    error = api.trials(db=root / "db" / "ab.nn.db").error[0]
-    assert error.startswith("DataNotFound: no UTKFace images in") and "UTKFace.tar.gz" in error
+    out = capsys.readouterr()
+    assert (out.out + out.err).count(f"no UTKFace images in {empty}") == 1
+    assert "UTKFace.tar.gz" in out.out
+    assert api.trials(db=root / "db" / "ab.nn.db").empty  # no trial was spawned
 
 
 def test_help_explains_every_flag():

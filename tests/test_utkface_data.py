@@ -105,7 +105,7 @@ def test_split_depends_on_names_not_order_and_barely_moves_when_files_are_added(
 
 def test_other_seed_gives_another_split():
     names, ages = _names(500)
-    a, b = splits.assign(names, ages, DataSettings(seed=1)), splits.assign(names, ages, DataSettings(seed=2))
+    a, b = splits.assign(names, ages, DataSettings(split_seed=1)), splits.assign(names, ages, DataSettings(split_seed=2))
     assert not np.array_equal(a["test"], b["test"])
 
 
@@ -188,9 +188,9 @@ def test_foreign_torchvision_transform_gets_a_deterministic_eval_version():
     assert torch.equal(deterministic(image), deterministic(image))
 
 
-@pytest.mark.parametrize("settings", [DataSettings(), DataSettings(split="lemur", seed=7, max_samples=50),
-                                      DataSettings(split="kfold", seed=3, fold=2, folds=4)])
+@pytest.mark.parametrize("settings", [DataSettings(), DataSettings(split="lemur", split_seed=7, max_samples=50),
+                                      DataSettings(split="kfold", split_seed=3, fold=2, folds=4)])
 def test_settings_round_trip_through_their_label(settings):
     again = DataSettings.from_label(settings.label, settings.max_samples)
-    assert (again.split, again.seed, again.fold, again.folds, again.max_samples) == \
-        (settings.split, settings.seed, settings.fold, settings.folds, settings.max_samples)
+    assert (again.split, again.split_seed, again.fold, again.folds, again.max_samples) == \
+        (settings.split, settings.split_seed, settings.fold, settings.folds, settings.max_samples)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ab.nn import api
+from ab.nn.stat import uncertainty
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 
@@ -46,10 +47,13 @@ VARIANTS = (
 )
 
 
-def command(variant: Variant, epochs: int, max_samples: int | None, extra: list[str]) -> list[str]:
+def command(variant: Variant, epochs: int, max_samples: int | None, extra: list[str], seeds: int = 1) -> list[str]:
+    """One sweep command: ``seeds`` replicas of the variant (training seeds 42, 43, ...) on the same split."""
     prm = json.dumps({**BASE, **variant.changes}, sort_keys=True)
     args = [sys.executable, "-m", "ab.nn.train", "-c", CONFIG, "-t", "-1", "-e", str(epochs), "-f", variant.transform,
-            "-p", prm, "-w", "0", "--export", "none", "--quiet", "-a", "1"]  # one try: a failure is the result
+            "-p", prm, "-w", "0", "--export", "none", "--quiet", "-a", str(seeds)]  # one try per seed
+    if seeds > 1:
+        args += ["--seeds", str(seeds)]
     if max_samples:
         args += ["--max-samples", str(max_samples)]
     return args + extra
@@ -62,22 +66,49 @@ def _matches(trial, variant: Variant, epochs: int, max_samples: int | None) -> b
 
 
 def results(db, epochs: int, max_samples: int | None) -> pd.DataFrame:
+    """One row per ablation: its replicas on the newest data key the reference was run on, mean +- std
+    of val and test MAE across them, and the paired test-MAE difference from the reference (images
+    and replicas resampled; a 95 % interval that contains 0 is a tie)."""
     trials = api.trials(config=CONFIG, db=db)
+    matched = {v.name: trials[[_matches(t, v, epochs, max_samples) for t in trials.itertuples()]]
+               if not trials.empty else trials for v in VARIANTS}
+    reference = matched[VARIANTS[0].name]
+    key = reference.sort_values("id").data_key.iloc[-1] if not reference.empty else None
+    trained_reference = _trained(reference, key)
     rows = []
     for variant in VARIANTS:
-        mine = [t for t in trials.itertuples() if _matches(t, variant, epochs, max_samples)]
-        if not mine:
+        mine = matched[variant.name]
+        mine = mine[mine.data_key == key] if key is not None and not mine.empty else mine
+        if mine.empty:
             rows.append({"ablation": variant.name, "status": "not run"})
             continue
-        t = mine[-1]
-        rows.append({"ablation": variant.name, "status": t.status, "val MAE": t.eval_mae, "test MAE": t.test_mae,
-                     "minutes": None if pd.isna(t.duration) else t.duration / 6e10, "trial": t.id,
-                     "note": "" if t.status != "failed" else str(t.error).splitlines()[0][:90]})
-    frame = pd.DataFrame(rows)
-    reference = frame["test MAE"].iloc[0] if "test MAE" in frame and len(frame) else None
-    if reference is not None and not pd.isna(reference):
-        frame["test MAE vs reference"] = frame["test MAE"] - reference
-    return frame
+        done = _trained(mine, key)
+        row = {"ablation": variant.name, "status": ", ".join(f"{n} {s}" for s, n in mine.status.value_counts().items()),
+               "seeds": len(done)}
+        if done.empty:
+            row["note"] = str(mine.sort_values("id").error.iloc[-1]).splitlines()[0][:90]
+            rows.append(row)
+            continue
+        for column, label in (("eval_mae", "val"), ("test_mae", "test")):
+            row[f"{label} MAE"], row[f"{label} std"], _ = uncertainty.mean_std(done[column])
+        row["minutes (mean)"] = done.duration.mean() / 6e10
+        row["trials"] = ",".join(str(i) for i in sorted(done.id))
+        if variant is not VARIANTS[0] and not trained_reference.empty:
+            try:
+                c = api.compare(list(done.id), list(trained_reference.id), split="test", db=db)
+                row["test MAE vs reference"] = f"{c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}]"
+                row["p"] = f"{c.p_value:.2g}"
+                row["significant?"] = "no (tie)" if c.verdict == "tie" else "yes"
+            except (LookupError, ValueError) as error:
+                row["significant?"] = f"not compared: {str(error)[:60]}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _trained(trials: pd.DataFrame, key) -> pd.DataFrame:
+    if trials.empty:
+        return trials
+    return trials[trials.status.isin(api.TRAINED) & (trials.data_key == key)]
 
 
 def cli(argv=None) -> int:
@@ -86,20 +117,21 @@ def cli(argv=None) -> int:
     p.add_argument("command", choices=("run", "table"))
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=3, help="training-seed replicas of every ablation")
     p.add_argument("--dry-run", action="store_true", help="run: print the commands only")
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     extra = [f"--{k}={v}" for k, v in (("root", args.root), ("db", args.db), ("data-dir", args.data_dir)) if v]
     if args.command == "run":
         for variant in VARIANTS:
-            cmd = command(variant, args.epochs, args.max_samples, extra)
+            cmd = command(variant, args.epochs, args.max_samples, extra, args.seeds)
             print("$", " ".join(shlex.quote(c) for c in cmd[1:]).replace("-m ab.nn", "python -m ab.nn", 1), flush=True)
             if not args.dry_run:
                 subprocess.run(cmd, check=False)
     ws = workspace.from_arguments(args)
     if not args.dry_run:
         print(f"\nMobileAgeNet ablations, {args.epochs} epochs, "
-              f"{args.max_samples or 'all'} images per part, split paper/42\n")
+              f"{args.max_samples or 'all'} images per part, split paper/42, training seeds 42..\n")
         print(table(results(ws.db_url, args.epochs, args.max_samples)))
     return 0
 

@@ -14,7 +14,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ab.nn.config import ConfigError
-from ab.nn.dataset.settings import PROTOCOLS, DataSettings
+from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.pipeline import FORMATS, ExportOptions, parse_formats
 from ab.nn.registry import RegistryError
@@ -94,7 +94,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-memory-gb", type=float, default=None,
                    help="resident-memory limit of a trial's processes; a trial over it is killed, recorded failed")
     workspace.add_arguments(p)
-    p.add_argument("--seed", type=int, default=42, help="seed of the sampler, the split and every trial")
+    p.add_argument("--seed", type=int, default=42,
+                   help="training seed: initialisation, batch order and the sampler (the split has --split-seed)")
+    p.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED,
+                   help="seed of the split alone: trials with other --seed values share the same test images")
+    p.add_argument("--seeds", type=_positive, default=1,
+                   help="train every hyperparameter set N times, with training seeds --seed ... --seed+N-1 "
+                        "(replicas on the same split, for mean +- std); -t then counts hyperparameter sets")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--max-samples", type=_positive, default=None,
                    help="use at most N training, N evaluation and N test images (smoke runs, tests)")
@@ -112,7 +118,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         min_dropout=args.min_dropout, max_dropout=args.max_dropout,
                         min_batch_power=args.min_batch_binary_power, max_batch_power=args.max_batch_binary_power,
                         pretrained=args.pretrained)
-    data = DataSettings(split=args.split, seed=args.seed, fold=args.fold, folds=args.folds,
+    data = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
                         max_samples=args.max_samples, progress=not args.quiet)
     formats = parse_formats(args.export)
     if args.save_onnx_weights and "onnx" not in formats:
@@ -124,7 +130,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
-                        export=export, seed=args.seed, device=args.device, data=data,
+                        export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)
@@ -136,7 +142,8 @@ def report(summary: SweepSummary) -> str:
         best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
         note = (r.gave_up or "").splitlines()[0] if r.gave_up else ""
         lines.append(f"{r.config.name:<60} {r.trained:>7} {r.failed:>6} {best:>9}  {note}")
-    details = [f"\n{r.config.name}: {r.gave_up}" for r in summary.results if r.gave_up and "\n" in r.gave_up]
+    details = [f"\n{r.config.name}:\n" + r.gave_up.split("\n", 1)[1] for r in summary.results
+               if r.gave_up and "\n" in r.gave_up]
     return "\n".join(lines + details)
 
 
@@ -169,7 +176,7 @@ def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_bina
          random_config_order=False, num_workers=2, pretrained=None, epoch_limit_minutes=30,
          train_missing_pipelines=False, save_pth_weights=False, save_onnx_weights=False, **extra) -> SweepSummary:
     """LEMUR's ``ab.nn.train.main`` signature; ``extra`` takes ``root``, ``db``, ``data_dir``, ``seed``,
-    ``device``, ``max_samples``, ``split``, ``progress`` and ``export`` (as ``--export``; default: none,
+    ``split_seed``, ``seeds``, ``device``, ``max_samples``, ``split``, ``progress`` and ``export`` (as ``--export``; default: none,
     or onnx with ``save_onnx_weights``, as LEMUR trains without exporting)."""
     configs = (config,) if isinstance(config, str) else tuple(config)
     space = SearchSpace(min_lr=min_learning_rate, max_lr=max_learning_rate, min_momentum=min_momentum,
@@ -177,12 +184,13 @@ def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_bina
                         min_batch_power=min_batch_binary_power, max_batch_power=max_batch_binary_power,
                         pretrained=pretrained)
     seed = extra.get("seed", 42)
-    data = DataSettings(split=extra.get("split", "paper"), seed=seed, max_samples=extra.get("max_samples"))
+    data = DataSettings(split=extra.get("split", "paper"), split_seed=extra.get("split_seed", DEFAULT_SPLIT_SEED),
+                        max_samples=extra.get("max_samples"))
     options = SweepOptions(configs=configs, fixed=dict(nn_prm or {}), epochs=epoch_max, trials=n_optuna_trials,
                            space=space, transform=transform, fail_attempts=nn_fail_attempts,
                            random_config_order=random_config_order, workers=num_workers,
                            epoch_limit_minutes=epoch_limit_minutes, train_missing_pipelines=train_missing_pipelines,
-                           save_pth=save_pth_weights, seed=seed,
+                           save_pth=save_pth_weights, seed=seed, seeds=extra.get("seeds", 1),
                            export=ExportOptions(formats=parse_formats(
                                extra.get("export", "onnx" if save_onnx_weights else "none"))),
                            device=extra.get("device", "auto"), data=data,

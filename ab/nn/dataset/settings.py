@@ -1,4 +1,4 @@
-"""How the running sweep wants its data: split protocol, seed, fold, cache use."""
+"""How the running sweep wants its data: split protocol, split seed, fold, sample cap, cache use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from ab.nn.util.scoped import Scoped
 
 PROTOCOLS = ("paper", "lemur", "kfold")
+DEFAULT_SPLIT_SEED = 42
 
 
 @dataclass(frozen=True)
 class DataSettings:
     split: str = "paper"
-    seed: int = 42
+    split_seed: int = DEFAULT_SPLIT_SEED  # fixes the split only; training seeds are the sweep's --seed
     fold: int = 0
     folds: int = 5
     max_samples: int | None = None  # at most this many images per part (smoke runs, tests)
@@ -31,21 +32,26 @@ class DataSettings:
     @classmethod
     def from_label(cls, label: str | None, max_samples=None, progress: bool = False) -> "DataSettings":
         """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``)."""
-        protocol, _, rest = (label or "paper/42").partition("/")
+        protocol, _, rest = (label or f"paper/{DEFAULT_SPLIT_SEED}").partition("/")
         seed, _, fold = rest.partition("/")
         limit = None if max_samples is None or max_samples != max_samples else int(max_samples)  # NaN from pandas
         extra = {}
         if protocol == "kfold" and fold:
             index, _, folds = fold.partition("of")
             extra = {"fold": int(index), "folds": int(folds)}
-        return cls(split=protocol, seed=int(seed or 42), max_samples=limit, progress=progress, **extra)
+        return cls(split=protocol, split_seed=int(seed or DEFAULT_SPLIT_SEED), max_samples=limit, progress=progress,
+                   **extra)
 
     @property
     def label(self) -> str:
         """The split as recorded with every trial, e.g. ``paper/42`` or ``kfold/42/2of5``."""
         if self.split == "kfold":
-            return f"kfold/{self.seed}/{self.fold}of{self.folds}"
-        return f"{self.split}/{self.seed}"
+            return f"kfold/{self.split_seed}/{self.fold}of{self.folds}"
+        return f"{self.split}/{self.split_seed}"
+
+    def describe(self) -> str:
+        """The split and the sample cap, as reports print them."""
+        return f"{self.label}, " + ("all images" if self.max_samples is None else f"at most {self.max_samples} per part")
 
 
 active = Scoped[DataSettings]("data_settings", DataSettings)

@@ -7,10 +7,11 @@
   ``f+1`` and trains on the rest (60/20/20 for five folds), in the spirit of Paplham & Franc's
   unified benchmark (CVPR 2024).
 
-Stratified protocols rank the images of each age bin by a seeded hash of their names, and give
-each bin its share of every part by cumulative rounding over the bins (so the parts have the
-exact global proportions even when bins are tiny). The split depends on (protocol, seed, names)
-only, never on directory order, and adding images moves at most a boundary image per bin.
+Stratified protocols rank the images of each age bin by a seeded hash of their content ids
+(``ab.nn.dataset.identity``), and give each bin its share of every part by cumulative rounding
+over the bins (so the parts have the exact global proportions even when bins are tiny). The split
+depends on (protocol, split seed, image contents) only, never on the layout or the order the images
+were read in, and adding images moves at most a boundary image per bin.
 """
 from __future__ import annotations
 
@@ -20,37 +21,37 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from ab.nn.dataset.identity import PARTS
 from ab.nn.dataset.settings import DataSettings
 
-PARTS = ("train", "eval", "test")
 AGE_BIN_YEARS = 5
 
 
-def _rank_key(seed: int, name: str) -> tuple[int, str]:
-    digest = hashlib.blake2b(f"{seed}:{name}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "big"), name
+def _rank_key(seed: int, image: str) -> tuple[int, str]:
+    digest = hashlib.blake2b(f"{seed}:{image}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big"), image
 
 
-def _strata(names: list[str], ages: list[int], seed: int) -> list[list[int]]:
+def _strata(ids: list[str], ages: list[int], seed: int) -> list[list[int]]:
     bins: dict[int, list[int]] = defaultdict(list)
     for i, age in enumerate(ages):
         bins[int(age) // AGE_BIN_YEARS].append(i)
-    return [sorted(members, key=lambda i: _rank_key(seed, names[i])) for _, members in sorted(bins.items())]
+    return [sorted(members, key=lambda i: _rank_key(seed, ids[i])) for _, members in sorted(bins.items())]
 
 
 def _as_parts(train, eval_, test) -> dict[str, np.ndarray]:
     return {part: np.array(sorted(idx), dtype=np.int64) for part, idx in zip(PARTS, (train, eval_, test))}
 
 
-def assign(names: list[str], ages: list[int], settings: DataSettings) -> dict[str, np.ndarray]:
-    """Indices into ``names`` for each part (``train``, ``eval``, ``test``)."""
+def assign(ids: list[str], ages: list[int], settings: DataSettings) -> dict[str, np.ndarray]:
+    """Indices into ``ids`` (image content ids) for each part (``train``, ``eval``, ``test``)."""
     if settings.split == "lemur":
-        generator = torch.Generator().manual_seed(settings.seed)
-        train, eval_ = torch.utils.data.random_split(range(len(names)), [0.7, 0.3], generator=generator)
+        generator = torch.Generator().manual_seed(settings.split_seed)
+        train, eval_ = torch.utils.data.random_split(range(len(ids)), [0.7, 0.3], generator=generator)
         return _as_parts(list(train), list(eval_), [])
     train, eval_, test = [], [], []
     before = 0
-    for members in _strata(names, ages, settings.seed):
+    for members in _strata(ids, ages, settings.split_seed):
         n, after = len(members), before + len(members)
         if settings.split == "paper":
             a = round(0.7 * after) - round(0.7 * before)
@@ -71,9 +72,9 @@ def assign(names: list[str], ages: list[int], settings: DataSettings) -> dict[st
     return _as_parts(train, eval_, test)
 
 
-def sample(indices: np.ndarray, names: list[str], limit: int | None, seed: int) -> np.ndarray:
-    """At most ``limit`` of ``indices``, chosen by the same seeded name hash (a uniform sample)."""
+def sample(indices: np.ndarray, ids: list[str], limit: int | None, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``indices``, chosen by the same seeded content hash (a uniform sample)."""
     if limit is None or len(indices) <= limit:
         return indices
-    chosen = sorted(indices.tolist(), key=lambda i: _rank_key(seed + 1, names[i]))[:limit]
+    chosen = sorted(indices.tolist(), key=lambda i: _rank_key(seed + 1, ids[i]))[:limit]
     return np.array(sorted(chosen), dtype=np.int64)

@@ -13,7 +13,7 @@ import sys
 
 from ab.nn import api
 from ab.nn.config import Config
-from ab.nn.dataset.settings import DataSettings
+from ab.nn.dataset.identity import DataMismatch
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.pipeline import FORMATS, Deployment, ExportOptions, metadata_for, parse_formats
 from ab.nn.deploy.report import best_trial
@@ -26,17 +26,15 @@ from ab.nn.workspace import Workspace
 
 
 def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
-    folder = ws.trial_dir(trial["config"], trial["number"])
+    folder = checkpoint.folder_of(ws, trial)
     model, meta = checkpoint.load(folder)
-    settings = DataSettings.from_label(trial["split"], trial["max_samples"])
-    spec = DataSpec(trial["config"], meta["prm"]["transform"], ws, settings, int(trial["seed"] or settings.seed))
-    data = trial_data.load(spec)
+    data = trial_data.load_judged(trial, ws, meta["prm"]["transform"], progress=True)
+    spec = DataSpec(trial["config"], meta["prm"]["transform"], ws, data.identity.settings)
     config = Config.parse(trial["config"])
     in_shape = tuple(meta["in_shape"])
-    metadata = metadata_for(config, int(trial["id"]), int(trial["number"]), in_shape, data, model, settings.label)
+    metadata = metadata_for(config, int(trial["id"]), in_shape, data, model)
     store = StatStore(ws.db_url, ws.stat_train_dir)
-    Deployment(store, int(trial["id"]), config, int(trial["number"]), folder, options, spec, in_shape).run(
-        model, data, metadata)
+    Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape).run(model, data, metadata)
 
 
 def cli(argv=None) -> int:
@@ -62,7 +60,7 @@ def cli(argv=None) -> int:
                 raise LookupError(f"no trial {args.trial}")
             trial = rows.iloc[0].to_dict()
         deploy(trial, ws, options)
-    except (LookupError, FileNotFoundError, ValueError) as error:
+    except (LookupError, FileNotFoundError, ValueError, DataMismatch) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     print(f"deployed trial {trial['id']} of {trial['config']}; see python -m ab.nn.deploy.report -c {trial['config']}")
     return 0

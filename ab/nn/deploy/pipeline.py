@@ -86,9 +86,9 @@ class Reference:
 
 
 class Deployment:
-    def __init__(self, store: StatStore, trial_id: int, config: Config, number: int, folder: Path,
-                 options: ExportOptions, data_spec: DataSpec, in_shape: tuple):
-        self.store, self.trial_id, self.config, self.number = store, trial_id, config, number
+    def __init__(self, store: StatStore, trial_id: int, config: Config, folder: Path, options: ExportOptions,
+                 data_spec: DataSpec, in_shape: tuple):
+        self.store, self.trial_id, self.config = store, trial_id, config
         self.folder, self.options, self.data_spec = folder, options, data_spec
         self.in_shape = tuple(in_shape)
         self.shape_text = "x".join(map(str, self.in_shape))
@@ -152,6 +152,7 @@ class Deployment:
     # -- the steps -------------------------------------------------------------------------------
     def run(self, model: torch.nn.Module, data: TrialData, metadata: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.data_key = data.identity.key
         cpu_model = copy.deepcopy(model).cpu().eval()
         with torch_threads(system.cpu_count()):
             reference = self._reference(TorchRuntime(cpu_model), data)
@@ -252,6 +253,7 @@ class Deployment:
             try:
                 measured = worker.run({"kind": "measure", "artifact": str(path), "threads": system.cpu_count(),
                                        "batch": self.options.batch, "data": self.data_spec.to_json(),
+                                       "data_key": self.data_key,
                                        "splits": list(reference.labels), "out": out,
                                        "timing_threads": list(self.options.thread_counts()),
                                        "shape": list(self.in_shape), "warmup": self.options.warmup,
@@ -284,15 +286,16 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def metadata_for(config: Config, trial_id: int, number: int, in_shape, data: TrialData, model, split: str) -> dict:
+def metadata_for(config: Config, trial_id: int, in_shape, data: TrialData, model) -> dict:
     """ONNX metadata properties: what a consumer needs to feed and read the model correctly."""
     transform = getattr(data.eval, "transform", None)
     mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
     low, high = getattr(model, "age_low", None), getattr(model, "age_high", None)
-    meta = {"model": config.nn, "config": config.name, "trial_id": trial_id, "trial_number": number,
+    meta = {"model": config.nn, "config": config.name, "trial_id": trial_id,
             "input_name": "input", "output_name": "age", "input_shape": "x".join(map(str, in_shape)),
             "layout": "NCHW", "input_range": "RGB scaled to [0, 1], then (x - mean) / std",
-            "output": "age in years, shape (batch, 1)", "split": split, "producer": f"ab.nn {__version__}"}
+            "output": "age in years, shape (batch, 1)", "split": data.identity.settings.label,
+            "data_key": data.identity.key, "producer": f"ab.nn {__version__}"}
     if mean is not None:
         meta.update(mean=",".join(f"{v:g}" for v in mean), std=",".join(f"{v:g}" for v in std))
     if low is not None and getattr(model, "bounded", True):
@@ -300,15 +303,17 @@ def metadata_for(config: Config, trial_id: int, number: int, in_shape, data: Tri
     return meta
 
 
-def keep_best_only(store: StatStore, config: Config) -> None:
-    """Delete the artifact files of every trial of ``config`` but the best; rows stay, marked."""
-    best = store.best_trial(config)
-    for row in store.exports_of(store.trial_ids(config)):
+def keep_best_only(store: StatStore, config: Config, data_key: str) -> None:
+    """Delete the artifact files of every trial of ``config`` on the data ``data_key`` but the best;
+    rows stay, marked. Trials judged on other data are not compared, so never touched."""
+    best = store.best_trial(config, data_key)
+    trials = store.trial_ids(config, data_key)
+    for row in store.exports_of(trials):
         if row.trial_id == best or row.status != OK or not row.path:
             continue
         Path(row.path).unlink(missing_ok=True)
         store.update_export(row.id, status=DELETED)
-    for row in store.exports_of(store.trial_ids(config)):
+    for row in store.exports_of(trials):
         if row.trial_id != best and row.path:
             folder = Path(row.path).parent
             if folder.is_dir() and not any(folder.iterdir()):

@@ -62,11 +62,15 @@ def _measure(job: dict) -> dict:
 def _predict(job: dict) -> dict:
     from torch.utils.data import DataLoader
 
+    from ab.nn.dataset.identity import DataMismatch
     from ab.nn.sweep import data as trial_data
     from ab.nn.sweep.data import DataSpec
 
     runtime = _runtime(job["artifact"], job["threads"])
     data = trial_data.load(DataSpec.from_json(job["data"]))
+    if job.get("data_key") and data.identity.key != job["data_key"]:
+        raise DataMismatch(f"the artifact is measured on {data.identity.describe()}, but its trial was judged on "
+                           f"data key {job['data_key']}")
     files = {}
     for split in job["splits"]:
         dataset = data.eval if split == "eval" else data.test

@@ -1,7 +1,7 @@
 """UTKFace for age regression (LEMUR loader contract).
 
 Returns the training part and the evaluation part of the active split protocol (default
-``paper``: age-stratified 70/10/20, seed 42); the held-out test part rides along as
+``paper``: age-stratified 70/10/20, split seed 42); the held-out test part rides along as
 ``eval_set.held_out_test`` (as in the authors' LEMUR variant) and is evaluated once per trial,
 never used for selection. Labels are ages in years, float32, shape (1,). Images come from
 ``--data-dir`` / ``$LEMUR_DATA`` / ``<root>/data/utkface``.
@@ -15,13 +15,28 @@ PIPELINES = (("age-regression", "mae"),)
 """(task, metric) pairs this dataset serves; with every model file they form the known configs."""
 
 
-def loader(transform_fn, task):
+def _check(task):
     if task != "age-regression":
         raise ValueError(f"utkface serves the task 'age-regression', not {task!r}")
+
+
+def loader(transform_fn, task):
+    _check(task)
     ws = workspace.active.current()
     norm = utkface.IMAGENET_NORM
     parts = utkface.load(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), transform_fn(norm),
                          eval_transform_for(transform_fn, norm), settings.active.current())
     parts.eval.held_out_test = parts.test
     parts.eval.fingerprint = parts.fingerprint
+    parts.eval.digests = parts.digests
     return (1,), MINIMUM_ACCURACY, parts.train, parts.eval
+
+
+def data_identity(task):
+    """The digests and sizes of the active split's parts, without decoding an image (an ab.nn
+    extension of the loader contract, used before any trial starts; LEMUR ignores it). Raises the
+    loader's own error, saying where to put the files, when there are no images."""
+    _check(task)
+    ws = workspace.active.current()
+    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), settings.active.current())
+    return {"digests": plan.digests, "counts": plan.counts}

@@ -16,7 +16,8 @@ import sys
 import pandas as pd
 
 from ab.nn import api
-from ab.nn.dataset.settings import PROTOCOLS, DataSettings
+from ab.nn.dataset.identity import DataMismatch
+from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.moe import mixture
 from ab.nn.moe.experts import ExpertError
 from ab.nn.stat import engine as engines
@@ -40,24 +41,40 @@ def summary(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict(metrics: dict) -> str:
+def _paired(mixture_id: int, expert: str, split: str, db) -> str:
+    """The mixture against an expert on the same images: the difference, its interval, the verdict."""
+    if "#" not in expert or not expert.rsplit("#", 1)[1].isdigit():
+        return "no paired test (the expert is not a recorded trial)"
+    try:
+        c = api.compare(mixture_id, int(expert.rsplit("#", 1)[1]), split=split, db=db)
+    except (LookupError, ValueError) as error:
+        return f"no paired test ({error})"
+    outcome = {"tie": "a tie", "A lower": "significantly lower", "B lower": "significantly higher"}[c.verdict]
+    return (f"difference {c.difference:+.3f} years [95% CI {c.low:+.3f}, {c.high:+.3f}], Wilcoxon p={c.p_value:.2g}, "
+            f"n={c.n_images} images: {outcome}")
+
+
+def verdict(metrics: dict, mixture_id: int | None = None, db=None) -> str:
     split = "test" if "test" in metrics else "eval"
     members = metrics[split]
     experts = {k: v for k, v in members.items() if k != "AgeMoE"}
     best = min(experts, key=lambda k: experts[k]["mae"])
     best_worst = min(v["worst_group_mae"] for v in experts.values())
     mix = members["AgeMoE"]
+    paired = f"\n  paired test against {best}: {_paired(mixture_id, best, split, db)}" if mixture_id is not None else ""
     return (f"{split}: mixture MAE {mix['mae']:.3f} vs best expert ({best}) {experts[best]['mae']:.3f} -> "
             f"{'lower' if mix['mae'] < experts[best]['mae'] else 'NOT lower'}; mixture worst-group MAE "
             f"{mix['worst_group_mae']:.3f} vs best expert worst-group MAE {best_worst:.3f} -> "
-            f"{'lower' if mix['worst_group_mae'] < best_worst else 'NOT lower'}")
+            f"{'lower' if mix['worst_group_mae'] < best_worst else 'NOT lower'}{paired}")
 
 
 def _recorded(trial_id: int | None, ws: Workspace) -> tuple[int, dict]:
     trials = api.trials(config=mixture.CONFIG.name, db=ws.db_url)
     if trials.empty:
-        raise LookupError("no AgeMoE mixture recorded yet")
+        raise LookupError("no AgeMoE mixture recorded yet (python -m ab.nn.moe fit --experts ...)")
     trial_id = int(trials.id.max()) if trial_id is None else trial_id
+    if trial_id not in set(trials.id):
+        raise LookupError(f"trial {trial_id} is not an AgeMoE mixture; mixtures: {', '.join(map(str, trials.id))}")
     from sqlalchemy.orm import Session
 
     with Session(engines.engine(ws.db_url, writer=False)) as session:
@@ -81,7 +98,7 @@ def cli(argv=None) -> int:
     p.add_argument("--steps", type=int, default=800, help="optimisation steps per fitting phase")
     p.add_argument("--trial", type=int, default=None, help="show: the mixture's trial id")
     p.add_argument("--split", choices=PROTOCOLS, default="paper")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-samples", type=int, default=None)
@@ -90,17 +107,17 @@ def cli(argv=None) -> int:
     ws = workspace.from_arguments(args)
     try:
         if args.command == "fit":
-            settings = DataSettings(split=args.split, seed=args.seed, fold=args.fold, folds=args.folds,
+            settings = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
                                     max_samples=args.max_samples)
             result = mixture.fit(args.experts, ws, settings, args.calibrator, args.spread, args.steps)
             trial_id, metrics = result.trial_id, result.metrics
             print(f"recorded as trial {trial_id} of {mixture.CONFIG.name}; fusion saved to {result.path}\n")
         else:
             trial_id, metrics = _recorded(args.trial, ws)
-    except (ExpertError, LookupError, FileNotFoundError, ValueError) as error:
+    except (ExpertError, LookupError, FileNotFoundError, ValueError, DataMismatch) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     print(table(summary(metrics)))
-    print("\n" + verdict(metrics))
+    print("\n" + verdict(metrics, trial_id, ws.db_url))
     return 0
 
 

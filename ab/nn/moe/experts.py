@@ -29,9 +29,8 @@ from torch.utils.data import DataLoader
 from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.dataset import utkface
-from ab.nn.dataset.settings import DataSettings
+from ab.nn.dataset.identity import DataIdentity
 from ab.nn.sweep import data as trial_data
-from ab.nn.sweep.data import DataSpec
 from ab.nn.transform._pipeline import ImagePipeline
 from ab.nn.util import checkpoint
 from ab.nn.workspace import Workspace
@@ -45,9 +44,9 @@ class ExpertError(ValueError):
 
 @dataclass
 class Predictions:
-    """Ages of one expert per split, with the image names they belong to (for alignment)."""
+    """Ages of one expert per split, with the content ids of the images they belong to (alignment)."""
 
-    names: dict[str, list[str]] = field(default_factory=dict)
+    images: dict[str, list[str]] = field(default_factory=dict)
     ages: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -106,30 +105,54 @@ class Expert:
     def describe(self) -> dict:
         raise NotImplementedError
 
-    def predict(self, workspace: Workspace, settings: DataSettings) -> Predictions:
+    def check(self, identity: DataIdentity) -> None:
+        """Refuse (``DataMismatch``) when the expert was judged on other data than ``identity``."""
+
+    def predict(self, workspace: Workspace, identity: DataIdentity) -> Predictions:
+        """Ages on the eval and test parts of the data ``identity`` names."""
         raise NotImplementedError
 
 
 class TrialExpert(Expert):
+    """A trained trial: its stored per-image predictions when it has them (exact, no model run),
+    else its checkpoint run again on the rebuilt, digest-checked data."""
+
     def __init__(self, trial: dict, workspace: Workspace):
         self.trial = trial
-        self.folder = workspace.trial_dir(trial["config"], trial["number"])
-        if not (self.folder / checkpoint.WEIGHTS).exists():
-            raise ExpertError(f"trial {trial['id']} ({trial['config']} #{trial['number']}) has no checkpoint in "
-                              f"{self.folder}; train with --save_pth_weights")
-        self.name = f"{Config.parse(trial['config']).nn}#{trial['number']}"
+        self.folder = checkpoint.folder_of(workspace, trial)
+        self.name = f"{Config.parse(trial['config']).nn}#{int(trial['id'])}"
+        self.stored = api.predictions(trial_id=int(trial["id"]), db=workspace.db_url)
+        if self.stored.empty and not (self.folder / checkpoint.WEIGHTS).exists():
+            raise ExpertError(f"trial {int(trial['id'])} ({trial['config']}) has neither stored predictions nor a "
+                              f"checkpoint in {self.folder}; train with --save_pth_weights")
 
     def describe(self) -> dict:
         return {"kind": "trial", "trial_id": int(self.trial["id"]), "config": self.trial["config"],
-                "number": int(self.trial["number"]), "name": self.name}
+                "name": self.name}
 
-    def predict(self, workspace: Workspace, settings: DataSettings) -> Predictions:
-        if self.trial.get("split") and self.trial["split"] != settings.label:
-            raise ExpertError(f"expert {self.name} was trained on split {self.trial['split']}, the mixture uses "
-                              f"{settings.label}: its test images could have been its training images")
+    def check(self, identity: DataIdentity) -> None:
+        identity.require_same(trial_data.recorded_identity(self.trial), f"expert {self.name}")
+
+    def predict(self, workspace: Workspace, identity: DataIdentity) -> Predictions:
+        self.check(identity)
+        wanted = [split for split in SPLITS if split == "eval" or (identity.counts or {}).get(split, 1)]
+        splits = set(self.stored.split) if not self.stored.empty else set()
+        if set(wanted) <= splits and self.stored.image_id.notna().all():
+            return self._stored(wanted)
+        return self._rerun(workspace, identity)
+
+    def _stored(self, splits) -> Predictions:
+        out = Predictions()
+        for split in splits:
+            rows = self.stored[self.stored.split == split].sort_values("position")
+            out.images[split] = list(rows.image_id)
+            out.ages[split] = rows.predicted.to_numpy(np.float32)
+            out.labels[split] = rows.age.to_numpy(np.float32)
+        return out
+
+    def _rerun(self, workspace: Workspace, identity: DataIdentity) -> Predictions:
         model, meta = checkpoint.load(self.folder)
-        data = trial_data.load(DataSpec(meta["config"], meta["prm"]["transform"], workspace, settings,
-                                        int(self.trial.get("seed") or settings.seed)))
+        data = trial_data.load_judged(self.trial, workspace, meta["prm"]["transform"], identity.settings)
         out = Predictions()
         for split in SPLITS:
             dataset = data.eval if split == "eval" else data.test
@@ -140,7 +163,7 @@ class TrialExpert(Expert):
                 for x, y in DataLoader(dataset, batch_size=128):
                     ages.append(model(x).reshape(-1).float().numpy())
                     labels.append(y.reshape(-1).numpy())
-            out.names[split] = list(getattr(dataset, "names", range(len(dataset))))
+            out.images[split] = list(getattr(dataset, "image_ids", None) or range(len(dataset)))
             out.ages[split], out.labels[split] = np.concatenate(ages), np.concatenate(labels)
         return out
 
@@ -155,12 +178,14 @@ class OnnxExpert(Expert):
         return {"kind": "onnx", "path": str(self.path), "spec": self.spec.__dict__ | {"ages": list(self.spec.ages)},
                 "name": self.name}
 
-    def predict(self, workspace: Workspace, settings: DataSettings) -> Predictions:
+    def predict(self, workspace: Workspace, identity: DataIdentity) -> Predictions:
         from ab.nn.deploy.runtimes import OnnxRuntime
 
         pipeline = ImagePipeline(utkface.IMAGENET_NORM, self.spec.input_size)
         parts = utkface.load(workspace.dataset_dir(utkface.NAME), workspace.cache_dir(utkface.NAME), pipeline,
-                             pipeline, settings)
+                             pipeline, identity.settings)
+        if dict(parts.digests) != dict(identity.digests or parts.digests):
+            raise ExpertError(f"expert {self.name}: the images changed while the mixture was being fitted")
         session = OnnxRuntime(self.path, threads=torch.get_num_threads()).session
         out = Predictions()
         for split, dataset in (("eval", parts.eval), ("test", parts.test)):
@@ -170,24 +195,27 @@ class OnnxExpert(Expert):
             ages = [self.spec.to_age(session.run(None, {session.get_inputs()[0].name:
                                                         self.spec.preprocess(pixels[i:i + 128])})[0])
                     for i in range(0, len(pixels), 128)]
-            out.names[split], out.ages[split] = list(dataset.names), np.concatenate(ages)
+            out.images[split], out.ages[split] = list(dataset.image_ids), np.concatenate(ages)
             out.labels[split] = np.asarray(dataset.ages, np.float32)
         return out
 
 
-def resolve(reference: str, workspace: Workspace) -> Expert:
+def resolve(reference: str, workspace: Workspace, data_key: str) -> Expert:
+    """An expert from its reference; ``best:`` picks among trials judged on ``data_key``."""
     kind, _, rest = reference.partition(":")
     if kind == "trial" and rest.isdigit():
-        rows = api.trials(db=workspace.db_url)
-        rows = rows[rows.id == int(rest)]
+        rows = api.trials(trial_id=int(rest), db=workspace.db_url)
         if rows.empty:
-            raise ExpertError(f"no trial {rest} in {workspace.db_url}")
+            raise ExpertError(f"no trial {rest} in {workspace.db_url} (python -m ab.nn.stat trials lists them)")
         return TrialExpert(rows.iloc[0].to_dict(), workspace)
     if kind == "best" and rest:
-        for row in api.ranked_trials(config=rest, db=workspace.db_url).to_dict("records"):
-            if (workspace.trial_dir(row["config"], row["number"]) / checkpoint.WEIGHTS).exists():
+        for row in api.ranked_trials(config=rest, data_key=data_key, db=workspace.db_url).to_dict("records"):
+            try:
                 return TrialExpert(row, workspace)
-        raise ExpertError(f"no trained trial of {rest} with a checkpoint (train with --save_pth_weights)")
+            except ExpertError:
+                continue
+        raise ExpertError(f"no trained trial of {rest} on data key {data_key} with stored predictions or a "
+                          f"checkpoint (see python -m ab.nn.stat keys)")
     if kind == "onnx" and rest:
         model, _, spec = rest.partition(":")
         model_path = Path(model).expanduser()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 YEARS = 100.0  # ages are scaled by this inside the networks
@@ -83,10 +84,13 @@ class AgeMoE(nn.Module):
         return (self.weights(corrected) * corrected).sum(dim=1)
 
     # -- fitting ---------------------------------------------------------------------------------
-    def fit(self, ages: np.ndarray, labels: np.ndarray, steps: int = 800, lr: float = 1e-2, seed: int = 0) -> dict:
+    def fit(self, ages: np.ndarray, labels: np.ndarray, steps: int = 800, lr: float = 1e-2, seed: int = 0,
+            progress: bool = False) -> dict:
         """Fit on validation predictions ``ages`` (N, experts) and ``labels`` (N,); returns the
         training L1 after each phase."""
         torch.manual_seed(seed)
+        bar = tqdm(total=len(self.calibrators) + 1, desc="fitting AgeMoE", unit="phase", disable=not progress,
+                   leave=False)
         x = torch.as_tensor(ages, dtype=torch.float32)
         y = torch.as_tensor(labels, dtype=torch.float32).reshape(-1)
         for i, calibrator in enumerate(self.calibrators):
@@ -95,10 +99,12 @@ class AgeMoE(nn.Module):
             else:
                 _minimise(calibrator.parameters(), lambda c=calibrator, i=i: (c(x[:, i:i + 1]).reshape(-1) - y).abs().mean(),
                           steps, lr)
+            bar.update(1)
         with torch.no_grad():
             corrected = self.corrected(x)
         _minimise(self.gate.parameters(), lambda: ((self.weights(corrected) * corrected).sum(dim=1) - y).abs().mean(),
                   steps, lr)
+        bar.close()
         with torch.no_grad():
             return {"calibrated_l1": [float((corrected[:, i] - y).abs().mean()) for i in range(x.shape[1])],
                     "mixture_l1": float((self(x) - y).abs().mean())}

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ab.nn import api
 from ab.nn.config import Config
-from ab.nn.dataset.settings import DataSettings
-from ab.nn.moe.experts import ExpertError, TrialExpert
 from ab.nn.report import plots, tables
 from ab.nn.util.markdown import table
 from ab.nn import workspace
@@ -28,22 +27,18 @@ from ab.nn.workspace import Workspace
 MIXTURE = "AgeMoE"
 
 
-def _predictions(best: pd.DataFrame, ws: Workspace) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _predictions(best: pd.DataFrame, db) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Stored test predictions of each best trial (true, predicted), by model name."""
     out = {}
-    for trial in best.to_dict("records"):
-        try:
-            expert = TrialExpert(trial, ws)
-            predicted = expert.predict(ws, DataSettings.from_label(trial["split"], trial["max_samples"]))
-        except (ExpertError, FileNotFoundError):
-            continue
-        if "test" in predicted.ages:
-            out[Config.parse(trial["config"]).nn] = (predicted.labels["test"], predicted.ages["test"])
+    for trial in best.itertuples():
+        rows = api.predictions(trial_id=int(trial.id), split="test", db=db)
+        if not rows.empty:
+            out[Config.parse(trial.config).nn] = (rows.age.to_numpy(), rows.predicted.to_numpy())
     return out
 
 
-def _group_rows(best: pd.DataFrame, db) -> pd.DataFrame:
+def _group_rows(best: pd.DataFrame, mixtures: pd.DataFrame, db) -> pd.DataFrame:
     frames = []
-    mixtures = api.trials(config=f"age-regression_utkface_mae_{MIXTURE}", db=db)
     ids = list(best.id) + ([int(mixtures.id.max())] if not mixtures.empty else [])
     for trial_id in ids:
         groups = api.age_groups(trial_id=trial_id, split="test", db=db)
@@ -53,8 +48,7 @@ def _group_rows(best: pd.DataFrame, db) -> pd.DataFrame:
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-def _latency_points(db) -> pd.DataFrame:
-    trials = api.trials(status=api.TRAINED, db=db)
+def _latency_points(trials: pd.DataFrame, db) -> pd.DataFrame:
     latency = api.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
         return pd.DataFrame()
@@ -64,36 +58,74 @@ def _latency_points(db) -> pd.DataFrame:
     return pd.DataFrame({"model": points.nn, "mae": points.eval_mae, "latency_ms": points.median_ms}).dropna()
 
 
+def describe_data(trials: pd.DataFrame) -> str:
+    """What a data key stands for, from its trials: split, sample cap, part sizes."""
+    t = trials.sort_values("id").iloc[-1]
+    cap = "all images" if pd.isna(t.max_samples) else f"--max-samples {int(t.max_samples)}"
+    sizes = "/".join("-" if pd.isna(t[f"n_{p}"]) else f"{int(t[f'n_{p}']):,}" for p in ("train", "eval", "test"))
+    digests = "part digests recorded" if isinstance(t.train_digest, str) else "recorded before part digests"
+    return f"split {t.split}, {cap}, {sizes} train/eval/test images, data key `{t.data_key}` ({digests})"
+
+
+def _keys(trained: pd.DataFrame) -> list[str]:
+    """Data keys with trained trials: the default ones first, then by number of trials."""
+    defaults = set(api.default_data_keys(trained).values())
+    counts = trained.data_key.value_counts()
+    return sorted(counts.index, key=lambda k: (k not in defaults, -counts[k], k))
+
+
 def write(ws: Workspace, out: Path) -> Path:
     db = ws.db_url
     out.mkdir(parents=True, exist_ok=True)
-    best = tables.best_trials(db)
-    best = best[~best.config.str.endswith(f"_{MIXTURE}")] if not best.empty else best
-    lines = ["# Report", "", f"Database: `{db}`. Best trial per config, chosen on validation MAE; its test MAE "
-             f"is shown beside it, never used for selection.", ""]
-    comparison = tables.comparison(db, list(best.config)) if not best.empty else pd.DataFrame()
-    lines += [table(comparison), ""] if not comparison.empty else ["No trained trials yet.", ""]
-    mixtures = api.trials(config=f"age-regression_utkface_mae_{MIXTURE}", db=db)
-    if not mixtures.empty:
-        lines += ["## AgeMoE mixtures", "", table(mixtures[["id", "prm", "eval_mae", "test_mae"]].assign(
-            prm=mixtures.prm.map(lambda p: p.get("experts")))), ""]
+    trained = api.trials(status=api.TRAINED, db=db)
+    models = trained[~trained.config.str.endswith(f"_{MIXTURE}")] if not trained.empty else trained
+    lines = ["# Report", "", f"Database: `{db}`. Results are compared only on the same data (one section per data "
+             f"key). Best trial per config, chosen on validation MAE; its test MAE is shown with its 95 % bootstrap "
+             f"interval over test images, never used for selection. *vs best*: the paired difference in test MAE "
+             f"from the best config on the same test images (replicas pooled), 95 % interval and Wilcoxon p; an "
+             f"interval containing 0 is a tie.", ""]
+    keys = _keys(models) if not models.empty else []
+    if not keys:
+        lines += ["No trained trials yet.", ""]
     figures = []
-    predictions = _predictions(best, ws) if not best.empty else {}
-    if predictions:
-        figures.append(plots.predicted_vs_true(predictions, out / "predicted_vs_true.png"))
-    groups = _group_rows(best, db) if not best.empty else pd.DataFrame()
-    if not groups.empty:
-        figures.append(plots.mae_by_group(groups, out / "mae_by_age_group.png"))
-    points = _latency_points(db)
-    if not points.empty:
-        figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png"))
-    for config in best.config if not best.empty else []:
-        made = plots.optimisation_history(config, db, out / f"history_{config}.png")
-        if made:
-            figures.append(made)
-    lines += ["## Plots", ""] + [f"![{f.stem}]({f.name})" for f in figures]
+    for index, key in enumerate(tqdm(keys, desc="report", unit="data key", leave=False)):
+        of_key = trained[trained.data_key == key]
+        lines += [f"## {'Main data' if index == 0 else 'Other data'}: {describe_data(of_key)}", ""]
+        comparison = tables.comparison(db, key)
+        lines += [table(comparison), ""] if not comparison.empty else ["No trained model trials on this data.", ""]
+        mixtures = of_key[of_key.config.str.endswith(f"_{MIXTURE}")]
+        if not mixtures.empty:
+            lines += ["AgeMoE mixtures on this data:", "", table(pd.DataFrame({
+                "trial": mixtures.id, "experts": mixtures.prm.map(lambda p: p.get("experts")),
+                "val MAE": mixtures.eval_mae, "test MAE": mixtures.test_mae,
+                "95% CI": [tables._interval(lo, hi) for lo, hi in zip(mixtures.test_mae_low, mixtures.test_mae_high)]})),
+                ""]
+        if index == 0:
+            figures = _figures(ws, out, key, of_key, mixtures)
+    lines += ["## Plots (main data)", ""] + [f"![{f.stem}]({f.name})" for f in figures]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     return out / "README.md"
+
+
+def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, mixtures: pd.DataFrame) -> list[Path]:
+    db = ws.db_url
+    best = tables.best_trials(db, data_key=key)
+    best = best[~best.config.str.endswith(f"_{MIXTURE}")]
+    figures = []
+    predictions = _predictions(best, db)
+    if predictions:
+        figures.append(plots.predicted_vs_true(predictions, out / "predicted_vs_true.png"))
+    groups = _group_rows(best, mixtures, db)
+    if not groups.empty:
+        figures.append(plots.mae_by_group(groups, out / "mae_by_age_group.png"))
+    points = _latency_points(trials[~trials.config.str.endswith(f"_{MIXTURE}")], db)
+    if not points.empty:
+        figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png"))
+    for trial in best.itertuples():
+        made = plots.optimisation_history(trial.study, db, out / f"history_{trial.config}.png")
+        if made:
+            figures.append(made)
+    return figures
 
 
 def cli(argv=None) -> int:

@@ -1,4 +1,6 @@
-"""The comparison table: one row per config, numbers of its best trial (selected on validation)."""
+"""The comparison table of one data key: one row per config, numbers of its best trial (selected on
+validation), its test MAE with the 95 % bootstrap interval, mean +- std over training-seed
+replicas, and a paired comparison with the best config on the same test images."""
 from __future__ import annotations
 
 import ast
@@ -10,9 +12,10 @@ from ab.nn.config import Config
 from ab.nn.util.macs import count_macs
 
 
-def best_trials(db, configs=None) -> pd.DataFrame:
-    """The best trained trial of every config, chosen by validation accuracy (never by test)."""
-    trials = api.ranked_trials(config=configs, db=db)
+def best_trials(db, configs=None, data_key=None) -> pd.DataFrame:
+    """The best trained trial of every config on its data key (default keys unless ``data_key``),
+    chosen by validation accuracy (never by test)."""
+    trials = api.ranked_trials(config=configs, data_key=data_key, db=db)
     if trials.empty:
         return trials
     return trials.drop_duplicates("config").sort_values("config").reset_index(drop=True)
@@ -42,13 +45,29 @@ def _latency_of(latency: pd.DataFrame, trial_id: int) -> tuple[str | None, float
     return None, None
 
 
-def comparison(db, configs=None) -> pd.DataFrame:
-    best = best_trials(db, configs)
+def replicas_of(trial, trials: pd.DataFrame) -> list[int]:
+    """The trained trials that repeat ``trial``'s hyperparameters on its data and budget (itself included)."""
+    same = trials[(trials.config == trial.config) & (trials.data_key == trial.data_key)
+                  & (trials.epoch_max == trial.epoch_max) & (trials.prm_id == trial.prm_id)
+                  & trials.status.isin(api.TRAINED)]
+    return sorted(int(i) for i in same.id)
+
+
+def _interval(low, high) -> str:
+    return "" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
+    best = best_trials(db, configs, data_key)
+    best = best[~best.config.str.endswith("_AgeMoE")] if not best.empty else best
     if best.empty:
         return pd.DataFrame()
-    all_trials = api.trials(config=configs, db=db)
+    all_trials = api.trials(config=list(best.config), data_key=data_key, db=db)
     exports = api.exports(db=db, status="ok")
     latency = api.latency(db=db)
+    best = best.sort_values(["eval_mae", "id"]).reset_index(drop=True)
+    reference = best.iloc[0]
+    reference_ids = replicas_of(reference, all_trials)
     rows = []
     for trial in best.itertuples():
         params, macs = model_size(trial.config, trial.prm, trial.in_shape)
@@ -57,14 +76,28 @@ def comparison(db, configs=None) -> pd.DataFrame:
         size = lambda fmt, precision: (mine[(mine.format == fmt) & (mine.precision == precision)].size_bytes.max() / 1e6
                                        if not mine.empty else None)
         of_config = all_trials[all_trials.config == trial.config]
-        rows.append({
+        ids = replicas_of(trial, all_trials)
+        repeated = of_config[of_config.id.isin(ids)].test_mae.dropna()
+        row = {
             "model": Config.parse(trial.config).nn, "trials": len(of_config),
             "failed": int((of_config.status == "failed").sum()),
             "best val MAE": trial.eval_mae, "its test MAE": trial.test_mae,
+            "95% CI": _interval(trial.test_mae_low, trial.test_mae_high),
+            "test MAE over seeds": (f"{repeated.mean():.2f} ± {repeated.std(ddof=1):.2f} (n={len(repeated)})"
+                                    if len(repeated) > 1 else ""),
+            "vs best": "", "verdict": "",
             "input": (trial.in_shape or "").replace("[1, ", "").replace("]", "").replace(", ", "x"),
             "epochs": trial.epochs_done, "params (M)": params / 1e6 if params else None,
             "MACs (M)": macs / 1e6 if macs else None, "ONNX MB": size("onnx", "fp32"),
             "TFLite fp32 MB": size("tflite", "fp32"), "TFLite fp16 MB": size("tflite", "fp16"),
             "latency ms (1 thread)": ms, "runtime": runtime, "trial": trial.id,
-        })
-    return pd.DataFrame(rows).sort_values("best val MAE").reset_index(drop=True)
+        }
+        if trial.id != reference.id:
+            try:
+                c = api.compare(ids, reference_ids, split="test", db=db)
+                row["vs best"] = f"{c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}] p={c.p_value:.2g}"
+                row["verdict"] = "tie" if c.verdict == "tie" else ("worse" if c.difference > 0 else "better")
+            except (LookupError, ValueError) as error:
+                row["verdict"] = f"not compared: {str(error).split(';')[0][:60]}"
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -111,13 +111,26 @@ def add_missing_columns(made: Engine) -> list[str]:
     return added
 
 
+def add_missing_indexes(made: Engine) -> None:
+    """Indexes declared on tables that already existed (``create_all`` only indexes new tables)."""
+    with made.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
+
+
 def create_tables(made: Engine, attempts: int = 5) -> None:
-    """``create_all`` plus ``add_missing_columns``, tolerating another process doing the same at
-    the same time."""
+    """``create_all``, ``add_missing_columns``, missing indexes and the versioned migrations,
+    tolerating another process doing the same at the same time."""
+    from ab.nn.stat import migrations
+
     for attempt in range(attempts):
         try:
             Base.metadata.create_all(made)
             add_missing_columns(made)
+            add_missing_indexes(made)
+            with made.begin() as connection:
+                migrations.migrate(connection)
             return
         except (IntegrityError, ProgrammingError, OperationalError) as error:
             if attempt == attempts - 1:

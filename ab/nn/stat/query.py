@@ -6,7 +6,7 @@ from typing import Iterable, Sequence
 from sqlalchemy import Select, and_, func, or_, select
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import Export, Latency, Metric, Nn, Prm, Stat, StatMetric, Transform, Trial
+from ab.nn.stat.schema import Export, Latency, Metric, Nn, Prediction, Prm, Stat, StatMetric, Transform, Trial
 
 _CHUNK = 500
 
@@ -51,7 +51,7 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
                Stat.epoch, Stat.accuracy, Stat.duration, Stat.prm.label("prm_id"),
                Transform.code.label("transform_code"), Transform.id.label("transform_id"), Stat.transform,
                Stat.mae, test_mae.c.value.label("test_mae"), Stat.trial_id, Trial.status, Trial.error,
-               Trial.epoch_max, Trial.seed, Trial.split, Trial.study, Trial.number)
+               Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study, Trial.number)
         .select_from(Stat)
         .outerjoin(Nn, Nn.name == Stat.nn)
         .outerjoin(Metric, Metric.name == Stat.metric)
@@ -84,10 +84,11 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
 
 
 def trial_rows(url: str, *, config=None, task=None, dataset=None, metric=None, nn=None, status=None,
-               study=None, trial_id=None) -> list[dict]:
+               study=None, trial_id=None, data_key=None) -> list[dict]:
     query = _where(select(*Trial.__table__.c), _filter(Trial.config, config), _filter(Trial.task, task),
                    _filter(Trial.dataset, dataset), _filter(Trial.metric, metric), _filter(Trial.nn, nn),
-                   _filter(Trial.status, status), _filter(Trial.study, study), _filter(Trial.id, trial_id))
+                   _filter(Trial.status, status), _filter(Trial.study, study), _filter(Trial.id, trial_id),
+                   _filter(Trial.data_key, data_key))
     rows = _rows(url, query.order_by(Trial.id))
     prms = prm_dicts(url, (r["prm"] for r in rows))
     for row in rows:
@@ -122,3 +123,9 @@ def latency_rows(url: str, *, trial_id=None, config=None, nn=None, runtime=None,
                    _filter(Latency.runtime, runtime), _filter(Latency.threads, threads),
                    _filter(Latency.status, status))
     return _rows(url, query.order_by(Latency.trial_id, Latency.export_id, Latency.threads))
+
+
+def prediction_rows(url: str, *, trial_id=None, split=None) -> list[dict]:
+    query = _where(select(*Prediction.__table__.c), _filter(Prediction.trial_id, trial_id),
+                   _filter(Prediction.split, split))
+    return _rows(url, query.order_by(Prediction.trial_id, Prediction.split, Prediction.position))

@@ -83,10 +83,14 @@ TRAINED_STATES = (COMPLETE, STOPPED)
 
 
 class Trial(Base):
-    """One Optuna trial of one config: its outcome, provenance and final numbers."""
+    """One Optuna trial of one config: its outcome, provenance and final numbers.
+
+    Its results are comparable only with trials of the same config and ``data_key`` (dataset, split
+    protocol, split seed, fold, ``max_samples`` and the digests of the image lists of the three
+    parts; ``ab.nn.dataset.identity``)."""
 
     __tablename__ = "trial"
-    __table_args__ = (UniqueConstraint("study", "number"),)
+    __table_args__ = (UniqueConstraint("study", "number"), Index("ix_trial_config_key", "config", "data_key", "status"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     config: Mapped[str] = mapped_column(Text, index=True)
@@ -101,8 +105,14 @@ class Trial(Base):
     optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text)
-    seed: Mapped[int | None] = mapped_column(Integer)
-    split: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int | None] = mapped_column(Integer)          # training seed (initialisation, order)
+    split: Mapped[str | None] = mapped_column(Text)           # protocol/split seed[/fold], e.g. paper/42
+    split_seed: Mapped[int | None] = mapped_column(Integer)
+    data_key: Mapped[str | None] = mapped_column(Text)
+    train_digest: Mapped[str | None] = mapped_column(Text)
+    eval_digest: Mapped[str | None] = mapped_column(Text)
+    test_digest: Mapped[str | None] = mapped_column(Text)
+    replica_of: Mapped[int | None] = mapped_column(Integer)   # first trial of a group of --seeds replicas
     epoch_max: Mapped[int] = mapped_column(Integer)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     max_samples: Mapped[int | None] = mapped_column(Integer)
@@ -115,6 +125,8 @@ class Trial(Base):
     eval_mae: Mapped[float | None] = mapped_column(Float)
     test_accuracy: Mapped[float | None] = mapped_column(Float)
     test_mae: Mapped[float | None] = mapped_column(Float)
+    test_mae_low: Mapped[float | None] = mapped_column(Float)   # 95% bootstrap interval over test images
+    test_mae_high: Mapped[float | None] = mapped_column(Float)
     duration: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -247,3 +259,27 @@ class Fusion(Base):
     parameters: Mapped[str] = mapped_column(Text)   # JSON: the fitted state dict, as lists
     path: Mapped[str | None] = mapped_column(Text)  # the saved fusion file
     sha256: Mapped[str | None] = mapped_column(Text)
+
+
+class Prediction(Base):
+    """Per-image predictions of a trial's final evaluation (``split`` ``eval``: its last epoch;
+    ``test``: the held-out test set), so that intervals and paired comparisons can be computed at any
+    time, exactly, without running the model again. ``position`` is the order of the split's images."""
+
+    __tablename__ = "prediction"
+
+    trial_id: Mapped[int] = mapped_column(Integer, ForeignKey("trial.id"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(8), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[str | None] = mapped_column(Text)
+    age: Mapped[float] = mapped_column(Float)
+    predicted: Mapped[float | None] = mapped_column(Float)
+
+
+class SchemaVersion(Base):
+    """The version of this project's tables in this database (``ab.nn.stat.migrations``)."""
+
+    __tablename__ = "ab_nn_schema"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

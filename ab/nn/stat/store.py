@@ -12,15 +12,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from sqlalchemy import Integer, func, select, text, update
+from sqlalchemy import Integer, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
-from ab.nn.stat.schema import (RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn, Prm, Stat,
-                               StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat.schema import (RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn, Prediction,
+                               Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
 
@@ -125,23 +125,31 @@ class StatStore:
         return uid
 
     # -- trials --------------------------------------------------------------------------------
-    def reserve_trial(self, config: Config, epoch_max: int, total: int | None, **fields) -> int | None:
-        """Claim a slot for one more trial of ``config``, or ``None`` when ``total`` trials are already
-        trained or running. Several workers calling this together never claim more than ``total``."""
+    def reserve_trials(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
+                       study: str | None = None, count: int = 1, **fields) -> list[int]:
+        """Claim up to ``count`` slots for more trials of ``config`` on the data ``data_key``; fewer
+        (or none) when ``total`` trials of that key and ``epoch_max`` are already trained or running.
+        Several workers calling this together never claim more than ``total``."""
         with self.transaction() as session:
-            _reservation_lock(session, config.name)
+            _reservation_lock(session, f"{config.name}|{data_key}")
             if total is not None:
                 taken = session.scalar(select(func.count()).select_from(Trial).where(
-                    Trial.config == config.name, Trial.epoch_max == epoch_max,
+                    Trial.config == config.name, Trial.data_key == data_key, Trial.epoch_max == epoch_max,
                     Trial.status.in_(RESULT_STATES + (RUNNING,))))
-                if taken >= total:
-                    return None
-            trial = Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
-                          nn=config.nn, study=config.name, number=None, status=RUNNING, epoch_max=epoch_max,
-                          epochs_done=0, started_at=now(), **fields)
-            session.add(trial)
+                count = min(count, total - taken)
+            trials = [Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
+                            nn=config.nn, study=study or config.name, number=None, status=RUNNING,
+                            epoch_max=epoch_max, epochs_done=0, started_at=now(), data_key=data_key, **fields)
+                      for _ in range(max(count, 0))]
+            session.add_all(trials)
             session.flush()
-            return trial.id
+            return [trial.id for trial in trials]
+
+    def reserve_trial(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
+                      **fields) -> int | None:
+        """One slot (see ``reserve_trials``), or ``None``."""
+        ids = self.reserve_trials(config, epoch_max, total, data_key=data_key, **fields)
+        return ids[0] if ids else None
 
     def assign_trial(self, trial_id: int, *, number: int, optuna_trial_id: int | None,
                      prm: Mapping[str, object], **fields) -> None:
@@ -181,14 +189,28 @@ class StatStore:
         self._mirror_epoch(stat_id)
         return stat_id
 
-    def record_test(self, trial_id: int, stat_id: str, accuracy: float, metrics: Mapping[str, float]) -> None:
-        """Held-out test numbers of the final model, attached to its last epoch."""
+    def record_test(self, trial_id: int, stat_id: str, accuracy: float, metrics: Mapping[str, float],
+                    interval: tuple[float, float] | None = None) -> None:
+        """Held-out test numbers of the final model, attached to its last epoch; ``interval`` is the
+        95 % bootstrap interval of the test MAE."""
         with self.transaction() as session:
             add_metrics(session, stat_id, "test", metrics)
             trial = session.get(Trial, trial_id)
             trial.test_accuracy = _finite(accuracy)
             trial.test_mae = _finite(metrics.get("mae"))
+            if interval is not None:
+                trial.test_mae_low, trial.test_mae_high = (_finite(v) for v in interval)
         self._mirror_epoch(stat_id)
+
+    def record_predictions(self, trial_id: int, split: str, ages, predicted, image_ids=None) -> None:
+        """Per-image predictions of the final evaluation on ``split`` (replacing earlier ones)."""
+        rows = [{"trial_id": trial_id, "split": split, "position": i, "age": float(age),
+                 "predicted": _finite(value), "image_id": image_ids[i] if image_ids is not None else None}
+                for i, (age, value) in enumerate(zip(ages, predicted))]
+        with self.transaction() as session:
+            session.execute(delete(Prediction).where(Prediction.trial_id == trial_id, Prediction.split == split))
+            for start in range(0, len(rows), 5000):
+                session.execute(insert(Prediction), rows[start:start + 5000])
 
     def advance_id_sequences(self) -> None:
         """After rows were inserted with explicit ids (copy, JSON import), move PostgreSQL's id
@@ -203,11 +225,13 @@ class StatStore:
                                          f"COALESCE((SELECT MAX({key[0].name}) FROM {table.name}), 0) + 1, false)"))
 
     # -- questions the runner asks -------------------------------------------------------------
-    def count_results(self, config: Config, epoch_max: int) -> int:
-        """Trials of a config at this ``epoch_max`` that trained (LEMUR counts the same)."""
+    def count_results(self, config: Config, epoch_max: int, data_key: str | None = None) -> int:
+        """Trials of a config at this ``epoch_max`` (on the data ``data_key``, if given) that trained;
+        LEMUR counts the same, without the data key."""
         with self.transaction() as session:
             return session.scalar(select(func.count()).select_from(Trial).where(
-                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES)))
+                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES),
+                *([Trial.data_key == data_key] if data_key is not None else [])))
 
     # -- deployment ----------------------------------------------------------------------------
     def add_export(self, trial_id: int, **fields) -> int:
@@ -232,17 +256,18 @@ class StatStore:
         with self.transaction() as session:
             return list(session.scalars(select(Export).where(Export.trial_id.in_(list(trial_ids)))))
 
-    def best_trial(self, config: Config) -> int | None:
-        """The trained trial of ``config`` with the best eval accuracy (LEMUR's selection metric); the
-        same choice as ``api.ranked_trials``."""
+    def best_trial(self, config: Config, data_key: str) -> int | None:
+        """The trained trial of ``config`` on the data ``data_key`` with the best eval accuracy (LEMUR's
+        selection metric); the same choice as ``api.ranked_trials``."""
         with self.transaction() as session:
             return session.scalar(select(Trial.id).where(
-                Trial.config == config.name, Trial.status.in_(TRAINED_STATES), Trial.eval_accuracy.is_not(None))
-                .order_by(Trial.eval_accuracy.desc(), Trial.id).limit(1))
+                Trial.config == config.name, Trial.data_key == data_key, Trial.status.in_(TRAINED_STATES),
+                Trial.eval_accuracy.is_not(None)).order_by(Trial.eval_accuracy.desc(), Trial.id).limit(1))
 
-    def trial_ids(self, config: Config) -> list[int]:
+    def trial_ids(self, config: Config, data_key: str | None = None) -> list[int]:
         with self.transaction() as session:
-            return list(session.scalars(select(Trial.id).where(Trial.config == config.name)))
+            return list(session.scalars(select(Trial.id).where(
+                Trial.config == config.name, *([Trial.data_key == data_key] if data_key is not None else []))))
 
     def trial_status(self, trial_id: int) -> str | None:
         with self.transaction() as session:

@@ -10,6 +10,7 @@ from torch.utils.data import Subset
 from ab.nn import registry, workspace
 from ab.nn.config import Config
 from ab.nn.dataset import DataError, settings as data_settings
+from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.workspace import Workspace
 
@@ -21,7 +22,7 @@ class TrialData:
     train: object
     eval: object
     test: object | None
-    fingerprint: str | None
+    identity: DataIdentity
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,17 @@ class DataSpec:
     transform: str
     workspace: Workspace
     data: DataSettings
-    seed: int
 
     def to_json(self) -> dict:
         return {"config": self.config, "transform": self.transform, "root": str(self.workspace.root),
                 "db": self.workspace.db, "data_dir": str(self.workspace.data_dir) if self.workspace.data_dir else None,
-                "data": asdict(self.data), "seed": self.seed}
+                "data": asdict(self.data)}
 
     @classmethod
     def from_json(cls, value: dict) -> "DataSpec":
         return cls(config=value["config"], transform=value["transform"],
                    workspace=Workspace.resolve(value["root"], value["db"], value["data_dir"]),
-                   data=DataSettings(**value["data"]), seed=value["seed"])
+                   data=DataSettings(**value["data"]))
 
 
 def cap(dataset, limit: int | None, seed: int):
@@ -51,6 +51,16 @@ def cap(dataset, limit: int | None, seed: int):
     if dataset is None or limit is None or len(dataset) <= limit:
         return dataset
     return Subset(dataset, sorted(random.Random(seed).sample(range(len(dataset)), limit)))
+
+
+def identify(config: Config, ws: Workspace, settings: DataSettings) -> DataIdentity:
+    """The data key of ``config`` under ``settings``, from the loader's ``data_identity`` hook where it
+    has one (no image is decoded); its errors (no images, unreadable folder) surface here, once."""
+    with workspace.active.use(ws), data_settings.active.use(settings):
+        module = registry.load(registry.LOADER, config.dataset)
+        hook = getattr(module, "data_identity", None)
+        found = hook(config.task) if hook is not None else {}
+    return DataIdentity(config.dataset, settings, found.get("digests"), found.get("counts"))
 
 
 def load(spec: DataSpec) -> TrialData:
@@ -61,11 +71,37 @@ def load(spec: DataSpec) -> TrialData:
         out_shape, minimum_accuracy, train_set, eval_set = loader_module.loader(transform_module.transform,
                                                                                config.task)
     test_set = getattr(eval_set, "held_out_test", None)
-    fingerprint = getattr(eval_set, "fingerprint", None)
+    digests = getattr(eval_set, "digests", None)
     limit = spec.data.max_samples
-    train_set, eval_set, test_set = (cap(d, limit, spec.seed) for d in (train_set, eval_set, test_set))
+    train_set, eval_set, test_set = (cap(d, limit, spec.data.split_seed) for d in (train_set, eval_set, test_set))
     if len(train_set) == 0 or len(eval_set) == 0:
         raise DataError(f"{config.dataset}: the split left {len(train_set)} training and {len(eval_set)} "
                         f"evaluation images; nothing to train on")
-    return TrialData(tuple(out_shape), minimum_accuracy, train_set, eval_set,
-                     test_set if test_set is not None and len(test_set) else None, fingerprint)
+    test_set = test_set if test_set is not None and len(test_set) else None
+    counts = {"train": len(train_set), "eval": len(eval_set), "test": len(test_set) if test_set is not None else 0}
+    return TrialData(tuple(out_shape), minimum_accuracy, train_set, eval_set, test_set,
+                     DataIdentity(config.dataset, spec.data, digests, counts))
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def recorded_identity(trial) -> DataIdentity:
+    """The data a recorded trial (a row of ``api.trials()``, as a mapping) was judged on."""
+    settings = DataSettings.from_label(trial["split"], trial.get("max_samples"))
+    digests = {part: _text(trial.get(f"{part}_digest")) for part in ("train", "eval", "test")}
+    return DataIdentity(trial["dataset"], settings, digests if any(digests.values()) else None)
+
+
+def load_judged(trial, ws: Workspace, transform: str, settings: DataSettings | None = None,
+                progress: bool = False) -> TrialData:
+    """A recorded trial's data, rebuilt from ``ws`` (under ``settings``, by default the trial's own)
+    and checked against what the trial was judged on: ``DataMismatch`` names both when they differ."""
+    recorded = recorded_identity(trial)
+    what = f"trial {int(trial['id'])} ({trial['config']})"
+    settings = DataSettings(**{**asdict(settings or recorded.settings), "progress": progress})
+    identify(Config.parse(trial["config"]), ws, settings).require_same(recorded, what)  # before decoding anything
+    data = load(DataSpec(trial["config"], transform, ws, settings))
+    data.identity.require_same(recorded, what)
+    return data

@@ -61,7 +61,7 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits()) -> TrialOutcome:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="ab-nn-trial-") as folder:
         result = Path(folder) / "outcome.pkl"
-        process = context.Process(target=_child, args=(spec, str(result)), name=f"trial-{spec.number}")
+        process = context.Process(target=_child, args=(spec, str(result)), name=f"trial-{spec.trial_id}")
         process.start()
         watched = psutil.Process(process.pid)
         started = time.monotonic()

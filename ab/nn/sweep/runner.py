@@ -19,12 +19,14 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config, Pattern, select
+from ab.nn.dataset import DataError
+from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
 from ab.nn.stat import engine as engines
 from ab.nn.stat.schema import FAILED
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import hyperparameters
+from ab.nn.sweep import data as trial_data, hyperparameters
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
@@ -33,8 +35,6 @@ from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
 STORAGE_ATTEMPTS = 5
 
 
@@ -55,7 +55,8 @@ class SweepOptions:
     export: ExportOptions = field(default_factory=ExportOptions)
     isolate: bool = True
     limits: Limits = field(default_factory=Limits)
-    seed: int = 42
+    seed: int = 42      # training seeds and the sampler; the split has its own (data.split_seed)
+    seeds: int = 1      # training-seed replicas of every hyperparameter set
     device: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
     workspace: Workspace = field(default_factory=Workspace.resolve)
@@ -78,10 +79,6 @@ class SweepSummary:
     @property
     def ok(self) -> bool:
         return all(r.gave_up is None for r in self.results)
-
-
-class TrialFailed(RuntimeError):
-    """Raised to Optuna so it records the trial as FAIL; our own row already holds the details."""
 
 
 def resolve_device(name: str) -> str:
@@ -146,6 +143,9 @@ class Sweep:
         self.configs = resolve_configs(options.configs, self.store)
         if options.train_missing_pipelines:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
+        if options.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {options.seeds}")
+        self._identities: dict[tuple[str, str], DataIdentity | Exception] = {}
         if options.random_config_order:
             random.Random(options.seed).shuffle(self.configs)
         self.fixed = hyperparameters.parse_fixed(options.fixed)
@@ -160,15 +160,14 @@ class Sweep:
         hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM))
 
     def storage(self) -> optuna.storages.RDBStorage:
-        """Optuna's tables in the same database; heartbeats let a later run fail a killed trial."""
+        """Optuna's tables in the same database (trials are asked and told by the runner, whose lease
+        tells other runners whether it is alive)."""
         engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {"pool_pre_ping": True}
         for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs,
-                                                         heartbeat_interval=HEARTBEAT_SECONDS,
-                                                         grace_period=GRACE_SECONDS)
+                    storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs)
                 break
             except (IntegrityError, OperationalError):
                 if attempt == STORAGE_ATTEMPTS - 1:
@@ -191,19 +190,32 @@ class Sweep:
             optuna.logging.set_verbosity(previous)
 
     # -- one config ------------------------------------------------------------------------------
-    def _total(self, config: Config) -> tuple[int | None, int]:
-        """LEMUR's ``-t``: n >= 0 is the total wanted for this config and epoch count; n < 0 means
-        |n| more. Returns (total for reservations, trials this call should run at most)."""
-        n = self.options.trials
+    def _identity(self, config: Config) -> DataIdentity:
+        """The data key of a config's trials, computed once per dataset before any trial starts (so a
+        missing or unreadable data folder is reported once, not by every trial)."""
+        key = (config.task, config.dataset)
+        if key not in self._identities:
+            try:
+                self._identities[key] = trial_data.identify(config, self.workspace, self.options.data)
+            except (DataError, registry.RegistryError) as error:
+                self._identities[key] = error
+        found = self._identities[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def _total(self, config: Config, data_key: str) -> tuple[int | None, int]:
+        """LEMUR's ``-t``: n >= 0 is the total wanted for this config, data and epoch count; n < 0 means
+        |n| more. With ``--seeds N`` it counts hyperparameter sets, each N trials. Returns (total for
+        reservations, trials this call should run at most)."""
+        n, replicas = self.options.trials, self.options.seeds
         if n < 0:
-            return None, -n
-        return n, max(0, n - self.store.count_results(config, self.options.epochs))
+            return None, -n * replicas
+        total = n * replicas
+        return total, max(0, total - self.store.count_results(config, self.options.epochs, data_key))
 
     def _reconcile(self, config: Config, study: optuna.Study, storage) -> None:
         """Mark trials left ``running`` by a dead process as failed, so they stop holding slots."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
         here = system.host()
         for trial in self.store.running_trials(config):
             reason = None
@@ -226,98 +238,166 @@ class Sweep:
             self.store.save_code(registry.TRANSFORM, transform)
         return checksum
 
+    def study_name(self, config: Config, identity: DataIdentity) -> str:
+        """One Optuna study per config, data key and epoch count: only its trials' values compare."""
+        return f"{config.name}@{identity.key}/e{self.options.epochs}"
+
     def run_config(self, config: Config, storage) -> ConfigResult:
         result = ConfigResult(config)
-        total, wanted = self._total(config)
-        study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize",
-                                    load_if_exists=True,
+        try:
+            identity = self._identity(config)
+        except DataError as error:
+            result.gave_up = str(error)  # the summary prints it, once
+            return result
+        except registry.RegistryError as error:
+            identity = DataIdentity(config.dataset, self.options.data)
+            module_error: Exception | None = error
+        else:
+            module_error = None
+        study = optuna.create_study(study_name=self.study_name(config, identity), storage=storage,
+                                    direction="maximize", load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=self.options.seed))
         self._reconcile(config, study, storage)
         study.sampler = optuna.samplers.TPESampler(seed=self.options.seed + len(study.trials))
         try:
+            if module_error is not None:
+                raise module_error
             module = registry.load(registry.MODEL, config.nn)
             nn_code_id = self._code(config)
         except registry.RegistryError as error:
-            self._record_unrunnable(config, study, error)
+            self._record_unrunnable(config, study, identity, error)
             result.failed, result.gave_up = 1, str(error)
             tqdm.write(f"{config}: {error}")
             return result
+        total, wanted = self._total(config, identity.key)
         failures_in_row = 0
+        reservation = dict(split=self.options.data.label, split_seed=self.options.data.split_seed,
+                           max_samples=self.options.data.max_samples, nn_code_id=nn_code_id,
+                           **{f"{part}_digest": (identity.digests or {}).get(part) for part in PARTS})
         with tqdm(total=wanted, desc=config.name, unit="trial", disable=not self.options.progress,
                   position=0) as bar:
-            while result.trained < wanted:
-                trial_id = self.store.reserve_trial(config, self.options.epochs, total, seed=None,
-                                                    split=self.options.data.label, host=system.host(),
-                                                    pid=os.getpid(), max_samples=self.options.data.max_samples,
-                                                    nn_code_id=nn_code_id)
-                if trial_id is None:
+            while result.trained < wanted and result.gave_up is None:
+                ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
+                                                study=study.study_name,
+                                                count=min(self.options.seeds, wanted - result.trained),
+                                                host=system.host(), pid=os.getpid(), **reservation)
+                if not ids:
                     break  # other workers hold or finished the remaining slots
-                outcome = self._optimize_one(config, study, module, trial_id)
-                if outcome.status == FAILED:
-                    result.failed += 1
-                    failures_in_row += 1
-                    tqdm.write(f"{config}: trial failed: {outcome.error.splitlines()[0]}")
-                    if outcome.fatal:
-                        result.gave_up = outcome.error.split("\n\n")[0]
-                        tqdm.write(f"{config}: giving up: the data or the registry cannot serve any trial")
-                        break
-                    if failures_in_row >= self.options.fail_attempts:
-                        result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
-                        tqdm.write(f"{config}: giving up after {result.gave_up}")
-                        break
-                    continue
-                failures_in_row = 0
-                result.trained += 1
-                if outcome.accuracy is not None:
-                    result.best_accuracy = max(result.best_accuracy or 0.0, outcome.accuracy)
-                bar.update(1)
-                bar.set_postfix(best=f"{result.best_accuracy:.4f}", last_mae=_fmt(outcome.eval_mae))
+                first: optuna.trial.FrozenTrial | None = None
+                for replica, trial_id in enumerate(ids):
+                    outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica, first,
+                                                    group=ids[0] if len(ids) > 1 else None)
+                    first = first or frozen
+                    if outcome.status == FAILED:
+                        result.failed += 1
+                        failures_in_row += 1
+                        tqdm.write(f"{config}: trial {trial_id} failed: {outcome.error.splitlines()[0]}")
+                        if outcome.fatal:
+                            result.gave_up = outcome.error.split("\n\n")[0]
+                            tqdm.write(f"{config}: giving up: the data or the registry cannot serve any trial")
+                        elif failures_in_row >= self.options.fail_attempts:
+                            result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
+                            tqdm.write(f"{config}: giving up after {result.gave_up}")
+                        if result.gave_up:
+                            self._release(ids[replica + 1:])
+                            break
+                        continue
+                    failures_in_row = 0
+                    result.trained += 1
+                    if outcome.accuracy is not None:
+                        result.best_accuracy = max(result.best_accuracy or 0.0, outcome.accuracy)
+                    bar.update(1)
+                    bar.set_postfix(best=f"{result.best_accuracy:.4f}", last_mae=_fmt(outcome.eval_mae))
         return result
 
-    def _optimize_one(self, config: Config, study: optuna.Study, module, trial_id: int) -> TrialOutcome:
-        box: dict[str, TrialOutcome] = {}
+    def _release(self, trial_ids: list[int]) -> None:
+        """Reserved slots that will not run (their group gave up): recorded, not left running."""
+        for trial_id in trial_ids:
+            self.store.finish_trial(trial_id, FAILED, error="not run: the sweep gave up on this config")
 
-        def objective(trial: optuna.Trial) -> float:
-            try:
-                prm = hyperparameters.sample(trial, module.supported_hyperparameters(), self.space,
-                                             self.fixed, self.options.epochs)
-                seed = self.options.seed + trial.number
-                self.store.assign_trial(trial_id, number=trial.number, optuna_trial_id=trial._trial_id, prm=prm,
-                                        seed=seed)
+    def _run_one(self, config: Config, study: optuna.Study, module, trial_id: int, identity: DataIdentity,
+                 replica: int, first: optuna.trial.FrozenTrial | None,
+                 group: int | None) -> tuple[TrialOutcome, optuna.trial.FrozenTrial | None]:
+        """Ask Optuna for a point (or, for a replica, repeat ``first``'s), run the trial, tell Optuna."""
+        trial = None
+        try:
+            if first is None:
+                trial = study.ask()
+                prm = hyperparameters.sample(trial, module.supported_hyperparameters(), self.space, self.fixed,
+                                             self.options.epochs)
+                number, optuna_id = trial.number, trial._trial_id
+            else:
+                prm = dict(first.user_attrs["prm"])
+                number, optuna_id = None, None
+            seed = self.options.seed + (replica if group is not None else (number or 0))
+            self.store.assign_trial(trial_id, number=number, optuna_trial_id=optuna_id, prm=prm, seed=seed,
+                                    replica_of=group)
+            spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url,
+                             workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
+                             workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
+                             save_pth=self.options.save_pth, export=self.options.export,
+                             progress=self.options.progress, identity=identity)
+            if trial is not None:
+                attrs = {"trial_id": trial_id, "prm": prm, "seed": seed}
                 fixed = {k: v for k, v in self.fixed.items() if k in prm}
                 if fixed:
-                    trial.set_user_attr("fixed", fixed)
-                trial.set_user_attr("trial_id", trial_id)
-                spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, number=trial.number, db_url=self.url,
-                                 workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
-                                 workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
-                                 save_pth=self.options.save_pth, export=self.options.export,
-                                 progress=self.options.progress)
-                outcome = self.execute(spec)
-            except Exception as error:
-                if engines.is_storage_error(error):
-                    raise  # nothing more can be recorded: stop the sweep (the CLI says why)
-                outcome = TrialOutcome(FAILED, error=describe_error(error))
-                self.store.finish_trial(trial_id, FAILED, error=outcome.error)
-            box["outcome"] = outcome
-            if outcome.status == FAILED:
-                raise TrialFailed(outcome.error.splitlines()[0])
-            return outcome.accuracy if outcome.accuracy is not None else 0.0
-
-        try:
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
-        except BaseException as error:  # interrupted (Ctrl-C) or broken beyond the trial: keep the record true
-            try:
-                if self.store.trial_status(trial_id) == "running":
-                    self.store.finish_trial(trial_id, FAILED, error=f"interrupted: {type(error).__name__}: {error}")
-            except Exception:
-                pass  # the database itself is what broke; the CLI reports the original error
+                    attrs["fixed"] = fixed
+                for name, value in attrs.items():
+                    trial.set_user_attr(name, value)
+            outcome = self.execute(spec)
+        except KeyboardInterrupt:
             raise
-        return box["outcome"]
+        except Exception as error:
+            if engines.is_storage_error(error):
+                raise  # nothing more can be recorded: stop the sweep (the CLI says why)
+            outcome = TrialOutcome(FAILED, error=describe_error(error))
+            self.store.finish_trial(trial_id, FAILED, error=outcome.error)
+        except BaseException as error:  # interrupted: keep the record true, then stop
+            self._interrupted(trial_id, trial, study, error)
+            raise
+        return outcome, self._tell(study, trial, first, trial_id, outcome)
 
-    def _record_unrunnable(self, config: Config, study: optuna.Study, error: Exception) -> None:
+    def _interrupted(self, trial_id: int, trial, study: optuna.Study, error: BaseException) -> None:
+        try:
+            if self.store.trial_status(trial_id) == "running":
+                self.store.finish_trial(trial_id, FAILED, error=f"interrupted: {type(error).__name__}: {error}")
+            if trial is not None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except Exception:
+            pass  # the database itself is what broke; the CLI reports the original error
+
+    def _tell(self, study: optuna.Study, trial, first, trial_id: int,
+              outcome: TrialOutcome) -> optuna.trial.FrozenTrial | None:
+        """Record the outcome in Optuna: the asked trial, or a replica as a new trial with ``first``'s
+        parameters (added only now, so that no other worker can take its point)."""
+        failed = outcome.status == FAILED
+        value = None if failed else (outcome.accuracy if outcome.accuracy is not None else 0.0)
+        state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE
+        if trial is not None:
+            if failed:
+                trial.set_user_attr("error", outcome.error.splitlines()[0][:500])
+            study.tell(trial, value, state=state)
+            return study._storage.get_trial(trial._trial_id)
+        if first is None:
+            return None
+        attrs = dict(first.user_attrs, trial_id=trial_id, replica_of=first.user_attrs["trial_id"])
+        if failed:
+            attrs["error"] = outcome.error.splitlines()[0][:500]
+        study.add_trial(optuna.trial.create_trial(params=first.params, distributions=first.distributions,
+                                                  value=value, state=state, user_attrs=attrs))
+        added = study.get_trials(deepcopy=False)[-1]
+        for frozen in reversed(study.get_trials(deepcopy=False)):
+            if frozen.user_attrs.get("trial_id") == trial_id:
+                added = frozen
+                break
+        self.store.update_trial(trial_id, number=added.number, optuna_trial_id=added._trial_id)
+        return None
+
+    def _record_unrunnable(self, config: Config, study: optuna.Study, identity: DataIdentity,
+                           error: Exception) -> None:
         """A model file that cannot even be imported is still one recorded (failed) trial."""
-        trial_id = self.store.reserve_trial(config, self.options.epochs, None, split=self.options.data.label,
+        trial_id = self.store.reserve_trial(config, self.options.epochs, None, data_key=identity.key,
+                                            study=study.study_name, split=self.options.data.label,
                                             host=system.host(), pid=os.getpid())
         trial = study.ask()
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -9,6 +9,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -16,11 +17,13 @@ from tqdm.auto import tqdm
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.dataset import DataError
+from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, keep_best_only, metadata_for
 from ab.nn.stat.engine import is_storage_error
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, STOPPED
 from ab.nn.stat.store import StatStore
+from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
@@ -41,7 +44,6 @@ class TrialSpec:
     config: Config
     prm: dict
     trial_id: int
-    number: int
     db_url: str
     workspace: Workspace
     data: DataSettings
@@ -52,10 +54,11 @@ class TrialSpec:
     save_pth: bool = False
     export: ExportOptions = field(default_factory=ExportOptions)
     progress: bool = True
+    identity: DataIdentity | None = None  # the data the runner planned for this trial (its data key)
 
     @property
     def data_spec(self) -> DataSpec:
-        return DataSpec(self.config.name, self.prm["transform"], self.workspace, self.data, self.seed)
+        return DataSpec(self.config.name, self.prm["transform"], self.workspace, self.data)
 
 
 @dataclass
@@ -128,6 +131,8 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
     config, prm = spec.config, spec.prm
     device = torch.device(spec.device)
     data = trial_data.load(spec.data_spec)
+    if spec.identity is not None:
+        data.identity.require_same(spec.identity, f"trial {spec.trial_id} (reserved by the runner)")
     train_set, eval_set, test_set, out_shape = data.train, data.eval, data.test, data.out_shape
     batch = int(prm["batch"])
     train_loader = _loader(train_set, batch, True, spec, device)
@@ -140,8 +145,7 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
     names = list(config.metrics) + [m for m in EXTRA_METRICS.get(config.task, ()) if m not in config.metrics]
     metrics = {name: registry.load(registry.METRIC, name).create_metric(out_shape) for name in names}
     store.update_trial(spec.trial_id, n_train=len(train_set), n_eval=len(eval_set),
-                       n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)),
-                       data_fingerprint=data.fingerprint, device=str(device))
+                       n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)), device=str(device))
 
     model.train_setup(copy.deepcopy(prm))
     start = time.time_ns()
@@ -149,7 +153,7 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
     system_stat = {"cpu_count": system.cpu_count(), "cpu_type": system.cpu_model(),
                    "total_ram_kb": system.total_ram_kb(), "gpu_type": system.gpu_name(device)}
     epoch_max = int(prm["epoch_max"])
-    with tqdm(total=epoch_max, desc=f"trial {spec.number} epochs", unit="epoch", leave=False,
+    with tqdm(total=epoch_max, desc=f"trial {spec.trial_id} epochs", unit="epoch", leave=False,
               disable=not spec.progress, position=1) as bar:
         for epoch in range(1, epoch_max + 1):
             began = time.perf_counter()
@@ -157,7 +161,8 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
             model.train()
             train_loss = _loss_of(model.learn(roll))
             train_seconds = time.perf_counter() - began
-            evaluation = evaluate(model, eval_loader, metrics, out_shape, device)
+            evaluation = evaluate(model, eval_loader, metrics, out_shape, device, f"evaluating epoch {epoch}",
+                                  spec.progress)
             diverged = not evaluation.finite or (train_loss is not None and not math.isfinite(train_loss))
             stat_id = store.record_epoch(
                 spec.trial_id, epoch, accuracy=evaluation.accuracy, duration=time.time_ns() - start,
@@ -180,11 +185,14 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
                 break
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
+    store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set))
     if test_loader is not None and status != DIVERGED:
-        tested = evaluate(model, test_loader, metrics, out_shape, device)
-        store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values)
+        tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
+        interval = bootstrap_mae(np.abs(tested.predicted - tested.labels)) if tested.samples else None
+        store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values, interval)
+        store.record_predictions(spec.trial_id, "test", tested.labels, tested.predicted, _image_ids(test_set))
         outcome.test_mae = tested.mae
-    folder = spec.workspace.trial_dir(config.name, spec.number)
+    folder = spec.workspace.trial_dir(config.name, spec.trial_id)
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id)
@@ -194,16 +202,21 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
     return outcome
 
 
+def _image_ids(dataset) -> list[str] | None:
+    ids = getattr(dataset, "image_ids", None)
+    return list(ids) if ids is not None and len(ids) == len(dataset) else None
+
+
 def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
     """Export after the trial's result is recorded: whatever fails here is recorded on the
     artifacts' rows and leaves the trial as it is."""
-    folder = spec.workspace.trial_dir(spec.config.name, spec.number)
+    folder = spec.workspace.trial_dir(spec.config.name, spec.trial_id)
     try:
-        metadata = metadata_for(spec.config, spec.trial_id, spec.number, in_shape, data, model, spec.data.label)
-        Deployment(store, spec.trial_id, spec.config, spec.number, folder, spec.export, spec.data_spec,
+        metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model)
+        Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec,
                    in_shape).run(model, data, metadata)
         if spec.export.keep_best_only:
-            keep_best_only(store, spec.config)
+            keep_best_only(store, spec.config, data.identity.key)
     except Exception as error:
         store.add_export(spec.trial_id, format="pipeline", precision="-", status="failed",
                          error=describe_error(error)[:4000])

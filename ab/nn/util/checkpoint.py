@@ -34,3 +34,19 @@ def load(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Mod
     state = torch.load(Path(folder) / WEIGHTS, map_location=device, weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
+
+
+def folder_of(workspace, trial) -> Path:
+    """The artifact folder of a recorded trial (a mapping with ``id``, ``config``, ``number``):
+    ``out/<config>/<trial id>/``; trials recorded before ids named folders used their Optuna number,
+    which is accepted when that folder's ``meta.json`` names the same trial."""
+    folder = workspace.trial_dir(trial["config"], int(trial["id"]))
+    number = trial.get("number")
+    if not folder.exists() and number is not None and number == number:  # NaN from pandas
+        legacy = workspace.trial_dir(trial["config"], int(number))
+        try:
+            if json.loads((legacy / META).read_text()).get("trial_id") == int(trial["id"]):
+                return legacy
+        except (OSError, ValueError):
+            pass
+    return folder

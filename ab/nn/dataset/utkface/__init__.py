@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ab.nn.dataset import DataError, splits
+from ab.nn.dataset import DataError, identity, splits
 from ab.nn.dataset.cache import open_or_build
 from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
@@ -68,11 +68,12 @@ def _find_source(folder: Path) -> ImageSource:
 
 @dataclass
 class Catalog:
-    """The labelled entries of a source and what was skipped on the way."""
+    """The labelled, readable entries of a source, their content ids, and what was skipped."""
 
     source: ImageSource
     entries: list[Entry]
     ages: np.ndarray
+    ids: list[str]
     skipped: Counter = field(default_factory=Counter)
     total: int = 0
 
@@ -81,11 +82,11 @@ _catalogs: dict[str, Catalog] = {}
 _reported: set[str] = set()
 
 
-def catalog(source: ImageSource) -> Catalog:
+def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Catalog:
     fingerprint = source.fingerprint()
     if fingerprint in _catalogs:
         return _catalogs[fingerprint]
-    kept, ages, skipped = [], [], Counter()
+    labelled, ages, skipped = [], [], Counter()
     all_entries = source.entries()
     for entry in all_entries:
         if entry.age is not None:
@@ -96,13 +97,40 @@ def catalog(source: ImageSource) -> Catalog:
             except Unparseable as error:
                 skipped[f"name without a readable age ({error.reason})"] += 1
                 continue
-        kept.append(entry)
+        labelled.append(entry)
         ages.append(age)
+    ids = identity.image_ids(source, labelled, cache_dir, progress)
+    readable = [i for i, image in enumerate(ids) if image is not None]
+    if len(readable) < len(labelled):
+        skipped["unreadable file"] += len(labelled) - len(readable)
     skipped += source.skip_counts()
-    result = Catalog(source, kept, np.asarray(ages, dtype=np.float32), skipped,
-                     len(all_entries) + sum(source.skip_counts().values()))
+    result = Catalog(source, [labelled[i] for i in readable], np.asarray([ages[i] for i in readable], np.float32),
+                     [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()))
     _catalogs[fingerprint] = result
     return result
+
+
+@dataclass
+class SplitPlan:
+    """Which catalog entries each part holds (after ``--max-samples``), before any decoding; the part
+    digests identify the data (undecodable images are a function of the bytes, so the digests of the
+    planned parts also fix what a trial actually uses)."""
+
+    catalog: Catalog
+    parts: dict[str, np.ndarray]
+    digests: dict[str, str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {part: len(indices) for part, indices in self.parts.items()}
+
+
+def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True) -> SplitPlan:
+    cat = catalog(find_source(folder), cache_dir, progress)
+    parts = splits.assign(cat.ids, cat.ages.tolist(), settings)
+    parts = {k: splits.sample(v, cat.ids, settings.max_samples, settings.split_seed) for k, v in parts.items()}
+    digests = {k: identity.part_digest(cat.ids[i] for i in v) for k, v in parts.items()}
+    return SplitPlan(cat, parts, digests)
 
 
 @dataclass
@@ -113,6 +141,7 @@ class Parts:
     eval: CachedImages
     test: CachedImages
     fingerprint: str
+    digests: dict[str, str]
     skipped: Counter
 
 
@@ -128,10 +157,9 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
          progress: bool | None = None) -> Parts:
-    cat = catalog(find_source(folder))
-    names = [e.name for e in cat.entries]
-    parts = splits.assign(names, cat.ages.tolist(), settings)
-    parts = {k: splits.sample(v, names, settings.max_samples, settings.seed) for k, v in parts.items()}
+    progress = settings.progress if progress is None else progress
+    split = plan(folder, cache_dir, settings, progress)
+    cat, parts = split.catalog, split.parts
     selected = np.unique(np.concatenate(list(parts.values())))
     chosen = [cat.entries[i] for i in selected]
     position = {int(i): row for row, i in enumerate(selected)}
@@ -140,8 +168,7 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
     for transform in (train_transform, eval_transform):
         size = getattr(transform, "image_size", None) or NATIVE_SIZE
         if size not in caches:
-            caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads,
-                                         settings.progress if progress is None else progress)
+            caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads, progress)
     failures = Counter(next(iter(caches.values())).failures.values())
     bad = {i for cache in caches.values() for i in cache.failures}
 
@@ -149,9 +176,10 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
         rows = [position[int(i)] for i in parts[part] if position[int(i)] not in bad]
         cache = caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
         return CachedImages(cache, np.asarray(rows, dtype=np.int64), cat.ages[selected[rows]] if rows else np.zeros(0),
-                            transform, [chosen[r].name for r in rows])
+                            transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows])
 
     fingerprint = cat.source.fingerprint()
     _report(cat, failures, f"{fingerprint}:{len(chosen)}")
     return Parts(train=dataset("train", train_transform), eval=dataset("eval", eval_transform),
-                 test=dataset("test", eval_transform), fingerprint=fingerprint, skipped=cat.skipped + failures)
+                 test=dataset("test", eval_transform), fingerprint=fingerprint, digests=split.digests,
+                 skipped=cat.skipped + failures)

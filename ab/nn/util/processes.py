@@ -1,0 +1,64 @@
+"""Process facts and process control the runner needs: whether a recorded process is certainly gone,
+children that die with their parent, and ending a whole process group."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: this process gets ``sig`` when its parent dies (a worker never outlives its trial)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        pass  # not Linux: the process group is still ended by whoever owns it
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def pid_namespace() -> str | None:
+    """The pid namespace of this process: pids mean the same process only inside one namespace (two
+    containers with host networking share a host name, not their pids)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def started_at(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def certainly_gone(boot: str | None, namespace: str | None, pid: int | None, created: float | None) -> bool:
+    """True only when the process is known to have ended: same machine boot and pid namespace as us,
+    and no process with that pid and start time. Anything else (another machine, container or boot)
+    is unknown here, and only a lapsed heartbeat can tell."""
+    if not pid or boot is None or boot != boot_id() or namespace is None or namespace != pid_namespace():
+        return False
+    now = started_at(pid)
+    return now is None or (created is not None and abs(now - created) > 1.0)
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal every process of a group (the trial's process and whatever it started)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
