@@ -90,9 +90,11 @@ class Net(nn.Module):
 
 
 MISBEHAVING = '''"""A test model that misbehaves as $MISBEHAVE_HOW says, on its first build only ($MISBEHAVE_FLAG
-marks that the first build happened), except "hopeless" (always answers 100 years) and "slow"."""
+marks that the first build happened), except "hopeless" (always answers 100 years), "slow" and
+"export-segfault" (crashes the process whenever it is exported)."""
 import ctypes
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -116,6 +118,8 @@ class Net(nn.Module):
         self.linear = nn.Linear(in_shape[1], 1)
 
     def forward(self, x):
+        if HOW == "export-segfault" and torch.compiler.is_exporting():
+            ctypes.string_at(0)
         if HOW == "raise" and self.first:
             raise RuntimeError("forward exploded on purpose")
         if HOW == "hopeless":
@@ -136,6 +140,10 @@ class Net(nn.Module):
                 time.sleep(30)
             elif HOW == "sleep":
                 time.sleep(60)
+            elif HOW == "grandchild":  # starts a process of its own, then hangs
+                child = subprocess.Popen(["sleep", "600"])
+                Path(os.environ["MISBEHAVE_PIDS"]).write_text(f"{os.getpid()} {child.pid}")
+                time.sleep(600)
             elif HOW == "always":
                 raise RuntimeError("learn exploded on purpose")
         if HOW == "slow":

@@ -42,7 +42,7 @@ def test_two_trials_two_epochs_are_recorded(root, utk_dir):
     mirror = root / "stat" / "train" / CONFIG
     assert sorted(p.name for p in mirror.glob("*.json")) == ["1.json", "2.json"]
     records = json.loads((mirror / "2.json").read_text())
-    assert len(records) == 2 and records[0]["accuracy"] >= records[1]["accuracy"]
+    assert len(records) == 2  # appended as trials finish (export-json rewrites them best first)
     assert {"lr", "batch", "transform", "uid", "duration", "accuracy"} <= set(records[0])
 
 

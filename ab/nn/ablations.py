@@ -23,6 +23,7 @@ import pandas as pd
 
 from ab.nn import api
 from ab.nn.stat import uncertainty
+from ab.nn.stat.schema import COMPLETE
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 
@@ -67,8 +68,9 @@ def _matches(trial, variant: Variant, epochs: int, max_samples: int | None) -> b
 
 def results(db, epochs: int, max_samples: int | None) -> pd.DataFrame:
     """One row per ablation: its replicas on the newest data key the reference was run on, mean +- std
-    of val and test MAE across them, and the paired test-MAE difference from the reference (images
-    and replicas resampled; a 95 % interval that contains 0 is a tie)."""
+    of val and test MAE across those that trained all their epochs (a replica stopped by LEMUR's gate
+    is counted in ``status``, not averaged in), and the paired test-MAE difference from the
+    reference (images and replicas resampled; a 95 % interval that contains 0 is a tie)."""
     trials = api.trials(config=CONFIG, db=db)
     matched = {v.name: trials[[_matches(t, v, epochs, max_samples) for t in trials.itertuples()]]
                if not trials.empty else trials for v in VARIANTS}
@@ -106,9 +108,10 @@ def results(db, epochs: int, max_samples: int | None) -> pd.DataFrame:
 
 
 def _trained(trials: pd.DataFrame, key) -> pd.DataFrame:
+    """The replicas that trained every epoch of the budget."""
     if trials.empty:
         return trials
-    return trials[trials.status.isin(api.TRAINED) & (trials.data_key == key)]
+    return trials[(trials.status == COMPLETE) & (trials.data_key == key)]
 
 
 def cli(argv=None) -> int:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-
-from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import SQLAlchemyError
+from contextlib import contextmanager
 
 from ab.nn.config import ConfigError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.pipeline import FORMATS, ExportOptions, parse_formats
 from ab.nn.registry import RegistryError
-from ab.nn.stat.engine import STORAGE_ERRNOS, DatabaseError
+from ab.nn.stat.engine import DatabaseError, is_storage_error
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
 from ab.nn.sweep.isolation import Limits
+from ab.nn.sweep.lease import HEARTBEAT_SECONDS, LAPSE_BEATS
 from ab.nn.sweep.runner import SweepOptions, SweepSummary, run
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -58,14 +58,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--epochs", type=_positive, default=1, help="epochs per trial (epoch_max)")
     p.add_argument("-t", "--trials", type=int, default=-1,
                    help="trials wanted per config at this epoch count; negative: that many more")
-    p.add_argument("--min_batch_binary_power", type=int, default=0, help="smallest batch is 2**this")
-    p.add_argument("-b", "--max_batch_binary_power", type=int, default=12, help="largest batch is 2**this")
-    p.add_argument("--min_learning_rate", type=float, default=1e-5, help="lr lower bound (log-uniform)")
-    p.add_argument("-l", "--max_learning_rate", type=float, default=1.0, help="lr upper bound")
-    p.add_argument("--min_momentum", type=float, default=0.0, help="momentum lower bound (uniform)")
-    p.add_argument("-m", "--max_momentum", type=float, default=1.0, help="momentum upper bound")
-    p.add_argument("--min_dropout", type=float, default=0.0, help="dropout lower bound (uniform)")
-    p.add_argument("-d", "--max_dropout", type=float, default=0.5, help="dropout upper bound")
+    own = " (unset: the model's own range where its file declares one, else LEMUR's {})"
+    p.add_argument("--min_batch_binary_power", type=int, default=None, help="smallest batch is 2**this" + own.format("0"))
+    p.add_argument("-b", "--max_batch_binary_power", type=int, default=None,
+                   help="largest batch is 2**this" + own.format("12"))
+    p.add_argument("--min_learning_rate", type=float, default=None, help="lr lower bound (log-uniform)" + own.format("1e-5"))
+    p.add_argument("-l", "--max_learning_rate", type=float, default=None, help="lr upper bound" + own.format("1.0"))
+    p.add_argument("--min_momentum", type=float, default=None, help="momentum lower bound (uniform)" + own.format("0.0"))
+    p.add_argument("-m", "--max_momentum", type=float, default=None, help="momentum upper bound" + own.format("1.0"))
+    p.add_argument("--min_dropout", type=float, default=None, help="dropout lower bound (uniform)" + own.format("0.0"))
+    p.add_argument("-d", "--max_dropout", type=float, default=None, help="dropout upper bound" + own.format("0.5"))
     p.add_argument("-f", "--transform", default=None, help="fix the transform; default: Optuna picks one")
     p.add_argument("-a", "--nn_fail_attempts", type=_positive, default=30,
                    help="failed trials in a row after which a config is given up")
@@ -109,28 +111,48 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=0, help="test fold of the kfold protocol")
     p.add_argument("--folds", type=int, default=5, help="number of folds of the kfold protocol")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--heartbeat-seconds", type=float, default=HEARTBEAT_SECONDS,
+                   help=f"this runner's lease heartbeat; other runners reclaim its trials after "
+                        f"{LAPSE_BEATS} missed beats")
+    p.add_argument("--export-stopped", help="also export trials that LEMUR's gate stopped early", **flag)
     return p
 
 
+RANGES = {"lr": ("min_learning_rate", "max_learning_rate", "min_lr", "max_lr"),
+          "momentum": ("min_momentum", "max_momentum", "min_momentum", "max_momentum"),
+          "dropout": ("min_dropout", "max_dropout", "min_dropout", "max_dropout"),
+          "batch": ("min_batch_binary_power", "max_batch_binary_power", "min_batch_power", "max_batch_power")}
+"""Hyperparameter -> (its two CLI flags' dests, the two SearchSpace fields)."""
+
+
+def search_space(args: argparse.Namespace) -> SearchSpace:
+    """LEMUR's ranges, where the user set them; a range the user left alone gives way to the model's own."""
+    values, explicit = {}, set()
+    for name, (low, high, field_low, field_high) in RANGES.items():
+        given = {field: getattr(args, flag) for flag, field in ((low, field_low), (high, field_high))
+                 if getattr(args, flag) is not None}
+        values.update(given)
+        if given:
+            explicit.add(name)
+    return SearchSpace(**values, pretrained=args.pretrained, explicit=frozenset(explicit))
+
+
 def options_from(args: argparse.Namespace) -> SweepOptions:
-    space = SearchSpace(min_lr=args.min_learning_rate, max_lr=args.max_learning_rate,
-                        min_momentum=args.min_momentum, max_momentum=args.max_momentum,
-                        min_dropout=args.min_dropout, max_dropout=args.max_dropout,
-                        min_batch_power=args.min_batch_binary_power, max_batch_power=args.max_batch_binary_power,
-                        pretrained=args.pretrained)
+    space = search_space(args)
     data = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
                         max_samples=args.max_samples, progress=not args.quiet)
     formats = parse_formats(args.export)
     if args.save_onnx_weights and "onnx" not in formats:
         formats = ("onnx",) + formats
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
-                           keep_best_only=args.keep_best_only)
+                           keep_best_only=args.keep_best_only, export_stopped=args.export_stopped)
     return SweepOptions(configs=tuple(args.config) or ("",), fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
+                        heartbeat_seconds=args.heartbeat_seconds,
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)
@@ -152,22 +174,42 @@ def cli(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        summary = run(options_from(args))
+        with terminate_as_interrupt():
+            summary = run(options_from(args))
     except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
-    except (SQLAlchemyError, StorageInternalError) as error:  # read-only, full disk, server gone
+    except KeyboardInterrupt as error:
+        name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"
+        print(f"interrupted by {name}: the running trial is recorded as interrupted; run the same command to "
+              f"continue", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+    except Exception as error:
+        if not is_storage_error(error):
+            raise  # a bug (a database integrity or programming error included): with its traceback
+        if isinstance(error, OSError):
+            p.exit(2, f"{p.prog}: error: cannot write to the workspace: {error}; every write before this one is kept\n")
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
         p.exit(2, f"{p.prog}: error: cannot use the statistics database {args.db or 'of the workspace'}: {reason} "
                   f"(read-only, full disk or server gone?); every write before this one is kept\n")
-    except OSError as error:
-        if error.errno not in STORAGE_ERRNOS:
-            raise
-        p.exit(2, f"{p.prog}: error: cannot write to the workspace: {error}; every write before this one is kept\n")
-    except KeyboardInterrupt:
-        print("interrupted: the running trial is recorded as failed", file=sys.stderr)
-        return 130
     print(report(summary))
     return 0 if summary.ok else 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, a container stop), raised where the runner is, so that the
+    running trial is recorded and the runner exits cleanly."""
+
+
+@contextmanager
+def terminate_as_interrupt():
+    def raise_terminated(_signum, _frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_binary_power=0,

@@ -5,20 +5,29 @@ arrays instead of JPEGs. The array file and a JSON sidecar are written under tem
 renamed into place (the sidecar last); a sidecar records the data's size and BLAKE2 digest, so a
 truncated or altered cache is detected on open and rebuilt, never used. Images that cannot be
 decoded are recorded in the sidecar and skipped by the datasets built on the cache.
+
+The build claims its disk space before writing a pixel (``posix_fallocate``): a full disk is a
+one-line error naming the folder and the bytes needed, never a SIGBUS from a memory-mapped page
+that has no block behind it. Temporary files go on every exit path; those of builds that died are
+removed by the next build.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 from tqdm.auto import tqdm
 
+from ab.nn.dataset import DataError
 from ab.nn.util.filelock import locked
 from ab.nn.dataset.sources import Entry, ImageSource, open_image
 
@@ -104,10 +113,51 @@ def open_or_build(source: ImageSource, entries: list[Entry], size: int, cache_di
         return _build(source, entries, size, data, meta_path, threads, progress)
 
 
+class CacheSpaceError(DataError):
+    """The disk cannot hold the image cache; the message names the folder and the bytes needed."""
+
+
+def _remove_stale(folder: Path) -> None:
+    """Temporary files of builds whose process is gone (killed, out of memory, a power cut)."""
+    for tmp in folder.glob("*.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _reserve(path: Path, nbytes: int, size: int) -> None:
+    """Create ``path`` with ``nbytes`` of disk space already allocated."""
+    try:
+        with open(path, "wb") as f:
+            if nbytes:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise CacheSpaceError(f"not enough space for the {size}px image cache in {path.parent}: "
+                                           f"{nbytes:,} bytes needed, {free:,} free ({os.strerror(error.errno)}); "
+                                           f"free some space or use another --root") from None
+
+
 def _build(source, entries, size, data: Path, meta_path: Path, threads: int, progress: bool) -> ImageCache:
-    count = len(entries)
     tmp = data.with_name(f"{data.name}.tmp{os.getpid()}")
-    array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(max(count, 1), size, size, 3))
+    tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
+    _remove_stale(data.parent)
+    try:
+        return _fill(source, entries, size, data, meta_path, tmp, tmp_meta, threads, progress)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+
+
+def _fill(source, entries, size, data: Path, meta_path: Path, tmp: Path, tmp_meta: Path, threads: int,
+          progress: bool) -> ImageCache:
+    count = len(entries)
+    nbytes = count * size * size * 3
+    _reserve(tmp, nbytes, size)
+    array = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(max(count, 1), size, size, 3)) if count else None
     failures: dict[int, str] = {}
     seen = np.zeros(count, dtype=bool)
     workers = threads or os.cpu_count() or 1
@@ -138,15 +188,13 @@ def _build(source, entries, size, data: Path, meta_path: Path, threads: int, pro
             bar.update(1)
     for i in np.flatnonzero(~seen):
         failures[int(i)] = "missing from source"
-    array.flush()
-    del array
-    if count == 0:
-        tmp.write_bytes(b"")
+    if array is not None:
+        array.flush()
+        del array
     os.replace(tmp, data)
     meta = {"version": FORMAT_VERSION, "source": source.describe(), "size": size, "count": count,
             "bytes": count * size * size * 3, "blake2b": _digest(data),
             "failures": {str(k): v for k, v in sorted(failures.items())}}
-    tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
     tmp_meta.write_text(json.dumps(meta, indent=1))
     os.replace(tmp_meta, meta_path)
     st = data.stat()

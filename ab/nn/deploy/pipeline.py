@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
-import shutil
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
 from ab.nn.deploy.tflite_convert import PRECISIONS
+from ab.nn.stat.schema import COMPLETE, STOPPED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep.data import DataSpec, TrialData
 from ab.nn.util import system
@@ -32,6 +33,7 @@ TFLITE = "tflite-"
 FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
 DEFAULT_FORMATS = ("onnx", "tflite-fp32", "tflite-fp16")
 OK, FAILED, DELETED = "ok", "failed", "deleted"
+log = logging.getLogger(__name__)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -63,6 +65,7 @@ class ExportOptions:
     calibration_images: int = 200
     keep_best_only: bool = False
     timeout: float = 1800.0
+    export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
 
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or tuple(sorted({1, system.cpu_count()}))
@@ -70,6 +73,11 @@ class ExportOptions:
     @property
     def enabled(self) -> bool:
         return bool(self.formats)
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Trial outcomes that are exported: those that trained to the end."""
+        return (COMPLETE, STOPPED) if self.export_stopped else (COMPLETE,)
 
 
 def _short(error: BaseException | str) -> str:
@@ -303,18 +311,34 @@ def metadata_for(config: Config, trial_id: int, in_shape, data: TrialData, model
     return meta
 
 
-def keep_best_only(store: StatStore, config: Config, data_key: str) -> None:
+def inside(path: str | Path, folder: Path) -> Path | None:
+    """``path`` resolved (symbolic links followed), if it lies under ``folder``; else ``None``."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+        return resolved if resolved.is_relative_to(folder.resolve()) else None
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def keep_best_only(store: StatStore, config: Config, data_key: str, out_dir: Path) -> list[Path]:
     """Delete the artifact files of every trial of ``config`` on the data ``data_key`` but the best;
-    rows stay, marked. Trials judged on other data are not compared, so never touched."""
+    rows stay, marked. Only files of this machine (the row's host) under this workspace's ``out_dir``
+    are touched; a path from the database that leads elsewhere is left alone, whatever it names.
+    Returns the files deleted."""
     best = store.best_trial(config, data_key)
-    trials = store.trial_ids(config, data_key)
-    for row in store.exports_of(trials):
-        if row.trial_id == best or row.status != OK or not row.path:
+    here = system.host()
+    deleted = []
+    for row in store.exports_of(store.trial_ids(config, data_key)):
+        if row.trial_id == best or row.status != OK or not row.path or row.host not in (None, here):
             continue
-        Path(row.path).unlink(missing_ok=True)
+        path = inside(row.path, out_dir)
+        if path is None:
+            log.warning("keep-best-only: %s is outside %s; left alone", row.path, out_dir)
+            continue
+        path.unlink(missing_ok=True)
         store.update_export(row.id, status=DELETED)
-    for row in store.exports_of(trials):
-        if row.trial_id != best and row.path:
-            folder = Path(row.path).parent
-            if folder.is_dir() and not any(folder.iterdir()):
-                shutil.rmtree(folder, ignore_errors=True)
+        deleted.append(path)
+    for folder in {p.parent for p in deleted}:
+        if folder.is_dir() and folder != out_dir.resolve() and not any(folder.iterdir()):
+            folder.rmdir()
+    return deleted

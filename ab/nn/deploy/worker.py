@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ab.nn.util.processes import die_with_parent
+
 
 class WorkerFailed(RuntimeError):
     """The worker process crashed or reported an error; the message says how."""
@@ -30,7 +32,7 @@ def run(job: dict, timeout: float = 1800) -> dict:
         job_path.write_text(json.dumps(job))
         try:
             done = subprocess.run([sys.executable, "-m", "ab.nn.deploy.worker", str(job_path), str(result_path)],
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             raise WorkerFailed(f"{job['kind']} worker timed out after {timeout:.0f} s") from None
         if done.returncode != 0 or not result_path.exists():

@@ -38,5 +38,6 @@ def data_identity(task):
     loader's own error, saying where to put the files, when there are no images."""
     _check(task)
     ws = workspace.active.current()
-    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), settings.active.current())
+    current = settings.active.current()
+    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress)
     return {"digests": plan.digests, "counts": plan.counts}

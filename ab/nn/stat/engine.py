@@ -8,6 +8,7 @@ Tables are created on first use, never on import.
 from __future__ import annotations
 
 import errno
+import re
 import threading
 import time
 from pathlib import Path
@@ -28,16 +29,46 @@ class DatabaseError(RuntimeError):
 
 
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+_BUG = re.compile(r"no such (table|column)|syntax error|has no column|datatype mismatch|constraint", re.I)
+_TRANSIENT = re.compile(r"locked|busy|connection|server closed|terminat|could not connect|timeout|reset by peer|"
+                        r"broken pipe|the database system is (starting|shutting)", re.I)
+
+
+def _cause(error: BaseException) -> BaseException:
+    """Optuna wraps SQLAlchemy's errors in ``StorageInternalError``; judge the original."""
+    from optuna.exceptions import StorageInternalError
+
+    while isinstance(error, StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def is_storage_error(error: BaseException) -> bool:
-    """The workspace or the database cannot take writes (full disk, read-only, server gone): no
-    further trial can be recorded, so the sweep must stop rather than fail trial after trial."""
+    """The workspace or the database cannot take writes (server gone, locked for too long, full disk,
+    read-only): nothing more can be recorded, so the sweep stops with a clear message rather than
+    failing trial after trial. Integrity and programming errors are bugs, not this: they are raised
+    as they are, with their statement."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, TimeoutError
+
+    error = _cause(error)
+    if isinstance(error, (DisconnectionError, InterfaceError, TimeoutError)):
+        return True
+    if isinstance(error, OperationalError):
+        return not _BUG.search(str(error.orig or error))
+    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
+
+
+def is_database_bug(error: BaseException) -> bool:
+    """An SQLAlchemy error that is not about storage (integrity, programming): a bug, never retried."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    if isinstance(error, SQLAlchemyError):
-        return True
-    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
+    return isinstance(_cause(error), SQLAlchemyError) and not is_storage_error(error)
+
+
+def is_transient(error: BaseException) -> bool:
+    """A connection-type error that trying again can cure (a dropped connection, a busy database)."""
+    error = _cause(error)
+    return is_storage_error(error) and not isinstance(error, OSError) and bool(_TRANSIENT.search(str(error)))
 
 
 def _sqlite_file(url: str) -> Path | None:

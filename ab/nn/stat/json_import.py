@@ -8,11 +8,14 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat.mirror import TRAIN_STAT_COLUMNS, TRIAL_COLUMNS, trial_file
+from ab.nn.stat.copy import derived_uid
 from ab.nn.stat.schema import Metric, Nn, Prm, Stat, TrainStat, Transform, Trial
 from ab.nn.stat.store import StatStore, add_metrics, insert_ignore
 
@@ -32,8 +35,11 @@ def _lemur_stat_id(config: Config, epoch: int, record: dict) -> str:
     return hashlib.md5(str(parts).encode("utf-8")).hexdigest()
 
 
-def _ensure_code(session: Session, table, kind: registry.Kind, name: str | None) -> None:
-    if not name or session.get(table, name) is not None:
+def _ensure_code(session: Session, table, kind: registry.Kind, name: str | None, seen: set) -> None:
+    if not name or (table, name) in seen:
+        return
+    seen.add((table, name))
+    if session.get(table, name) is not None:
         return
     try:
         code = registry.source(kind, name)
@@ -47,43 +53,66 @@ def _trial_from_json(session: Session, fields: dict) -> Trial:
     if fields.get("prm") and fields.get("prm_values"):
         insert_ignore(session, Prm, [{"uid": fields["prm"], "name": k, "value": v}
                                      for k, v in sorted(fields["prm_values"].items())])
-    values = {c: fields.get(c) for c in TRIAL_COLUMNS}
+    values = {c: fields.get(c) for c in TRIAL_COLUMNS if c != "id"}
     for c in _DATETIME_COLUMNS:
         if values[c]:
             values[c] = datetime.fromisoformat(values[c])
+    values["uid"] = fields.get("uid") or derived_uid(fields)
+    values["lease_id"] = None
     return Trial(**values)
 
 
-def import_tree(url: str, stat_dir: Path) -> int:
-    """Load every ``<config>/<epoch>.json`` under ``stat_dir`` into the database; returns rows added.
-
-    Rows already present (same stat id) are left alone, so importing twice adds nothing.
-    """
-    store = StatStore(url)
-    added = 0
-    trial_dir = Path(stat_dir).parent / "trial"
+def _import_trials(store: StatStore, trial_dir: Path) -> dict[int, int]:
+    """Trials of ``stat/trial/*.json``: ids in the file -> ids here. A trial already present (same
+    uid) is not added again; a new one gets a new id when its own is taken."""
+    mapping: dict[int, int] = {}
+    with store.transaction() as session:
+        known = dict(session.execute(select(Trial.uid, Trial.id)).all())
     for path in sorted(trial_dir.glob("*.json")) if trial_dir.is_dir() else []:
         with store.transaction() as session:
             for fields in json.loads(path.read_text()):
+                trial = _trial_from_json(session, fields)
+                if trial.uid in known:
+                    mapping[fields["id"]] = known[trial.uid]
+                    continue
                 if session.get(Trial, fields["id"]) is None:
-                    session.add(_trial_from_json(session, fields))
-    for folder in sorted(p for p in Path(stat_dir).iterdir() if p.is_dir()):
+                    trial.id = fields["id"]  # keep the id where it is free: the mirror's JSON stays valid
+                session.add(trial)
+                session.flush()
+                mapping[fields["id"]] = known[trial.uid] = trial.id
+    return mapping
+
+
+def import_tree(url: str, stat_dir: Path, progress: bool = True) -> int:
+    """Load every ``<config>/<epoch>.json`` under ``stat_dir`` (and the trials of ``stat/trial``) into
+    the database; returns the epoch rows added. One transaction per file; rows already present (same
+    stat id, same trial uid) are left alone, so importing twice adds nothing."""
+    store = StatStore(url)
+    trials = _import_trials(store, Path(stat_dir).parent / "trial")
+    added, seen = 0, set()
+    files = [(config, path) for config, path in _epoch_files(Path(stat_dir))]
+    for config, path in tqdm(files, desc="importing", unit="file", disable=not progress):
+        records = json.loads(path.read_text())
+        with store.transaction() as session:
+            for record in records:
+                added += _import_record(session, store, config, int(path.stem), record, trials, seen)
+    store.advance_id_sequences()
+    return added
+
+
+def _epoch_files(stat_dir: Path):
+    for folder in sorted(p for p in stat_dir.iterdir() if p.is_dir()):
         try:
             config = Config.parse(folder.name)
         except ValueError:
             continue
         for path in sorted(folder.glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
-            if not path.stem.isdigit():
-                continue
-            epoch = int(path.stem)
-            for record in json.loads(path.read_text()):
-                with store.transaction() as session:
-                    added += _import_record(session, store, config, epoch, record)
-    store.advance_id_sequences()
-    return added
+            if path.stem.isdigit():
+                yield config, path
 
 
-def _import_record(session: Session, store: StatStore, config: Config, epoch: int, record: dict) -> int:
+def _import_record(session: Session, store: StatStore, config: Config, epoch: int, record: dict,
+                   trials: dict[int, int], seen: set) -> int:
     extra = record.get("ab_nn") or {}
     stat_id = extra.get("stat_id") or _lemur_stat_id(config, epoch, record)
     if session.get(Stat, stat_id) is not None:
@@ -94,12 +123,15 @@ def _import_record(session: Session, store: StatStore, config: Config, epoch: in
         insert_ignore(session, Prm, [{"uid": uid, "name": k, "value": v} for k, v in sorted(prm.items())])
     elif prm:
         uid = store.save_prm(session, prm)
-    _ensure_code(session, Nn, registry.MODEL, config.nn)
-    _ensure_code(session, Metric, registry.METRIC, config.metric)
-    _ensure_code(session, Transform, registry.TRANSFORM, prm.get("transform"))
+    _ensure_code(session, Nn, registry.MODEL, config.nn, seen)
+    _ensure_code(session, Metric, registry.METRIC, config.metric, seen)
+    _ensure_code(session, Transform, registry.TRANSFORM, prm.get("transform"), seen)
     trial_id = extra.get("trial_id")
-    if trial_id is not None and session.get(Trial, trial_id) is None:
-        raise ValueError(f"{config.name} epoch {epoch}: trial {trial_id} is not in {trial_file(Path('stat/train'), config)}")
+    if trial_id is not None:
+        if trial_id not in trials:
+            raise ValueError(f"{config.name} epoch {epoch}: trial {trial_id} is not in "
+                             f"{trial_file(Path('stat/train'), config)}")
+        trial_id = trials[trial_id]
     train = dict(record.get("train_stat") or {})
     mae = train.pop("mae", None)
     session.add(Stat(id=stat_id, accuracy=record.get("accuracy"), epoch=epoch, duration=record.get("duration"),

@@ -8,6 +8,7 @@ opening the same database together are safe, and they run under the database's w
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from ab.nn.stat.schema import SchemaVersion, Trial
 
-CURRENT = 2
+CURRENT = 3
 
 
 def _data_keys(connection: Connection) -> None:
@@ -37,7 +38,13 @@ def _data_keys(connection: Connection) -> None:
         connection.execute(update(Trial).where(Trial.id == trial_id).values(data_key=key, split_seed=seed))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _data_keys}
+def _trial_uids(connection: Connection) -> None:
+    """Version 3: every trial gets a globally unique id, by which copies and imports recognise it."""
+    for (trial_id,) in connection.execute(select(Trial.id).where(Trial.uid.is_(None))).all():
+        connection.execute(update(Trial).where(Trial.id == trial_id).values(uid=uuid.uuid4().hex))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _data_keys, 3: _trial_uids}
 
 
 def migrate(connection: Connection) -> list[int]:

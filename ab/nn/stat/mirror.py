@@ -1,12 +1,16 @@
 """LEMUR's JSON mirror of the statistics: ``stat/train/<config>/<epoch>.json``.
 
-Each file is LEMUR's list of trial records for that epoch, best accuracy first: the
-hyperparameters, ``accuracy``, ``duration`` (ns), ``uid`` and ``metric_<name>`` at the top level,
-LEMUR-style diagnostics under ``train_stat``, and what LEMUR lacks (the stat and trial ids, every
-metric on eval and test) under ``ab_nn``. Trials themselves, failed ones included, are listed in
-``stat/trial/<config>.json``, outside the folder LEMUR's importer walks. The database is the
-source of truth: files are re-rendered from it after each write, so the mirror cannot drift.
-``ab.nn.stat.json_import`` rebuilds a database from such files.
+Each file is LEMUR's list of trial records for that epoch: the hyperparameters, ``accuracy``,
+``duration`` (ns), ``uid`` and ``metric_<name>`` at the top level, LEMUR-style diagnostics under
+``train_stat``, and what LEMUR lacks (the stat and trial ids, every metric on eval and test) under
+``ab_nn``. Finished trials themselves, failed ones included, are listed in
+``stat/trial/<config>.json``, outside the folder LEMUR's importer walks.
+
+The database is the source of truth. When a trial finishes, its records are *appended* to those
+files in place, so the cost is that trial's rows, never the config's history (a sweep's
+bookkeeping stays flat however many trials a config already has); ``export-json`` rewrites every
+file from the database, best accuracy first as LEMUR sorts them. ``ab.nn.stat.json_import``
+rebuilds a database from such files.
 """
 from __future__ import annotations
 
@@ -20,45 +24,72 @@ from sqlalchemy.orm import Session
 
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines
-from ab.nn.util.filelock import locked
 from ab.nn.stat.schema import Prm, Stat, StatMetric, TrainStat, Trial
+from ab.nn.util.filelock import locked
 
 TRAIN_STAT_COLUMNS = [c.name for c in TrainStat.__table__.c if c.name != "stat_id"]
 TRIAL_COLUMNS = [c.name for c in Trial.__table__.c]
+_TAIL = 4096  # bytes read back from the end of a file to find its closing bracket
 
 
 def _json_value(value):
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _records(session: Session, config: Config, epoch: int) -> list[dict]:
-    stats = session.scalars(select(Stat).where(
-        Stat.task == config.task, Stat.dataset == config.dataset, Stat.metric == config.metric,
-        Stat.nn == config.nn, Stat.epoch == epoch)).all()
-    records = []
-    for stat in stats:
-        prm = {p.name: p.value for p in session.scalars(select(Prm).where(Prm.uid == stat.prm))} if stat.prm else {}
-        metrics: dict[str, dict] = {}
-        for m in session.scalars(select(StatMetric).where(StatMetric.stat_id == stat.id)):
-            metrics.setdefault(m.split, {})[m.name] = m.value
-        train = session.get(TrainStat, stat.id)
-        record = dict(prm)
-        record.update({k: v for k, v in metrics.get("eval", {}).items() if k.startswith("metric_")})
-        record.update(accuracy=stat.accuracy, duration=stat.duration, uid=stat.prm)
-        record["train_stat"] = {c: getattr(train, c) for c in TRAIN_STAT_COLUMNS} if train else {}
-        record["train_stat"]["mae"] = stat.mae
-        record["ab_nn"] = {"stat_id": stat.id, "trial_id": stat.trial_id, "metrics": metrics}
-        records.append(record)
-    records.sort(key=lambda r: (-(r["accuracy"] if r["accuracy"] is not None else float("-inf")),
-                                r["ab_nn"]["stat_id"]))
-    return records
+def _prm(session: Session, uid: str | None) -> dict:
+    return {p.name: p.value for p in session.scalars(select(Prm).where(Prm.uid == uid))} if uid else {}
+
+
+def _record(session: Session, stat: Stat) -> dict:
+    metrics: dict[str, dict] = {}
+    for m in session.scalars(select(StatMetric).where(StatMetric.stat_id == stat.id)):
+        metrics.setdefault(m.split, {})[m.name] = m.value
+    train = session.get(TrainStat, stat.id)
+    record = _prm(session, stat.prm)
+    record.update({k: v for k, v in metrics.get("eval", {}).items() if k.startswith("metric_")})
+    record.update(accuracy=stat.accuracy, duration=stat.duration, uid=stat.prm)
+    record["train_stat"] = {c: getattr(train, c) for c in TRAIN_STAT_COLUMNS} if train else {}
+    record["train_stat"]["mae"] = stat.mae
+    record["ab_nn"] = {"stat_id": stat.id, "trial_id": stat.trial_id, "metrics": metrics}
+    return record
+
+
+def _trial_record(session: Session, trial: Trial) -> dict:
+    record = {c: _json_value(getattr(trial, c)) for c in TRIAL_COLUMNS}
+    record["prm_values"] = _prm(session, record["prm"])
+    return record
+
+
+def _dump(records: list[dict]) -> str:
+    return ",\n".join(json.dumps(r, indent=1, default=str) for r in records)
 
 
 def _write(path: Path, records: list[dict]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(records, indent=1, default=str))
+    tmp.write_text("[\n" + _dump(records) + "\n]" if records else "[]")
     os.replace(tmp, path)
     return path
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    """Add ``records`` to the JSON list in ``path`` by rewriting only its closing bracket."""
+    if not records:
+        return
+    if not path.exists() or path.stat().st_size == 0:
+        _write(path, records)
+        return
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        start = max(0, end - _TAIL)
+        f.seek(start)
+        tail = f.read()
+        close = tail.rstrip().rfind(b"]")
+        if close < 0:
+            raise ValueError(f"{path} does not end like a JSON list; rewrite it with `python -m ab.nn.stat export-json`")
+        empty = start == 0 and tail[:close].strip() == b"["
+        f.seek(start + close)
+        f.write((b"\n" if empty else b",\n") + _dump(records).encode() + b"\n]")
+        f.truncate()
 
 
 def trial_file(stat_dir: Path, config: Config) -> Path:
@@ -66,25 +97,51 @@ def trial_file(stat_dir: Path, config: Config) -> Path:
     return stat_dir.parent / "trial" / f"{config.name}.json"
 
 
-def write_epoch(url: str, stat_dir: Path, config: Config, epoch: int) -> Path:
-    """Re-render one ``<epoch>.json`` from the database (atomic, under a folder lock)."""
+def append_trial(url: str, stat_dir: Path, trial_id: int) -> None:
+    """Add a finished trial to the mirror: its epochs' records to ``<epoch>.json`` and the trial to
+    ``stat/trial/<config>.json``; reads and writes only this trial's rows."""
+    with Session(engines.engine(url, writer=False)) as session:
+        trial = session.get(Trial, trial_id)
+        config = Config.parse(trial.config)
+        by_epoch: dict[int, list[dict]] = {}
+        for stat in session.scalars(select(Stat).where(Stat.trial_id == trial_id).order_by(Stat.epoch)):
+            by_epoch.setdefault(stat.epoch, []).append(_record(session, stat))
+        trial_record = _trial_record(session, trial)
     folder = stat_dir / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder / ".lock"):
+        for epoch, records in by_epoch.items():
+            _append(folder / f"{epoch}.json", records)
+    path = trial_file(stat_dir, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent / ".lock"):
+        _append(path, [trial_record])
+
+
+def write_epoch(url: str, stat_dir: Path, config: Config, epoch: int) -> Path:
+    """Rewrite one ``<epoch>.json`` from the database, best accuracy first (atomic, under a folder lock)."""
+    folder = stat_dir / config.name
+    folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / ".lock"):
         with Session(engines.engine(url, writer=False)) as session:
-            records = _records(session, config, epoch)
+            stats = session.scalars(select(Stat).where(
+                Stat.task == config.task, Stat.dataset == config.dataset, Stat.metric == config.metric,
+                Stat.nn == config.nn, Stat.epoch == epoch)).all()
+            records = [_record(session, stat) for stat in stats]
+        records.sort(key=lambda r: (-(r["accuracy"] if r["accuracy"] is not None else float("-inf")),
+                                    r["ab_nn"]["stat_id"]))
         return _write(folder / f"{epoch}.json", records)
 
 
 def write_trials(url: str, stat_dir: Path, config: Config) -> Path:
-    """Re-render the list of every trial of ``config`` with its outcome."""
+    """Rewrite the list of every finished trial of ``config`` with its outcome."""
     path = trial_file(stat_dir, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.parent / ".lock"):
         with Session(engines.engine(url, writer=False)) as session:
-            trials = session.scalars(select(Trial).where(Trial.config == config.name).order_by(Trial.id)).all()
-            records = [{c: _json_value(getattr(t, c)) for c in TRIAL_COLUMNS} for t in trials]
-            for record in records:
-                record["prm_values"] = {p.name: p.value for p in session.scalars(
-                    select(Prm).where(Prm.uid == record["prm"]))} if record["prm"] else {}
+            trials = session.scalars(select(Trial).where(Trial.config == config.name, Trial.status != "running")
+                                     .order_by(Trial.id)).all()
+            records = [_trial_record(session, t) for t in trials]
         return _write(path, records)
 
 

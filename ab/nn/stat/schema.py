@@ -76,6 +76,9 @@ COMPLETE = "complete"
 STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMUM_ACCURACY
 DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
 FAILED = "failed"
+INTERRUPTED = "interrupted"  # its runner was stopped (SIGTERM/SIGINT) or died (its lease lapsed)
+FINAL_STATES = (COMPLETE, STOPPED, DIVERGED, FAILED, INTERRUPTED)
+"""A trial's status moves once, from ``running`` to one of these, never back or sideways."""
 RESULT_STATES = (COMPLETE, STOPPED, DIVERGED)
 """Outcomes that count as a trained trial when deciding how many trials a config still needs."""
 TRAINED_STATES = (COMPLETE, STOPPED)
@@ -90,9 +93,11 @@ class Trial(Base):
     parts; ``ab.nn.dataset.identity``)."""
 
     __tablename__ = "trial"
-    __table_args__ = (UniqueConstraint("study", "number"), Index("ix_trial_config_key", "config", "data_key", "status"))
+    __table_args__ = (UniqueConstraint("study", "number"), Index("ix_trial_config_key", "config", "data_key", "status"),
+                      Index("ix_trial_uid", "uid", unique=True))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str | None] = mapped_column(Text)  # globally unique (uuid4): copies and imports map ids by it
     config: Mapped[str] = mapped_column(Text, index=True)
     task: Mapped[str] = mapped_column(Text)
     dataset: Mapped[str] = mapped_column(Text)
@@ -133,6 +138,7 @@ class Trial(Base):
     host: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
+    lease_id: Mapped[int | None] = mapped_column(Integer)  # the runner that runs it (ab.nn.sweep.lease)
     nn_code_id: Mapped[str | None] = mapped_column(Text)
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
 
@@ -217,6 +223,7 @@ class Export(Base):
     seconds: Mapped[float | None] = mapped_column(Float)  # conversion time
     status: Mapped[str] = mapped_column(String(16))       # ok, failed, deleted
     error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(Text)        # the machine whose disk holds ``path``
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -283,3 +290,21 @@ class SchemaVersion(Base):
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Lease(Base):
+    """A runner's claim to be alive (``ab.nn.sweep.lease``): its trials are reclaimed by other runners
+    only once this heartbeat has lapsed, was released, or its process is certainly gone."""
+
+    __tablename__ = "lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    boot_id: Mapped[str | None] = mapped_column(Text)
+    pid_namespace: Mapped[str | None] = mapped_column(Text)
+    process_started: Mapped[float | None] = mapped_column(Float)
+    ttl_seconds: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    beat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock
+    released_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -2,8 +2,10 @@
 either all of a write or none of it, never half a trial or half an epoch."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import math
 import time
 import uuid
@@ -19,10 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
-from ab.nn.stat.schema import (RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn, Prediction,
-                               Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn,
+                               Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+from ab.nn.util import system
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -40,6 +44,25 @@ def _finite(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+RETRIES = 5
+
+
+def retried(method):
+    """Run a one-transaction write again when the connection failed in a way that may pass (a dropped
+    PostgreSQL connection, SQLite busy past its timeout); other errors go up at once."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for attempt in range(RETRIES):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                if attempt == RETRIES - 1 or not engines.is_transient(error):
+                    raise
+                log.warning("statistics database: %s; trying again", str(error).splitlines()[0])
+                time.sleep(min(30.0, 0.5 * 2 ** attempt))
+    return wrapper
 
 
 def insert_ignore(session: Session, table, rows: list[dict]) -> None:
@@ -79,21 +102,11 @@ class StatStore:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self.seconds = 0.0  # time spent writing (database and mirror): the sweep's bookkeeping cost
 
-    def _mirror_trials(self, trial_id: int) -> None:
+    def _mirror(self, trial_id: int) -> None:
+        """Append a finished trial to the LEMUR JSON mirror (its own rows only)."""
         if self.mirror_dir is not None:
-            with self.transaction() as session:
-                config = Config.parse(session.get(Trial, trial_id).config)
             start = time.perf_counter()
-            mirror.write_trials(self.url, self.mirror_dir, config)
-            self.seconds += time.perf_counter() - start
-
-    def _mirror_epoch(self, stat_id: str) -> None:
-        if self.mirror_dir is not None:
-            with self.transaction() as session:
-                stat = session.get(Stat, stat_id)
-                config, epoch = Config(stat.task, stat.dataset, stat.metric, stat.nn), stat.epoch
-            start = time.perf_counter()
-            mirror.write_epoch(self.url, self.mirror_dir, config, epoch)
+            mirror.append_trial(self.url, self.mirror_dir, trial_id)
             self.seconds += time.perf_counter() - start
 
     @contextmanager
@@ -106,6 +119,7 @@ class StatStore:
             self.seconds += time.perf_counter() - start
 
     # -- code tables ---------------------------------------------------------------------------
+    @retried
     def save_code(self, kind: registry.Kind, name: str, code: str | None = None) -> str:
         """Insert or update the code of a model, transform or metric; returns its checksum."""
         table = _CODE_TABLES[kind]
@@ -125,6 +139,7 @@ class StatStore:
         return uid
 
     # -- trials --------------------------------------------------------------------------------
+    @retried
     def reserve_trials(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
                        study: str | None = None, count: int = 1, **fields) -> list[int]:
         """Claim up to ``count`` slots for more trials of ``config`` on the data ``data_key``; fewer
@@ -138,7 +153,7 @@ class StatStore:
                     Trial.status.in_(RESULT_STATES + (RUNNING,))))
                 count = min(count, total - taken)
             trials = [Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
-                            nn=config.nn, study=study or config.name, number=None, status=RUNNING,
+                            nn=config.nn, study=study or config.name, number=None, status=RUNNING, uid=uuid.uuid4().hex,
                             epoch_max=epoch_max, epochs_done=0, started_at=now(), data_key=data_key, **fields)
                       for _ in range(max(count, 0))]
             session.add_all(trials)
@@ -151,7 +166,8 @@ class StatStore:
         ids = self.reserve_trials(config, epoch_max, total, data_key=data_key, **fields)
         return ids[0] if ids else None
 
-    def assign_trial(self, trial_id: int, *, number: int, optuna_trial_id: int | None,
+    @retried
+    def assign_trial(self, trial_id: int, *, number: int | None, optuna_trial_id: int | None,
                      prm: Mapping[str, object], **fields) -> None:
         """Attach the Optuna trial and its sampled hyperparameters to a reserved trial."""
         with self.transaction() as session:
@@ -159,16 +175,29 @@ class StatStore:
             session.execute(update(Trial).where(Trial.id == trial_id).values(
                 number=number, optuna_trial_id=optuna_trial_id, prm=uid, transform=prm.get("transform"),
                 **fields))
-        self._mirror_trials(trial_id)
 
+    @retried
     def update_trial(self, trial_id: int, **fields) -> None:
+        if "status" in fields:
+            raise ValueError("a trial's status changes only through finish_trial")
         with self.transaction() as session:
             session.execute(update(Trial).where(Trial.id == trial_id).values(**fields))
 
-    def finish_trial(self, trial_id: int, status: str, error: str | None = None, **fields) -> None:
-        self.update_trial(trial_id, status=status, error=error, finished_at=now(), **fields)
-        self._mirror_trials(trial_id)
+    @retried
+    def finish_trial(self, trial_id: int, status: str, error: str | None = None, **fields) -> bool:
+        """Move a trial from ``running`` to its final ``status``, once: the condition is in the UPDATE
+        itself, so a trial another process already finished (or reclaimed) is left as it is and
+        ``False`` is returned."""
+        if status not in FINAL_STATES:
+            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATES)})")
+        with self.transaction() as session:
+            done = session.execute(update(Trial).where(Trial.id == trial_id, Trial.status == RUNNING).values(
+                status=status, error=error, finished_at=now(), **fields)).rowcount
+        if done:
+            self._mirror(trial_id)
+        return bool(done)
 
+    @retried
     def record_epoch(self, trial_id: int, epoch: int, *, accuracy: float, duration: int,
                      metrics: Mapping[str, float], train_stat: Mapping[str, object]) -> str:
         """One epoch: the LEMUR ``stat`` row, its ``train_stat`` and every eval metric value."""
@@ -186,9 +215,9 @@ class StatStore:
             trial.eval_accuracy = _finite(accuracy)
             trial.eval_mae = _finite(metrics.get("mae"))
             trial.duration = duration
-        self._mirror_epoch(stat_id)
         return stat_id
 
+    @retried
     def record_test(self, trial_id: int, stat_id: str, accuracy: float, metrics: Mapping[str, float],
                     interval: tuple[float, float] | None = None) -> None:
         """Held-out test numbers of the final model, attached to its last epoch; ``interval`` is the
@@ -200,8 +229,8 @@ class StatStore:
             trial.test_mae = _finite(metrics.get("mae"))
             if interval is not None:
                 trial.test_mae_low, trial.test_mae_high = (_finite(v) for v in interval)
-        self._mirror_epoch(stat_id)
 
+    @retried
     def record_predictions(self, trial_id: int, split: str, ages, predicted, image_ids=None) -> None:
         """Per-image predictions of the final evaluation on ``split`` (replacing earlier ones)."""
         rows = [{"trial_id": trial_id, "split": split, "position": i, "age": float(age),
@@ -234,17 +263,20 @@ class StatStore:
                 *([Trial.data_key == data_key] if data_key is not None else [])))
 
     # -- deployment ----------------------------------------------------------------------------
+    @retried
     def add_export(self, trial_id: int, **fields) -> int:
         with self.transaction() as session:
-            row = Export(trial_id=trial_id, created_at=now(), **fields)
+            row = Export(trial_id=trial_id, created_at=now(), host=system.host(), **fields)
             session.add(row)
             session.flush()
             return row.id
 
+    @retried
     def update_export(self, export_id: int, **fields) -> None:
         with self.transaction() as session:
             session.execute(update(Export).where(Export.id == export_id).values(**fields))
 
+    @retried
     def add_latency(self, export_id: int, trial_id: int, **fields) -> int:
         with self.transaction() as session:
             row = Latency(export_id=export_id, trial_id=trial_id, created_at=now(), **fields)

@@ -4,6 +4,13 @@ Sampling follows LEMUR: ``lr`` log-uniform, ``momentum`` and ``dropout`` uniform
 ranges, ``pretrained`` from ``--pretrained`` or {0, 1}, any other name uniform in [0, 1],
 ``batch`` from powers of two, ``transform`` from the available transforms. Unlike LEMUR, a value
 fixed with ``-p`` is used as given, 0 included.
+
+A model file may declare how its hyperparameters are best sampled (an ab.nn extension LEMUR
+ignores): ``search_space()`` returns ``{name: {"choices": [...]}}`` for switches and named options
+(sampled as categoricals, so plots and the dashboard show them as such) or ``{name: {"low": x,
+"high": y, "log": bool}}`` for ranges, ``batch`` included. A declared range is used unless the user
+sets that range on the command line. ``pretrained_available()`` says whether ImageNet weights can be
+had here; when they cannot, ``pretrained`` is fixed to 0 (with one notice) instead of sampled.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class SearchSpace:
     max_batch_power: int = 12
     pretrained: int | None = None
     transforms: tuple[str, ...] = ()
+    explicit: frozenset[str] = frozenset()  # ranges the user set on the command line: they beat a model's own
 
     def __post_init__(self):
         pairs = (("learning rate", self.min_lr, self.max_lr), ("momentum", self.min_momentum, self.max_momentum),
@@ -76,13 +84,35 @@ def _number(name: str, value) -> float:
     return value
 
 
-def check_fixed(fixed: Mapping, supported: Iterable[str], transforms: Iterable[str]) -> None:
-    """Reject unknown names, wrong types and values outside the ranges the contract allows."""
+def declared(module) -> dict:
+    """A model file's own ``search_space()`` (empty when it has none); a malformed one is refused."""
+    space = getattr(module, "search_space", None)
+    if space is None:
+        return {}
+    found = dict(space())
+    for name, rule in found.items():
+        if not (isinstance(rule, dict) and (("choices" in rule and list(rule["choices"]))
+                                            or {"low", "high"} <= set(rule))):
+            raise HyperparameterError(f"{getattr(module, '__name__', 'model')}.search_space(): {name!r} needs "
+                                      f"'choices' or 'low'/'high', got {rule!r}")
+    return found
+
+
+def check_fixed(fixed: Mapping, supported: Iterable[str], transforms: Iterable[str],
+                choices: Mapping[str, Iterable] | None = None) -> None:
+    """Reject unknown names, wrong types and values outside the ranges the contract allows. A name with
+    declared ``choices`` takes one of them, or (LEMUR's way) a number in [0, 1]."""
     supported = set(supported)
+    choices = {name: list(values) for name, values in (choices or {}).items()}
     for name, value in fixed.items():
         if name not in supported and name not in FRAMEWORK:
             known = ", ".join(sorted(supported | set(FRAMEWORK)))
             raise HyperparameterError(f"-p {name}: unknown hyperparameter for the selected models (known: {known})")
+        if name in choices and name != "batch" and value in choices[name] and not isinstance(value, bool):
+            continue
+        if name in choices and isinstance(value, str):
+            raise HyperparameterError(f"-p {name} must be one of {', '.join(map(str, choices[name]))} "
+                                      f"(or a number in [0, 1]), got {value!r}")
         if name == "epoch_max":
             raise HyperparameterError("-p epoch_max: set the number of epochs with -e")
         if name == "transform":
@@ -101,12 +131,25 @@ def check_fixed(fixed: Mapping, supported: Iterable[str], transforms: Iterable[s
             raise HyperparameterError(f"-p {name} must lie in [0, 1] (LEMUR's convention), got {value!r}")
 
 
-def sample(trial, supported: Iterable[str], space: SearchSpace, fixed: Mapping, epoch_max: int) -> dict:
-    """The trial's ``prm``: every supported hyperparameter plus ``batch``, ``transform``, ``epoch_max``."""
+def _declared(trial, name: str, rule: dict):
+    if "choices" in rule:
+        return trial.suggest_categorical(name, list(rule["choices"]))
+    return trial.suggest_float(name, float(rule["low"]), float(rule["high"]), log=bool(rule.get("log", False)))
+
+
+def sample(trial, supported: Iterable[str], space: SearchSpace, fixed: Mapping, epoch_max: int,
+           own: Mapping[str, dict] | None = None) -> dict:
+    """The trial's ``prm``: every supported hyperparameter plus ``batch``, ``transform``, ``epoch_max``.
+    ``own`` is the model's declared search space (``declared``)."""
+    own = {k: v for k, v in (own or {}).items() if k not in space.explicit}
     prm: dict = {}
     for name in sorted(set(supported)):
         if name in fixed:
             prm[name] = fixed[name]
+        elif name == "pretrained" and space.pretrained is not None:
+            prm[name] = space.pretrained
+        elif name in own:
+            prm[name] = _declared(trial, name, own[name])
         elif name == "lr":
             prm[name] = trial.suggest_float("lr", space.min_lr, space.max_lr, log=True)
         elif name == "momentum":
@@ -114,11 +157,15 @@ def sample(trial, supported: Iterable[str], space: SearchSpace, fixed: Mapping, 
         elif name == "dropout":
             prm[name] = trial.suggest_float("dropout", space.min_dropout, space.max_dropout)
         elif name == "pretrained":
-            prm[name] = space.pretrained if space.pretrained is not None else \
-                trial.suggest_categorical("pretrained", [0, 1])
+            prm[name] = trial.suggest_categorical("pretrained", [0, 1])
         else:
             prm[name] = trial.suggest_float(name, 0.0, 1.0)
-    prm["batch"] = fixed["batch"] if "batch" in fixed else trial.suggest_categorical("batch", space.batches)
+    if "batch" in fixed:
+        prm["batch"] = fixed["batch"]
+    elif "batch" in own:
+        prm["batch"] = _declared(trial, "batch", own["batch"])
+    else:
+        prm["batch"] = trial.suggest_categorical("batch", space.batches)
     prm["transform"] = fixed["transform"] if "transform" in fixed else \
         trial.suggest_categorical("transform", list(space.transforms))
     prm["epoch_max"] = epoch_max

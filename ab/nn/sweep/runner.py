@@ -2,6 +2,7 @@
 until the requested number have trained (failures recorded, and tolerated up to ``-a`` in a row)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -12,6 +13,7 @@ from functools import partial
 from typing import Callable
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 import psutil
 import torch
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -24,11 +26,12 @@ from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import FAILED
+from ab.nn.stat.schema import FAILED, INTERRUPTED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import data as trial_data, hyperparameters
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated
+from ab.nn.sweep.lease import HEARTBEAT_SECONDS, RunnerLease, states as lease_states
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
 from ab.nn.util import system
 from ab.nn.workspace import Workspace
@@ -56,6 +59,7 @@ class SweepOptions:
     isolate: bool = True
     limits: Limits = field(default_factory=Limits)
     seed: int = 42      # training seeds and the sampler; the split has its own (data.split_seed)
+    heartbeat_seconds: float = HEARTBEAT_SECONDS  # of this runner's lease
     seeds: int = 1      # training-seed replicas of every hyperparameter set
     device: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
@@ -151,13 +155,32 @@ class Sweep:
         self.fixed = hyperparameters.parse_fixed(options.fixed)
         if options.transform is not None:
             self.fixed.setdefault("transform", options.transform)
-        supported = set()
-        for config in self.configs:
+        supported, choices = set(), {}
+        self.own: dict[str, dict] = {}        # each model's declared search space
+        self.model_fixed: dict[str, dict] = {}  # values fixed for one model (pretrained without weights)
+        for nn in sorted({config.nn for config in self.configs}):
             try:
-                supported |= set(registry.load(registry.MODEL, config.nn).supported_hyperparameters())
+                module = registry.load(registry.MODEL, nn)
             except registry.RegistryError:
                 continue  # recorded as a failed trial when its turn comes
-        hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM))
+            names = set(module.supported_hyperparameters())
+            supported |= names
+            self.own[nn] = hyperparameters.declared(module)
+            for name, rule in self.own[nn].items():
+                choices.setdefault(name, []).extend(rule.get("choices", ()))
+            self.model_fixed[nn] = self._without_weights(nn, module, names)
+        hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
+
+    def _without_weights(self, nn: str, module, names: set) -> dict:
+        """``pretrained`` is not sampled where the model says no ImageNet weights can be had here (a trial
+        with pretrained=1 could only fail); it is fixed to 0, with one notice."""
+        available = getattr(module, "pretrained_available", None)
+        if "pretrained" not in names or "pretrained" in self.fixed or self.space.pretrained is not None \
+                or available is None or available():
+            return {}
+        tqdm.write(f"{nn}: no pretrained weights on this machine, so pretrained is fixed to 0 "
+                   f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
+        return {"pretrained": 0}
 
     def storage(self) -> optuna.storages.RDBStorage:
         """Optuna's tables in the same database (trials are asked and told by the runner, whose lease
@@ -185,7 +208,8 @@ class Sweep:
         previous = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
-            return SweepSummary([self.run_config(config, storage) for config in self.configs])
+            with RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
+                return SweepSummary([self.run_config(config, storage) for config in self.configs])
         finally:
             optuna.logging.set_verbosity(previous)
 
@@ -214,21 +238,24 @@ class Sweep:
         total = n * replicas
         return total, max(0, total - self.store.count_results(config, self.options.epochs, data_key))
 
-    def _reconcile(self, config: Config, study: optuna.Study, storage) -> None:
-        """Mark trials left ``running`` by a dead process as failed, so they stop holding slots."""
-        here = system.host()
-        for trial in self.store.running_trials(config):
-            reason = None
-            if trial.optuna_trial_id is not None:
-                state = storage.get_trial(trial.optuna_trial_id).state
-                if state != optuna.trial.TrialState.RUNNING:
-                    reason = f"interrupted: the process running it stopped (Optuna state {state.name})"
-            if reason is None and trial.host == here and trial.pid and not psutil.pid_exists(trial.pid):
-                reason = f"interrupted: the runner (process {trial.pid} on {here}) is gone"
-                if trial.optuna_trial_id is not None:
-                    storage.set_trial_state_values(trial.optuna_trial_id, optuna.trial.TrialState.FAIL)
-            if reason:
-                self.store.finish_trial(trial.id, FAILED, error=reason)
+    def _reconcile(self, config: Config, storage) -> None:
+        """Trials (and reservations) left ``running`` by a runner whose lease has lapsed are recorded
+        ``interrupted`` and their Optuna trials failed, so they stop holding slots. A live runner's
+        trials are never touched, whatever host name or pid it shares with this one."""
+        running = self.store.running_trials(config)
+        leases = lease_states(self.store, [t.lease_id for t in running])
+        for trial in running:
+            if trial.lease_id is not None:
+                state = leases[trial.lease_id]
+                if state.alive:
+                    continue
+                reason = f"interrupted: {state.reason}"
+            elif trial.host == system.host() and trial.pid and not psutil.pid_exists(trial.pid):
+                reason = f"interrupted: its runner (process {trial.pid} on {trial.host}) is gone"  # before leases
+            else:
+                continue
+            if self.store.finish_trial(trial.id, INTERRUPTED, error=reason) and trial.optuna_trial_id is not None:
+                _fail_in_optuna(storage, trial.optuna_trial_id, reason)
 
     def _code(self, config: Config) -> str:
         checksum = self.store.save_code(registry.MODEL, config.nn)
@@ -237,6 +264,13 @@ class Sweep:
         for transform in self.space.transforms:
             self.store.save_code(registry.TRANSFORM, transform)
         return checksum
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """TPE seeded per runner (the run's seed and this runner's lease), with the constant liar: runners
+        started together no longer sample the same points, and running trials count as taken."""
+        seed = int.from_bytes(hashlib.blake2b(f"{self.options.seed}:{self.lease.id}".encode(), digest_size=4).digest(),
+                              "big")
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
     def study_name(self, config: Config, identity: DataIdentity) -> str:
         """One Optuna study per config, data key and epoch count: only its trials' values compare."""
@@ -255,10 +289,8 @@ class Sweep:
         else:
             module_error = None
         study = optuna.create_study(study_name=self.study_name(config, identity), storage=storage,
-                                    direction="maximize", load_if_exists=True,
-                                    sampler=optuna.samplers.TPESampler(seed=self.options.seed))
-        self._reconcile(config, study, storage)
-        study.sampler = optuna.samplers.TPESampler(seed=self.options.seed + len(study.trials))
+                                    direction="maximize", load_if_exists=True, sampler=self.sampler())
+        self._reconcile(config, storage)
         try:
             if module_error is not None:
                 raise module_error
@@ -280,7 +312,8 @@ class Sweep:
                 ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
                                                 study=study.study_name,
                                                 count=min(self.options.seeds, wanted - result.trained),
-                                                host=system.host(), pid=os.getpid(), **reservation)
+                                                host=system.host(), pid=os.getpid(), lease_id=self.lease.id,
+                                                **reservation)
                 if not ids:
                     break  # other workers hold or finished the remaining slots
                 first: optuna.trial.FrozenTrial | None = None
@@ -323,8 +356,9 @@ class Sweep:
         try:
             if first is None:
                 trial = study.ask()
-                prm = hyperparameters.sample(trial, module.supported_hyperparameters(), self.space, self.fixed,
-                                             self.options.epochs)
+                prm = hyperparameters.sample(trial, module.supported_hyperparameters(), self.space,
+                                             {**self.model_fixed.get(config.nn, {}), **self.fixed},
+                                             self.options.epochs, self.own.get(config.nn))
                 number, optuna_id = trial.number, trial._trial_id
             else:
                 prm = dict(first.user_attrs["prm"])
@@ -345,11 +379,10 @@ class Sweep:
                 for name, value in attrs.items():
                     trial.set_user_attr(name, value)
             outcome = self.execute(spec)
-        except KeyboardInterrupt:
-            raise
         except Exception as error:
-            if engines.is_storage_error(error):
-                raise  # nothing more can be recorded: stop the sweep (the CLI says why)
+            if engines.is_storage_error(error) or engines.is_database_bug(error):
+                self._interrupted(trial_id, trial, study, error)  # as far as the database still lets us
+                raise  # the database is gone (the CLI says why) or our own bug (raised with its statement)
             outcome = TrialOutcome(FAILED, error=describe_error(error))
             self.store.finish_trial(trial_id, FAILED, error=outcome.error)
         except BaseException as error:  # interrupted: keep the record true, then stop
@@ -358,11 +391,13 @@ class Sweep:
         return outcome, self._tell(study, trial, first, trial_id, outcome)
 
     def _interrupted(self, trial_id: int, trial, study: optuna.Study, error: BaseException) -> None:
+        """Ctrl-C, SIGTERM (pre-emption) or a broken database in the middle of a trial: record it
+        ``interrupted`` (the next run continues without it) and fail its Optuna trial."""
+        what = f"{type(error).__name__}: {error}".strip(": ") if str(error) else type(error).__name__
         try:
-            if self.store.trial_status(trial_id) == "running":
-                self.store.finish_trial(trial_id, FAILED, error=f"interrupted: {type(error).__name__}: {error}")
+            self.store.finish_trial(trial_id, INTERRUPTED, error=f"interrupted: {what}")
             if trial is not None:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                _fail_in_optuna(study._storage, trial._trial_id, f"interrupted: {what}")
         except Exception:
             pass  # the database itself is what broke; the CLI reports the original error
 
@@ -370,10 +405,13 @@ class Sweep:
               outcome: TrialOutcome) -> optuna.trial.FrozenTrial | None:
         """Record the outcome in Optuna: the asked trial, or a replica as a new trial with ``first``'s
         parameters (added only now, so that no other worker can take its point)."""
-        failed = outcome.status == FAILED
+        failed = outcome.status in (FAILED, INTERRUPTED)
         value = None if failed else (outcome.accuracy if outcome.accuracy is not None else 0.0)
         state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE
         if trial is not None:
+            frozen = study._storage.get_trial(trial._trial_id)
+            if frozen.state.is_finished():  # another runner reclaimed it (its record says so)
+                return frozen
             if failed:
                 trial.set_user_attr("error", outcome.error.splitlines()[0][:500])
             study.tell(trial, value, state=state)
@@ -398,11 +436,21 @@ class Sweep:
         """A model file that cannot even be imported is still one recorded (failed) trial."""
         trial_id = self.store.reserve_trial(config, self.options.epochs, None, data_key=identity.key,
                                             study=study.study_name, split=self.options.data.label,
-                                            host=system.host(), pid=os.getpid())
+                                            host=system.host(), pid=os.getpid(), lease_id=self.lease.id)
         trial = study.ask()
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.store.update_trial(trial_id, number=trial.number, optuna_trial_id=trial._trial_id)
         self.store.finish_trial(trial_id, FAILED, error=describe_error(error))
+
+
+def _fail_in_optuna(storage, optuna_trial_id: int, reason: str) -> None:
+    """Fail an Optuna trial that is still running (another process may have finished it already)."""
+    try:
+        if storage.get_trial(optuna_trial_id).state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_user_attr(optuna_trial_id, "error", reason[:500])
+            storage.set_trial_state_values(optuna_trial_id, optuna.trial.TrialState.FAIL)
+    except (KeyError, RuntimeError, UpdateFinishedTrialError):
+        pass
 
 
 def _fmt(value) -> str:

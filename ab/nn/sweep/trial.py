@@ -8,6 +8,7 @@ import math
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
 from ab.nn.util import checkpoint, malloc, system
-from ab.nn.util.seeding import generator, seed_everything, seed_worker
+from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
 
 SETUP_ERRORS = (DataError, registry.RegistryError)
@@ -84,13 +85,15 @@ def good(accuracy: float, minimum_accuracy: float) -> bool:
     return accuracy > 1.2 * minimum_accuracy
 
 
-def run_trial(spec: TrialSpec) -> TrialOutcome:
+def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None = None) -> TrialOutcome:
+    """Train, record the outcome, call ``on_trained`` (isolation reports the outcome to the runner at
+    this point, so a crash in what follows can no longer change it), then export."""
     store = StatStore(spec.db_url, spec.workspace.stat_train_dir)
     try:
-        return _run(spec, store)
+        outcome, trained = _train(spec, store)
     except Exception as error:
         message = describe_error(error)
-        if is_storage_error(error):  # nothing more can be recorded: record what can be, then stop
+        if is_storage_error(error) and not isinstance(error, SETUP_ERRORS):  # nothing more can be recorded
             try:
                 store.finish_trial(spec.trial_id, FAILED, error=message)
             except Exception:
@@ -98,13 +101,18 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
             raise
         store.finish_trial(spec.trial_id, FAILED, error=message)
         return TrialOutcome(FAILED, error=message, fatal=isinstance(error, SETUP_ERRORS))
+    if on_trained is not None:
+        on_trained(outcome)
+    if spec.export.enabled and outcome.status in spec.export.states:
+        _deploy(spec, store, *trained)
+    return outcome
 
 
 def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.device) -> DataLoader:
     workers = getattr(dataset, "num_workers", spec.workers)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
                       collate_fn=getattr(dataset, "collate_fn", None), generator=generator(spec.seed),
-                      worker_init_fn=seed_worker, persistent_workers=workers > 0,
+                      worker_init_fn=worker_init, persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda")
 
 
@@ -125,7 +133,7 @@ def _current_lr(model) -> float | None:
         return None
 
 
-def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
+def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     malloc.tune_for_tensors()
     seed_everything(spec.seed)
     config, prm = spec.config, spec.prm
@@ -196,10 +204,11 @@ def _run(spec: TrialSpec, store: StatStore) -> TrialOutcome:
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id)
-    store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds)
-    if spec.export.enabled and status in (COMPLETE, STOPPED):
-        _deploy(spec, store, model, data, in_shape)
-    return outcome
+    if not store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds):
+        recorded = store.trial_status(spec.trial_id)
+        outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
+                                                          f"while it ran; its result here is not recorded")
+    return outcome, (model, data, in_shape)
 
 
 def _image_ids(dataset) -> list[str] | None:
@@ -216,7 +225,7 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
         Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec,
                    in_shape).run(model, data, metadata)
         if spec.export.keep_best_only:
-            keep_best_only(store, spec.config, data.identity.key)
+            keep_best_only(store, spec.config, data.identity.key, spec.workspace.out_dir)
     except Exception as error:
         store.add_export(spec.trial_id, format="pipeline", precision="-", status="failed",
                          error=describe_error(error)[:4000])

@@ -20,5 +20,13 @@ def seed_worker(_worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seeds, and the worker dies with its trial (never an orphan)."""
+    from ab.nn.util.processes import die_with_parent
+
+    die_with_parent()
+    seed_worker(worker_id)
+
+
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
