@@ -305,3 +305,20 @@ def test_a_trial_with_a_distribution_head_records_its_fidelity_and_latency(root,
     assert meta["age_range"] == "0,116"
     latency = api.latency(trial_id=int(trial.id), db=db)
     assert set(latency.runtime) == {"pytorch", "onnxruntime", "litert"} and (latency.status == "ok").all()
+
+
+def test_fixed_recipes_stay_on_the_regression_head():
+    """``head`` is now sampled unless fixed: the ablations fix it, and still count trials recorded
+    before it existed (no ``head`` in their prm) as the regression head they trained."""
+    from types import SimpleNamespace
+
+    from ab.nn import ablations
+
+    reference = ablations.VARIANTS[0]
+    assert registry.load(registry.MODEL, "MobileAgeNet").head_choice(ablations.BASE["head"]) == "regression"
+    for command in (ablations.command(v, 1, None, []) for v in ablations.VARIANTS):
+        assert '"head": 0' in command[command.index("-p") + 1]
+    old = {k: v for k, v in ablations.BASE.items() if k != "head"} | {"transform": reference.transform, "epoch_max": 5}
+    assert ablations._matches(SimpleNamespace(prm=old, max_samples=float("nan")), reference, 5, None)
+    dex = old | {"head": 0.3}
+    assert not ablations._matches(SimpleNamespace(prm=dex, max_samples=float("nan")), reference, 5, None)
