@@ -69,8 +69,9 @@ def test_head_is_declared_for_both_runners(name):
 @pytest.mark.parametrize("name", WITH_HEADS)
 def test_names_and_lemur_numbers_pick_the_same_head(name):
     module = registry.load(registry.MODEL, name)
-    assert [module.head_choice(v) for v in (0.0, 0.2499, 0.25, 0.4999, 0.5, 0.7499, 0.75, 1.0, 1)] == \
-        ["regression", "regression", "dex", "dex", "dldl", "dldl", "mean-variance", "mean-variance", "mean-variance"]
+    assert [module.head_choice(v) for v in (0.0, 0.2499, 0.25, 0.4999, 0.5, 0.7499, 0.75, 1.0, 1, np.float32(0.3))] \
+        == ["regression", "regression", "dex", "dex", "dldl", "dldl", "mean-variance", "mean-variance", "mean-variance",
+            "dex"]
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
     for head in HEADS:
         by_name, by_number = build(name, head)[0].eval(), build(name, NUMBER[head])[0].eval()
@@ -83,7 +84,7 @@ def test_names_and_lemur_numbers_pick_the_same_head(name):
 
 
 @pytest.mark.parametrize("name", WITH_HEADS)
-@pytest.mark.parametrize("bad", ["softmax", "DEX", 1.5, -0.01, True, [0.3]])
+@pytest.mark.parametrize("bad", ["softmax", "DEX", 1.5, -0.01, float("nan"), True, [0.3]])
 def test_a_bad_head_is_a_one_line_error(name, bad):
     with pytest.raises(ValueError) as error:
         build(name, bad)

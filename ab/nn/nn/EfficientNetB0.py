@@ -20,6 +20,7 @@ The distribution heads end in Linear(1280, 117) and answer the expected age sum_
 inside the graph, so every head's forward and its exports give (B, 1) ages in [0, 116].
 """
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def head_choice(value) -> str:
     if isinstance(value, str):
         if value in HEADS:
             return value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
         return HEADS[min(int(value * len(HEADS)), len(HEADS) - 1)]
     raise ValueError(f"head must be one of {', '.join(HEADS)} or a number in [0, 1], got {value!r}")
 

@@ -39,6 +39,7 @@ Hyperparameters (LEMUR: every value in [0, 1]; ``search_space()`` tells ab.nn's 
   onecycle              >= 0.5: one-cycle schedule over epoch_max; else cosine decay
 """
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def head_choice(value) -> str:
     if isinstance(value, str):
         if value in HEADS:
             return value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
         return HEADS[min(int(value * len(HEADS)), len(HEADS) - 1)]
     raise ValueError(f"head must be one of {', '.join(HEADS)} or a number in [0, 1], got {value!r}")
 
