@@ -12,7 +12,7 @@ python=".venv/bin/python"
 recipe() { # lr batch dropout
     echo "{\"lr\": $1, \"batch\": $2, \"dropout\": $3, \"momentum\": 0.9$4}"
 }
-mobileagenet_prm="$(recipe 0.001 64 0.1 ', "pretrained": 0, "freeze": 0, "backbone_lr_mult": 1, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1')"
+mobileagenet_prm="$(recipe 0.001 64 0.1 ', "pretrained": 0, "freeze": 0, "backbone_lr_mult": 1, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1, "head": 0')"
 train() { # model epochs transform prm
     while [ -e "$here/HOLD" ]; do sleep 20; done
     echo "== $1: $2 epochs, $3"
@@ -31,7 +31,8 @@ case "${1:-all}" in
                     MobileNetV2:20:norm_96_aug:scratch EfficientNetB0:16:norm_96_aug:scratch \
                     ResNet18:17:norm_96_aug:scratch ResNet50:5:norm_96_aug:scratch}; do
             IFS=: read -r model epochs transform init <<<"$spec"
-            train "$model" "$epochs" "$transform" "$(recipe 0.001 64 0.1 "${init:+, \"pretrained\": 0}")"
+            case "$model" in SSRNet|C3AE) head="" ;; *) head=', "head": 0' ;; esac  # 0: the regression head
+            train "$model" "$epochs" "$transform" "$(recipe 0.001 64 0.1 "${init:+, \"pretrained\": 0}$head")"
         done ;;&
     mixture|all)
         "$python" -m ab.nn.moe fit --data-dir "$data" --experts $(for m in MobileAgeNet MobileNetV2 ShuffleNetV2 \

@@ -113,7 +113,7 @@ def test_single_stage_trains_the_backbone_from_the_start():
 def test_optimiser_loss_and_schedule_are_hyperparameters(choice, optimizer, loss):
     model = build(**choice)
     model.learn(batches())
-    assert isinstance(model.optimizer, optimizer) and isinstance(model.criteria[0], loss)
+    assert isinstance(model.optimizer, optimizer) and isinstance(model.criteria[0].regression, loss)
     expected = torch.optim.lr_scheduler.OneCycleLR if choice else torch.optim.lr_scheduler.CosineAnnealingLR
     assert isinstance(model.scheduler, expected) and model.total_steps == 2 * 4
 
