@@ -1,0 +1,130 @@
+"""Shared by the photo-to-age tests: a small convolutional age model saved and exported exactly as a
+trial's files are (``model.pth`` + ``meta.json``, ONNX with the export's metadata, TFLite fp32
+converted by onnx2tf in the deployment worker), scenes made of real UTKFace faces pasted on a
+generated background, and the alignment template measured on a few real training crops."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from tests import helpers
+
+MODEL_NAME = "PhotoAge"
+CONFIG = f"age-regression_utkface_mae_{MODEL_NAME}"
+SIZE = 64
+TRIAL_ID = 7
+
+PHOTO_AGE = '''"""A small CNN age regressor for the photo-to-age tests: convolutions, so that a wrong layout,
+crop or normalisation changes its answer."""
+import torch
+from torch import nn
+
+
+def supported_hyperparameters():
+    return {"lr", "momentum"}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.age_low, self.age_high = 0.0, 116.0
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(16 * (in_shape[2] // 8) ** 2, out_shape[0])
+
+    def forward(self, x):
+        z = self.head(self.features(x).flatten(1))
+        return self.age_high * torch.sigmoid(z)
+
+    def train_setup(self, prm):
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
+
+    def learn(self, train_data):
+        for x, y in train_data:
+            self.optimizer.zero_grad()
+            (self(x) - y).abs().mean().backward()
+            self.optimizer.step()
+'''
+
+
+def install_model() -> None:
+    helpers.write_model(MODEL_NAME, PHOTO_AGE)
+
+
+def remove_model() -> None:
+    helpers.remove_model(MODEL_NAME)
+
+
+def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
+    """A trial folder like ``--save_pth_weights --export onnx,tflite-fp32`` leaves (model installed)."""
+    import torch
+
+    from ab.nn import registry
+    from ab.nn.config import Config
+    from ab.nn.dataset import utkface
+    from ab.nn.deploy import worker
+    from ab.nn.deploy.onnx_export import export_onnx
+    from ab.nn.deploy.pipeline import metadata_for
+    from ab.nn.transform._pipeline import ImagePipeline
+    from ab.nn.util import checkpoint
+
+    torch.manual_seed(0)
+    in_shape = (1, 3, SIZE, SIZE)
+    module = registry.load(registry.MODEL, MODEL_NAME)
+    net = module.Net(in_shape, (1,), {"lr": 0.01, "momentum": 0.9}, torch.device("cpu")).eval()
+    config = Config.parse(CONFIG)
+    prm = {"lr": 0.01, "momentum": 0.9, "batch": 16, "transform": f"norm_{SIZE}"}
+    checkpoint.save(net, folder, config=config, prm=prm, in_shape=in_shape, out_shape=(1,), trial_id=TRIAL_ID)
+    data = SimpleNamespace(eval=SimpleNamespace(transform=ImagePipeline(utkface.IMAGENET_NORM, SIZE)))
+    metadata = metadata_for(config, TRIAL_ID, 0, in_shape, data, net, "paper/42")
+    export_onnx(net, in_shape, folder / "model.onnx", metadata=metadata)
+    if tflite:
+        result = worker.run({"kind": "convert", "onnx": str(folder / "model.onnx"), "out_dir": str(folder),
+                             "precisions": ["fp32"], "calibration": None, "mean": list(utkface.IMAGENET_NORM[0]),
+                             "std": list(utkface.IMAGENET_NORM[1])}, timeout=600)
+        assert "path" in result["results"]["fp32"], result
+    return folder
+
+
+def background(width: int = 640, height: int = 480, seed: int = 0) -> Image.Image:
+    """A non-trivial background: coarse colour blobs, blurred noise and a few shapes."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height),
+                                                                                      Image.Resampling.BICUBIC)
+    noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).filter(
+        ImageFilter.GaussianBlur(1.5))
+    image = Image.blend(coarse, noise, 0.25)
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(10, 60))
+        draw.rectangle((x, y, x + r, y + r // 2), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return image
+
+
+def paste(scene: Image.Image, crop: Image.Image, side: int, left: int, top: int, angle: float = 0.0):
+    """``crop`` scaled to ``side`` px, rotated by ``angle`` degrees about its centre and pasted with
+    its centre at (left + side/2, top + side/2); returns the 2x3 matrix crop pixels -> scene pixels."""
+    scale = side / crop.width
+    face = crop.resize((side, side), Image.Resampling.BICUBIC).convert("RGBA")
+    rotated = face.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    cx, cy = left + side / 2, top + side / 2
+    scene.paste(rotated, (round(cx - rotated.width / 2), round(cy - rotated.height / 2)), rotated)
+    theta = np.deg2rad(angle)
+    # PIL rotates counter-clockwise on screen (y down): x' = cos x + sin y, y' = -sin x + cos y
+    linear = scale * np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+    offset = np.array([cx, cy]) - linear @ np.array([crop.width / 2, crop.height / 2])
+    dx = round(cx - rotated.width / 2) - (cx - rotated.width / 2)
+    dy = round(cy - rotated.height / 2) - (cy - rotated.height / 2)
+    return np.hstack([linear, (offset + (dx, dy))[:, None]])
+
+
+def real_crops(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    files = sorted((Path(folder) / "UTKFace").glob("*.jpg")) or sorted(Path(folder).glob("*.jpg"))
+    chosen = np.random.default_rng(seed).choice(len(files), count, replace=False)
+    return [files[i] for i in sorted(chosen)]
