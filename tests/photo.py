@@ -92,19 +92,28 @@ def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
 
 
 def background(width: int = 640, height: int = 480, seed: int = 0) -> Image.Image:
-    """A non-trivial background: coarse colour blobs, blurred noise and a few shapes."""
+    """A non-trivial background: a colour gradient, overlapping rectangles, ellipses and lines in
+    random colours, and blurred noise."""
     rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height),
-                                                                                      Image.Resampling.BICUBIC)
-    noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).filter(
-        ImageFilter.GaussianBlur(1.5))
-    image = Image.blend(coarse, noise, 0.25)
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    ramp = np.linspace(0, 1, width)[None, :, None]
+    pixels = (a * (1 - ramp) + b * ramp) * np.ones((height, 1, 1))
+    image = Image.fromarray(pixels.astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(10, 60))
-        draw.rectangle((x, y, x + r, y + r // 2), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return image
+    for _ in range(int(rng.integers(8, 16))):
+        x0, y0 = int(rng.integers(-50, width)), int(rng.integers(-50, height))
+        x1, y1 = x0 + int(rng.integers(20, 250)), y0 + int(rng.integers(20, 200))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = int(rng.integers(3))
+        if shape == 0:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        elif shape == 1:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 12)))
+    noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).filter(
+        ImageFilter.GaussianBlur(1.0))
+    return Image.blend(image, noise, 0.15)
 
 
 def paste(scene: Image.Image, crop: Image.Image, side: int, left: int, top: int, angle: float = 0.0):
