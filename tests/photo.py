@@ -137,3 +137,51 @@ def real_crops(folder: Path, count: int, seed: int = 0) -> list[Path]:
     files = sorted((Path(folder) / "UTKFace").glob("*.jpg")) or sorted(Path(folder).glob("*.jpg"))
     chosen = np.random.default_rng(seed).choice(len(files), count, replace=False)
     return [files[i] for i in sorted(chosen)]
+
+
+def real_data_or_skip() -> Path:
+    """The real images, for module-scoped fixtures (same rule as the ``real_utkface`` fixture)."""
+    import os
+
+    import pytest
+
+    from tests.conftest import REAL_DATA
+
+    folder = Path(REAL_DATA).expanduser() if REAL_DATA else None
+    if folder is None or not folder.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must provide the real UTKFace images: {helpers.REAL_DATA_MISSING}")
+        pytest.skip(helpers.REAL_DATA_MISSING)
+    return folder
+
+
+def generated_template():
+    """A template of made-up numbers, for tests in which no face is ever aligned."""
+    from ab.nn.face.template import summarise
+
+    points = np.array([[57, 58], [137, 58], [97, 104], [97, 145], [18, 77], [179, 76]], float)
+    return summarise(points[None] + np.zeros((3, 6, 2)), "blazeface-back", {"source": "generated for a test"})
+
+
+def scenes(folder: Path, real: Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``one.jpg`` (one real face) and ``two.jpg`` (two) in ``folder``; the pasted crops' extents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    crops = [Image.open(p).convert("RGB") for p in real_crops(real, 3, seed=21)]
+    layout = {"one.jpg": [(crops[0], 230, 200, 120, 10.0)],
+              "two.jpg": [(crops[1], 200, 40, 60, -12.0), (crops[2], 160, 400, 230, 16.0)]}
+    extents = {}
+    for name, faces in layout.items():
+        scene = background(seed=len(faces))
+        extents[name] = []
+        for crop, side, left, top, angle in faces:
+            matrix = paste(scene, crop, side, left, top, angle)
+            corners = np.array([[0, 0], [200, 0], [200, 200], [0, 200]], float) @ matrix[:, :2].T + matrix[:, 2]
+            extents[name].append((*corners.min(axis=0), *corners.max(axis=0)))
+        scene.save(folder / name, quality=95)
+    return extents
+
+
+def iou(a, b) -> float:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

@@ -126,7 +126,8 @@ class Pipeline:
         spec = self.config["input"]
         size = spec["input_size"]
         x = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), np.uint8).astype(np.float32)
-        x = (x / np.float32(spec["scale"]) - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
+        x = x * np.float32(1.0 / spec["scale"])
+        x = (x - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
         detail = self.age_model.get_input_details()[0]
         if self.config["tflite_layout"] == "NCHW":
             x = x.transpose(2, 0, 1)

@@ -110,8 +110,9 @@ class AgeEstimator:
                    min_score: float = MIN_SCORE, workspace=None) -> "AgeEstimator":
         """``reference``: ``best:<config>``, ``trial:<id>``, a trial or bundle folder, or an
         ``.onnx``/``.tflite`` file (see ``ab.nn.predict.models``). ``runtime``: ``torch``,
-        ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch). ``threads``: default every core. ``template``: default
-        the model's own (a bundle's), else the workspace's measured one."""
+        ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch).
+        ``threads``: default every core. ``template``: default the model's own (a bundle's), else
+        the workspace's measured one."""
         model = models.resolve(str(reference), workspace)
         chosen = model.runtime(runtime)
         threads = threads or os.cpu_count() or 1

@@ -52,7 +52,8 @@ class ModelInfo:
                            for c in crops])
         if self.color == "BGR":
             pixels = pixels[..., ::-1]
-        x = pixels.astype(np.float32) / np.float32(255.0)
+        # torchvision's ToDtype(scale=True) and Normalize, in float32 and in their order of operations
+        x = pixels.astype(np.float32) * np.float32(1.0 / 255.0)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
@@ -104,11 +105,11 @@ def from_onnx(path: Path) -> ModelInfo:
         raise MetadataError(f"{where}: layout {props['layout']} is not supported (NCHW expected)")
     age_range = _floats(props["age_range"], where, "age_range") if props.get("age_range") else None
     template = Template.from_json(json.loads(props[TEMPLATE_KEY]), where) if props.get(TEMPLATE_KEY) else None
-    provenance = {k: props[k] for k in ("model", "config", "trial_id", "trial_number", "split", "producer")
-                  if k in props}
-    return ModelInfo(input_size=_size_from_shape(props["input_shape"], where), mean=_floats(props["mean"], where, "mean"),
-                     std=_floats(props["std"], where, "std"), age_range=age_range, template=template,
-                     provenance=provenance)
+    provenance = {k: int(props[k]) if k in ("trial_id", "trial_number") and props[k].isdigit() else props[k]
+                  for k in ("model", "config", "trial_id", "trial_number", "split", "producer") if k in props}
+    return ModelInfo(input_size=_size_from_shape(props["input_shape"], where),
+                     mean=_floats(props["mean"], where, "mean"), std=_floats(props["std"], where, "std"),
+                     age_range=age_range, template=template, provenance=provenance)
 
 
 def from_meta_json(folder: Path) -> ModelInfo:
