@@ -68,16 +68,18 @@ def _onnx_for(model, work: Path) -> Path | None:
     return export_onnx(net, meta["in_shape"], work / "exported.onnx", metadata=properties)
 
 
-def _tflite_for(model, onnx_path: Path | None, precision: str, work: Path) -> Path:
-    """The model's TFLite file of ``precision``: beside its other files, or converted from ONNX."""
-    folders = dict.fromkeys(path if path.is_dir() else path.parent for path in model.files.values())
-    candidates = [folder / f"model_{precision}.tflite" for folder in folders]
+def _tflite_for(model, onnx_path: Path | None, precision: str, work: Path) -> tuple[Path, str]:
+    """The model's TFLite file and its precision: a file given as the reference itself (named
+    otherwise than an export's ``model_<precision>.tflite``) as it is; else the export of
+    ``precision`` beside the model's other files; else converted from ONNX."""
     given = model.files.get("tflite")
-    if given is not None and precision in given.name:
-        candidates.insert(0, given)
-    found = next((c for c in candidates if c.is_file()), None)
+    if given is not None and not given.stem.startswith("model_"):
+        return given, f"as given ({given.name})"
+    folders = dict.fromkeys(path if path.is_dir() else path.parent for path in model.files.values())
+    found = next((f / f"model_{precision}.tflite" for f in folders if (f / f"model_{precision}.tflite").is_file()),
+                 None)
     if found is not None:
-        return found
+        return found, precision
     if onnx_path is None:
         raise BundleError(f"{model.reference}: no {precision} TFLite file and no ONNX file to convert")
     from ab.nn.deploy import worker
@@ -91,7 +93,7 @@ def _tflite_for(model, onnx_path: Path | None, precision: str, work: Path) -> Pa
     result = converted["results"][precision]
     if "error" in result:
         raise BundleError(f"converting {onnx_path} to TFLite failed: {result['error']}")
-    return Path(result["path"])
+    return Path(result["path"]), precision
 
 
 def _onnx_with_template(source: Path, target: Path, template) -> None:
@@ -135,7 +137,7 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
     work = Path(tempfile.mkdtemp(prefix=f".{to.name}-", dir=to.parent))
     try:
         onnx_path = _onnx_for(model, work)
-        tflite_path = _tflite_for(model, onnx_path, precision, work)
+        tflite_path, tflite_precision = _tflite_for(model, onnx_path, precision, work)
         staging = work / "bundle"
         staging.mkdir()
         shutil.copy(tflite_path, staging / AGE_TFLITE)
@@ -148,7 +150,7 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
         info = model.info
         manifest = {
             "format": FORMAT, "version": VERSION,
-            "age_model": age_model, "tflite_layout": "NHWC", "onnx_layout": "NCHW", "precision": precision,
+            "age_model": age_model, "tflite_layout": "NHWC", "onnx_layout": "NCHW", "precision": tflite_precision,
             "input": {**info.to_json(), "resize": "PIL bilinear, from the aligned crop to input_size"},
             "age_range": list(info.age_range) if info.age_range else None,
             "crop_size": the_template.size, "template": the_template.to_json(),
