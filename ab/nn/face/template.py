@@ -173,7 +173,8 @@ def table(template: Template) -> str:
     rows = ["| keypoint | x | y | std x | std y | used for alignment |", "|---|---|---|---|---|---|"]
     for i, name in enumerate(template.keypoints):
         (x, y), (sx, sy) = template.mean[i], template.std[i]
-        rows.append(f"| {name} | {x:.1f} | {y:.1f} | {sx:.1f} | {sy:.1f} | {'yes' if i in template.align_points else 'no'} |")
+        used = "yes" if i in template.align_points else "no"
+        rows.append(f"| {name} | {x:.1f} | {y:.1f} | {sx:.1f} | {sy:.1f} | {used} |")
     return "\n".join(rows)
 
 
