@@ -9,8 +9,10 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
    (sigmoid) above ``min_score``, merge overlapping ones by weighted non-maximum suppression, map
    back through the letterbox.
 2. Align: the similarity transform (least squares, no reflection) taking the face's eyes, nose
-   and mouth onto the template's; warp the photo through it into a 200x200 crop (PIL bilinear,
-   black outside).
+   and mouth onto the template's. With ``refine``, look again: warp the photo through it into a
+   canvas twice the crop's size with the crop at its centre, detect there, and fit again to those
+   landmarks (mapped back to the photo). Warp the photo through the fit into a 200x200 crop (PIL
+   bilinear, black outside).
 3. Age: resize the crop to the model's input (PIL bilinear), scale to [0, 1], subtract the mean,
    divide by the std, feed the TFLite model (NHWC), read the age in years.
 """
@@ -58,6 +60,17 @@ def similarity(src, dst):
     scale = np.trace(np.diag(sigma) @ flip) / ((s ** 2).sum() / len(s))
     linear = scale * (u @ flip @ vt)
     return np.hstack([linear, (md - linear @ ms)[:, None]])
+
+
+def invert(m):
+    linear = np.linalg.inv(m[:, :2])
+    return np.hstack([linear, -linear @ m[:, 2:]])
+
+
+def warp(image, m, size):
+    """The size x size view whose pixel q shows the photo at m^-1 q (m: photo -> view)."""
+    return image.transform((size, size), Image.Transform.AFFINE, tuple(invert(m).reshape(6)),
+                           resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
 
 
 class Pipeline:
@@ -115,12 +128,17 @@ class Pipeline:
 
     def align(self, image, landmarks):
         """The 200x200 crop with the template's geometry."""
-        m = similarity(np.asarray(landmarks)[self.align_points], self.template)
-        inverse = np.linalg.inv(m[:, :2])
-        inverse = np.hstack([inverse, -inverse @ m[:, 2:]])
         size = self.config["crop_size"]
-        return image.transform((size, size), Image.Transform.AFFINE, tuple(inverse.reshape(6)),
-                               resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+        m = similarity(np.asarray(landmarks)[self.align_points], self.template)
+        if self.config["refine"]:
+            view = m.copy()
+            view[:, 2] += size / 2
+            for box, marks, _ in self.detect(warp(image, view, 2 * size)):
+                if np.all(np.abs(box.reshape(2, 2).mean(axis=0) - size) < size / 4):
+                    back = marks[self.align_points] @ invert(view)[:, :2].T + invert(view)[:, 2]
+                    m = similarity(back, self.template)
+                    break
+        return warp(image, m, size)
 
     def age(self, crop):
         spec = self.config["input"]

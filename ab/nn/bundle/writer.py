@@ -15,6 +15,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from ab.nn import __version__
+from ab.nn.face.aligner import REFINE
 from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, MODELS, NMS_IOU, PACKAGE, model_file
 from ab.nn.predict.metadata import PIPELINE_FILE, TEMPLATE_KEY
 from ab.nn.util.digest import sha256_of
@@ -153,7 +154,7 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
             "age_model": age_model, "tflite_layout": "NHWC", "onnx_layout": "NCHW", "precision": tflite_precision,
             "input": {**info.to_json(), "resize": "PIL bilinear, from the aligned crop to input_size"},
             "age_range": list(info.age_range) if info.age_range else None,
-            "crop_size": the_template.size, "template": the_template.to_json(),
+            "crop_size": the_template.size, "template": the_template.to_json(), "refine": REFINE,
             "detector": _detector_entry(detector),
             "provenance": {**{k: v for k, v in info.provenance.items() if v is not None},
                            "reference": str(reference), "written_by": f"ab.nn {__version__}",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ab.nn.face.aligner import FaceAligner
+from ab.nn.face.aligner import REFINE, FaceAligner
 from ab.nn.face.detect import DEFAULT_MODEL, KEYPOINTS, MIN_SCORE, FaceDetector
 from ab.nn.face.template import Template, TemplateMissing, default_path
 from ab.nn.predict import models
@@ -123,7 +123,8 @@ class AgeEstimator:
         else:
             face_detector = FaceDetector(detector or the_template.detector.removeprefix("blazeface-"),
                                          threads=threads, min_score=min_score)
-        return cls(model, chosen, FaceAligner(face_detector, the_template), threads)
+        refine = REFINE if model.refine is None else model.refine
+        return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
 
     def ages(self, crops) -> np.ndarray:
         """Ages of aligned 200x200 crops (PIL images), one model call for all of them."""
@@ -143,5 +144,5 @@ class AgeEstimator:
         template = self.aligner.template
         return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json()},
                 "runtime": self.runtime_name, "threads": self.threads, "detector": self.aligner.detector.name,
-                "template": {"images": template.images, "align_points": [template.keypoints[i]
-                                                                         for i in template.align_points]}}
+                "template": {"images": template.images, "refine": self.aligner.refine,
+                             "align_points": [template.keypoints[i] for i in template.align_points]}}

@@ -33,6 +33,7 @@ class ResolvedModel:
     files: dict[str, Path]            # runtime -> file (torch: the trial folder)
     bundle: Path | None = None        # the bundle folder, when the reference is one
     detector: dict = field(default_factory=dict)  # the bundle's detector entry
+    refine: bool | None = None        # the bundle's alignment setting
 
     def runtime(self, wanted: str | None) -> str:
         """``wanted`` if this model has it, else the first available of ``RUNTIMES``."""
@@ -78,7 +79,8 @@ def _from_bundle(reference: str, folder: Path) -> ResolvedModel:
     manifest = read_manifest(folder)  # checks every file's sha256
     info = metadata.from_pipeline_json(folder / metadata.PIPELINE_FILE)
     files = {runtime: folder / name for runtime, name in manifest["age_model"].items() if runtime in RUNTIMES}
-    return ResolvedModel(reference, info, files, bundle=folder, detector=dict(manifest["detector"]))
+    return ResolvedModel(reference, info, files, bundle=folder, detector=dict(manifest["detector"]),
+                         refine=bool(manifest.get("refine", True)))
 
 
 def _trial_row(reference: str, workspace) -> dict:
