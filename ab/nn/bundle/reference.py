@@ -121,8 +121,8 @@ class Pipeline:
             w = scores[group] / scores[group].sum()
             box = (w @ boxes[group]).reshape(2, 2) * size
             marks = np.tensordot(w, points[group], axes=1) * size
-            faces.append((((box - (left, top)) / scale).reshape(4), (marks - (left, top)) / scale,
-                          float(scores[remaining[0]])))
+            faces.append((((box - (left, top)) / scale).reshape(4).astype(np.float32),
+                          ((marks - (left, top)) / scale).astype(np.float32), float(scores[remaining[0]])))
             remaining = remaining[overlap <= det["nms_iou"]]
         return faces
 
