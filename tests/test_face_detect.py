@@ -1,6 +1,5 @@
 """BlazeFace through LiteRT: its packaged weights, anchors that match its outputs, suppression,
 no face on a generated background, and real faces found where they were pasted."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ from ab.nn.predict import __main__ as cli
 from ab.nn.predict import metadata, models
 from ab.nn.transform._pipeline import ImagePipeline
 from ab.nn.workspace import Workspace
-from tests import helpers, photo
+from tests import photo
 from tests.test_sweep_cli import run
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ab.nn.face.aligner import REFINE, FaceAligner
-from ab.nn.face.detect import DEFAULT_MODEL, KEYPOINTS, MIN_SCORE, FaceDetector
+from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, FaceDetector
 from ab.nn.face.template import Template, TemplateMissing, default_path
 from ab.nn.predict import models
 from ab.nn.predict.models import ResolvedModel

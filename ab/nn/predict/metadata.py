@@ -135,7 +135,9 @@ def from_meta_json(folder: Path) -> ModelInfo:
         raise MetadataError(f"{where}: transform {transform_name} does not expose mean/std")
     size = _size_from_shape(meta["in_shape"], where)
     provenance = {"config": meta.get("config"), "trial_id": meta.get("trial_id"), "transform": transform_name}
-    model = str(meta.get("config", "")).split("_")[-1] or None
+    from ab.nn.config import Config
+
+    model = Config.parse(meta["config"]).nn if meta.get("config") else None
     return ModelInfo(input_size=size, mean=tuple(mean), std=tuple(std),
                      provenance={"model": model, **{k: v for k, v in provenance.items() if v is not None}})
 
