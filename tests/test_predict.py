@@ -208,3 +208,17 @@ def test_best_and_trial_references_find_the_trial_s_files(root, utk_dir, tmp_pat
         assert estimator.runtime_name == "torch" and estimator.predict(photo.background()) == []
     finally:
         photo.remove_model()
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from ab.nn.predict.estimator import ImageUnreadable, open_photo
+
+    image = Image.new("RGB", (30, 20), (200, 10, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    image.save(tmp_path / "sideways.jpg", exif=exif.tobytes())
+    assert open_photo(tmp_path / "sideways.jpg").size == (20, 30)
+    assert open_photo((tmp_path / "sideways.jpg").read_bytes()).size == (20, 30)
+    assert open_photo(Image.open(tmp_path / "sideways.jpg")).size == (20, 30)
+    with pytest.raises(ImageUnreadable, match="not a readable image"):
+        open_photo(b"GIF89a broken")

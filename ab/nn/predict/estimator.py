@@ -44,8 +44,8 @@ def open_photo(source):
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if hasattr(source, "convert"):
-        return source.convert("RGB")
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source).convert("RGB")
     try:
         raw = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         with raw:
