@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ab.nn import api
 from ab.nn.dataset import utkface
 from ab.nn.dataset.cache import decode_resized
 from ab.nn.face.template import TemplateMissing, default_path, measure
@@ -185,29 +186,24 @@ def test_metadata_travels_with_each_file_form(trial, tmp_path):
         models.resolve(str(tmp_path / "weights.bin"))
 
 
-def test_best_and_trial_references_find_the_trial_s_files(root, utk_dir, tmp_path):
-    """A real (tiny) training run records the trial; best:<config> and trial:<id> find its files."""
-    photo.install_model()
-    try:
-        assert run(root, utk_dir, "-c", photo.CONFIG, "-t", "1", "-e", "1", "-p", '{"lr": 0.001, "batch": 16}',
-                   "--save_pth_weights") == 0
-        ws = Workspace.resolve(root)
-        from ab.nn import api
-
-        trial_id = int(api.trials(db=ws.db_url).id.iloc[0])
-        best = models.resolve(f"best:{photo.CONFIG}", ws)
-        by_id = models.resolve(f"trial:{trial_id}", ws)
-        assert best.files == by_id.files == {"torch": root / "out" / photo.CONFIG / "0"}
-        assert best.info.provenance["trial_id"] == trial_id and best.info.input_size == 64
-        for reference, message in ((f"trial:{trial_id + 100}", "no trial"), ("trial:x", "is a number"),
-                                   ("best:age-regression_utkface_mae_Nothing", "no trained trial")):
-            with pytest.raises(models.ModelNotFound, match=message):
-                models.resolve(reference, ws)
-        photo.generated_template().save(default_path(ws))
-        estimator = AgeEstimator.from_model(f"trial:{trial_id}", workspace=ws, threads=1)
-        assert estimator.runtime_name == "torch" and estimator.predict(photo.background()) == []
-    finally:
-        photo.remove_model()
+def test_best_and_trial_references_find_the_trial_s_files(trial, root, utk_dir):
+    """A real (tiny) training run records the trial; best:<config> and trial:<id> find its files.
+    (``trial`` keeps the test model installed.)"""
+    assert run(root, utk_dir, "-c", photo.CONFIG, "-t", "1", "-e", "1", "-p", '{"lr": 0.001, "batch": 16}',
+               "--save_pth_weights") == 0
+    ws = Workspace.resolve(root)
+    trial_id = int(api.trials(db=ws.db_url).id.iloc[0])
+    best = models.resolve(f"best:{photo.CONFIG}", ws)
+    by_id = models.resolve(f"trial:{trial_id}", ws)
+    assert best.files == by_id.files == {"torch": root / "out" / photo.CONFIG / "0"}
+    assert best.info.provenance["trial_id"] == trial_id and best.info.input_size == 64
+    for reference, message in ((f"trial:{trial_id + 100}", "no trial"), ("trial:x", "is a number"),
+                               ("best:age-regression_utkface_mae_Nothing", "no trained trial")):
+        with pytest.raises(models.ModelNotFound, match=message):
+            models.resolve(reference, ws)
+    photo.generated_template().save(default_path(ws))
+    estimator = AgeEstimator.from_model(f"trial:{trial_id}", workspace=ws, threads=1)
+    assert estimator.runtime_name == "torch" and estimator.predict(photo.background()) == []
 
 
 def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
