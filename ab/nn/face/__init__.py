@@ -1,0 +1,2 @@
+"""Faces in ordinary photos: BlazeFace detection (LiteRT), a landmark template measured on the
+aligned UTKFace crops, and the similarity warp that turns a detected face into such a crop."""

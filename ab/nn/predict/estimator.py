@@ -1,0 +1,148 @@
+"""Photo -> ages: detect every face, align it onto the UTKFace template, preprocess it as training
+did, and run the age model in PyTorch, onnxruntime or LiteRT."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ab.nn.face.aligner import REFINE, FaceAligner
+from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, FaceDetector
+from ab.nn.face.template import Template, TemplateMissing, default_path
+from ab.nn.predict import models
+from ab.nn.predict.models import ResolvedModel
+
+
+class ImageUnreadable(ValueError):
+    """A file that is not a readable image; the message says which and why."""
+
+
+@dataclass
+class Face:
+    """One face: ``box`` (x0, y0, x1, y1) and ``landmarks`` (6, 2, in ``KEYPOINTS`` order) in
+    photo pixels, the detector's ``score``, the estimated ``age`` in years and the aligned 200x200
+    ``crop`` (PIL) the age model saw (before its own resize)."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+    age: float
+    crop: object
+
+    def to_json(self) -> dict:
+        return {"box": [round(float(v), 1) for v in self.box],
+                "landmarks": {name: [round(float(x), 1), round(float(y), 1)]
+                              for name, (x, y) in zip(KEYPOINTS, self.landmarks)},
+                "score": round(float(self.score), 4), "age": round(float(self.age), 3)}
+
+
+def open_photo(source):
+    """An RGB PIL image from a path, bytes or a PIL image, turned upright by its EXIF orientation."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source).convert("RGB")
+    try:
+        raw = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        with raw:
+            raw.load()
+            image = ImageOps.exif_transpose(raw).convert("RGB")
+    except FileNotFoundError:
+        raise ImageUnreadable(f"{source}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageUnreadable(f"{source if not isinstance(source, bytes) else 'image'}: not a readable image "
+                              f"({type(error).__name__}: {error})") from None
+    return image
+
+
+def _age_runtime(model: ResolvedModel, runtime: str, threads: int):
+    from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime, TorchRuntime
+
+    path = model.files[runtime]
+    if runtime == "onnx":
+        return OnnxRuntime(path, threads)
+    if runtime == "tflite":
+        return LiteRtRuntime(path, threads)
+    import torch
+
+    from ab.nn.util import checkpoint
+
+    torch.set_num_threads(threads)
+    net, _ = checkpoint.load(path)
+    return TorchRuntime(net)
+
+
+def resolve_template(model: ResolvedModel, template, workspace) -> Template:
+    """The template given (a Template or a file), else the model's own, else the workspace's."""
+    if isinstance(template, Template):
+        return template
+    if template is not None:
+        return Template.load(Path(template))
+    if model.info.template is not None:
+        return model.info.template
+    from ab.nn.workspace import Workspace
+
+    path = default_path(workspace or Workspace.resolve())
+    try:
+        return Template.load(path)
+    except TemplateMissing:
+        raise TemplateMissing(f"{model.reference} carries no alignment template and the workspace has none at "
+                              f"{path}; measure it once with: python -m ab.nn.face.template --data-dir "
+                              f"<UTKFace folder> [--root ...], or use a bundle (python -m ab.nn.bundle)") from None
+
+
+class AgeEstimator:
+    """Ages of the faces in photos. Build it with ``from_model``; ``predict`` takes a path, bytes
+    or a PIL image and returns a ``Face`` per detected face, best detector score first."""
+
+    def __init__(self, model: ResolvedModel, runtime: str, aligner: FaceAligner, threads: int):
+        self.model, self.runtime_name, self.aligner, self.threads = model, runtime, aligner, threads
+        self.info = model.info
+        self.runtime = _age_runtime(model, runtime, threads)
+
+    @classmethod
+    def from_model(cls, reference: str | Path, runtime: str | None = None, threads: int | None = None,
+                   template: Template | str | Path | None = None, detector: str | None = None,
+                   min_score: float = MIN_SCORE, workspace=None) -> "AgeEstimator":
+        """``reference``: ``best:<config>``, ``trial:<id>``, a trial or bundle folder, or an
+        ``.onnx``/``.tflite`` file (see ``ab.nn.predict.models``). ``runtime``: ``torch``,
+        ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch).
+        ``threads``: default every core. ``template``: default the model's own (a bundle's), else
+        the workspace's measured one."""
+        model = models.resolve(str(reference), workspace)
+        chosen = model.runtime(runtime)
+        threads = threads or os.cpu_count() or 1
+        the_template = resolve_template(model, template, workspace)
+        if model.bundle is not None and detector is None:
+            face_detector = FaceDetector(model.detector["model"], threads=threads, min_score=min_score,
+                                         model_path=model.bundle / model.detector["file"])
+        else:
+            face_detector = FaceDetector(detector or the_template.detector.removeprefix("blazeface-"),
+                                         threads=threads, min_score=min_score)
+        refine = REFINE if model.refine is None else model.refine
+        return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
+
+    def ages(self, crops) -> np.ndarray:
+        """Ages of aligned 200x200 crops (PIL images), one model call for all of them."""
+        if not crops:
+            return np.zeros(0, np.float32)
+        return self.runtime.predict(self.info.preprocess(crops))
+
+    def predict(self, image) -> list[Face]:
+        photo = open_photo(image)
+        aligned = self.aligner(photo)
+        ages = self.ages([face.crop for face in aligned])
+        return [Face(tuple(float(v) for v in a.detection.box), a.detection.landmarks, a.detection.score, float(age),
+                     a.crop) for a, age in zip(aligned, ages)]
+
+    def describe(self) -> dict:
+        """What produced the ages: model, runtime, detector, template (for ``--json``)."""
+        template = self.aligner.template
+        return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json()},
+                "runtime": self.runtime_name, "threads": self.threads, "detector": self.aligner.detector.name,
+                "template": {"images": template.images, "refine": self.aligner.refine,
+                             "align_points": [template.keypoints[i] for i in template.align_points]}}
