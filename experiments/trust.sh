@@ -15,7 +15,7 @@ data="${DATA:-$here/../../shared/data/utkface}"
 root="${ROOT:-$PWD}"
 python="${PYTHON:-$here/../.venv/bin/python}"
 common=(--root "$root" --data-dir "$data")
-recipe='"lr": 0.001, "batch": 64, "dropout": 0.1, "momentum": 0.9, "pretrained": 0'
+recipe='"lr": 0.001, "batch": 64, "dropout": 0.1, "momentum": 0.9, "pretrained": 0, "head": "regression"'
 mobileagenet="{$recipe, \"freeze\": 0, \"backbone_lr_mult\": 1, \"bounded\": 1, \"sgd\": 0, \"smooth_l1\": 0, \"onecycle\": 1}"
 hold() { while [ -e "$here/HOLD" ]; do sleep 20; done; }
 train() { # model epochs transform prm

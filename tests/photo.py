@@ -69,6 +69,8 @@ def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
     from ab.nn import registry
     from ab.nn.config import Config
     from ab.nn.dataset import utkface
+    from ab.nn.dataset.identity import DataIdentity
+    from ab.nn.dataset.settings import DataSettings
     from ab.nn.deploy import worker
     from ab.nn.deploy.onnx_export import export_onnx
     from ab.nn.deploy.pipeline import metadata_for
@@ -81,9 +83,11 @@ def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
     net = module.Net(in_shape, (1,), {"lr": 0.01, "momentum": 0.9}, torch.device("cpu")).eval()
     config = Config.parse(CONFIG)
     prm = {"lr": 0.01, "momentum": 0.9, "batch": 16, "transform": f"norm_{SIZE}"}
-    checkpoint.save(net, folder, config=config, prm=prm, in_shape=in_shape, out_shape=(1,), trial_id=TRIAL_ID)
-    data = SimpleNamespace(eval=SimpleNamespace(transform=ImagePipeline(utkface.IMAGENET_NORM, SIZE)))
-    metadata = metadata_for(config, TRIAL_ID, 0, in_shape, data, net, "paper/42")
+    data = SimpleNamespace(eval=SimpleNamespace(transform=ImagePipeline(utkface.IMAGENET_NORM, SIZE)),
+                           identity=DataIdentity("utkface", DataSettings()))
+    checkpoint.save(net, folder, config=config, prm=prm, in_shape=in_shape, out_shape=(1,), trial_id=TRIAL_ID,
+                    preprocess=checkpoint.preprocessing(net, data, in_shape))
+    metadata = metadata_for(config, TRIAL_ID, in_shape, data, net)
     export_onnx(net, in_shape, folder / "model.onnx", metadata=metadata)
     if tflite:
         result = worker.run({"kind": "convert", "onnx": str(folder / "model.onnx"), "out_dir": str(folder),

@@ -51,9 +51,8 @@ def test_measured_on_training_crops_only_and_written_to_the_workspace(real_utkfa
     assert 60 < lx - rx < 100 and all(s < 15 for s in np.ravel(template.std[:4]))
     assert "paper/42 training part" in template.provenance["source"]
     entries, _, _ = tpl.training_crops(Path(real_utkface), DataSettings(), 40)
-    catalog = utkface.catalog(utkface.find_source(Path(real_utkface)))
-    names = [e.name for e in catalog.entries]
-    train = {names[i] for i in splits.assign(names, catalog.ages.tolist(), DataSettings())["train"]}
+    split = utkface.plan(Path(real_utkface), tmp_path / "ids", DataSettings(), progress=False)
+    train = {split.catalog.entries[i].name for i in split.parts["train"]}
     assert {e.name for e in entries} <= train  # never an evaluation or test image
 
 

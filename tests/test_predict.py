@@ -195,7 +195,7 @@ def test_best_and_trial_references_find_the_trial_s_files(trial, root, utk_dir):
     trial_id = int(api.trials(db=ws.db_url).id.iloc[0])
     best = models.resolve(f"best:{photo.CONFIG}", ws)
     by_id = models.resolve(f"trial:{trial_id}", ws)
-    assert best.files == by_id.files == {"torch": root / "out" / photo.CONFIG / "0"}
+    assert best.files == by_id.files == {"torch": root / "out" / photo.CONFIG / str(trial_id)}  # named by trial id
     assert best.info.provenance["trial_id"] == trial_id and best.info.input_size == 64
     for reference, message in ((f"trial:{trial_id + 100}", "no trial"), ("trial:x", "is a number"),
                                ("best:age-regression_utkface_mae_Nothing", "no trained trial")):

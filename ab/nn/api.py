@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import query, uncertainty
+from ab.nn.stat import engine as engines, query, uncertainty
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
 
@@ -37,6 +37,7 @@ def db_url(db: str | Path | None = None) -> str:
             and not Path(parsed.database).exists():
         raise FileNotFoundError(f"no statistics database at {parsed.database}; run `python -m ab.nn.train` "
                                 f"first, or pass db=... (or set LEMUR_ROOT / LEMUR_DB)")
+    engines.current(url)
     return url
 
 
@@ -69,6 +70,34 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
     return _frame(rows)
+
+
+def trial(trial_id: int, db=None) -> dict:
+    """One trial's row (as ``trials()`` gives it) by its id, the one id people see and type everywhere
+    (folders, progress bars, summaries, ``trial:<id>``); a missing id is a one-line ``LookupError``."""
+    rows = trials(trial_id=int(trial_id), db=db)
+    if rows.empty:
+        known = query.trial_id_range(db_url(db))
+        where = f"ids {known[0]}..{known[1]}" if known else "no trials yet"
+        raise LookupError(f"no trial {trial_id} in {db_url(db)} ({where}; ab.nn.api.trials() or "
+                          f"`python -m ab.nn.stat trials` lists them)")
+    return rows.iloc[0].to_dict()
+
+
+def load_model(trial_id: int, db=None, root=None, device: str = "cpu"):
+    """A trained trial's model, in eval mode, with ``model.preprocessing``: input size, layout, colour
+    order, scaling, mean/std, age range, alignment template, split and data key (what ``meta.json``
+    holds). Needs the trial's checkpoint (``--save_pth_weights``)."""
+    from ab.nn.util import checkpoint
+
+    row = trial(trial_id, db=db)
+    ws = workspace.Workspace.resolve(root, db=db_url(db) if db is not None else None)
+    folder = checkpoint.folder_of(ws, row)
+    if not (folder / checkpoint.WEIGHTS).is_file():
+        raise LookupError(f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or "
+                          f"pass root= the workspace it was trained in)")
+    model, _ = checkpoint.load(folder, device)
+    return model
 
 
 DEFAULT_SPLIT = "paper/42"

@@ -56,6 +56,12 @@ class Workspace:
         return self.root / "data" / dataset / "cache"
 
     @property
+    def face_template_path(self) -> Path:
+        """The face alignment template measured on this workspace's UTKFace training crops
+        (``python -m ab.nn.face.template``); never committed, it is derived from the images."""
+        return self.root / "data" / "utkface" / "align_template.json"
+
+    @property
     def out_dir(self) -> Path:
         return self.root / "out"
 

@@ -32,7 +32,7 @@ def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
     spec = DataSpec(trial["config"], meta["prm"]["transform"], ws, data.identity.settings)
     config = Config.parse(trial["config"])
     in_shape = tuple(meta["in_shape"])
-    metadata = metadata_for(config, int(trial["id"]), in_shape, data, model)
+    metadata = metadata_for(config, int(trial["id"]), in_shape, data, model, ws.face_template_path)
     store = StatStore(ws.db_url, ws.stat_train_dir)
     Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape).run(model, data, metadata)
 
@@ -52,13 +52,9 @@ def cli(argv=None) -> int:
     try:
         options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs)
         if args.best:
-            trial = best_trial(args.best, ws.db_url).to_dict()
+            trial = best_trial(args.best, ws.db_url)
         else:
-            rows = api.trials(db=ws.db_url)
-            rows = rows[rows.id == args.trial]
-            if rows.empty:
-                raise LookupError(f"no trial {args.trial}")
-            trial = rows.iloc[0].to_dict()
+            trial = api.trial(args.trial, db=ws.db_url)
         deploy(trial, ws, options)
     except (LookupError, FileNotFoundError, ValueError, DataMismatch) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import tempfile
 import time
@@ -26,7 +27,7 @@ from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.stat.schema import COMPLETE, STOPPED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep.data import DataSpec, TrialData
-from ab.nn.util import system
+from ab.nn.util import checkpoint, system
 from ab.nn.util.digest import sha256_of
 
 TFLITE = "tflite-"
@@ -294,20 +295,23 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def metadata_for(config: Config, trial_id: int, in_shape, data: TrialData, model) -> dict:
-    """ONNX metadata properties: what a consumer needs to feed and read the model correctly."""
-    transform = getattr(data.eval, "transform", None)
-    mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
-    low, high = getattr(model, "age_low", None), getattr(model, "age_high", None)
+def metadata_for(config: Config, trial_id: int, in_shape, data: TrialData, model,
+                 template_path: Path | None = None) -> dict:
+    """ONNX metadata properties (strings): what a consumer needs to feed and read the model, the same
+    keys as ``meta.json``'s ``preprocessing`` (``ab.nn.util.checkpoint.preprocessing``)."""
+    pre = checkpoint.preprocessing(model, data, in_shape, template_path)
     meta = {"model": config.nn, "config": config.name, "trial_id": trial_id,
             "input_name": "input", "output_name": "age", "input_shape": "x".join(map(str, in_shape)),
-            "layout": "NCHW", "input_range": "RGB scaled to [0, 1], then (x - mean) / std",
-            "output": "age in years, shape (batch, 1)", "split": data.identity.settings.label,
-            "data_key": data.identity.key, "producer": f"ab.nn {__version__}"}
-    if mean is not None:
-        meta.update(mean=",".join(f"{v:g}" for v in mean), std=",".join(f"{v:g}" for v in std))
-    if low is not None and getattr(model, "bounded", True):
-        meta["age_range"] = f"{low:g},{high:g}"
+            "layout": pre["layout"], "color": pre["color"], "crop_size": str(pre["crop_size"]),
+            "input_range": "RGB scaled to [0, 1], then (x - mean) / std", "resize": pre["resize"],
+            "output": "age in years, shape (batch, 1)", "split": pre["split"], "data_key": pre["data_key"],
+            "producer": f"ab.nn {__version__}"}
+    if pre["mean"] is not None:
+        meta.update(mean=",".join(f"{v:g}" for v in pre["mean"]), std=",".join(f"{v:g}" for v in pre["std"]))
+    if pre["age_range"] is not None:
+        meta["age_range"] = ",".join(f"{v:g}" for v in pre["age_range"])
+    if pre["align_template"] is not None:
+        meta["align_template"] = json.dumps(pre["align_template"])
     return meta
 
 

@@ -21,8 +21,8 @@ from ab.nn import workspace
 def best_trial(config: str, db) -> pd.Series:
     trials = api.ranked_trials(config=config, db=db)
     if trials.empty:
-        raise LookupError(f"no trained trial of {config} in the database")
-    return trials.iloc[0]
+        raise LookupError(f"no trained trial of {config} in {db} (ab.nn.api.trials(config=...) lists its trials)")
+    return trials.iloc[0].to_dict()
 
 
 _RANK = {name: rank for rank, name in enumerate(("pytorch", "onnx", "tflite", *PRECISIONS))}  # format, then precision
@@ -55,22 +55,25 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.deploy.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="config string task_dataset_metric_nn")
+    p.add_argument("-c", "--config", default=None, help="config string task_dataset_metric_nn: its best trial")
     p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
     p.add_argument("--history", action="store_true",
                    help="every artifact ever made for the trial, not only the latest per format and precision")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     db = workspace.from_arguments(args).db_url
+    if (args.config is None) == (args.trial is None):
+        p.error("give -c CONFIG (its best trial) or --trial ID")
     try:
-        trial = best_trial(args.config, db) if args.trial is None else api.trials(db=db).set_index("id").loc[args.trial]
-        trial_id = int(trial["id"]) if "id" in trial else args.trial
+        trial = best_trial(args.config, db) if args.trial is None else api.trial(args.trial, db=db)
+        trial_id = int(trial["id"])
         frame = deployment_table(trial_id, db, args.history)
-    except (LookupError, FileNotFoundError, KeyError) as error:
+    except (LookupError, FileNotFoundError) as error:
         p.exit(1, f"{p.prog}: error: {error}\n")
     latency = api.latency(trial_id=trial_id, status="ok", db=db)
     machine = f"{latency.cpu.iloc[0]}, {latency.cpu_count.iloc[0]} cores" if not latency.empty else "-"
-    print(f"{args.config}, trial {trial_id} (number {trial['number']}), eval MAE {trial['eval_mae']:.3f}, "
+    print(f"{trial['config']}, trial {trial_id}, eval MAE {trial['eval_mae']:.3f} ({trial['split']}, data key "
+          f"{trial['data_key']}), "
           f"input {latency.input_shape.iloc[0] if not latency.empty else '-'}, batch 1, "
           f"{latency.runs.iloc[0] if not latency.empty else '-'} timed runs; {machine}\n")
     print(table(frame))

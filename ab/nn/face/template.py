@@ -92,10 +92,8 @@ class Template:
 
 
 def default_path(workspace) -> Path:
-    """``<root>/data/utkface/align_template.json``: beside the dataset's cache, in the workspace."""
-    from ab.nn.dataset import utkface
-
-    return workspace.cache_dir(utkface.NAME).parent / FILE_NAME
+    """``<root>/data/utkface/align_template.json`` (``Workspace.face_template_path``)."""
+    return workspace.face_template_path
 
 
 def landmarks_in_crop(detector, crop) -> tuple[np.ndarray, float] | None:
@@ -123,13 +121,15 @@ def summarise(points: np.ndarray, detector: str, provenance: dict) -> Template:
                     detector=detector, images=int(len(points)), provenance=provenance)
 
 
-def training_crops(folder: Path, settings, images: int, seed: int = SAMPLE_SEED):
-    """``(name, encoded bytes)`` of a seeded sample of the split's training part."""
-    from ab.nn.dataset import splits, utkface
+def training_crops(folder: Path, settings, images: int, seed: int = SAMPLE_SEED, cache_dir: Path | None = None):
+    """``(name, encoded bytes)`` of a seeded sample of the split's training part (the same part
+    training uses: ``utkface.plan``; ``cache_dir`` remembers the images' content ids)."""
+    import tempfile
 
-    catalog = utkface.catalog(utkface.find_source(folder))
-    names = [e.name for e in catalog.entries]
-    train = splits.assign(names, catalog.ages.tolist(), settings)["train"]
+    from ab.nn.dataset import utkface
+
+    split = utkface.plan(folder, cache_dir or Path(tempfile.gettempdir()) / "ab-nn-ids", settings, progress=False)
+    catalog, train = split.catalog, split.parts["train"]
     chosen = np.sort(np.random.default_rng(seed).choice(train, min(images, len(train)), replace=False))
     entries = [catalog.entries[i] for i in chosen]
     description = f"{catalog.source.describe()}, {settings.label} training part: {len(entries)} of {len(train)}"
@@ -137,7 +137,8 @@ def training_crops(folder: Path, settings, images: int, seed: int = SAMPLE_SEED)
 
 
 def measure(folder: Path, settings=None, images: int = DEFAULT_IMAGES, detector_model: str = DEFAULT_MODEL,
-            seed: int = SAMPLE_SEED, threads: int = 1, progress: bool = True) -> tuple[Template, dict]:
+            seed: int = SAMPLE_SEED, threads: int = 1, progress: bool = True,
+            cache_dir: Path | None = None) -> tuple[Template, dict]:
     """Run the detector on the training crops; ``(template, counts)``."""
     from tqdm.auto import tqdm
 
@@ -147,7 +148,7 @@ def measure(folder: Path, settings=None, images: int = DEFAULT_IMAGES, detector_
 
     settings = settings or DataSettings()
     detector = FaceDetector(detector_model, threads=threads)
-    entries, blobs, description = training_crops(Path(folder), settings, images, seed)
+    entries, blobs, description = training_crops(Path(folder), settings, images, seed, cache_dir)
     points, counts = [], {"sampled": len(entries), "unreadable": 0, "no_face": 0, "not_200x200": 0}
     for _, blob in tqdm(blobs, total=len(entries), desc="measuring the template", unit="img", disable=not progress):
         try:
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="training crops to measure (a seeded sample)")
     p.add_argument("--sample-seed", type=int, default=SAMPLE_SEED)
     p.add_argument("--split", choices=PROTOCOLS, default="paper")
-    p.add_argument("--seed", type=int, default=42, help="the split's seed")
+    p.add_argument("--split-seed", type=int, default=42, help="the split's seed")
     p.add_argument("--detector", choices=sorted(MODELS), default=DEFAULT_MODEL)
     p.add_argument("--out", default=None, help=f"template file (default <root>/data/utkface/{FILE_NAME})")
     p.add_argument("--quiet", action="store_true")
@@ -199,8 +200,10 @@ def main(argv=None) -> int:
     from ab.nn.dataset import DataError, utkface
 
     try:
-        template, counts = measure(ws.dataset_dir(utkface.NAME), DataSettings(split=args.split, seed=args.seed),
-                                   args.images, args.detector, args.sample_seed, progress=not args.quiet)
+        template, counts = measure(ws.dataset_dir(utkface.NAME), DataSettings(split=args.split,
+                                                                              split_seed=args.split_seed),
+                                   args.images, args.detector, args.sample_seed, progress=not args.quiet,
+                                   cache_dir=ws.cache_dir(utkface.NAME))
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -204,10 +204,10 @@ def resolve(reference: str, workspace: Workspace, data_key: str) -> Expert:
     """An expert from its reference; ``best:`` picks among trials judged on ``data_key``."""
     kind, _, rest = reference.partition(":")
     if kind == "trial" and rest.isdigit():
-        rows = api.trials(trial_id=int(rest), db=workspace.db_url)
-        if rows.empty:
-            raise ExpertError(f"no trial {rest} in {workspace.db_url} (python -m ab.nn.stat trials lists them)")
-        return TrialExpert(rows.iloc[0].to_dict(), workspace)
+        try:
+            return TrialExpert(api.trial(int(rest), db=workspace.db_url), workspace)
+        except LookupError as error:
+            raise ExpertError(str(error)) from None
     if kind == "best" and rest:
         for row in api.ranked_trials(config=rest, data_key=data_key, db=workspace.db_url).to_dict("records"):
             try:

@@ -125,7 +125,17 @@ def from_meta_json(folder: Path) -> ModelInfo:
     except (OSError, ValueError) as error:
         raise MetadataError(f"cannot read {path}: {error}") from None
     where = str(path)
-    transform_name = (meta.get("prm") or {}).get("transform")
+    pre = meta.get("preprocessing") or {}
+    if pre.get("mean") is not None:
+        from ab.nn.config import Config
+
+        template = Template.from_json(pre["align_template"], where) if pre.get("align_template") else None
+        return ModelInfo(input_size=int(pre["input_size"]), mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                         color=pre.get("color", "RGB"), age_range=tuple(pre["age_range"]) if pre.get("age_range")
+                         else None, template=template,
+                         provenance={"model": Config.parse(meta["config"]).nn, "config": meta["config"],
+                                     "trial_id": meta.get("trial_id"), "transform": meta["prm"].get("transform")})
+    transform_name = (meta.get("prm") or {}).get("transform")  # checkpoints from before ``preprocessing``
     if not transform_name:
         raise MetadataError(f"{where}: no transform in prm; cannot tell the model's normalisation")
     module = registry.load(registry.TRANSFORM, transform_name)

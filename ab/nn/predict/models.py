@@ -48,9 +48,10 @@ class ResolvedModel:
 
 
 def trial_folder(trial: dict, workspace) -> Path:
-    """The folder of a trial's files, from its database row. The one line that knows how trial
-    folders are named (today ``out/<config>/<Optuna trial number>/``)."""
-    return workspace.trial_dir(trial["config"], trial["number"])
+    """The folder of a trial's files, from its database row (``out/<config>/<trial id>/``)."""
+    from ab.nn.util.checkpoint import folder_of
+
+    return folder_of(workspace, trial)
 
 
 def _trial_files(folder: Path) -> dict[str, Path]:
@@ -90,11 +91,10 @@ def _trial_row(reference: str, workspace) -> dict:
     if kind == "trial":
         if not rest.isdigit():
             raise ModelNotFound(f"{reference}: a trial id is a number (trial:12)")
-        rows = api.trials(db=workspace.db_url)
-        rows = rows[rows.id == int(rest)] if not rows.empty else rows
-        if rows.empty:
-            raise ModelNotFound(f"no trial {rest} in {workspace.db_url}")
-        return rows.iloc[0].to_dict()
+        try:
+            return api.trial(int(rest), db=workspace.db_url)
+        except LookupError as error:
+            raise ModelNotFound(str(error)) from None
     rows = api.ranked_trials(config=rest, db=workspace.db_url)
     for row in rows.to_dict("records"):
         if _trial_files(trial_folder(row, workspace)):

@@ -4,6 +4,8 @@
   import-json   load such files (or LEMUR's own stat/train tree) into a database
   copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file),
                 Optuna studies included: --from URL --to URL
+  trials        list trials (-c CONFIG, --status S): id, status, epochs, MAE with its interval, data key
+  keys          list the data keys each config was judged on, with their split, sizes and trial counts
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from ab.nn import workspace
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("export-json", "import-json", "copy"))
+    p.add_argument("command", choices=("export-json", "import-json", "copy", "trials", "keys"))
+    p.add_argument("-c", "--config", default=None, help="trials, keys: only this config")
+    p.add_argument("--status", default=None, help="trials: only this status")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p, data=False)
@@ -32,6 +36,28 @@ def cli(argv=None) -> int:
             p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
         copied = copy_database(args.source, args.target)
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
+    elif args.command in ("trials", "keys"):
+        from ab.nn import api
+        from ab.nn.util.markdown import table
+
+        try:
+            frame = api.trials(config=args.config, status=args.status, db=ws.db_url)
+        except (FileNotFoundError, ValueError) as error:
+            p.exit(2, f"{p.prog}: error: {error}\n")
+        if frame.empty:
+            print("no trials")
+        elif args.command == "trials":
+            print(table(frame[["id", "config", "status", "epochs_done", "epoch_max", "eval_mae", "test_mae",
+                               "test_mae_low", "test_mae_high", "seed", "split", "max_samples", "data_key"]]))
+        else:
+            keys = ["config", "data_key", "split", "max_samples"]
+            counts = frame.groupby(keys, dropna=False).status.value_counts().unstack(fill_value=0)
+            sizes = frame.groupby(keys, dropna=False)[["n_train", "n_eval", "n_test"]].max()
+            out = sizes.join(counts).reset_index()
+            for column in ("max_samples", "n_train", "n_eval", "n_test"):
+                out[column] = out[column].map(lambda v: "all" if column == "max_samples" and v != v
+                                              else ("-" if v != v else f"{int(v):,}"))
+            print(table(out))
     elif args.command == "export-json":
         print(f"wrote {mirror.export_tree(ws.db_url, folder)} files under {folder.parent}")
     else:

@@ -124,6 +124,16 @@ def engine(url: str, *, writer: bool = True) -> Engine:
         return made
 
 
+def current(url: str) -> None:
+    """Make sure the database has this version's tables and columns before reading it (an older one is
+    upgraded in place, once per process); a read-only one that needs it is a clear error."""
+    try:
+        engine(url, writer=True)
+    except (DatabaseError, OperationalError) as error:
+        raise DatabaseError(f"the statistics database at {url} needs its tables upgraded to this version of ab.nn, "
+                            f"which needs write access once: {str(error).splitlines()[0]}") from None
+
+
 def add_missing_columns(made: Engine) -> list[str]:
     """Bring an older database up to the current schema: nullable columns added in later versions
     are added with ``ALTER TABLE ... ADD COLUMN`` (data stays). Returns what was added."""

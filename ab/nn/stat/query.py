@@ -129,3 +129,8 @@ def prediction_rows(url: str, *, trial_id=None, split=None) -> list[dict]:
     query = _where(select(*Prediction.__table__.c), _filter(Prediction.trial_id, trial_id),
                    _filter(Prediction.split, split))
     return _rows(url, query.order_by(Prediction.trial_id, Prediction.split, Prediction.position))
+
+
+def trial_id_range(url: str) -> tuple[int, int] | None:
+    rows = _rows(url, select(func.min(Trial.id).label("low"), func.max(Trial.id).label("high")))
+    return (rows[0]["low"], rows[0]["high"]) if rows and rows[0]["low"] is not None else None

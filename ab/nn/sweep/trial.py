@@ -203,7 +203,8 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     folder = spec.workspace.trial_dir(config.name, spec.trial_id)
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
-                        trial_id=spec.trial_id)
+                        trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
+                            model, data, in_shape, spec.workspace.face_template_path))
     if not store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds):
         recorded = store.trial_status(spec.trial_id)
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
@@ -221,7 +222,7 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
     artifacts' rows and leaves the trial as it is."""
     folder = spec.workspace.trial_dir(spec.config.name, spec.trial_id)
     try:
-        metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model)
+        metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
         Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec,
                    in_shape).run(model, data, metadata)
         if spec.export.keep_best_only:
