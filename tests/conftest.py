@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,11 @@ def postgres_url():
 
 @pytest.fixture
 def misbehaving(tmp_path, monkeypatch):
-    """Installs tests.helpers.MISBEHAVING as model ``Misbehaves``; set $MISBEHAVE_HOW in the test."""
+    """Installs tests.helpers.MISBEHAVING as model ``Misbehaves``; set $MISBEHAVE_HOW in the test. The
+    module reads its environment when imported, so no test sees another test's import of it."""
     monkeypatch.setenv("MISBEHAVE_FLAG", str(tmp_path / "first-build-done"))
+    sys.modules.pop("ab.nn.nn.Misbehaves", None)
     helpers.write_model("Misbehaves", helpers.MISBEHAVING)
     yield "age-regression_utkface_mae_Misbehaves"
     helpers.remove_model("Misbehaves")
+    sys.modules.pop("ab.nn.nn.Misbehaves", None)

@@ -338,21 +338,12 @@ def heads_benchmark():
     return module
 
 
-def test_benchmark_statistics():
-    bench = heads_benchmark()
-    for df, table_value in ((1, 12.7062), (2, 4.3027), (2.5, 3.5747), (10, 2.2281), (30, 2.0423)):
-        assert bench.t_quantile_95(df) == pytest.approx(table_value, abs=1e-4), df
-    difference, low, high = bench.welch_interval([5.1, 5.3, 5.2], [5.6, 5.5, 5.9])
-    assert (difference, low, high) == pytest.approx((-0.46667, -0.90150, -0.03184), abs=1e-5)
-    assert bench.welch_interval([5.0], [5.5, 5.6]) is None
-
-
 def test_benchmark_dry_run_fixes_the_recipe_and_names_the_head(capsys):
     assert heads_benchmark().main(["--dry-run", "--epochs", "26", "--seeds", "3", "--data-dir", "/data"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     for line, head in zip(lines, HEADS):
-        assert f'"head": "{head}"' in line and "-e 26 -t -3 -f norm_96_aug" in line and "--data-dir=/data" in line
+        assert f'"head": "{head}"' in line and "-e 26 -t -1 --seeds 3 -f norm_96_aug" in line and "--data-dir=/data" in line
         assert '"lr": 0.001' in line and '"onecycle": 1' in line and "--pretrained 0" in line
 
 
@@ -362,10 +353,13 @@ def test_benchmark_table_reads_the_heads_trials(root, utk_dir):
     bench = heads_benchmark()
     for number in (0.0, 0.3):
         prm = json.dumps({**bench.RECIPE, "head": number, "batch": 16})
-        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_MobileAgeNet", "-e", "1", "-t", "-2",
-                   "-p", prm) == 0
+        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_MobileAgeNet", "-e", "1", "-t", "-1",
+                   "--seeds", "2", "-p", prm) == 0
     bench.RECIPE = {**bench.RECIPE, "batch": 16}
     frame = bench.results(root / "db" / "ab.nn.db", 1, "norm_64", None).set_index("head")
-    assert frame.loc["regression", "trials"] == 2 and frame.loc["dex", "trials"] == 2
-    assert frame.loc["dldl", "trials"] == 0 and frame.loc["dldl", "test MAE"] == "-"
-    assert "+-" in frame.loc["dex", "test MAE"] and "[" in frame.loc["dex", "test MAE - regression [95 % CI]"]
+    assert frame.loc["regression", "seeds"] == 2 and frame.loc["dex", "seeds"] == 2
+    assert frame.loc["dldl", "seeds"] == 0 and frame.loc["dldl", "test MAE"] == "-"
+    assert "+-" in frame.loc["dex", "test MAE"]
+    compared = frame.loc["dex", "test MAE - regression [95% CI], p"]
+    assert "[" in compared and "p=" in compared and ("tie" in compared or "lower" in compared)
+    assert frame.loc["regression", "test MAE - regression [95% CI], p"] == "-"

@@ -21,7 +21,8 @@ from ab.nn.stat.engine import DatabaseError, is_storage_error
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
 from ab.nn.sweep.isolation import Limits
 from ab.nn.sweep.lease import HEARTBEAT_SECONDS, LAPSE_BEATS
-from ab.nn.sweep.runner import SweepOptions, SweepSummary, run
+from ab.nn.sweep.search import PRUNERS, Search
+from ab.nn.sweep.runner import SweepOptions, SweepSummary, plan, run
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
@@ -50,9 +51,13 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m ab.nn.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Sweep hyperparameters with Optuna and record every trial in the statistics database.")
     flag = dict(nargs="?", const=True, default=False, type=_bool, metavar="BOOL")
-    p.add_argument("-c", "--config", nargs="*", default=[""],
+    p.add_argument("-c", "--config", nargs="*", default=None,
                    help="config patterns task_dataset_metric_nn; fewer parts (age-regression_utkface) select "
-                        "every matching config, a part may use * wildcards; empty selects all")
+                        "every matching config, a part may use * wildcards; '*' selects all. Required: the "
+                        "README's main job is -c age-regression_utkface_mae_MobileAgeNet")
+    p.add_argument("--list-configs", action="store_true", help="list the configs that can run, with their trials")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would run (configs, data, trials, how each hyperparameter is chosen), train nothing")
     p.add_argument("-p", "--nn_prm", default="",
                    help="JSON object of fixed hyperparameters, used as given (0 included), e.g. '{\"lr\": 0.001}'")
     p.add_argument("-e", "--epochs", type=_positive, default=1, help="epochs per trial (epoch_max)")
@@ -115,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
                    help=f"this runner's lease heartbeat; other runners reclaim its trials after "
                         f"{LAPSE_BEATS} missed beats")
     p.add_argument("--export-stopped", help="also export trials that LEMUR's gate stopped early", **flag)
+    p.add_argument("--pruner", choices=PRUNERS, default="none",
+                   help="stop losing trials early on their per-epoch validation accuracy (none: LEMUR's way, every "
+                        "trial runs all its epochs); a pruned trial is recorded 'pruned' and counts towards -t")
+    p.add_argument("--objectives", default="accuracy",
+                   help="accuracy, or accuracy,latency (batch-1 latency of the exported model) or accuracy,macs "
+                        "(multiply-adds: the proxy when --export none) for a two-objective study")
+    p.add_argument("--max-latency-ms", type=float, default=None,
+                   help="latency constraint (ms, batch 1, 1 thread) with the single accuracy objective")
     return p
 
 
@@ -146,34 +159,61 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
         formats = ("onnx",) + formats
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped)
-    return SweepOptions(configs=tuple(args.config) or ("",), fixed=args.nn_prm, epochs=args.epochs,
+    configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
+    return SweepOptions(configs=configs, fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,
+                        search=Search.parse(args.pruner, args.objectives, args.max_latency_ms),
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)
 
 
+def _mae(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def report(summary: SweepSummary) -> str:
-    lines = [f"{'config':<60} {'trained':>7} {'failed':>6} {'best acc':>9}  note"]
+    """Per config: this run's trials, every trial on its data by status, the best trial (id, MAE in
+    years with the test interval, folder), and why nothing ran when nothing did."""
+    lines = []
     for r in summary.results:
-        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
-        note = (r.gave_up or "").splitlines()[0] if r.gave_up else ""
-        lines.append(f"{r.config.name:<60} {r.trained:>7} {r.failed:>6} {best:>9}  {note}")
-    details = [f"\n{r.config.name}:\n" + r.gave_up.split("\n", 1)[1] for r in summary.results
-               if r.gave_up and "\n" in r.gave_up]
-    return "\n".join(lines + details)
+        lines.append(f"{r.config.name}: this run trained {r.trained}, failed {r.failed}")
+        if r.data:
+            lines.append(f"  data: {r.data}")
+        if r.statuses:
+            lines.append("  trials on this data: " + ", ".join(f"{n} {s}" for s, n in sorted(r.statuses.items())))
+        if r.best:
+            b = r.best
+            interval = f" [95% CI {b['test_mae_low']:.2f}, {b['test_mae_high']:.2f}]" if b.get("test_mae_low") else ""
+            lines.append(f"  best: trial {b['id']} ({b['status']}, {b['epochs_done']} epochs), val MAE "
+                         f"{_mae(b['eval_mae'])}, test MAE {_mae(b['test_mae'])}{interval} years"
+                         + (f", files in {r.folder}" if r.folder else ""))
+        if r.note:
+            lines.append(f"  {r.note}")
+        if r.gave_up:
+            lines.append("  gave up: " + r.gave_up.replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 def cli(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.config is None and not args.list_configs:
+        p.error("say what to train with -c, e.g. -c age-regression_utkface_mae_MobileAgeNet (the README's main job) "
+                "or -c age-regression (every age config); --list-configs shows them all")
     try:
+        if args.list_configs:
+            print(list_configs(workspace.from_arguments(args)))
+            return 0
+        if args.dry_run:
+            print(plan(options_from(args)))
+            return 0
         with terminate_as_interrupt():
             summary = run(options_from(args))
     except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
@@ -193,6 +233,22 @@ def cli(argv=None) -> int:
                   f"(read-only, full disk or server gone?); every write before this one is kept\n")
     print(report(summary))
     return 0 if summary.ok else 1
+
+
+def list_configs(ws: Workspace) -> str:
+    """Every config a pattern can select (model files x what each loader serves, and configs already in the
+    database), with its trials in the database."""
+    from ab.nn.stat.store import StatStore
+    from ab.nn.sweep.runner import known_configs
+
+    store = StatStore(ws.db_url)
+    configs = sorted(known_configs() | set(store.configs()))
+    counts = store.trial_counts()
+    rows = [f"{'config':<58} {'trials':>6} {'trained':>7}"]
+    for config in configs:
+        total, trained = counts.get(config.name, (0, 0))
+        rows.append(f"{config.name:<58} {total:>6} {trained:>7}")
+    return "\n".join(rows)
 
 
 class Terminated(KeyboardInterrupt):

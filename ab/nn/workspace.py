@@ -85,12 +85,43 @@ def add_arguments(parser, data: bool = True) -> None:
     """The workspace options every command shares: ``--root``, ``--db`` and (optionally) ``--data-dir``."""
     parser.add_argument("--root", default=None, help="workspace root for db/, data/, out/, stat/; "
                                                      f"unset: ${ROOT_ENV}, else the current directory")
-    parser.add_argument("--db", default=None, help="SQLAlchemy URL of the statistics database; "
+    parser.add_argument("--db", default=None, type=_db_argument, help="SQLAlchemy URL of the statistics database; "
                                                    f"unset: ${DB_ENV}, else sqlite:///<root>/db/ab.nn.db")
     if data:
         parser.add_argument("--data-dir", default=None, help="folder of the dataset's files; "
                                                              f"unset: ${DATA_ENV}, else <root>/data/<dataset>")
 
 
+def check_db(url: str) -> None:
+    """An SQLite URL given by the user must name a file in an existing folder: a typo would otherwise
+    create a stray folder (``sqlite:///x/y.db`` is relative to the current directory; four slashes
+    make it absolute)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception as error:
+        raise ValueError(f"--db {url!r} is not a database URL ({error}); e.g. sqlite:////abs/path/ab.nn.db or "
+                         f"postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not parsed.query.get("uri"):
+        folder = Path(parsed.database).expanduser().absolute().parent
+        if not folder.is_dir():
+            raise ValueError(f"--db {url}: there is no folder {folder} for the database file "
+                             f"({'relative to the current directory; ' if not Path(parsed.database).is_absolute() else ''}"
+                             f"create it first, or use sqlite://// with an absolute path)")
+
+
+def _db_argument(url: str) -> str:
+    import argparse
+
+    try:
+        check_db(url)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--db {url}: ")) from None
+    return url
+
+
 def from_arguments(args) -> Workspace:
+    """The workspace of a command's ``--root``/``--db``/``--data-dir``."""
     return Workspace.resolve(args.root, args.db, getattr(args, "data_dir", None))

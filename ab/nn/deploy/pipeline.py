@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from torch.utils.data import DataLoader
 
 from ab.nn import __version__
@@ -159,10 +160,23 @@ class Deployment:
                 "layout": layout, "input_shape": self.shape_text, "seconds": seconds}
 
     # -- the steps -------------------------------------------------------------------------------
-    def run(self, model: torch.nn.Module, data: TrialData, metadata: dict) -> None:
+    def run(self, model: torch.nn.Module, data: TrialData, metadata: dict, progress: bool = True) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.data_key = data.identity.key
+        tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
+        self.bar = tqdm(total=2 + 2 * len(tflite), desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
+                        disable=not progress, position=1)
+        try:
+            self._run(model, data, metadata, tflite)
+        finally:
+            self.bar.close()
+
+    def _step(self, what: str) -> None:
+        self.bar.set_postfix_str(what)
+
+    def _run(self, model: torch.nn.Module, data: TrialData, metadata: dict, tflite: list[str]) -> None:
         cpu_model = copy.deepcopy(model).cpu().eval()
+        self._step("PyTorch reference ages and latency")
         with torch_threads(system.cpu_count()):
             reference = self._reference(TorchRuntime(cpu_model), data)
         weights = self.folder / "model.pth"
@@ -177,9 +191,12 @@ class Deployment:
         except Exception as error:
             self._latency_failed(export_id, "pytorch", error)
 
+        self.bar.update(1)
+        self._step("ONNX export, fidelity and latency")
         onnx_path = self._onnx(cpu_model, reference, data, metadata)
-        tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
+        self.bar.update(1)
         if tflite:
+            self._step(f"TFLite conversion ({', '.join(tflite)})")
             self._tflite(onnx_path, tflite, reference, data, metadata)
 
     def _onnx(self, model, reference: Reference, data: TrialData, metadata: dict) -> Path | None:
@@ -254,7 +271,10 @@ class Deployment:
             path = Path(result["path"])
             export_id = self.store.add_export(self.trial_id, status=OK, **self._artifact(
                 "tflite", precision, path, converted["converter"], "NHWC", result["seconds"]))
+            self.bar.update(1)
+            self._step(f"TFLite {precision}: fidelity and latency")
             self._measure_tflite(export_id, path, reference)
+            self.bar.update(1)
 
     def _measure_tflite(self, export_id: int, path: Path, reference: Reference) -> None:
         """Ages and latency in one worker process (LiteRT can abort the process on a bad model)."""

@@ -173,6 +173,17 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """``pretrained=1`` was asked for but no ImageNet weights could be found or downloaded."""
 
 
+def pretrained_available() -> bool:
+    """Whether ImageNet weights are here without a download (``$MOBILEAGENET_WEIGHTS`` or torch hub's
+    cache): where they are not, ab.nn's runner does not sample ``pretrained`` (LEMUR ignores this)."""
+    explicit = os.environ.get(WEIGHTS_ENV)
+    if explicit:
+        return Path(explicit).is_file()
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return any((cache / os.path.basename(w.url)).exists()
+               for w in (MobileNet_V3_Large_Weights.IMAGENET1K_V2, MobileNet_V3_Large_Weights.IMAGENET1K_V1))
+
+
 def imagenet_backbone() -> nn.Module:
     """MobileNetV3-Large with ImageNet weights: from ``$MOBILEAGENET_WEIGHTS``, else torch hub's
     cache (V2, then V1), else a download through torchvision's weights API."""

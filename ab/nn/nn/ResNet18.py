@@ -25,7 +25,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models import ResNet18_Weights, resnet18
 
 AGE_RANGE = (0.0, 116.0)
 TARGET_CLIP = (1.0, 95.0)
@@ -36,6 +36,15 @@ DLDL_L1_WEIGHT = 1.0
 MEAN_VARIANCE_WEIGHTS = (0.2, 0.05)
 PRIOR_SPREAD = 20.0
 """Spread (years) of an untrained distribution head's prior when the training ages are unknown."""
+
+
+def pretrained_available():
+    """Whether ImageNet weights can be had without a download (torch hub's cache): where they cannot,
+    ab.nn's runner does not sample ``pretrained`` (LEMUR's runner ignores this)."""
+    import os
+    from pathlib import Path
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet18_Weights.DEFAULT.url)).is_file()
 
 
 def supported_hyperparameters():

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.report import plots, tables
+from ab.nn.stat.store import PREFERRED_RUNTIMES
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -48,14 +49,21 @@ def _group_rows(best: pd.DataFrame, mixtures: pd.DataFrame, db) -> pd.DataFrame:
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-def _latency_points(trials: pd.DataFrame, db) -> pd.DataFrame:
+def _latency_points(trials: pd.DataFrame, db) -> tuple[pd.DataFrame, str]:
+    """Every trial's fp32 batch-1 latency at 1 thread in one runtime (the one most trials were timed in,
+    so that the points compare), its latest measurement; and that runtime's name."""
     latency = api.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
-        return pd.DataFrame()
-    preferred = latency.assign(rank=latency.format.map({"tflite": 0, "onnx": 1, "pytorch": 2}))
-    preferred = preferred[(preferred.precision == "fp32")].sort_values("rank").groupby("trial_id").head(1)
-    points = trials.merge(preferred[["trial_id", "median_ms"]], left_on="id", right_on="trial_id")
-    return pd.DataFrame({"model": points.nn, "mae": points.eval_mae, "latency_ms": points.median_ms}).dropna()
+        return pd.DataFrame(), ""
+    latency = latency[(latency.precision == "fp32") & latency.trial_id.isin(trials.id)]
+    if latency.empty:
+        return pd.DataFrame(), ""
+    counts = latency.groupby("runtime").trial_id.nunique()
+    runtime = next(r for r in PREFERRED_RUNTIMES if r in counts and counts[r] == counts.max())
+    latest = latency[latency.runtime == runtime].sort_values("id").groupby("trial_id").tail(1)
+    points = trials.merge(latest[["trial_id", "median_ms"]], left_on="id", right_on="trial_id")
+    return (pd.DataFrame({"model": points.nn, "mae": points.eval_mae, "latency_ms": points.median_ms}).dropna(),
+            f"{runtime} fp32")
 
 
 def describe_data(trials: pd.DataFrame) -> str:
@@ -118,11 +126,17 @@ def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, mixtures:
     groups = _group_rows(best, mixtures, db)
     if not groups.empty:
         figures.append(plots.mae_by_group(groups, out / "mae_by_age_group.png"))
-    points = _latency_points(trials[~trials.config.str.endswith(f"_{MIXTURE}")], db)
+    points, runtime = _latency_points(trials[~trials.config.str.endswith(f"_{MIXTURE}")], db)
     if not points.empty:
-        figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png"))
+        figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png", runtime))
+    for study in sorted(trials.study.dropna().unique()):
+        made = plots.study_pareto(study, db, out / f"pareto_{study.split('@')[0]}_{study.split('/')[-1]}.png")
+        if made:
+            figures.append(made)
     for trial in best.itertuples():
-        made = plots.optimisation_history(trial.study, db, out / f"history_{trial.config}.png")
+        made = plots.optimisation_history(trials[trials.study == trial.study],
+                                          f"{Config.parse(trial.config).nn}: Optuna study\n{trial.study}",
+                                          out / f"history_{trial.config}.png")
         if made:
             figures.append(made)
     return figures

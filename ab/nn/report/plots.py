@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ab.nn import api  # noqa: E402
@@ -36,13 +37,17 @@ def predicted_vs_true(predictions: dict[str, tuple[np.ndarray, np.ndarray]], pat
 
 
 def mae_by_group(groups: pd.DataFrame, path: Path) -> Path:
-    """``groups``: rows of (label, group, mae) — one line per model or mixture."""
+    """``groups``: rows of (label, group, mae, n) — one line per model or mixture; the number of test
+    images in each group is under its name (the oldest and youngest groups are small)."""
     order = [g[0] for g in AGE_GROUPS]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    sizes = groups.groupby("group").n.max().reindex(order)
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     for label, frame in groups.groupby("label", sort=False):
         frame = frame.set_index("group").reindex(order)
-        ax.plot(order, frame.mae, marker="o", lw=2.2 if label == "AgeMoE" else 1.2, label=label)
-    ax.set(xlabel="true age group", ylabel="test MAE (years)", title="MAE per age group (test split)")
+        ax.plot(range(len(order)), frame.mae, marker="o", lw=2.2 if label == "AgeMoE" else 1.2, label=label)
+    ax.set_xticks(range(len(order)), [f"{g}\nn={int(n):,}" if n == n else g for g, n in zip(order, sizes)], fontsize=8)
+    ax.set(xlabel="true age group (years) and its test images", ylabel="test MAE (years)",
+           title="MAE per age group (test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
@@ -62,15 +67,39 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return points.loc[front].sort_values("latency_ms")
 
 
-def mae_vs_latency(points: pd.DataFrame, path: Path) -> Path:
-    """``points``: rows of (model, mae, latency_ms) for every trial with a latency measurement."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def _plain(axis) -> None:
+    """Plain numbers on a log axis (2, 5, 10 ms, never 6x10^-1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _clip(values: pd.Series) -> float:
+    """An upper limit that keeps a few failed trials (MAE 40+) from squashing the rest."""
+    finite = values.dropna()
+    return float(min(finite.max(), max(finite.quantile(0.9) * 1.6, finite.min() * 2.5))) * 1.05
+
+
+def mae_vs_latency(points: pd.DataFrame, path: Path, runtime: str) -> Path:
+    """``points``: rows of (model, mae, latency_ms) for every trial with a latency measurement; points above
+    the MAE axis's limit are drawn at its edge as triangles, so that every trial is visible."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    top = _clip(points.mae)
     for model, frame in points.groupby("model"):
-        ax.scatter(frame.latency_ms, frame.mae, s=18, label=model, alpha=0.8)
+        inside, above = frame[frame.mae <= top], frame[frame.mae > top]
+        dots = ax.scatter(inside.latency_ms, inside.mae, s=22, label=model, alpha=0.75, edgecolors="none")
+        if not above.empty:
+            ax.scatter(above.latency_ms, [top * 0.985] * len(above), marker="^", s=40, color=dots.get_facecolor()[0])
     front = pareto_front(points)
-    ax.plot(front.latency_ms, front.mae, color="black", lw=1, ls="--", marker="x", label="Pareto front")
-    ax.set(xscale="log", xlabel="batch-1 latency, 1 thread (ms, log)", ylabel="validation MAE (years)",
-           title="MAE against latency, all trials")
+    ax.plot(front.latency_ms, front.mae.clip(upper=top), color="black", lw=1, ls="--", marker="x",
+            label="Pareto front")
+    clipped = int((points.mae > top).sum())
+    ax.set(xscale="log", ylim=(0, top), xlabel=f"batch-1 latency, 1 thread, {runtime} (ms)",
+           ylabel="validation MAE (years)",
+           title="MAE against latency, every trial" + (f" ({clipped} above {top:.0f} years: ▲)" if clipped else ""))
+    _plain(ax.xaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -79,17 +108,55 @@ def mae_vs_latency(points: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def optimisation_history(study_name: str, db_url: str, path: Path) -> Path | None:
+def study_pareto(study_name: str, db_url: str, path: Path) -> Path | None:
+    """A two-objective study's trials and its own Pareto front (``study.best_trials``), MAE in years."""
     study = optuna.load_study(study_name=study_name, storage=db_url)
-    values = [(t.number, t.value) for t in study.trials if t.value is not None]
-    if not values:
+    if len(study.directions) < 2:
         return None
-    numbers, accuracy = zip(*values)
-    best = np.maximum.accumulate(accuracy)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.scatter(numbers, accuracy, s=14, label="trial")
-    ax.step(numbers, best, where="post", color="C1", label="best so far")
-    ax.set(xlabel="trial", ylabel="accuracy = 1 - MAE/20", title=f"Optuna history: {study_name}")
+    done = [t for t in study.trials if t.values is not None]
+    if not done:
+        return None
+    front = {t.number for t in study.best_trials}
+    mae = lambda t: t.user_attrs.get("eval_mae", 20 * (1 - t.values[0]))  # noqa: E731
+    name = (study.metric_names or ["", "second objective"])[1]
+    runtimes = sorted({t.user_attrs["latency_runtime"] for t in done if "latency_runtime" in t.user_attrs})
+    if runtimes:
+        name = f"{name}, {', '.join(runtimes)}"
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    rest = [t for t in done if t.number not in front]
+    ax.scatter([t.values[1] for t in rest], [mae(t) for t in rest], s=20, alpha=0.6, label="trial")
+    best = sorted((t for t in done if t.number in front), key=lambda t: t.values[1])
+    ax.plot([t.values[1] for t in best], [mae(t) for t in best], color="C3", marker="o", lw=1.2,
+            label="Pareto front (Optuna's best_trials)")
+    ax.set(xlabel=name, ylabel="validation MAE (years)", title=f"{study_name}: {len(done)} trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def optimisation_history(trials: pd.DataFrame, title: str, path: Path) -> Path | None:
+    """Validation MAE of every trial of a study in the order they ran, best so far as a step line;
+    trials stopped early or pruned are marked (their MAE is that of the epoch they reached)."""
+    trials = trials.sort_values("id")
+    trials = trials[trials.eval_mae.notna()]
+    if trials.empty:
+        return None
+    top = _clip(trials.eval_mae)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    order = range(1, len(trials) + 1)
+    for status, marker in (("complete", "o"), ("stopped", "s"), ("pruned", "x"), ("diverged", "v")):
+        mine = [(i, m) for i, m, s in zip(order, trials.eval_mae, trials.status) if s == status]
+        if mine:
+            ax.scatter([i for i, _ in mine], [min(m, top) for _, m in mine], s=18, marker=marker, label=status)
+    done = trials.status == "complete"
+    best = trials.eval_mae.where(done).cummin()
+    ax.step(list(order), best.clip(upper=top), where="post", color="C1", label="best so far (complete)")
+    ax.set(xlabel="trial (in order)", ylabel="validation MAE (years)", ylim=(0, top))
+    ax.set_title(title, fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

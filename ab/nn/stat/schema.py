@@ -77,10 +77,11 @@ STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMU
 DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # its runner was stopped (SIGTERM/SIGINT) or died (its lease lapsed)
-FINAL_STATES = (COMPLETE, STOPPED, DIVERGED, FAILED, INTERRUPTED)
+PRUNED = "pruned"        # stopped by the sweep's pruner (--pruner), its epochs recorded
+FINAL_STATES = (COMPLETE, STOPPED, DIVERGED, FAILED, INTERRUPTED, PRUNED)
 """A trial's status moves once, from ``running`` to one of these, never back or sideways."""
-RESULT_STATES = (COMPLETE, STOPPED, DIVERGED)
-"""Outcomes that count as a trained trial when deciding how many trials a config still needs."""
+RESULT_STATES = (COMPLETE, STOPPED, DIVERGED, PRUNED)
+"""Outcomes that count towards ``-t`` (a pruned trial took its slot, as every worker sees it)."""
 TRAINED_STATES = (COMPLETE, STOPPED)
 """Outcomes whose accuracy is a result to compare (a diverged trial's last accuracy is not)."""
 
@@ -125,6 +126,8 @@ class Trial(Base):
     n_eval: Mapped[int | None] = mapped_column(Integer)
     n_test: Mapped[int | None] = mapped_column(Integer)
     in_shape: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[int | None] = mapped_column(BigInteger)  # parameters of the model
+    macs: Mapped[int | None] = mapped_column(BigInteger)    # multiply-adds of one batch-1 forward pass
     data_fingerprint: Mapped[str | None] = mapped_column(Text)
     eval_accuracy: Mapped[float | None] = mapped_column(Float)
     eval_mae: Mapped[float | None] = mapped_column(Float)

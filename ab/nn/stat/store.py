@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from sqlalchemy import Integer, delete, func, insert, select, text, update
+from sqlalchemy import Integer, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +25,8 @@ from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STA
                                Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
+PREFERRED_RUNTIMES = ("litert", "onnxruntime", "pytorch")
+"""Where a trial's deployment latency is read, in order: how a phone would run it first."""
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
 log = logging.getLogger(__name__)
 
@@ -288,13 +290,20 @@ class StatStore:
         with self.transaction() as session:
             return list(session.scalars(select(Export).where(Export.trial_id.in_(list(trial_ids)))))
 
-    def best_trial(self, config: Config, data_key: str) -> int | None:
-        """The trained trial of ``config`` on the data ``data_key`` with the best eval accuracy (LEMUR's
-        selection metric); the same choice as ``api.ranked_trials``."""
+    def ranked_trials(self, config: Config, data_key: str) -> list[int]:
+        """Trained trials of ``config`` on the data ``data_key``, best eval accuracy first (LEMUR's selection
+        metric); the same order as ``api.ranked_trials``."""
         with self.transaction() as session:
-            return session.scalar(select(Trial.id).where(
+            return list(session.scalars(select(Trial.id).where(
                 Trial.config == config.name, Trial.data_key == data_key, Trial.status.in_(TRAINED_STATES),
-                Trial.eval_accuracy.is_not(None)).order_by(Trial.eval_accuracy.desc(), Trial.id).limit(1))
+                Trial.eval_accuracy.is_not(None)).order_by(Trial.eval_accuracy.desc(), Trial.id)))
+
+    def best_trial(self, config: Config, data_key: str, max_latency_ms: float | None = None) -> int | None:
+        """The first of ``ranked_trials``; with ``max_latency_ms``, the first whose latency meets it."""
+        for trial_id in self.ranked_trials(config, data_key):
+            if max_latency_ms is None or (self.latency_ms(trial_id) or float("inf")) <= max_latency_ms:
+                return trial_id
+        return None
 
     def trial_ids(self, config: Config, data_key: str | None = None) -> list[int]:
         with self.transaction() as session:
@@ -322,3 +331,38 @@ class StatStore:
                 continue
         return sorted(configs)
 
+
+    # -- what the runner tells Optuna ----------------------------------------------------------
+    def trial_row(self, trial_id: int) -> dict:
+        with self.transaction() as session:
+            trial = session.get(Trial, trial_id)
+            return {c.name: getattr(trial, c.name) for c in Trial.__table__.columns}
+
+    def epoch_accuracies(self, trial_id: int) -> list[float | None]:
+        """Validation accuracy of each epoch, in order (Optuna's intermediate values)."""
+        with self.transaction() as session:
+            return list(session.scalars(select(Stat.accuracy).where(Stat.trial_id == trial_id).order_by(Stat.epoch)))
+
+    def latency(self, trial_id: int) -> tuple[float, str] | None:
+        """The trial's deployment latency and its runtime: batch 1, 1 thread, median, fp32, in its preferred
+        runtime (LiteRT, else onnxruntime, else PyTorch), the latest measurement."""
+        with self.transaction() as session:
+            rows = session.execute(select(Latency.runtime, Latency.median_ms).join(Export, Export.id == Latency.export_id)
+                                   .where(Latency.trial_id == trial_id, Latency.threads == 1, Latency.status == "ok",
+                                          Export.precision == "fp32").order_by(Latency.id.desc())).all()
+        for runtime in PREFERRED_RUNTIMES:
+            for found, median in rows:
+                if found == runtime and median is not None:
+                    return float(median), runtime
+        return None
+
+    def latency_ms(self, trial_id: int) -> float | None:
+        found = self.latency(trial_id)
+        return None if found is None else found[0]
+
+    def trial_counts(self) -> dict[str, tuple[int, int]]:
+        """Per config: (trials, trained trials)."""
+        with self.transaction() as session:
+            rows = session.execute(select(Trial.config, func.count(), func.sum(
+                case((Trial.status.in_(TRAINED_STATES), 1), else_=0))).group_by(Trial.config)).all()
+        return {config: (int(n), int(trained or 0)) for config, n, trained in rows}

@@ -6,8 +6,8 @@ import hashlib
 import logging
 import os
 import random
-import time
 import warnings
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -16,7 +16,6 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 import psutil
 import torch
-from sqlalchemy.exc import IntegrityError, OperationalError
 from tqdm.auto import tqdm
 
 from ab.nn import registry
@@ -26,9 +25,9 @@ from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import FAILED, INTERRUPTED
+from ab.nn.stat.schema import DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import data as trial_data, hyperparameters
+from ab.nn.sweep import data as trial_data, hyperparameters, search
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated
 from ab.nn.sweep.lease import HEARTBEAT_SECONDS, RunnerLease, states as lease_states
@@ -38,7 +37,6 @@ from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-STORAGE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,7 @@ class SweepOptions:
     limits: Limits = field(default_factory=Limits)
     seed: int = 42      # training seeds and the sampler; the split has its own (data.split_seed)
     heartbeat_seconds: float = HEARTBEAT_SECONDS  # of this runner's lease
+    search: search.Search = field(default_factory=search.Search)  # pruner, objectives, latency constraint
     seeds: int = 1      # training-seed replicas of every hyperparameter set
     device: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
@@ -74,6 +73,11 @@ class ConfigResult:
     failed: int = 0
     gave_up: str | None = None
     best_accuracy: float | None = None
+    data: str | None = None          # the data key and what it stands for
+    statuses: dict = field(default_factory=dict)  # every trial of this config and data key, by status
+    best: dict | None = None         # the best trained trial's row on this data (by validation)
+    folder: str | None = None        # its artifact folder
+    note: str | None = None          # why nothing (more) ran
 
 
 @dataclass
@@ -149,6 +153,7 @@ class Sweep:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
         if options.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {options.seeds}")
+        options.search.check(exporting=options.export.enabled)
         self._identities: dict[tuple[str, str], DataIdentity | Exception] = {}
         if options.random_config_order:
             random.Random(options.seed).shuffle(self.configs)
@@ -167,7 +172,8 @@ class Sweep:
             supported |= names
             self.own[nn] = hyperparameters.declared(module)
             for name, rule in self.own[nn].items():
-                choices.setdefault(name, []).extend(rule.get("choices", ()))
+                if "choices" in rule:
+                    choices.setdefault(name, []).extend(rule["choices"])
             self.model_fixed[nn] = self._without_weights(nn, module, names)
         hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
 
@@ -182,29 +188,8 @@ class Sweep:
                    f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
         return {"pretrained": 0}
 
-    def storage(self) -> optuna.storages.RDBStorage:
-        """Optuna's tables in the same database (trials are asked and told by the runner, whose lease
-        tells other runners whether it is alive)."""
-        engine_kwargs = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else {"pool_pre_ping": True}
-        for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs)
-                break
-            except (IntegrityError, OperationalError):
-                if attempt == STORAGE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-        if self.url.startswith("sqlite"):
-            # several workers on one file: Optuna's read-then-write transactions must take the
-            # write lock up front, or SQLite answers "database is locked" instead of waiting
-            engines.configure_sqlite(storage.engine, immediate=True)
-            storage.engine.dispose()
-        return storage
-
     def run(self) -> SweepSummary:
-        storage = self.storage()
+        storage = search.storage(self.url)
         previous = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
@@ -272,6 +257,27 @@ class Sweep:
                               "big")
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
+    def _study(self, config: Config, identity: DataIdentity, storage) -> optuna.Study:
+        """The config's study on this data and budget: our pruner and objectives; metric names that say
+        what the values are (the dashboard shows them instead of "Objective 0")."""
+        search_ = self.options.search
+        name = self.study_name(config, identity)
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, directions=search_.directions(),
+                                        load_if_exists=True, sampler=self.sampler(),
+                                        pruner=search_.make_pruner(self.options.epochs))
+        except ValueError as error:  # an existing study with other directions
+            raise search.SearchError(f"study {name!r} already exists with other objectives ({error}); use another "
+                                     f"-e, or the objectives it was created with") from None
+        if study.directions != [optuna.study.StudyDirection[d.upper()] for d in search_.directions()]:
+            raise search.SearchError(f"study {name!r} already optimises {len(study.directions)} objective(s); "
+                                     f"--objectives {','.join(search_.objectives)} does not match it")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if study.metric_names != search_.metric_names():
+                study.set_metric_names(search_.metric_names())
+        return study
+
     def study_name(self, config: Config, identity: DataIdentity) -> str:
         """One Optuna study per config, data key and epoch count: only its trials' values compare."""
         return f"{config.name}@{identity.key}/e{self.options.epochs}"
@@ -288,8 +294,7 @@ class Sweep:
             module_error: Exception | None = error
         else:
             module_error = None
-        study = optuna.create_study(study_name=self.study_name(config, identity), storage=storage,
-                                    direction="maximize", load_if_exists=True, sampler=self.sampler())
+        study = self._study(config, identity, storage)
         self._reconcile(config, storage)
         try:
             if module_error is not None:
@@ -315,7 +320,9 @@ class Sweep:
                                                 host=system.host(), pid=os.getpid(), lease_id=self.lease.id,
                                                 **reservation)
                 if not ids:
-                    break  # other workers hold or finished the remaining slots
+                    result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
+                                   f"wanted on this data")
+                    break
                 first: optuna.trial.FrozenTrial | None = None
                 for replica, trial_id in enumerate(ids):
                     outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica, first,
@@ -341,7 +348,22 @@ class Sweep:
                         result.best_accuracy = max(result.best_accuracy or 0.0, outcome.accuracy)
                     bar.update(1)
                     bar.set_postfix(best=f"{result.best_accuracy:.4f}", last_mae=_fmt(outcome.eval_mae))
+        if wanted == 0:
+            result.note = (f"nothing to do: {total} trials wanted at {self.options.epochs} epochs on this data, and "
+                           f"they are trained (-t -N asks for N more)")
+        self._summarise(result, config, identity)
         return result
+
+    def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
+        result.data = identity.describe()
+        rows = [self.store.trial_row(i) for i in self.store.trial_ids(config, identity.key)]
+        for row in rows:
+            result.statuses[row["status"]] = result.statuses.get(row["status"], 0) + 1
+        best = self.store.best_trial(config, identity.key, self.options.search.max_latency_ms)
+        if best is not None:
+            result.best = self.store.trial_row(best)
+            folder = self.workspace.trial_dir(config.name, best)
+            result.folder = str(folder) if folder.exists() else None
 
     def _release(self, trial_ids: list[int]) -> None:
         """Reserved slots that will not run (their group gave up): recorded, not left running."""
@@ -366,7 +388,9 @@ class Sweep:
             seed = self.options.seed + (replica if group is not None else (number or 0))
             self.store.assign_trial(trial_id, number=number, optuna_trial_id=optuna_id, prm=prm, seed=seed,
                                     replica_of=group)
-            spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url,
+            link = search.Link(self.url, study.study_name, optuna_id, self.options.search, self.options.epochs) \
+                if optuna_id is not None else None
+            spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url, link=link,
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
                              workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
@@ -401,34 +425,77 @@ class Sweep:
         except Exception:
             pass  # the database itself is what broke; the CLI reports the original error
 
+    def _optuna_outcome(self, row: dict, outcome: TrialOutcome) -> tuple[optuna.trial.TrialState, list | None, str]:
+        """Our record as Optuna sees it: state, values (None unless COMPLETE) and the reason shown in
+        the dashboard. A trial stopped early (LEMUR's gate, or the pruner) is PRUNED; diverged, failed
+        and interrupted ones FAIL; an export that failed leaves a trained trial COMPLETE, except that a
+        study on latency cannot be told a value it does not have."""
+        State = optuna.trial.TrialState
+        status = row["status"]
+        if status in (FAILED, INTERRUPTED):
+            return State.FAIL, None, (row.get("error") or outcome.error or status).splitlines()[0][:500]
+        if status == DIVERGED:
+            return State.FAIL, None, "diverged: the loss or the outputs became NaN or infinite"
+        if status == STOPPED:
+            return State.PRUNED, None, ("stopped by LEMUR's early stop: validation accuracy not above 1.2 x the "
+                                        "dataset's MINIMUM_ACCURACY")
+        if status == PRUNED:
+            return State.PRUNED, None, f"pruned by --pruner {self.options.search.pruner} after epoch {row['epochs_done']}"
+        values = [outcome.accuracy if outcome.accuracy is not None else 0.0]
+        for objective in self.options.search.objectives[1:]:
+            extra = self.store.latency_ms(row["id"]) if objective == "latency" else \
+                (row["macs"] / 1e6 if row.get("macs") else None)
+            if extra is None:
+                return State.FAIL, None, (f"no {objective} for the study's second objective"
+                                          + (" (its export failed; see its export rows)" if objective == "latency"
+                                             else ""))
+            values.append(extra)
+        return State.COMPLETE, values, ""
+
+    def _attributes(self, row: dict, reason: str) -> dict:
+        """What the dashboard shows beside each trial: our id, MAE in years, outcome, data."""
+        keys = ("status", "eval_mae", "test_mae", "test_mae_low", "test_mae_high", "epochs_done", "epoch_max",
+                "seed", "split", "data_key", "max_samples", "n_train", "n_eval", "n_test", "params", "macs")
+        attrs = {"trial_id": row["id"], **{k: row[k] for k in keys if row.get(k) is not None}}
+        latency = self.store.latency(row["id"]) if self.options.search.needs_latency else None
+        if latency is not None:
+            attrs["latency_ms"], attrs["latency_runtime"] = latency
+        if reason:
+            attrs["reason"] = reason
+        return attrs
+
     def _tell(self, study: optuna.Study, trial, first, trial_id: int,
               outcome: TrialOutcome) -> optuna.trial.FrozenTrial | None:
         """Record the outcome in Optuna: the asked trial, or a replica as a new trial with ``first``'s
         parameters (added only now, so that no other worker can take its point)."""
-        failed = outcome.status in (FAILED, INTERRUPTED)
-        value = None if failed else (outcome.accuracy if outcome.accuracy is not None else 0.0)
-        state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE
+        row = self.store.trial_row(trial_id)
+        state, values, reason = self._optuna_outcome(row, outcome)
+        attrs = self._attributes(row, reason)
+        latency = self.store.latency_ms(trial_id) if self.options.search.max_latency_ms is not None else None
+        constraint = None if latency is None else latency - self.options.search.max_latency_ms
         if trial is not None:
             frozen = study._storage.get_trial(trial._trial_id)
             if frozen.state.is_finished():  # another runner reclaimed it (its record says so)
                 return frozen
-            if failed:
-                trial.set_user_attr("error", outcome.error.splitlines()[0][:500])
-            study.tell(trial, value, state=state)
+            for name, value in attrs.items():
+                trial.set_user_attr(name, value)
+            if constraint is not None:
+                trial.set_constraint("latency_ms", constraint)
+            study.tell(trial, values, state=state)
             return study._storage.get_trial(trial._trial_id)
         if first is None:
             return None
-        attrs = dict(first.user_attrs, trial_id=trial_id, replica_of=first.user_attrs["trial_id"])
-        if failed:
-            attrs["error"] = outcome.error.splitlines()[0][:500]
-        study.add_trial(optuna.trial.create_trial(params=first.params, distributions=first.distributions,
-                                                  value=value, state=state, user_attrs=attrs))
-        added = study.get_trials(deepcopy=False)[-1]
+        epochs = dict(enumerate((v for v in self.store.epoch_accuracies(trial_id)), start=1))
+        system = {"constraints:latency_ms": constraint} if constraint is not None else {}
+        study.add_trial(optuna.trial.create_trial(
+            params=first.params, distributions=first.distributions, values=values, state=state,
+            intermediate_values=epochs, system_attrs=system,
+            user_attrs={**{k: v for k, v in first.user_attrs.items() if k in ("prm", "fixed")}, **attrs,
+                        "replica_of": first.user_attrs["trial_id"]}))
         for frozen in reversed(study.get_trials(deepcopy=False)):
             if frozen.user_attrs.get("trial_id") == trial_id:
-                added = frozen
+                self.store.update_trial(trial_id, number=frozen.number, optuna_trial_id=frozen._trial_id)
                 break
-        self.store.update_trial(trial_id, number=added.number, optuna_trial_id=added._trial_id)
         return None
 
     def _record_unrunnable(self, config: Config, study: optuna.Study, identity: DataIdentity,
@@ -455,6 +522,59 @@ def _fail_in_optuna(storage, optuna_trial_id: int, reason: str) -> None:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def describe_space(module, space: SearchSpace, fixed: dict, own: dict) -> list[str]:
+    """How each hyperparameter of a model will be chosen, one line each (``--dry-run``)."""
+    lines = []
+    own = {k: v for k, v in own.items() if k not in space.explicit}
+    for name in sorted(set(module.supported_hyperparameters())) + ["batch", "transform"]:
+        if name in fixed:
+            how = f"fixed at {fixed[name]!r}"
+        elif name == "pretrained" and space.pretrained is not None:
+            how = f"fixed at {space.pretrained} (--pretrained)"
+        elif name in own:
+            rule = own[name]
+            how = (f"one of {list(rule['choices'])} (the model's own)" if "choices" in rule else
+                   f"{'log-' if rule.get('log') else ''}uniform in [{rule['low']:g}, {rule['high']:g}] (the model's own)")
+        elif name == "lr":
+            how = f"log-uniform in [{space.min_lr:g}, {space.max_lr:g}]"
+        elif name in ("momentum", "dropout"):
+            low, high = getattr(space, f"min_{name}"), getattr(space, f"max_{name}")
+            how = f"uniform in [{low:g}, {high:g}]"
+        elif name == "batch":
+            how = f"one of {space.batches}"
+        elif name == "transform":
+            how = f"one of {list(space.transforms)}"
+        elif name == "pretrained":
+            how = "one of [0, 1]"
+        else:
+            how = "uniform in [0, 1] (LEMUR's default)"
+        lines.append(f"    {name}: {how}")
+    return lines
+
+
+def plan(options: SweepOptions) -> str:
+    """What ``run(options)`` would do, without reserving or training anything (``--dry-run``): the configs,
+    the data each is judged on, how many trials would run, and how hyperparameters are chosen."""
+    sweep = Sweep(options)
+    lines = []
+    for config in sweep.configs:
+        lines.append(config.name)
+        try:
+            identity = sweep._identity(config)
+            module = registry.load(registry.MODEL, config.nn)
+        except (DataError, registry.RegistryError) as error:
+            lines.append(f"  cannot run: {str(error).splitlines()[0]}")
+            continue
+        total, wanted = sweep._total(config, identity.key)
+        lines.append(f"  data: {identity.describe()}")
+        lines.append(f"  trials: {wanted} to run ({'no total' if total is None else f'{total} wanted in all'}, "
+                     f"{options.epochs} epochs each), Optuna study {sweep.study_name(config, identity)!r}")
+        lines.append("  hyperparameters:")
+        lines += describe_space(module, sweep.space, {**sweep.model_fixed.get(config.nn, {}), **sweep.fixed},
+                                sweep.own.get(config.nn, {}))
+    return "\n".join(lines) if lines else "no config selected"
 
 
 def run(options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None) -> SweepSummary:

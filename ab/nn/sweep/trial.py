@@ -22,14 +22,16 @@ from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, keep_best_only, metadata_for
 from ab.nn.stat.engine import is_storage_error
-from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, STOPPED
+from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, PRUNED, STOPPED
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
+from ab.nn.sweep.search import EpochReporter, Link
 from ab.nn.util import checkpoint, malloc, system
+from ab.nn.util.macs import count_macs
 from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
 
@@ -56,6 +58,7 @@ class TrialSpec:
     export: ExportOptions = field(default_factory=ExportOptions)
     progress: bool = True
     identity: DataIdentity | None = None  # the data the runner planned for this trial (its data key)
+    link: Link | None = None  # its Optuna trial, for epoch reports and pruning (None: a replica, or no study)
 
     @property
     def data_spec(self) -> DataSpec:
@@ -153,7 +156,9 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     names = list(config.metrics) + [m for m in EXTRA_METRICS.get(config.task, ()) if m not in config.metrics]
     metrics = {name: registry.load(registry.METRIC, name).create_metric(out_shape) for name in names}
     store.update_trial(spec.trial_id, n_train=len(train_set), n_eval=len(eval_set),
-                       n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)), device=str(device))
+                       n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)), device=str(device),
+                       **_size(model, in_shape))
+    reporter = EpochReporter(spec.link)
 
     model.train_setup(copy.deepcopy(prm))
     start = time.time_ns()
@@ -185,16 +190,20 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
             bar.set_postfix(acc=f"{evaluation.accuracy:.4f}", **({"mae": f"{evaluation.mae:.2f}"}
                                                                   if evaluation.mae is not None else {}))
             bar.update(1)
+            prune = reporter.report(epoch, evaluation.accuracy)  # every epoch: the study's learning curves
             if diverged:
                 status = DIVERGED
                 break
             if not good(evaluation.accuracy, data.minimum_accuracy):
                 status = STOPPED
                 break
+            if prune and epoch < epoch_max:
+                status = PRUNED
+                break
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set))
-    if test_loader is not None and status != DIVERGED:
+    if test_loader is not None and status not in (DIVERGED, PRUNED):
         tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
         interval = bootstrap_mae(np.abs(tested.predicted - tested.labels)) if tested.samples else None
         store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values, interval)
@@ -212,6 +221,14 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     return outcome, (model, data, in_shape)
 
 
+def _size(model, in_shape) -> dict:
+    """Parameters and multiply-adds of the model (the cheap speed proxy of ``--objectives accuracy,macs``)."""
+    try:
+        return {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, in_shape)}
+    except Exception:  # a model the hooks cannot walk: its size stays unknown, its trial goes on
+        return {}
+
+
 def _image_ids(dataset) -> list[str] | None:
     ids = getattr(dataset, "image_ids", None)
     return list(ids) if ids is not None and len(ids) == len(dataset) else None
@@ -224,7 +241,7 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
     try:
         metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
         Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec,
-                   in_shape).run(model, data, metadata)
+                   in_shape).run(model, data, metadata, spec.progress)
         if spec.export.keep_best_only:
             keep_best_only(store, spec.config, data.identity.key, spec.workspace.out_dir)
     except Exception as error:

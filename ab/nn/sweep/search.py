@@ -1,0 +1,151 @@
+"""How a sweep searches: its Optuna pruner, its objectives (accuracy, or accuracy and speed) and
+latency constraint, and how a trial's outcome is told to Optuna.
+
+* ``--pruner``: ``none`` (LEMUR: every trial runs all its epochs), ``median``, ``percentile`` (the
+  worst quarter), ``hyperband`` or ``successive-halving``, on the validation accuracy reported after
+  every epoch. A pruned trial is recorded ``pruned`` with the epochs it ran.
+* ``--objectives accuracy,latency``: a two-objective study (maximise validation accuracy, minimise the
+  trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
+  PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
+  forward pass, in millions) is the cheaper proxy. ``--max-latency-ms X`` instead keeps one objective
+  and makes latency a constraint (Optuna's ``set_constraint``: feasible at <= X ms).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ab.nn.stat import engine as engines
+
+STORAGE_ATTEMPTS = 5
+log = logging.getLogger(__name__)
+
+PRUNERS = ("none", "median", "percentile", "hyperband", "successive-halving")
+OBJECTIVES = ("accuracy", "latency", "macs")
+UNITS = {"accuracy": "accuracy = 1 - MAE/20 (validation)", "latency": "latency ms (batch 1, 1 thread)",
+         "macs": "MMACs (batch 1)"}
+DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize"}
+
+
+class SearchError(ValueError):
+    """A search setting that cannot work; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Search:
+    pruner: str = "none"
+    objectives: tuple[str, ...] = ("accuracy",)
+    max_latency_ms: float | None = None
+
+    def __post_init__(self):
+        if self.pruner not in PRUNERS:
+            raise SearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != \
+                len(self.objectives):
+            raise SearchError(f"--objectives: accuracy first, then optionally latency or macs "
+                              f"(e.g. accuracy,latency); got {','.join(self.objectives)}")
+        if self.multi and self.pruner != "none":
+            raise SearchError("Optuna's pruners do not work with several objectives: use --pruner none with "
+                              "--objectives, or --max-latency-ms with one objective")
+        if self.max_latency_ms is not None and (self.max_latency_ms <= 0 or self.multi):
+            raise SearchError("--max-latency-ms must be positive and goes with the single accuracy objective")
+
+    @classmethod
+    def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None) -> "Search":
+        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency" in self.objectives or self.max_latency_ms is not None
+
+    def check(self, exporting: bool) -> None:
+        if self.needs_latency and not exporting:
+            raise SearchError("latency needs an exported model to time: keep --export (e.g. onnx), or use "
+                              "--objectives accuracy,macs as the cheaper proxy")
+
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[o] for o in self.objectives]
+
+    def metric_names(self) -> list[str]:
+        return [UNITS[o] for o in self.objectives]
+
+    def make_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+        if self.pruner == "percentile":
+            return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=1)
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+        if self.pruner == "successive-halving":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.NopPruner()
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's tables in the statistics database. Trials are asked and told by the runner (whose
+    lease tells other runners whether it is alive); trial processes report epochs through it."""
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            break
+        except (IntegrityError, OperationalError):
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    if url.startswith("sqlite"):
+        # several workers on one file: Optuna's read-then-write transactions must take the write lock
+        # up front, or SQLite answers "database is locked" instead of waiting
+        engines.configure_sqlite(made.engine, immediate=True)
+        made.engine.dispose()
+    return made
+
+
+@dataclass(frozen=True)
+class Link:
+    """What a trial process needs to report its epochs to its Optuna trial and ask about pruning."""
+
+    db_url: str
+    study: str
+    optuna_trial_id: int
+    search: Search
+    epochs: int
+
+
+class EpochReporter:
+    """Reports each epoch's validation accuracy to Optuna (learning curves in the dashboard) and asks
+    the study's pruner whether to stop."""
+
+    def __init__(self, link: Link | None):
+        self.link = link
+        self._trial = None
+
+    def report(self, epoch: int, accuracy: float) -> bool:
+        """True when the trial should be pruned. Optuna keeps no per-epoch values in a study of several
+        objectives; a report that fails is logged and never stops the training."""
+        if self.link is None or self.link.search.multi:
+            return False
+        try:
+            if self._trial is None:
+                study = optuna.load_study(study_name=self.link.study, storage=storage(self.link.db_url),
+                                          pruner=self.link.search.make_pruner(self.link.epochs))
+                self._trial = optuna.trial.Trial(study, self.link.optuna_trial_id)
+            self._trial.report(float(accuracy), epoch)
+            return self.link.search.pruner != "none" and self._trial.should_prune()
+        except Exception as error:
+            if engines.is_storage_error(error):
+                raise
+            log.warning("epoch %d could not be reported to Optuna: %s", epoch, error)
+            return False

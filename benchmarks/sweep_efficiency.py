@@ -1,0 +1,113 @@
+"""Does pruning pay? The same search run twice, with and without a pruner: same config, budget, data,
+seeds and sampler seed, each in its own workspace (its own study), one after the other.
+
+    python benchmarks/sweep_efficiency.py --data ../shared/data/utkface --work /tmp/sweep-efficiency \
+        --trials 24 --epochs 8 --max-samples 4096 --transform norm_64 --pruner hyperband --plot docs/sweep_efficiency.png
+
+Reports each arm's wall time (the sum of its trials' durations, start to finish, in the order they
+ran), its best validation MAE with that trial's 95 % bootstrap interval over validation images, and
+the time each arm needed to reach the no-pruning arm's best within that interval (the bar: at most
+half the no-pruning time); plots best-so-far validation MAE against time for both.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ab.nn import api
+from ab.nn.stat.uncertainty import bootstrap_mae
+from ab.nn.util import system
+
+CONFIG = "age-regression_utkface_mae_MobileAgeNet"
+
+
+def sweep(work: Path, args, pruner: str) -> pd.DataFrame:
+    root = work / pruner
+    root.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", args.data, "-c", CONFIG,
+               "-e", str(args.epochs), "-t", str(args.trials), "-f", args.transform, "--max-samples",
+               str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
+               "--pruner", pruner, "--seed", str(args.seed)]
+    subprocess.run(command, check=True)
+    trials = api.trials(config=CONFIG, db=root / "db" / "ab.nn.db").sort_values("id")
+    seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
+    return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=pruner)
+
+
+def best_so_far(trials: pd.DataFrame) -> pd.Series:
+    """Best validation MAE of the trials that trained every epoch, after each trial."""
+    return trials.eval_mae.where(trials.status == "complete").cummin()
+
+
+def reached(trials: pd.DataFrame, target: float) -> float | None:
+    """Seconds until a complete trial's validation MAE was within ``target``."""
+    hit = trials[(trials.status == "complete") & (trials.eval_mae <= target)]
+    return float(hit.elapsed.iloc[0]) if not hit.empty else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--trials", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--max-samples", type=int, default=4096)
+    p.add_argument("--transform", default="norm_64")
+    p.add_argument("--pruner", default="hyperband")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--plot", default=None, help="PNG of best-so-far MAE against time")
+    p.add_argument("--analyse-only", action="store_true", help="read the two workspaces, run nothing")
+    args = p.parse_args(argv)
+    work = Path(args.work).resolve()
+    arms = {}
+    for pruner in ("none", args.pruner):
+        if args.analyse_only:
+            db = work / pruner / "db" / "ab.nn.db"
+            trials = api.trials(config=CONFIG, db=db).sort_values("id")
+            seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
+            arms[pruner] = trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy())
+        else:
+            arms[pruner] = sweep(work, args, pruner)
+    base = arms["none"]
+    best = base[base.status == "complete"].sort_values("eval_mae").iloc[0]
+    errors = api.predictions(trial_id=int(best.id), split="eval", db=work / "none" / "db" / "ab.nn.db")
+    low, high = bootstrap_mae(np.abs(errors.predicted - errors.age))
+    print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {args.trials} trials of {CONFIG}, "
+          f"{args.epochs} epochs, {args.transform}, --max-samples {args.max_samples}, seed {args.seed}")
+    print(f"no-pruning best: trial {int(best.id)}, validation MAE {best.eval_mae:.3f} [95% CI {low:.3f}, {high:.3f}]")
+    print("| arm | trials | pruned | wall minutes | best val MAE | minutes to reach the no-pruning best (within its CI) |")
+    print("|---|---|---|---|---|---|")
+    for name, trials in arms.items():
+        at = reached(trials, high)
+        print(f"| {name} | {len(trials)} | {int((trials.status == 'pruned').sum())} | "
+              f"{trials.seconds.sum() / 60:.1f} | {best_so_far(trials).min():.3f} | "
+              f"{'not reached' if at is None else f'{at / 60:.1f}'} |")
+    pruned_at, base_total = reached(arms[args.pruner], high), base.seconds.sum()
+    verdict = "met" if pruned_at is not None and pruned_at <= base_total / 2 else "not met"
+    print(f"bar (reach it in at most half of {base_total / 60:.1f} minutes): {verdict}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name, trials in arms.items():
+            ax.step(trials.elapsed / 60, best_so_far(trials), where="post", label=f"--pruner {name}")
+        ax.axhspan(low, high, color="grey", alpha=0.2, label="no-pruning best, 95% CI")
+        ax.set(xlabel="wall time (minutes, trials back to back)", ylabel="best validation MAE so far (years)",
+               title=f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""How a sweep searches and what Optuna (and the dashboard) see: pruning, two objectives, a latency
+constraint, metric names, learning curves, user attributes, states that say what happened, and
+switches sampled as categoricals."""
+import sys
+
+import optuna
+import pytest
+
+from ab.nn import api, train
+from ab.nn.sweep.search import Search, SearchError
+from tests.test_sweep_cli import CONFIG, run
+
+FIXED = '{"lr": 0.01, "momentum": 0.9}'
+
+
+def _study(root):
+    trials = api.trials(db=root / "db" / "ab.nn.db")
+    return trials, optuna.load_study(study_name=trials.study.iloc[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
+
+
+def test_a_losing_trial_is_pruned_and_recorded_with_its_epochs(root, utk_dir, tiny_model):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "4", "-e", "4", "--pruner", "median", "-p", FIXED) == 0
+    assert run(root, utk_dir, "-c", config, "-t", "-1", "-e", "4", "--pruner", "median",
+               "-p", '{"lr": 1e-9, "momentum": 0.0}') == 0  # learns nothing: worse than the median at epoch 2
+    trials, study = _study(root)
+    pruned = trials[trials.status == "pruned"]
+    assert len(pruned) == 1 and 1 <= pruned.epochs_done.iloc[0] < 4
+    epochs = api.data(db=root / "db" / "ab.nn.db")
+    assert (epochs[epochs.trial_id == pruned.id.iloc[0]].epoch.tolist()
+            == list(range(1, pruned.epochs_done.iloc[0] + 1)))  # every epoch it ran is recorded
+    frozen = study.trials[-1]
+    assert frozen.state.name == "PRUNED" and frozen.user_attrs["status"] == "pruned"
+    assert "pruned by --pruner median" in frozen.user_attrs["reason"]
+    assert pruned.test_mae.isna().all()  # not trained to the end: no test number, no export
+    assert run(root, utk_dir, "-c", config, "-t", "5", "-e", "4", "--pruner", "median", "-p", FIXED) == 0
+    assert len(api.trials(db=root / "db" / "ab.nn.db")) == 5  # a pruned trial counts towards -t
+
+
+def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misbehaving, monkeypatch):
+    monkeypatch.setenv("MISBEHAVE_HOW", "raise")
+    assert run(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "2") == 0
+    monkeypatch.setenv("MISBEHAVE_HOW", "hopeless")
+    sys.modules.pop("ab.nn.nn.Misbehaves")  # it reads $MISBEHAVE_HOW when imported
+    assert run(root, utk_dir, "-c", misbehaving, "-t", "-1", "-e", "2") == 0
+    trials, study = _study(root)
+    assert study.metric_names == ["accuracy = 1 - MAE/20 (validation)"]
+    failed, complete, stopped = study.trials
+    assert failed.state.name == "FAIL" and "forward exploded" in failed.user_attrs["reason"]
+    assert complete.state.name == "COMPLETE" and complete.intermediate_values.keys() == {1, 2}
+    attrs = complete.user_attrs
+    row = trials.set_index("id").loc[attrs["trial_id"]]
+    assert attrs["eval_mae"] == pytest.approx(row.eval_mae) and attrs["test_mae"] == pytest.approx(row.test_mae)
+    assert attrs["status"] == "complete" and attrs["split"] == "paper/42" and attrs["n_train"] == row.n_train
+    assert attrs["data_key"] == row.data_key and attrs["epochs_done"] == 2
+    assert stopped.state.name == "PRUNED" and "LEMUR's early stop" in stopped.user_attrs["reason"]
+
+
+def test_model_switches_are_categorical_and_model_ranges_are_used(root, utk_dir, capsys):
+    args = ["--root", str(root), "--data-dir", str(utk_dir), "-c", CONFIG, "-t", "1", "-f", "norm_64", "-w", "0",
+            "--quiet", "--export", "none", "--in-process", "--min_batch_binary_power", "3", "-b", "3"]  # no --pretrained
+    assert train.cli(args) == 0
+    assert capsys.readouterr().out.count("no pretrained weights on this machine, so pretrained is fixed to 0") == 1
+    trials, study = _study(root)
+    distributions = study.trials[0].distributions
+    for switch in ("bounded", "sgd", "smooth_l1", "onecycle", "head"):
+        assert isinstance(distributions[switch], optuna.distributions.CategoricalDistribution), switch
+    assert distributions["lr"].low == 1e-4 and distributions["lr"].high == 3e-3  # the model's own range
+    assert distributions["batch"].choices == (8,)  # set on the command line: the user's range wins
+    assert "pretrained" not in distributions and trials.prm[0]["pretrained"] == 0  # no weights here: fixed
+
+
+def test_two_objectives_record_both_values_and_a_pareto_front(root, utk_dir, tiny_model):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "3", "--objectives", "accuracy,macs") == 0
+    trials, study = _study(root)
+    assert len(study.directions) == 2 and study.metric_names[1] == "MMACs (batch 1)"
+    assert all(len(t.values) == 2 and t.values[1] == pytest.approx(t.user_attrs["macs"] / 1e6) for t in study.trials)
+    assert 1 <= len(study.best_trials) <= 3
+
+
+def test_latency_objective_is_the_measured_latency(root, utk_dir, tiny_model):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--objectives", "accuracy,latency", "--export", "onnx",
+               "--latency-runs", "3", "--latency-warmup", "0") == 0
+    trials, study = _study(root)
+    latency = api.latency(trial_id=int(trials.id[0]), threads=1, db=root / "db" / "ab.nn.db")
+    onnx = latency[latency.format == "onnx"].median_ms.iloc[0]
+    assert study.trials[0].values[1] == pytest.approx(onnx)
+
+
+@pytest.mark.parametrize("limit, feasible", [(1e6, True), (1e-6, False)])
+def test_a_latency_constraint_is_recorded_and_honoured(root, utk_dir, tiny_model, limit, feasible, capsys):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "2", "--max-latency-ms", str(limit), "--export", "onnx",
+               "--latency-runs", "3", "--latency-warmup", "0") == 0
+    _, study = _study(root)
+    assert all((t.constraints["latency_ms"] <= 0) == feasible for t in study.trials)
+    summary = capsys.readouterr().out
+    if feasible:
+        assert study.best_trial.constraints["latency_ms"] <= 0 and "best: trial" in summary
+    else:
+        with pytest.raises(ValueError):
+            study.best_trial  # no feasible trial: Optuna names none best, and neither do we
+        assert "best: trial" not in summary
+
+
+def test_bad_search_settings_are_refused():
+    with pytest.raises(SearchError, match="pruners do not work with several objectives"):
+        Search.parse("median", "accuracy,latency")
+    with pytest.raises(SearchError, match="accuracy first"):
+        Search.parse("none", "latency")
+    with pytest.raises(SearchError, match="exported model"):
+        Search.parse("none", "accuracy,latency").check(exporting=False)
