@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ab.nn.util.scoped import Scoped
 
-PROTOCOLS = ("paper", "lemur", "kfold")
+PROTOCOLS = ("paper", "lemur", "lemur-random", "kfold")
 DEFAULT_SPLIT_SEED = 42
 
 
