@@ -25,6 +25,7 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
+from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.stat import architecture, engine as engines, join, query, uncertainty, vocabulary
 from ab.nn.stat.join import JoinConf
@@ -267,18 +268,6 @@ def nn_stat_data(nn_name=None, prm_id=None, max_rows=None, *, db=None, progress:
         row["meta"] = _json(row.pop("meta_json", None))
     columns = list(architecture.LEMUR_COLUMNS) + ["meta", "macs", "in_shape", "code_id"]
     return _frame(rows[:max_rows] if max_rows else rows, columns)
-
-
-def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save_to_db: bool = True,
-             prefix: str | None = None, save_path: str | None = None, export_onnx: bool = False,
-             epoch_limit_minutes: float = 30, transform_dir: str | None = None, **options):
-    """LEMUR 2.2.11's ``check_nn``: train code given as a string as a recorded trial, returning
-    ``(name, accuracy, accuracy_to_time, code_quality)``; see ``ab.nn.check_nn.check_nn`` for the
-    keyword-only extras (``root``, ``db``, ``data_dir``, ``max_samples``, ``split``, ``progress`` ...)."""
-    from ab.nn.check_nn import check_nn as check
-
-    return check(nn_code, task, dataset, metric, prm, save_to_db, prefix, save_path, export_onnx,
-                 epoch_limit_minutes, transform_dir, **options)
 
 
 def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=None, study=None, trial_id=None,

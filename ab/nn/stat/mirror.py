@@ -45,7 +45,7 @@ def _prm(session: Session, uid: str | None) -> dict:
     return {p.name: p.value for p in session.scalars(select(Prm).where(Prm.uid == uid))} if uid else {}
 
 
-def _record(session: Session, stat: Stat) -> dict:
+def epoch_record(session: Session, stat: Stat) -> dict:
     metrics: dict[str, dict] = {}
     for m in session.scalars(select(StatMetric).where(StatMetric.stat_id == stat.id)):
         metrics.setdefault(m.split, {})[m.name] = m.value
@@ -152,7 +152,7 @@ def append_trial(url: str, stat_dir: Path, trial_id: int) -> None:
         by_epoch: dict[int, list[dict]] = {}
         stats = session.scalars(select(Stat).where(Stat.trial_id == trial_id).order_by(Stat.epoch)).all()
         for stat in stats:
-            by_epoch.setdefault(stat.epoch, []).append(_record(session, stat))
+            by_epoch.setdefault(stat.epoch, []).append(epoch_record(session, stat))
         trial_record = _trial_record(session, trial)
         write_code(session, stat_dir, _code_ids(stats))
     folder = stat_dir / config.name
@@ -175,7 +175,7 @@ def write_epoch(url: str, stat_dir: Path, config: Config, epoch: int) -> Path:
             stats = session.scalars(select(Stat).where(
                 Stat.task == config.task, Stat.dataset == config.dataset, Stat.metric == config.metric,
                 Stat.nn == config.nn, Stat.epoch == epoch)).all()
-            records = [_record(session, stat) for stat in stats]
+            records = [epoch_record(session, stat) for stat in stats]
             write_code(session, stat_dir, _code_ids(stats))
         records.sort(key=lambda r: (-(r["accuracy"] if r["accuracy"] is not None else float("-inf")),
                                     r["ab_nn"]["stat_id"]))
