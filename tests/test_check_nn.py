@@ -95,7 +95,8 @@ def test_code_that_crashes_while_training_is_a_failed_trial(root, utk_dir):
 
 
 def test_a_hopeless_model_meets_lemurs_accuracy_gate(root, utk_dir):
-    code = helpers.TINY_MODEL.replace("return self.linear(x.mean(dim=(2, 3)))", "return 500 + 0 * self.linear(x.mean(dim=(2, 3)))")
+    code = helpers.TINY_MODEL.replace("return self.linear(x.mean(dim=(2, 3)))",
+                                      "return 500 + 0 * self.linear(x.mean(dim=(2, 3)))")
     with pytest.raises(AccuracyException, match="Accuracy is too low: 0.0"):
         check_nn(code, *TASK, dict(PRM), **options(root, utk_dir))
     assert trials(root).status.tolist() == ["stopped"]

@@ -55,7 +55,8 @@ class Hub(BaseHTTPRequestHandler):
                 return self._send(404, b"{}")
             siblings = [{"rfilename": "README.md", "size": 10}]
             siblings += [{"rfilename": name, "size": len(body),
-                          "lfs": {"sha256": self.claimed.get(name, hashlib.sha256(body).hexdigest()), "size": len(body)}}
+                          "lfs": {"sha256": self.claimed.get(name, hashlib.sha256(body).hexdigest()),
+                                  "size": len(body)}}
                          for name, body in files.items()]
             return self._send(200, json.dumps({"sha": COMMIT if revision in ("main", COMMIT) else "f" * 40,
                                                "siblings": siblings}).encode())

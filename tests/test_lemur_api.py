@@ -69,7 +69,8 @@ def test_join_conf_pairwise(db):
     assert list(frame.columns[frame.columns.get_loc("matched_id"):][:10]) == [
         "matched_id", "nn_2", "nn_code_2", "metric_2", "metric_code_2", "transform_code_2", "prm_id_2", "accuracy_2",
         "duration_2", "epoch_2"]
-    assert (frame.nn_2 == frame.nn).all() and (frame.epoch_2 != frame.epoch).all() and (frame.matched_id != frame.id).all()
+    assert (frame.nn_2 == frame.nn).all() and (frame.epoch_2 != frame.epoch).all()
+    assert (frame.matched_id != frame.id).all()
     assert frame.prm_2.map(bool).all()
     better = api.data(sql=JoinConf(num_joint_nns=2, same_columns=("task",), enhance_nn=True, seed=1), db=db)
     matched = better[better.matched_id.notna()]
@@ -194,3 +195,14 @@ def test_train_main_takes_lemurs_22_positional_arguments(root, utk_dir, tiny_mod
                    False, False, "23rd")
     with pytest.raises(ValueError, match="layer_analysis"):
         train.main(config, layer_analysis=True, root=root)
+
+
+def test_the_allowed_filter_values_are_the_ones_the_code_writes():
+    from ab.nn.deploy import pipeline, runtimes, tflite_convert
+    from ab.nn.stat import schema, vocabulary
+
+    assert set(tflite_convert.PRECISIONS) < set(vocabulary.PRECISIONS)
+    names = {runtimes.TorchRuntime.name, runtimes.OnnxRuntime.name, runtimes.LiteRtRuntime.name}
+    assert names == set(vocabulary.RUNTIMES)
+    assert (pipeline.OK, pipeline.FAILED, pipeline.DELETED) == vocabulary.EXPORT_STATUS
+    assert set(vocabulary.TRIAL_STATUS) == {schema.RUNNING, *schema.FINAL_STATES}

@@ -35,8 +35,8 @@ def lemur_db(path: Path) -> sqlite3.Connection:
     for table in ("nn", "transform", "metric"):
         con.execute(f"CREATE TABLE {table} (name TEXT PRIMARY KEY, code TEXT NOT NULL, id TEXT NOT NULL)")
     con.execute("CREATE TABLE prm (uid TEXT NOT NULL, name TEXT NOT NULL, value OBJECT NOT NULL)")
-    con.execute("CREATE TABLE stat (id TEXT PRIMARY KEY, accuracy REAL, epoch INTEGER, duration INTEGER, task, dataset, "
-                "nn, transform, metric, prm)")
+    con.execute("CREATE TABLE stat (id TEXT PRIMARY KEY, accuracy REAL, epoch INTEGER, duration INTEGER, task, "
+                "dataset, nn, transform, metric, prm)")
     con.execute(f"CREATE TABLE train_stat (stat_id TEXT PRIMARY KEY, {', '.join(LEMUR_TRAIN_STAT)})")
     return con
 
@@ -44,7 +44,8 @@ def lemur_db(path: Path) -> sqlite3.Connection:
 def lemur_code_to_db(cursor, table, code_file: Path):
     code = code_file.read_text()
     if cursor.execute(f"SELECT code FROM {table} WHERE name = ?", (code_file.stem,)).fetchone() is None:
-        cursor.execute(f"INSERT INTO {table} (name, code, id) VALUES (?, ?, ?)", (code_file.stem, code, lemur_uuid4(code)))
+        cursor.execute(f"INSERT INTO {table} (name, code, id) VALUES (?, ?, ?)",
+                       (code_file.stem, code, lemur_uuid4(code)))
 
 
 def lemur_save_stat(config_ext, prm, cursor):
@@ -57,8 +58,8 @@ def lemur_save_stat(config_ext, prm, cursor):
         cursor.execute("INSERT OR IGNORE INTO prm (uid, name, value) VALUES (?, ?, ?)", (uid, name, value))
     values = [transform, uid, *config_ext, duration, accuracy]
     stat_id = lemur_uuid4(values)
-    cursor.execute("INSERT OR IGNORE INTO stat (id, transform, prm, task, dataset, metric, nn, epoch, duration, accuracy)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (stat_id, *values))
+    cursor.execute("INSERT OR IGNORE INTO stat (id, transform, prm, task, dataset, metric, nn, epoch, duration, "
+                   "accuracy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (stat_id, *values))
     if train_stat:
         cursor.execute(f"INSERT OR REPLACE INTO train_stat (stat_id, {', '.join(LEMUR_TRAIN_STAT)}) VALUES "
                        f"({', '.join(['?'] * (len(LEMUR_TRAIN_STAT) + 1))})",

@@ -40,8 +40,8 @@ def test_workspace_files_are_entries_after_the_package(ws):
         assert registry.origin(registry.MODEL, "WsTiny") == registry.WORKSPACE
         assert registry.path(registry.MODEL, "WsTiny") == ws.root / "nn" / "WsTiny.py"
         module = registry.load(registry.MODEL, "WsTiny")
-        assert module.__file__ == str(ws.root / "nn" / "WsTiny.py") and module.supported_hyperparameters() == {"lr",
-                                                                                                              "momentum"}
+        assert module.__file__ == str(ws.root / "nn" / "WsTiny.py")
+        assert module.supported_hyperparameters() == {"lr", "momentum"}
         assert registry.source(registry.MODEL, "WsTiny") == helpers.TINY_MODEL
         assert registry.checksum(registry.source(registry.MODEL, "WsTiny")) == registry.checksum(helpers.TINY_MODEL)
         assert registry.load(registry.TRANSFORM, "ws_norm_64").transform(((0.5,) * 3, (0.5,) * 3)).image_size == 64

@@ -173,7 +173,8 @@ def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, met
     for name in require_nn_stat_nonnull:
         alias = name if name in NN_STAT_COLUMNS else raw.get(name)
         if alias is None:
-            raise ValueError(f"require_nn_stat_nonnull: {name!r} is not an nn_stat field ({', '.join(NN_STAT_COLUMNS)})")
+            raise ValueError(f"require_nn_stat_nonnull: {name!r} is not an nn_stat field "
+                             f"({', '.join(NN_STAT_COLUMNS)})")
         nn_required.append(alias)
     include_nn_stats = bool(include_nn_stats or nn_required)
     url = db_url(db)

@@ -90,7 +90,8 @@ def _imports(tree: ast.Module) -> list[Issue]:
     exported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            exported |= {e.value for e in ast.walk(node.value) if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            exported |= {e.value for e in ast.walk(node.value)
+                         if isinstance(e, ast.Constant) and isinstance(e.value, str)}
     return [Issue("warning", "W0611", line, f"unused import {name}") for name, line in imported.items()
             if name not in used and name not in exported]
 

@@ -74,7 +74,8 @@ def _info(dataset: HubDataset, revision: str, base: str) -> dict:
         response.raise_for_status()
         return response.json()
     except (requests.exceptions.RequestException, ValueError) as error:
-        raise DownloadError(f"cannot reach the Hugging Face Hub for {dataset.repo}@{revision}: {_reason(error)}") from None
+        raise DownloadError(f"cannot reach the Hugging Face Hub for {dataset.repo}@{revision}: "
+                            f"{_reason(error)}") from None
 
 
 def _split_files(info: dict, split: str, prefix: str = "") -> list[dict]:

@@ -74,8 +74,9 @@ def code_patterns(code: str) -> dict:
         "uses_modulelist": "nn.ModuleList" in code,
         "uses_moduledict": "nn.ModuleDict" in code,
     }
-    return {k: int(v) for k, v in flags.items()} | {"code_length": len(code), "num_classes_defined": code.count("class "),
-                                                    "num_functions_defined": code.count("def ")}
+    counts = {"code_length": len(code), "num_classes_defined": code.count("class "),
+              "num_functions_defined": code.count("def ")}
+    return {k: int(v) for k, v in flags.items()} | counts
 
 
 def analyze(model, code: str, in_shape) -> dict:
@@ -142,7 +143,8 @@ def _build(nn_name: str, code_id: str | None, prm: dict, in_shape: tuple):
     except registry.RegistryError:
         raise Unavailable(f"no model file {nn_name}.py here") from None
     if registry.checksum(code) != code_id:
-        raise Unavailable(f"its rows were produced by code {code_id}, the file {nn_name}.py is {registry.checksum(code)}")
+        raise Unavailable(f"its rows were produced by code {code_id}, the file {nn_name}.py is "
+                          f"{registry.checksum(code)}")
     module = registry.load(registry.MODEL, nn_name)
     with torch.no_grad():
         model = module.Net(in_shape, (1,), dict(prm, pretrained=0) if "pretrained" in prm else dict(prm),

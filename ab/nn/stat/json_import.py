@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ab.nn.config import Config
 from ab.nn.stat import accuracy_scale
 from ab.nn.stat.copy import derived_uid
-from ab.nn.stat.mirror import CODE_KINDS, TRAIN_STAT_COLUMNS, TRIAL_COLUMNS, code_dir, trial_file
+from ab.nn.stat.mirror import TRIAL_COLUMNS, code_dir, trial_file
 from ab.nn.stat.schema import Metric, Nn, Prm, Stat, TrainStat, Transform, Trial
 from ab.nn.stat.store import StatStore, add_metrics, insert_ignore, save_code_version
 from ab.nn.util.lemur_hash import lemur_md5

@@ -131,7 +131,8 @@ def _append(path: Path, records: list[dict]) -> None:
         tail = f.read()
         close = tail.rstrip().rfind(b"]")
         if close < 0:
-            raise ValueError(f"{path} does not end like a JSON list; rewrite it with `python -m ab.nn.stat export-json`")
+            raise ValueError(f"{path} does not end like a JSON list; rewrite it with "
+                             f"`python -m ab.nn.stat export-json`")
         empty = start == 0 and tail[:close].strip() == b"["
         f.seek(start + close)
         f.write((b"\n" if empty else b",\n") + _dump(records).encode() + b"\n]")
