@@ -15,6 +15,7 @@ def _isolated_env(monkeypatch):
     """No test sees the developer's LEMUR_* settings; each sets what it needs."""
     for name in ("LEMUR_ROOT", "LEMUR_DATA", "LEMUR_DB"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing downloads: a missing dataset fails fast
 
 
 @pytest.fixture

@@ -71,3 +71,23 @@ def test_migrating_twice_changes_nothing(tmp_path):
     assert pd.read_sql("select * from trial", sqlite3.connect(path)).equals(first)
     with sqlite3.connect(path) as con:
         assert con.execute("select count(*) from ab_nn_schema").fetchone()[0] == 1
+
+
+def test_version_4_renames_the_old_lemur_split_and_fills_code_and_scale(tmp_path):
+    """Trials recorded as ``lemur`` before version 4 used random_split 70/30, now ``lemur-random``; epochs of
+    recorded trials get the checksums of their code, and their accuracy scale."""
+    path = tmp_path / "old.db"
+    _old_database(path)
+    engines.dispose_all()
+    StatStore(f"sqlite:///{path}")
+    with sqlite3.connect(path) as con:
+        splits = dict(con.execute("select id, split from trial"))
+        key = con.execute("select data_key from trial where id=3").fetchone()[0]
+        rows = con.execute("select nn_code_id, transform_code_id, metric_code_id, accuracy_scale from stat").fetchall()
+        versions = set(con.execute("select kind, id, name, code from code_version"))
+    assert splits == {1: "paper/42", 2: "paper/42", 3: "lemur-random/42"}
+    assert key == data_key("utkface", DataSettings(split="lemur-random"), None)
+    assert set(rows) == {("abc", "ghi", "def", 20.0)}
+    assert versions == {("nn", "abc", "MobileAgeNet", "code"), ("metric", "def", "mae", "code"),
+                        ("transform", "ghi", "norm_64", "code")}
+    assert api.data(with_code=True, db=path).nn_code.eq("code").all()

@@ -1,6 +1,8 @@
-"""Every model file in ab/nn/nn/ honours the LEMUR contract (a contributor's new file is covered
-without editing this test): it builds from (in_shape, out_shape, prm, device), answers (B, 1)
-ages, trains a step that changes its weights, and exports to ONNX that onnxruntime runs alike."""
+"""Every model file honours the LEMUR contract, the package's (ab/nn/nn/) and the workspace's (<root>/nn/,
+the workspace of $LEMUR_ROOT or the current directory when the tests are collected): a contributor's
+new file is covered without editing this test. It builds from (in_shape, out_shape, prm, device),
+answers (B, 1) ages, trains a step that changes its weights, and exports to ONNX that onnxruntime runs
+alike."""
 import copy
 
 import numpy as np
@@ -12,9 +14,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from ab.nn import registry
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import OnnxRuntime
+from ab.nn.workspace import Workspace, active
+from tests import helpers
 
 SIZE = 64
-MODELS = registry.names(registry.MODEL)
+WORKSPACE = Workspace.resolve()
+with active.use(WORKSPACE):
+    MODELS = registry.names(registry.MODEL)
 
 
 def prm_for(module) -> dict:
@@ -25,7 +31,7 @@ def prm_for(module) -> dict:
 
 
 def build(name):
-    module = registry.load(registry.MODEL, name)
+    module = registry.load(registry.MODEL, name)  # under the workspace the caller made active
     torch.manual_seed(0)
     return module.Net((1, 3, SIZE, SIZE), (1,), prm_for(module), torch.device("cpu")), module
 
@@ -58,6 +64,21 @@ def test_the_zoo_has_the_comparison_models():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_contract(name, tmp_path):
+    with active.use(WORKSPACE):
+        check_contract(name, tmp_path)
+
+
+def test_a_workspace_model_file_is_covered(tmp_path):
+    ws = Workspace.resolve(tmp_path / "ws")
+    (ws.root / "nn").mkdir(parents=True)
+    (ws.root / "nn" / "WorkspaceTiny.py").write_text(helpers.TINY_MODEL)
+    with active.use(ws):
+        assert "WorkspaceTiny" in registry.names(registry.MODEL)
+        assert registry.origin(registry.MODEL, "WorkspaceTiny") == registry.WORKSPACE
+        check_contract("WorkspaceTiny", tmp_path)
+
+
+def check_contract(name, tmp_path):
     model, module = build(name)
     assert module.__doc__ and len(module.__doc__.strip()) > 40, "a docstring naming the source"
     hyper = module.supported_hyperparameters()

@@ -83,10 +83,11 @@ def test_lemur_own_json_imports(tmp_path):
          "uid": "abc", "duration": 123456789, "train_loss": 4.1, "cpu_type": "x"}]))
     target = tmp_path / "lemur.db"
     assert stat_cli.cli(["import-json", "--db", f"sqlite:///{target}", "--dir", str(folder.parent)]) == 0
-    row = api.data(db=target).iloc[0]
+    row = api.data(db=target, with_code=True).iloc[0]
     assert (row.nn, row.epoch, row.accuracy, row.duration, row.prm_id) == ("MobileAgeNet", 5, 0.76, 123456789, "abc")
     assert row.prm == {"batch": 64, "dropout": 0.18, "lr": 0.0014, "momentum": 0.9, "transform": "norm_224"}
-    assert pd.isna(row.status) and row.nn_code.startswith('"""MobileAgeNet')
+    assert pd.isna(row.status)
+    assert row.nn_code is None and row.nn_id is None  # LEMUR's JSON has no code: never this checkout's file
 
 
 def test_query_filters_and_types(swept):

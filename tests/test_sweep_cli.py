@@ -7,7 +7,7 @@ import sys
 import optuna
 import pytest
 
-from ab.nn import api, train
+from ab.nn import registry, api, train
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
@@ -38,7 +38,11 @@ def test_two_trials_two_epochs_are_recorded(root, utk_dir):
     assert frame.prm.map(lambda p: p["transform"]).eq("norm_64").all()
     assert frame.status.eq("complete").all()
     assert frame.test_mae.notna().sum() == 2  # once per trial, on its final epoch
-    assert {"nn_code", "duration", "prm_id", "metric_code", "transform_code"} <= set(frame.columns)
+    assert {"duration", "duration_s", "prm_id", "nn_id", "eval_mae"} <= set(frame.columns)
+    assert not {"nn_code", "metric_code", "transform_code"} & set(frame.columns)  # code only when asked for
+    coded = api.data(task="age-regression", with_code=True, db=root / "db" / "ab.nn.db")
+    assert {"nn_code", "metric_code", "transform_code"} <= set(coded.columns)
+    assert set(coded.nn_code) == {registry.source(registry.MODEL, "MobileAgeNet")}
     mirror = root / "stat" / "train" / CONFIG
     assert sorted(p.name for p in mirror.glob("*.json")) == ["1.json", "2.json"]
     records = json.loads((mirror / "2.json").read_text())

@@ -109,9 +109,9 @@ def test_other_seed_gives_another_split():
     assert not np.array_equal(a["test"], b["test"])
 
 
-def test_lemur_split_is_torch_random_split_70_30():
+def test_lemur_random_split_is_torch_random_split_70_30():
     names, ages = _names(101)
-    parts = splits.assign(names, ages, DataSettings(split="lemur"))
+    parts = splits.assign(names, ages, DataSettings(split="lemur-random"))
     train, evaluation = torch.utils.data.random_split(range(101), [0.7, 0.3],
                                                       generator=torch.Generator().manual_seed(42))
     assert parts["train"].tolist() == sorted(train) and parts["eval"].tolist() == sorted(evaluation)
@@ -189,6 +189,7 @@ def test_foreign_torchvision_transform_gets_a_deterministic_eval_version():
 
 
 @pytest.mark.parametrize("settings", [DataSettings(), DataSettings(split="lemur", split_seed=7, max_samples=50),
+                                      DataSettings(split="lemur-random", split_seed=7),
                                       DataSettings(split="kfold", split_seed=3, fold=2, folds=4)])
 def test_settings_round_trip_through_their_label(settings):
     again = DataSettings.from_label(settings.label, settings.max_samples)

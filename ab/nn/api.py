@@ -1,11 +1,22 @@
-"""Query API for researchers: every function returns a fresh pandas DataFrame.
+"""Query API for researchers: every function returns a fresh pandas DataFrame, with its columns even
+when no row matches.
 
 ``db`` is a SQLAlchemy URL or a path to a SQLite file; by default the workspace's database
 (``$LEMUR_DB``, else ``<root>/db/ab.nn.db`` with the root from ``$LEMUR_ROOT`` or the current
 directory). All filters are bound parameters; a scalar means equality, a list or tuple ``IN``.
+Filters with a fixed set of values (``status``, ``runtime``, ``format``, ``precision``, ``split``)
+refuse any other value with a one-line ``ValueError`` listing the allowed ones.
+
+LEMUR's functions keep LEMUR 2.2.11's positional order and columns (``data``,
+``data_withnonnullvalue``, ``run_data``, ``nn_stat_data``, ``check_nn``); this project's additions
+to them are keyword-only. Naming is the same everywhere: ``eval_mae`` and ``test_mae`` are MAEs in
+years on the evaluation and the test part (``data()``'s LEMUR-era ``mae`` is ``eval_mae``, and
+``trials()`` has ``mae`` too), and every duration in ns has ``duration_s`` beside it.
 """
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -14,15 +25,23 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
+from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import engine as engines, query, uncertainty
+from ab.nn.stat import architecture, engine as engines, join, query, uncertainty, vocabulary
+from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
 
-DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id", "epoch",
-                "accuracy", "duration", "prm_id", "transform_code", "transform_id", "prm",
-                "transform", "mae", "test_mae", "trial_id", "status", "error", "epoch_max", "seed", "split",
-                "data_key", "study", "number")
+LEMUR_DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id",
+                      "epoch", "accuracy", "duration", "prm_id", "transform_code", "transform_id")
+"""``data()``'s columns before ``prm``, in LEMUR 2.2.11's order (``nn_*`` statistics go between them
+and ``prm``)."""
+CODE_COLUMNS = ("metric_code", "nn_code", "transform_code")
+EXTRA_DATA_COLUMNS = ("transform", "mae", "eval_mae", "test_mae", "accuracy_scale", "duration_s", "trial_id",
+                      "status", "error", "epoch_max", "seed", "split", "data_key", "study", "number")
+"""``data()``'s columns after LEMUR's: this project's."""
+DATA_COLUMNS = LEMUR_DATA_COLUMNS + ("prm",) + EXTRA_DATA_COLUMNS
+NN_STAT_COLUMNS = tuple(architecture.OUTPUT_ALIASES) + tuple(architecture.EXTRA_ALIASES)
 
 
 def db_url(db: str | Path | None = None) -> str:
@@ -42,34 +61,228 @@ def db_url(db: str | Path | None = None) -> str:
 
 
 def _frame(rows: list[dict], columns: Sequence[str] | None = None) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    if columns is not None:
-        frame = frame.reindex(columns=list(columns))
+    """Rows as a frame with ``columns`` (else the query's own), so that no result is a 0x0 frame."""
+    columns = list(columns) if columns is not None else list(getattr(rows, "columns", ()) or ())
+    frame = pd.DataFrame(list(rows))
+    if columns:
+        frame = frame.reindex(columns=columns + [c for c in frame.columns if c not in columns])
     return frame
 
 
-def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None, nn=None, epoch=None,
-         max_rows: int | None = None, nn_prefixes: Sequence[str] | None = None, unique_nn: bool = False,
-         status=None, db=None) -> pd.DataFrame:
-    """One row per trained epoch, with LEMUR's columns plus ``mae`` (raw eval MAE, years),
-    ``test_mae`` (on the final epoch of trials with a held-out test set) and the trial status.
+def _lemur_call(function):
+    """Code columns for LEMUR-style calls: ``with_code=None`` (the default) becomes ``True`` when the call
+    passes any argument positionally (LEMUR's positional order) or uses ``sql=`` or
+    ``include_nn_stats=True``; otherwise the three code columns are left out (pass ``with_code=True``)."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        if kwargs.get("with_code") is None:
+            kwargs["with_code"] = bool(args) or kwargs.get("sql") is not None or bool(kwargs.get("include_nn_stats"))
+        return function(*args, **kwargs)
+    return call
 
-    ``only_best_accuracy`` keeps the best row per (task, dataset, metric, nn, epoch);
-    ``unique_nn`` the best row per model; ``nn_prefixes`` selects models by name prefix.
+
+def _seconds(value):
+    return None if value is None or value != value else value / 1e9
+
+
+def _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
+               include_nn_stats, status, with_code, url) -> list[dict]:
+    vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
+    rows = query.stat_rows(url, only_best_accuracy=only_best_accuracy, task=task, dataset=dataset, metric=metric,
+                           nn=nn, epoch=epoch, max_rows=max_rows or None, nn_prefixes=nn_prefixes,
+                           unique_nn=unique_nn, status=status, with_code=with_code)
+    stats = architecture.ensure(url, nn_name=sorted({r["nn"] for r in rows})) if include_nn_stats and rows else {}
+    out = []
+    for row in rows:
+        row["eval_mae"] = row["mae"]
+        row["duration_s"] = _seconds(row["duration"])
+        if include_nn_stats:
+            found = stats.get(architecture.stat_id(row["nn"], row["prm_id"])) if row["prm_id"] else None
+            for alias, column in {**architecture.OUTPUT_ALIASES, **architecture.EXTRA_ALIASES}.items():
+                row[alias] = (found or {}).get(column)
+            row["nn_stats_meta"] = _json(row["nn_stats_meta"])
+        out.append(row)
+    return out
+
+
+def _json(text):
+    import json
+
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def _data_columns(with_code: bool, include_nn_stats: bool) -> list[str]:
+    lemur = [c for c in LEMUR_DATA_COLUMNS if with_code or c not in CODE_COLUMNS]
+    return lemur + (list(NN_STAT_COLUMNS) if include_nn_stats else []) + ["prm"] + list(EXTRA_DATA_COLUMNS)
+
+
+@_lemur_call
+def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None, nn=None, epoch=None,
+         max_rows: int | None = None, sql: JoinConf | None = None, nn_prefixes: Sequence[str] | None = None,
+         unique_nn: bool = False, include_nn_stats: bool = False, *, status=None, with_code: bool | None = None,
+         db=None) -> pd.DataFrame:
+    """One row per trained epoch: LEMUR 2.2.11's ``data()`` (same positional order, arguments and columns:
+    ``id, task, dataset, metric, metric_code, metric_id, nn, nn_code, nn_id, epoch, accuracy, duration,
+    prm_id, transform_code, transform_id, prm``), then this project's columns (``EXTRA_DATA_COLUMNS``).
+
+    ``only_best_accuracy`` keeps the best row per (task, dataset, metric, nn, epoch); ``unique_nn`` the
+    best row per model; ``nn_prefixes`` selects models by name prefix; ``max_rows`` (0: no limit) caps
+    the rows; ``sql`` (a ``JoinConf``) joins several models per row as LEMUR does (``ab.nn.stat.join``);
+    ``include_nn_stats`` inserts LEMUR's ``nn_*`` architecture columns before ``prm`` (and ``nn_macs``),
+    computed on first request for the row's model and hyperparameter set. A row's code is the version
+    it was produced with (None where unknown, e.g. imported from LEMUR's JSON); the code columns are
+    left out unless ``with_code=True`` or the call is LEMUR-style (see ``_lemur_call``).
+    ``status`` filters by trial status.
     """
-    rows = query.stat_rows(db_url(db), only_best_accuracy=only_best_accuracy, task=task, dataset=dataset,
-                           metric=metric, nn=nn, epoch=epoch, max_rows=max_rows, nn_prefixes=nn_prefixes,
-                           unique_nn=unique_nn, status=status)
-    return _frame(rows, DATA_COLUMNS)
+    url = db_url(db)
+    rows = _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
+                      include_nn_stats, status, with_code, url)
+    columns = _data_columns(with_code, include_nn_stats)
+    if sql is not None:
+        rows = join.apply(sql, rows, max_rows)
+        columns = list(dict.fromkeys([c for r in rows[:1] for c in r] or columns))
+    return _frame(rows, columns)
+
+
+REQUIRABLE_STAT = ("id", "task", "dataset", "metric", "nn", "epoch", "accuracy", "duration", "transform", "prm")
+"""LEMUR's ``require_stat_nonnull`` names (``prm`` is the row's hyperparameter uid, ``prm_id`` here)."""
+
+
+@_lemur_call
+def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, metric=None, nn=None, epoch=None,
+                          max_rows=None, nn_prefixes=None, sql=None, unique_nn=False, include_nn_stats=False,
+                          include_prm=True, require_stat_nonnull=(), require_nn_stat_nonnull=(),
+                          require_prm_nonnull=(), prm_as_columns=False, *, status=None,
+                          with_code: bool | None = None, db=None) -> pd.DataFrame:
+    """LEMUR 2.2.11's ``data_withnonnullvalue`` (its positional order: ``nn_prefixes`` before ``sql``):
+    ``data()``'s rows without those where a required field is NULL or NaN. ``require_stat_nonnull`` names
+    stat fields (``REQUIRABLE_STAT``), ``require_nn_stat_nonnull`` ``nn_stat`` fields (LEMUR's ``nn_*``
+    names or the raw column names; implies ``include_nn_stats``), ``require_prm_nonnull`` hyperparameter
+    names. ``include_prm=False`` empties ``prm``; ``prm_as_columns`` moves its keys into columns.
+    ``sql`` is refused, as in LEMUR. ``max_rows`` applies before the rows are dropped, as in LEMUR."""
+    if sql is not None:
+        raise ValueError("data_withnonnullvalue does not support sql=...; use data(sql=...)")
+    wrong = [c for c in require_stat_nonnull if c not in REQUIRABLE_STAT]
+    if wrong:
+        raise ValueError(f"require_stat_nonnull: {wrong[0]!r} is not one of: {', '.join(REQUIRABLE_STAT)}")
+    raw = {column: alias for alias, column in {**architecture.OUTPUT_ALIASES, **architecture.EXTRA_ALIASES}.items()}
+    nn_required = []
+    for name in require_nn_stat_nonnull:
+        alias = name if name in NN_STAT_COLUMNS else raw.get(name)
+        if alias is None:
+            raise ValueError(f"require_nn_stat_nonnull: {name!r} is not an nn_stat field "
+                             f"({', '.join(NN_STAT_COLUMNS)})")
+        nn_required.append(alias)
+    include_nn_stats = bool(include_nn_stats or nn_required)
+    url = db_url(db)
+    rows = _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
+                      include_nn_stats, status, with_code, url)
+    stat_names = {"prm": "prm_id"}
+    kept = []
+    for row in rows:
+        values = [row.get(stat_names.get(c, c)) for c in require_stat_nonnull] + [row.get(c) for c in nn_required]
+        values += [row["prm"].get(name) for name in require_prm_nonnull]
+        if any(_missing(v) for v in values):
+            continue
+        if not include_prm:
+            row["prm"] = {}
+        kept.append(row)
+    columns = _data_columns(with_code, include_nn_stats)
+    if prm_as_columns:
+        keys = sorted({k for row in kept for k in row["prm"]})
+        for row in kept:
+            prm = row.pop("prm")
+            row.update({k: prm.get(k) for k in keys})
+        columns = [c for c in columns if c != "prm"] + [k for k in keys if k not in columns]
+    return _frame(kept, columns)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+RUN_COLUMNS = ("id", "model_name", "device_type", "os_version", "valid", "emulator", "error_message", "duration",
+               "iterations", "unit", "cpu_duration", "cpu_min_duration", "cpu_max_duration", "cpu_std_dev",
+               "cpu_error", "gpu_duration", "gpu_min_duration", "gpu_max_duration", "gpu_std_dev", "gpu_error",
+               "npu_duration", "npu_min_duration", "npu_max_duration", "npu_std_dev", "npu_error", "total_ram_kb",
+               "free_ram_kb", "available_ram_kb", "cached_kb", "in_dim_0", "in_dim_1", "in_dim_2", "in_dim_3",
+               "precision_type", "device_analytics", "tflite_id", "tflite_accuracy", "tflite_transform",
+               "tflite_precision_type")
+"""``run_data()``'s LEMUR columns, in LEMUR 2.2.11's order."""
+RUN_EXTRA_COLUMNS = ("trial_id", "export_id", "config", "format", "runtime", "threads", "batch", "median_ms",
+                     "p90_ms", "min_ms", "mean_ms", "eval_mae", "test_mae", "cpu_count", "host")
+
+
+def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, trial_id=None, status=None,
+             db=None) -> pd.DataFrame:
+    """LEMUR 2.2.11's ``run_data`` (device runs of deployed models), from this project's latency rows:
+    one row per (artifact, runtime, thread count) timing, in LEMUR's columns where they exist
+    (``RUN_COLUMNS``), then ours (``RUN_EXTRA_COLUMNS``). ``model_name`` is the model (``nn``),
+    ``device_type`` the CPU model, ``duration``/``cpu_duration`` the median and ``cpu_min_duration`` the
+    fastest run in ns (``unit``), ``iterations`` the timed runs, ``in_dim_*`` the input shape,
+    ``precision_type`` the artifact's precision; ``tflite_*`` describe the artifact when it is a TFLite
+    file (``tflite_accuracy``: its MAE as the trial metric's accuracy, ``1 - eval MAE/scale``). What LEMUR
+    measures on phones (GPU/NPU, RAM, OS) is None."""
+    import ast
+
+    from ab.nn.stat import accuracy_scale
+
+    vocabulary.check("runtime", runtime, vocabulary.RUNTIMES)
+    vocabulary.check("status", status, vocabulary.LATENCY_STATUS)
+    rows = query.latency_rows(db_url(db), trial_id=trial_id, nn=model_name, runtime=runtime, status=status)
+    out = []
+    for r in rows:
+        if device_type is not None and r["cpu"] not in ((device_type,) if isinstance(device_type, str)
+                                                        else tuple(device_type)):
+            continue
+        dims = list(ast.literal_eval(r["input_shape"])) if r["input_shape"] else []
+        dims += [None] * (4 - len(dims))
+        ns = (lambda ms: None if ms is None else int(round(ms * 1e6)))
+        tflite = r["format"] == "tflite"
+        scale = accuracy_scale.declared(r["config"].split("_")[2]) if r["config"] else None
+        accuracy = None if r["eval_mae"] is None or scale is None else max(0.0, 1.0 - r["eval_mae"] / scale)
+        row = {c: None for c in RUN_COLUMNS}
+        row.update(id=r["id"], model_name=r["nn"], device_type=r["cpu"], valid=r["status"] == "ok", emulator=False,
+                   error_message=r["error"], duration=ns(r["median_ms"]), iterations=r["runs"], unit="ns",
+                   cpu_duration=ns(r["median_ms"]), cpu_min_duration=ns(r["min_ms"]),
+                   in_dim_0=dims[0], in_dim_1=dims[1], in_dim_2=dims[2], in_dim_3=dims[3],
+                   precision_type=r["precision"], tflite_id=r["export_id"] if tflite else None,
+                   tflite_accuracy=accuracy if tflite else None, tflite_transform=r["transform"] if tflite else None,
+                   tflite_precision_type=r["precision"] if tflite else None)
+        row.update({c: r.get(c) for c in RUN_EXTRA_COLUMNS})
+        out.append(row)
+    return _frame(out[:max_rows] if max_rows else out, RUN_COLUMNS + RUN_EXTRA_COLUMNS)
+
+
+def nn_stat_data(nn_name=None, prm_id=None, max_rows=None, *, db=None, progress: bool = True) -> pd.DataFrame:
+    """LEMUR 2.2.11's ``nn_stat_data``: architecture statistics per (model, hyperparameter set) of the
+    recorded epochs, in LEMUR's columns (``architecture.LEMUR_COLUMNS``, then ``meta`` as a dict), then
+    ours (``macs``, ``in_shape``, ``code_id``); computed on first request (``ab.nn.stat.architecture``).
+    A model whose recorded code is not its file's here carries the reason in ``error``."""
+    url = db_url(db)
+    rows = sorted(architecture.ensure(url, nn_name=nn_name, prm_id=prm_id, progress=progress).values(),
+                  key=lambda r: (r["nn_name"], r["prm_id"]))
+    for row in rows:
+        row["meta"] = _json(row.pop("meta_json", None))
+    columns = list(architecture.LEMUR_COLUMNS) + ["meta", "macs", "in_shape", "code_id"]
+    return _frame(rows[:max_rows] if max_rows else rows, columns)
 
 
 def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=None, study=None, trial_id=None,
            data_key=None, db=None) -> pd.DataFrame:
     """One row per trial, failed ones included: status, error, training seed, split, data key and part
-    digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``)."""
+    digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``);
+    ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds."""
+    vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
-    return _frame(rows)
+    for row in rows:
+        row["mae"] = row["eval_mae"]
+        row["duration_s"] = _seconds(row["duration"])
+    return _frame(rows, list(rows.columns) + ["mae", "duration_s"])
 
 
 def trial(trial_id: int, db=None) -> dict:
@@ -96,7 +309,8 @@ def load_model(trial_id: int, db=None, root=None, device: str = "cpu"):
     if not (folder / checkpoint.WEIGHTS).is_file():
         raise LookupError(f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or "
                           f"pass root= the workspace it was trained in)")
-    model, _ = checkpoint.load(folder, device)
+    with workspace.active.use(ws):  # a model file of that workspace's nn/ folder is found too
+        model, _ = checkpoint.load(folder, device)
     return model
 
 
@@ -135,6 +349,7 @@ def ranked_trials(config=None, data_key=None, all_data: bool = False, db=None) -
 def predictions(trial_id=None, split=None, db=None) -> pd.DataFrame:
     """Per-image predictions of the final evaluation of trials: ``split`` (``eval``: the last epoch;
     ``test``), ``position``, ``image_id`` (content id), ``age`` (true) and ``predicted``."""
+    vocabulary.check("split", split, vocabulary.SPLITS)
     return _frame(query.prediction_rows(db_url(db), trial_id=trial_id, split=split),
                   ("trial_id", "split", "position", "image_id", "age", "predicted"))
 
@@ -192,6 +407,7 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
 
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:
     """Every recorded metric value in long form (``split`` is ``eval`` or ``test``)."""
+    vocabulary.check("split", split, vocabulary.SPLITS)
     return _frame(query.metric_rows(db_url(db), config=config, nn=nn, split=split, name=name, trial_id=trial_id),
                   ("trial_id", "config", "nn", "epoch", "split", "name", "value", "stat_id"))
 
@@ -201,6 +417,7 @@ def age_groups(config=None, nn=None, split: str = "test", trial_id=None, db=None
     ``eval``): one row per (trial, group), groups in age order."""
     from ab.nn.metric._age import AGE_GROUPS
 
+    vocabulary.check("split", split, vocabulary.SPLITS)
     frame = metrics(config=config, nn=nn, split=split, trial_id=trial_id, db=db)
     columns = ["trial_id", "config", "nn", "epoch", "group", "mae", "bias", "n"]
     if frame.empty:
@@ -219,6 +436,9 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
     """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision): file,
     sha256, size, layout, MAE on eval/test and the largest difference from PyTorch's ages, in
     years; failed conversions carry their error. Join with ``trials()`` on ``trial_id``."""
+    vocabulary.check("format", format, vocabulary.FORMATS)
+    vocabulary.check("precision", precision, vocabulary.PRECISIONS)
+    vocabulary.check("status", status, vocabulary.EXPORT_STATUS)
     return _frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
                                     precision=precision, status=status))
 
@@ -227,5 +447,7 @@ def latency(trial_id=None, config=None, nn=None, runtime=None, threads=None, sta
     """One row per (artifact, runtime, thread count): batch, input shape, warm-up and timed runs,
     median/p90/min/mean in ms, CPU model, library versions. Join with ``exports()`` on
     ``export_id``, with ``trials()`` on ``trial_id``."""
+    vocabulary.check("runtime", runtime, vocabulary.RUNTIMES)
+    vocabulary.check("status", status, vocabulary.LATENCY_STATUS)
     return _frame(query.latency_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, runtime=runtime,
                                      threads=threads, status=status))

@@ -101,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-memory-gb", type=float, default=None,
                    help="resident-memory limit of a trial's processes; a trial over it is killed, recorded failed")
     workspace.add_arguments(p)
+    p.add_argument("--no-download", action="store_true", help="no images found: say where to put them instead of "
+                                                               "downloading LEMUR's UTKFace parquet files first")
     p.add_argument("--seed", type=int, default=42,
                    help="training seed: initialisation, batch order and the sampler (the split has --split-seed)")
     p.add_argument("--split-seed", type=int, default=DEFAULT_SPLIT_SEED,
@@ -112,7 +114,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=_positive, default=None,
                    help="use at most N training, N evaluation and N test images (smoke runs, tests)")
     p.add_argument("--split", choices=PROTOCOLS, default="paper",
-                   help="split protocol: paper (stratified 70/10/20), lemur (random 70/30), kfold")
+                   help="split protocol: paper (stratified 70/10/20), lemur (LEMUR 2.2.11's stratified 70/10/20 "
+                        "in source order), lemur-random (LEMUR's older random 70/30), kfold")
     p.add_argument("--fold", type=int, default=0, help="test fold of the kfold protocol")
     p.add_argument("--folds", type=int, default=5, help="number of folds of the kfold protocol")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -153,7 +156,7 @@ def search_space(args: argparse.Namespace) -> SearchSpace:
 def options_from(args: argparse.Namespace) -> SweepOptions:
     space = search_space(args)
     data = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
-                        max_samples=args.max_samples, progress=not args.quiet)
+                        max_samples=args.max_samples, progress=not args.quiet, download=not args.no_download)
     formats = parse_formats(args.export)
     if args.save_onnx_weights and "onnx" not in formats:
         formats = ("onnx",) + formats
@@ -272,28 +275,33 @@ def main(config="", nn_prm=None, epoch_max=1, n_optuna_trials=-1, min_batch_bina
          max_batch_binary_power=12, min_learning_rate=1e-5, max_learning_rate=1.0, min_momentum=0.0,
          max_momentum=1.0, min_dropout=0.0, max_dropout=0.5, transform=None, nn_fail_attempts=30,
          random_config_order=False, num_workers=2, pretrained=None, epoch_limit_minutes=30,
-         train_missing_pipelines=False, save_pth_weights=False, save_onnx_weights=False, **extra) -> SweepSummary:
-    """LEMUR's ``ab.nn.train.main`` signature; ``extra`` takes ``root``, ``db``, ``data_dir``, ``seed``,
-    ``split_seed``, ``seeds``, ``device``, ``max_samples``, ``split``, ``progress`` and ``export`` (as ``--export``; default: none,
-    or onnx with ``save_onnx_weights``, as LEMUR trains without exporting)."""
+         train_missing_pipelines=False, save_pth_weights=False, save_onnx_weights=False, layer_analysis=False, *,
+         root=None, db=None, data_dir=None, seed=42, split_seed=DEFAULT_SPLIT_SEED, seeds=1, device="auto",
+         max_samples=None, split="paper", progress=True, export=None, download=True) -> SweepSummary:
+    """LEMUR 2.2.11's ``ab.nn.train.main``: its 22 parameters in its positional order (an unknown keyword
+    or a 23rd positional argument is a ``TypeError``, as in LEMUR), then this project's keyword-only
+    extras. ``layer_analysis=True`` (LEMUR's per-layer weight analysis) is refused: ab.nn does not
+    compute it. ``export`` is ``--export``'s value (default: none, or onnx with ``save_onnx_weights``, as
+    LEMUR trains without exporting); ``download=False`` is ``--no-download``."""
+    if layer_analysis:
+        raise ValueError("layer_analysis=True: LEMUR's per-layer analysis (its layer_stat tables) is not "
+                         "implemented in ab.nn; call main(...) with layer_analysis=False")
     configs = (config,) if isinstance(config, str) else tuple(config)
     space = SearchSpace(min_lr=min_learning_rate, max_lr=max_learning_rate, min_momentum=min_momentum,
                         max_momentum=max_momentum, min_dropout=min_dropout, max_dropout=max_dropout,
                         min_batch_power=min_batch_binary_power, max_batch_power=max_batch_binary_power,
                         pretrained=pretrained)
-    seed = extra.get("seed", 42)
-    data = DataSettings(split=extra.get("split", "paper"), split_seed=extra.get("split_seed", DEFAULT_SPLIT_SEED),
-                        max_samples=extra.get("max_samples"))
+    data = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, download=download)
     options = SweepOptions(configs=configs, fixed=dict(nn_prm or {}), epochs=epoch_max, trials=n_optuna_trials,
                            space=space, transform=transform, fail_attempts=nn_fail_attempts,
                            random_config_order=random_config_order, workers=num_workers,
-                           epoch_limit_minutes=epoch_limit_minutes, train_missing_pipelines=train_missing_pipelines,
-                           save_pth=save_pth_weights, seed=seed, seeds=extra.get("seeds", 1),
+                           epoch_limit_minutes=epoch_limit_minutes,
+                           train_missing_pipelines=bool(train_missing_pipelines),
+                           save_pth=save_pth_weights, seed=seed, seeds=seeds,
                            export=ExportOptions(formats=parse_formats(
-                               extra.get("export", "onnx" if save_onnx_weights else "none"))),
-                           device=extra.get("device", "auto"), data=data,
-                           workspace=Workspace.resolve(extra.get("root"), extra.get("db"), extra.get("data_dir")),
-                           progress=extra.get("progress", True))
+                               export if export is not None else ("onnx" if save_onnx_weights else "none"))),
+                           device=device, data=data, workspace=Workspace.resolve(root, db, data_dir),
+                           progress=progress)
     return run(options)
 
 

@@ -1,7 +1,9 @@
 """Where runtime files live: the one place that knows the workspace layout.
 
 Everything the tool writes goes under a workspace root (never inside the installed package):
-``db/ab.nn.db``, ``data/<dataset>/``, ``out/``, and the LEMUR JSON mirror ``stat/train/``.
+``db/ab.nn.db``, ``data/<dataset>/``, ``out/``, the LEMUR JSON mirror ``stat/train/``, and the
+workspace's own model, transform, metric and loader files (``nn/``, ``transform/``, ``metric/``,
+``loader/``; ``ab.nn.registry`` finds them after the package's).
 The root is ``--root``, else ``$LEMUR_ROOT``, else the current directory.
 """
 from __future__ import annotations
@@ -67,6 +69,11 @@ class Workspace:
 
     def trial_dir(self, config: str, trial: int | str) -> Path:
         return self.out_dir / config / str(trial)
+
+    def code_dir(self, folder: str) -> Path:
+        """The workspace's folder of registry files of one kind (``nn``, ``transform``, ``metric``,
+        ``loader``)."""
+        return self.root / folder
 
     @property
     def stat_train_dir(self) -> Path:

@@ -1,11 +1,12 @@
-"""How the running sweep wants its data: split protocol, split seed, fold, sample cap, cache use."""
+"""How the running sweep wants its data: split protocol, split seed, fold, sample cap, cache use,
+download on first use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ab.nn.util.scoped import Scoped
 
-PROTOCOLS = ("paper", "lemur", "kfold")
+PROTOCOLS = ("paper", "lemur", "lemur-random", "kfold")
 DEFAULT_SPLIT_SEED = 42
 
 
@@ -18,6 +19,7 @@ class DataSettings:
     max_samples: int | None = None  # at most this many images per part (smoke runs, tests)
     decode_threads: int = 0  # 0: one per CPU core
     progress: bool = True  # show the cache build's progress bar
+    download: bool = True  # no images found: download the dataset where the network allows (--no-download)
 
     def __post_init__(self):
         if self.split not in PROTOCOLS:

@@ -55,7 +55,8 @@ def cli(argv=None) -> int:
             trial = best_trial(args.best, ws.db_url)
         else:
             trial = api.trial(args.trial, db=ws.db_url)
-        deploy(trial, ws, options)
+        with workspace.active.use(ws):  # a model file of that workspace's nn/ folder is found too
+            deploy(trial, ws, options)
     except (LookupError, FileNotFoundError, ValueError, DataMismatch) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     print(f"deployed trial {trial['id']} of {trial['config']}; see python -m ab.nn.deploy.report -c {trial['config']}")

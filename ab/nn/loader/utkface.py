@@ -4,7 +4,9 @@ Returns the training part and the evaluation part of the active split protocol (
 ``paper``: age-stratified 70/10/20, split seed 42); the held-out test part rides along as
 ``eval_set.held_out_test`` (as in the authors' LEMUR variant) and is evaluated once per trial,
 never used for selection. Labels are ages in years, float32, shape (1,). Images come from
-``--data-dir`` / ``$LEMUR_DATA`` / ``<root>/data/utkface``.
+``--data-dir`` / ``$LEMUR_DATA`` / ``<root>/data/utkface``; when there are none, LEMUR's parquet files
+(Hugging Face ``nu-delta/utkface``) are downloaded there first, where the network allows, unless
+``--no-download`` (the runner asks ``data_identity`` before any trial, so this happens once).
 """
 from ab.nn import workspace
 from ab.nn.dataset import settings, utkface

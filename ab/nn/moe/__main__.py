@@ -109,7 +109,8 @@ def cli(argv=None) -> int:
         if args.command == "fit":
             settings = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
                                     max_samples=args.max_samples)
-            result = mixture.fit(args.experts, ws, settings, args.calibrator, args.spread, args.steps)
+            with workspace.active.use(ws):  # experts whose model files are in that workspace's nn/
+                result = mixture.fit(args.experts, ws, settings, args.calibrator, args.spread, args.steps)
             trial_id, metrics = result.trial_id, result.metrics
             print(f"recorded as trial {trial_id} of {mixture.CONFIG.name}; fusion saved to {result.path}\n")
         else:

@@ -28,6 +28,9 @@ def cli(argv=None) -> int:
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p, data=False)
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
+    p.add_argument("--lemur-mae-scale", type=float, default=15.0,
+                   help="import-json: the MAE scale of LEMUR records of the mae metric without test_mae "
+                        "(accuracy = 1 - MAE/scale; LEMUR's shipped age results use 15)")
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     folder = Path(args.dir).resolve() if args.dir else ws.stat_train_dir
@@ -63,7 +66,11 @@ def cli(argv=None) -> int:
     else:
         if not folder.is_dir():
             p.exit(2, f"{p.prog}: error: no such folder {folder}\n")
-        print(f"imported {json_import.import_tree(ws.db_url, folder)} epoch records into {ws.db_url}")
+        try:
+            added = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
+        except ValueError as error:
+            p.exit(2, f"{p.prog}: error: {error}\n")
+        print(f"imported {added} epoch records into {ws.db_url}")
     return 0
 
 

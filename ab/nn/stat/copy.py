@@ -17,8 +17,8 @@ import optuna
 from sqlalchemy import inspect, select, update
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import (Export, Fusion, Latency, Metric, Nn, Prediction, Prm, Stat, StatMetric, TrainStat,
-                               Transform, Trial)
+from ab.nn.stat.schema import (CodeVersion, Export, Fusion, Latency, Metric, Nn, NnStat, Prediction, Prm, Stat,
+                               StatMetric, TrainStat, Transform, Trial)
 from ab.nn.stat.store import StatStore, insert_ignore
 
 CHUNK = 200  # rows per INSERT: SQLite allows at most 32,766 bound values per statement
@@ -61,7 +61,7 @@ def copy_database(source: str, target: str) -> dict[str, int]:
     """Rows read per table and trials added (``trials added``); ``optuna studies`` counts studies copied."""
     src, store = _Source(source), StatStore(target)
     counts: dict[str, int] = {}
-    for table in (Nn, Transform, Metric, Prm):
+    for table in (Nn, Transform, Metric, Prm, CodeVersion, NnStat):
         _insert(store, table, list(src.rows(table)), counts)
 
     trial_map: dict[int, int] = {}

@@ -6,9 +6,17 @@ from typing import Iterable, Sequence
 from sqlalchemy import Select, and_, func, or_, select
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import Export, Latency, Metric, Nn, Prediction, Prm, Stat, StatMetric, Transform, Trial
+from ab.nn.stat.schema import CodeVersion, Export, Latency, NnStat, Prediction, Prm, Stat, StatMetric, Trial
 
 _CHUNK = 500
+
+
+class Rows(list):
+    """Rows as dicts, with the query's column names (so that an empty result still has its columns)."""
+
+    def __init__(self, rows=(), columns=()):
+        super().__init__(rows)
+        self.columns = list(columns)
 
 
 def _filter(column, value):
@@ -25,9 +33,10 @@ def _where(query: Select, *conditions) -> Select:
     return query.where(and_(*conditions)) if conditions else query
 
 
-def _rows(url: str, query: Select) -> list[dict]:
+def _rows(url: str, query: Select) -> Rows:
     with engines.engine(url, writer=False).connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(query)]
+        result = connection.execute(query)
+        return Rows((dict(row._mapping) for row in result), result.keys())
 
 
 def prm_dicts(url: str, uids: Iterable[str | None]) -> dict[str, dict]:
@@ -43,23 +52,31 @@ def prm_dicts(url: str, uids: Iterable[str | None]) -> dict[str, dict]:
 
 def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=None, metric=None, nn=None,
               epoch=None, max_rows: int | None = None, nn_prefixes: Sequence[str] | None = None,
-              unique_nn: bool = False, status=None, trial_id=None) -> list[dict]:
+              unique_nn: bool = False, status=None, trial_id=None, with_code: bool = True) -> Rows:
+    """LEMUR's ``data()`` rows. A row's code is the version its own code ids name (``code_version``), so
+    rows of an older file, or imported without code, never show today's file of the same name."""
     test_mae = StatMetric.__table__.alias("test_mae")
+    code = {kind: CodeVersion.__table__.alias(f"{kind}_code") for kind in ("nn", "transform", "metric")}
+
+    def code_of(kind: str):
+        return [code[kind].c.code.label(f"{kind}_code")] if with_code else []
+
     query = (
-        select(Stat.id, Stat.task, Stat.dataset, Stat.metric, Metric.code.label("metric_code"),
-               Metric.id.label("metric_id"), Stat.nn, Nn.code.label("nn_code"), Nn.id.label("nn_id"),
+        select(Stat.id, Stat.task, Stat.dataset, Stat.metric, *code_of("metric"),
+               Stat.metric_code_id.label("metric_id"), Stat.nn, *code_of("nn"), Stat.nn_code_id.label("nn_id"),
                Stat.epoch, Stat.accuracy, Stat.duration, Stat.prm.label("prm_id"),
-               Transform.code.label("transform_code"), Transform.id.label("transform_id"), Stat.transform,
-               Stat.mae, test_mae.c.value.label("test_mae"), Stat.trial_id, Trial.status, Trial.error,
-               Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study, Trial.number)
+               *code_of("transform"), Stat.transform_code_id.label("transform_id"), Stat.transform,
+               Stat.mae, test_mae.c.value.label("test_mae"), Stat.accuracy_scale, Stat.trial_id, Trial.status,
+               Trial.error, Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study, Trial.number)
         .select_from(Stat)
-        .outerjoin(Nn, Nn.name == Stat.nn)
-        .outerjoin(Metric, Metric.name == Stat.metric)
-        .outerjoin(Transform, Transform.name == Stat.transform)
         .outerjoin(Trial, Trial.id == Stat.trial_id)
         .outerjoin(test_mae, and_(test_mae.c.stat_id == Stat.id, test_mae.c.split == "test",
                                   test_mae.c.name == "mae"))
     )
+    if with_code:
+        for kind, column in (("nn", Stat.nn_code_id), ("transform", Stat.transform_code_id),
+                             ("metric", Stat.metric_code_id)):
+            query = query.outerjoin(code[kind], and_(code[kind].c.kind == kind, code[kind].c.id == column))
     prefix = None
     if nn_prefixes:
         prefix = or_(*[Stat.nn.startswith(p, autoescape=True) for p in nn_prefixes])
@@ -80,11 +97,27 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
     prms = prm_dicts(url, (r["prm_id"] for r in rows))
     for row in rows:
         row["prm"] = prms.get(row["prm_id"], {})
+    rows.columns.append("prm")
     return rows
 
 
+def nn_stat_rows(url: str, *, nn_name=None, prm_id=None, max_rows: int | None = None) -> Rows:
+    query = _where(select(*NnStat.__table__.c), _filter(NnStat.nn_name, nn_name), _filter(NnStat.prm_id, prm_id))
+    query = query.order_by(NnStat.nn_name, NnStat.prm_id)
+    return _rows(url, query.limit(int(max_rows)) if max_rows else query)
+
+
+def nn_stat_sources(url: str, *, nn_name=None, prm_id=None) -> Rows:
+    """The distinct (model, hyperparameter set, code id, transform, input shape) of recorded epochs:
+    what the ``nn_stat`` row of a (model, hyperparameter set) can be computed from."""
+    query = (select(Stat.nn, Stat.prm, Stat.nn_code_id, Stat.transform, Trial.in_shape).distinct()
+             .select_from(Stat).outerjoin(Trial, Trial.id == Stat.trial_id).where(Stat.prm.is_not(None)))
+    query = _where(query, _filter(Stat.nn, nn_name), _filter(Stat.prm, prm_id))
+    return _rows(url, query.order_by(Stat.nn, Stat.prm))
+
+
 def trial_rows(url: str, *, config=None, task=None, dataset=None, metric=None, nn=None, status=None,
-               study=None, trial_id=None, data_key=None) -> list[dict]:
+               study=None, trial_id=None, data_key=None) -> Rows:
     query = _where(select(*Trial.__table__.c), _filter(Trial.config, config), _filter(Trial.task, task),
                    _filter(Trial.dataset, dataset), _filter(Trial.metric, metric), _filter(Trial.nn, nn),
                    _filter(Trial.status, status), _filter(Trial.study, study), _filter(Trial.id, trial_id),
@@ -94,10 +127,11 @@ def trial_rows(url: str, *, config=None, task=None, dataset=None, metric=None, n
     for row in rows:
         row["prm_id"] = row.pop("prm")
         row["prm"] = prms.get(row["prm_id"], {})
+    rows.columns = [c for c in rows.columns if c != "prm"] + ["prm_id", "prm"]
     return rows
 
 
-def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_id=None) -> list[dict]:
+def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_id=None) -> Rows:
     query = (select(Stat.trial_id, Trial.config, Stat.nn, Stat.epoch, StatMetric.split, StatMetric.name,
                     StatMetric.value, StatMetric.stat_id)
              .select_from(StatMetric).join(Stat, Stat.id == StatMetric.stat_id)
@@ -107,7 +141,7 @@ def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_
     return _rows(url, query.order_by(Stat.trial_id, Stat.epoch, StatMetric.split, StatMetric.name))
 
 
-def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, precision=None, status=None) -> list[dict]:
+def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, precision=None, status=None) -> Rows:
     query = select(*Export.__table__.c, Trial.config, Trial.nn, Trial.number).join(Trial, Trial.id == Export.trial_id)
     query = _where(query, _filter(Export.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
                    _filter(Export.format, format), _filter(Export.precision, precision),
@@ -116,8 +150,9 @@ def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, p
 
 
 def latency_rows(url: str, *, trial_id=None, config=None, nn=None, runtime=None, threads=None,
-                 status=None) -> list[dict]:
-    query = (select(*Latency.__table__.c, Export.format, Export.precision, Trial.config, Trial.nn, Trial.number)
+                 status=None) -> Rows:
+    query = (select(*Latency.__table__.c, Export.format, Export.precision, Export.eval_mae, Export.test_mae,
+                    Trial.config, Trial.nn, Trial.number, Trial.transform)
              .join(Export, Export.id == Latency.export_id).join(Trial, Trial.id == Latency.trial_id))
     query = _where(query, _filter(Latency.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
                    _filter(Latency.runtime, runtime), _filter(Latency.threads, threads),
@@ -125,7 +160,7 @@ def latency_rows(url: str, *, trial_id=None, config=None, nn=None, runtime=None,
     return _rows(url, query.order_by(Latency.trial_id, Latency.export_id, Latency.threads))
 
 
-def prediction_rows(url: str, *, trial_id=None, split=None) -> list[dict]:
+def prediction_rows(url: str, *, trial_id=None, split=None) -> Rows:
     query = _where(select(*Prediction.__table__.c), _filter(Prediction.trial_id, trial_id),
                    _filter(Prediction.split, split))
     return _rows(url, query.order_by(Prediction.trial_id, Prediction.split, Prediction.position))

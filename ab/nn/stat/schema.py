@@ -147,7 +147,13 @@ class Trial(Base):
 
 
 class Stat(Base):
-    """LEMUR's per-epoch row; ``trial_id`` and ``mae`` (raw eval MAE in years) are additions."""
+    """LEMUR's per-epoch row. Additions: ``trial_id``; ``mae`` (raw eval MAE in years);
+    ``accuracy_scale`` (the MAE at which the metric's ``accuracy = max(0, 1 - MAE/scale)`` reaches 0:
+    20 for this project's ``mae``, 15 for LEMUR's shipped age runs; NULL where unknown); the ids
+    (LEMUR's code checksums) of the model, transform and metric code this row was produced with
+    (NULL: unknown, e.g. rows imported from LEMUR's JSON, which carries no code; the code itself is in
+    ``code_version``); ``extra``: what an imported LEMUR record held beyond the columns, as JSON, so
+    that the JSON mirror writes it back as it was."""
 
     __tablename__ = "stat"
     __table_args__ = (Index("idx_accuracy_desc", "accuracy"),)
@@ -164,10 +170,16 @@ class Stat(Base):
     prm: Mapped[str | None] = mapped_column(Text, index=True)
     trial_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("trial.id"), index=True)
     mae: Mapped[float | None] = mapped_column(Float)
+    accuracy_scale: Mapped[float | None] = mapped_column(Float)
+    nn_code_id: Mapped[str | None] = mapped_column(Text)
+    transform_code_id: Mapped[str | None] = mapped_column(Text)
+    metric_code_id: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(Text)
 
 
 class TrainStat(Base):
-    """LEMUR's training diagnostics of one epoch, plus wall times and the epoch-limit flag."""
+    """LEMUR's training diagnostics of one epoch (all 17 of LEMUR 2.2.11's columns), plus the learning
+    rate, wall times and the epoch-limit flag."""
 
     __tablename__ = "train_stat"
 
@@ -188,6 +200,70 @@ class TrainStat(Base):
     train_seconds: Mapped[float | None] = mapped_column(Float)
     eval_seconds: Mapped[float | None] = mapped_column(Float)
     truncated: Mapped[bool | None] = mapped_column(Boolean)
+    cpu_usage_percent: Mapped[float | None] = mapped_column(Float)
+    ram_usage_percent: Mapped[float | None] = mapped_column(Float)
+    gpu_total_memory_kb: Mapped[int | None] = mapped_column(BigInteger)
+    occupied_gpu_memory_kb: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_memory_usage_percent: Mapped[float | None] = mapped_column(Float)
+
+
+class CodeVersion(Base):
+    """Every version of model, transform and metric code ever recorded, by its LEMUR checksum
+    (``kind``: ``nn``, ``transform`` or ``metric``). LEMUR's code tables hold one (the latest) code per
+    name; a stat row's code is the version its ``*_code_id`` names, which stays right after the
+    file changed."""
+
+    __tablename__ = "code_version"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    code: Mapped[str] = mapped_column(Text)
+
+
+class NnStat(Base):
+    """LEMUR's architecture statistics of a model built with one hyperparameter set (``nn_stat``,
+    LEMUR 2.2.11's columns; id = LEMUR's ``uuid4([nn_name, prm_id])``), computed by
+    ``ab.nn.stat.architecture`` on first request. Additions: ``macs`` (multiply-adds of one batch-1
+    forward pass; ``flops`` is twice it), ``in_shape`` and ``code_id`` (the code it was built from)."""
+
+    __tablename__ = "nn_stat"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    nn_name: Mapped[str] = mapped_column(Text, index=True)
+    prm_id: Mapped[str] = mapped_column(Text, index=True)
+    total_layers: Mapped[int | None] = mapped_column(Integer)
+    leaf_layers: Mapped[int | None] = mapped_column(Integer)
+    max_depth: Mapped[int | None] = mapped_column(Integer)
+    total_params: Mapped[int | None] = mapped_column(BigInteger)
+    trainable_params: Mapped[int | None] = mapped_column(BigInteger)
+    frozen_params: Mapped[int | None] = mapped_column(BigInteger)
+    flops: Mapped[int | None] = mapped_column(BigInteger)
+    model_size_mb: Mapped[float | None] = mapped_column(Float)
+    buffer_size_mb: Mapped[float | None] = mapped_column(Float)
+    total_memory_mb: Mapped[float | None] = mapped_column(Float)
+    dropout_count: Mapped[int | None] = mapped_column(Integer)
+    has_attention: Mapped[int | None] = mapped_column(Integer)
+    has_residual_connections: Mapped[int | None] = mapped_column(Integer)
+    is_resnet_like: Mapped[int | None] = mapped_column(Integer)
+    is_vgg_like: Mapped[int | None] = mapped_column(Integer)
+    is_inception_like: Mapped[int | None] = mapped_column(Integer)
+    is_densenet_like: Mapped[int | None] = mapped_column(Integer)
+    is_unet_like: Mapped[int | None] = mapped_column(Integer)
+    is_transformer_like: Mapped[int | None] = mapped_column(Integer)
+    is_mobilenet_like: Mapped[int | None] = mapped_column(Integer)
+    is_efficientnet_like: Mapped[int | None] = mapped_column(Integer)
+    code_length: Mapped[int | None] = mapped_column(Integer)
+    num_classes_defined: Mapped[int | None] = mapped_column(Integer)
+    num_functions_defined: Mapped[int | None] = mapped_column(Integer)
+    uses_sequential: Mapped[int | None] = mapped_column(Integer)
+    uses_modulelist: Mapped[int | None] = mapped_column(Integer)
+    uses_moduledict: Mapped[int | None] = mapped_column(Integer)
+    meta_json: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    macs: Mapped[int | None] = mapped_column(BigInteger)
+    in_shape: Mapped[str | None] = mapped_column(Text)
+    code_id: Mapped[str | None] = mapped_column(Text)
 
 
 class StatMetric(Base):

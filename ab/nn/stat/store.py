@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
-from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, Export, Latency, Metric, Nn,
-                               Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat import accuracy_scale
+from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export, Latency,
+                               Metric, Nn, Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
 PREFERRED_RUNTIMES = ("litert", "onnxruntime", "pytorch")
@@ -88,6 +89,21 @@ def _reservation_lock(session: Session, key: str) -> None:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
 
 
+def save_code_version(session: Session, kind: str, name: str, code: str, checksum: str) -> None:
+    """Keep every version of a code (``code_version``), whatever the code table holds later."""
+    insert_ignore(session, CodeVersion, [{"kind": kind, "id": checksum, "name": name, "code": code}])
+
+
+def code_ids(session: Session, trial: Trial) -> dict[str, str | None]:
+    """The checksums of the code a trial's epochs are produced with: its model code as reserved, the
+    transform and metric code as the sweep saved them."""
+    transform = session.get(Transform, trial.transform) if trial.transform else None
+    metric = session.get(Metric, trial.metric)
+    model = trial.nn_code_id or getattr(session.get(Nn, trial.nn), "id", None)
+    return {"nn_code_id": model, "transform_code_id": getattr(transform, "id", None),
+            "metric_code_id": getattr(metric, "id", None)}
+
+
 def add_metrics(session: Session, stat_id: str, split: str, metrics: Mapping[str, float]) -> None:
     session.add_all(StatMetric(stat_id=stat_id, split=split, name=name, value=_finite(value))
                     for name, value in sorted(metrics.items()))
@@ -133,6 +149,7 @@ class StatStore:
                 session.add(table(name=name, code=code, id=checksum))
             elif row.id != checksum:
                 row.code, row.id = code, checksum
+            save_code_version(session, table.__tablename__, name, code, checksum)
         return checksum
 
     def save_prm(self, session: Session, prm: Mapping[str, object]) -> str:
@@ -209,7 +226,8 @@ class StatStore:
             session.add(Stat(id=stat_id, accuracy=_finite(accuracy), epoch=epoch, duration=duration,
                              task=trial.task, dataset=trial.dataset, nn=trial.nn, transform=trial.transform,
                              metric=trial.metric, prm=trial.prm, trial_id=trial_id,
-                             mae=_finite(metrics.get("mae"))))
+                             mae=_finite(metrics.get("mae")), accuracy_scale=accuracy_scale.declared(trial.metric),
+                             **code_ids(session, trial)))
             session.flush()
             session.add(TrainStat(stat_id=stat_id, **train_stat))
             add_metrics(session, stat_id, "eval", metrics)

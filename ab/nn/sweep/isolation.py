@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from ab.nn import workspace
 from ab.nn.stat.schema import FAILED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, run_trial
@@ -45,7 +46,8 @@ def _child(spec: TrialSpec, result: str) -> None:
         tmp.write_bytes(pickle.dumps((outcome, exported)))
         os.replace(tmp, result)
 
-    outcome = run_trial(spec, on_trained=lambda trained: report(trained, False))
+    with workspace.active.use(spec.workspace):  # the registry finds the workspace's own model files
+        outcome = run_trial(spec, on_trained=lambda trained: report(trained, False))
     report(outcome, True)
 
 

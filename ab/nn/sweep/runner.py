@@ -578,5 +578,8 @@ def plan(options: SweepOptions) -> str:
 
 
 def run(options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None) -> SweepSummary:
-    return Sweep(options, execute).run()
+    from ab.nn.workspace import active
+
+    with active.use(options.workspace):  # the registry finds the workspace's own model files
+        return Sweep(options, execute).run()
 

@@ -66,6 +66,25 @@ def _find_source(folder: Path) -> ImageSource:
         f"  python -m ab.nn.dataset.download utkface --to {folder}")
 
 
+def available(folder: Path, settings: DataSettings) -> ImageSource:
+    """The images in ``folder``; when there are none and ``settings.download``, LEMUR's parquet files of
+    UTKFace are downloaded there first (``ab.nn.dataset.download``). Offline, or with ``--no-download``,
+    the error is ``find_source``'s, which says where to put which files."""
+    try:
+        return find_source(folder)
+    except DataNotFound as missing:
+        if not settings.download:
+            raise
+        from ab.nn.dataset import download
+
+        try:
+            download.fetch(download.UTKFACE, folder, progress=settings.progress)
+        except (download.DownloadError, OSError) as error:
+            raise DataNotFound(f"{missing}\nThe automatic download failed too ({error}); --no-download skips "
+                               f"it") from None
+        return find_source(folder)
+
+
 @dataclass
 class Catalog:
     """The labelled, readable entries of a source, their content ids, and what was skipped."""
@@ -126,7 +145,7 @@ class SplitPlan:
 
 
 def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True) -> SplitPlan:
-    cat = catalog(find_source(folder), cache_dir, progress)
+    cat = catalog(available(folder, settings), cache_dir, progress)
     parts = splits.assign(cat.ids, cat.ages.tolist(), settings)
     parts = {k: splits.sample(v, cat.ids, settings.max_samples, settings.split_seed) for k, v in parts.items()}
     digests = {k: identity.part_digest(cat.ids[i] for i in v) for k, v in parts.items()}
