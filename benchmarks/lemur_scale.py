@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work).resolve()
     tree, db = work / "stat" / "train", work / "db" / "ab.nn.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores, {system.total_ram_kb() // 2 ** 20} GiB")
 

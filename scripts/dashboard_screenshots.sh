@@ -18,7 +18,7 @@ for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/api/studies" >/dev/null 
 shot() { # url file
     "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
         --disable-component-update --disable-sync --user-data-dir="$(mktemp -d)" --hide-scrollbars \
-        --window-size=1500,1100 --virtual-time-budget=15000 --screenshot="$2" "$1" >/dev/null 2>&1
+        --window-size=1500,1700 --virtual-time-budget=15000 --screenshot="$2" "$1" >/dev/null 2>&1
     echo "$2"
 }
 shot "http://127.0.0.1:$port/dashboard/studies/$study" "$out/dashboard_study.png"

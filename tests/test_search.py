@@ -54,6 +54,10 @@ def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misb
     assert attrs["status"] == "complete" and attrs["split"] == "paper/42" and attrs["n_train"] == row.n_train
     assert attrs["data_key"] == row.data_key and attrs["epochs_done"] == 2
     assert stopped.state.name == "PRUNED" and "LEMUR's early stop" in stopped.user_attrs["reason"]
+    notes = "".join(str(v) for k, v in study._storage.get_study_system_attrs(study._study_id).items()
+                    if k.startswith("dashboard:"))
+    assert f"**ab.nn trial {attrs['trial_id']}**: complete after 2 of 2 epochs" in notes  # the dashboard's note
+    assert f"validation MAE {row.eval_mae:.2f} years" in notes and "reason: RuntimeError: forward exploded" in notes
 
 
 def test_model_switches_are_categorical_and_model_ranges_are_used(root, utk_dir, capsys):

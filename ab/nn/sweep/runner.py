@@ -479,6 +479,7 @@ class Sweep:
                 return frozen
             for name, value in attrs.items():
                 trial.set_user_attr(name, value)
+            search.note(trial, attrs)
             if constraint is not None:
                 trial.set_constraint("latency_ms", constraint)
             study.tell(trial, values, state=state)

@@ -149,3 +149,33 @@ class EpochReporter:
                 raise
             log.warning("epoch %d could not be reported to Optuna: %s", epoch, error)
             return False
+
+
+def note_text(attrs: dict) -> str:
+    """The few lines a person looks for first: our trial id, outcome, MAE in years, why it ended."""
+    head = f"**ab.nn trial {attrs['trial_id']}**: {attrs.get('status', '?')}"
+    if attrs.get("epochs_done") is not None:
+        head += f" after {attrs['epochs_done']} of {attrs.get('epoch_max', '?')} epochs"
+    lines = [head]
+    if attrs.get("eval_mae") is not None:
+        mae = f"validation MAE {attrs['eval_mae']:.2f} years"
+        if attrs.get("test_mae") is not None:
+            mae += f", test MAE {attrs['test_mae']:.2f}"
+            if attrs.get("test_mae_low") is not None:
+                mae += f" [95% CI {attrs['test_mae_low']:.2f}, {attrs['test_mae_high']:.2f}]"
+        lines.append(mae)
+    if attrs.get("reason"):
+        lines.append(f"reason: {attrs['reason']}")
+    if attrs.get("data_key"):
+        lines.append(f"data {attrs['data_key']} ({attrs.get('split', '?')})")
+    return "\n\n".join(lines)
+
+
+def note(trial: optuna.Trial, attrs: dict) -> None:
+    """optuna-dashboard shows a trial's note at the top of its page, where the user attributes are a
+    scrolled list; written where optuna-dashboard is installed (the ``dashboard`` extra)."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    save_note(trial, note_text(attrs))
