@@ -54,23 +54,27 @@ def lemur_record(rng: random.Random, config: str, epoch: int, epochs: int) -> di
     return record | {"task": task, "dataset": dataset, "metric": metric, "model": nn}
 
 
-def write_tree(folder: Path, records: int, configs: int, files: int, history: int, seed: int = 0) -> int:
-    """LEMUR's stat/train tree; the swept config gets ``history`` records at epoch 1."""
+def write_tree(folder: Path, records: int, configs: int, files: int, history: int, seed: int = 0) -> tuple[int, int]:
+    """LEMUR's stat/train tree with exactly ``files`` epoch files and ``records`` records over ``configs``
+    configs (epochs and records spread as evenly as whole numbers allow); the swept config gets
+    ``history`` of them at epoch 1. Returns (files, records) written."""
     rng = random.Random(seed)
-    per_config = max(1, files // configs)
-    per_file = max(1, (records - history) // (configs * per_config))
+    other_files, other_records = files - 1, records - history
     written = 0
     for c in range(configs):
         config = f"img-classification_cifar-10_acc_Net{c:05d}"
+        epochs = other_files // configs + (c < other_files % configs)
         (folder / config).mkdir(parents=True, exist_ok=True)
-        for epoch in range(1, per_config + 1):
-            body = [lemur_record(rng, config, epoch, per_config) for _ in range(per_file)]
+        for epoch in range(1, epochs + 1):
+            index = written
+            count = other_records // other_files + (index < other_records % other_files)
+            body = [lemur_record(rng, config, epoch, epochs) for _ in range(count)]
             (folder / config / f"{epoch}.json").write_text(json.dumps(body, indent=4))
             written += 1
     (folder / SWEPT).mkdir(parents=True, exist_ok=True)
     body = [lemur_record(rng, SWEPT, 1, 1) for _ in range(history)]
     (folder / SWEPT / "1.json").write_text(json.dumps(body, indent=4))
-    return written + 1
+    return written + 1, other_records + history
 
 
 def timed(command: list[str]) -> tuple[float, float, str]:
@@ -105,8 +109,9 @@ def main(argv=None) -> int:
     print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores, {system.total_ram_kb() // 2 ** 20} GiB")
 
     start = time.perf_counter()
-    files = write_tree(tree, args.records, args.configs, args.files, args.history)
-    print(f"wrote {files:,} LEMUR epoch files in {time.perf_counter() - start:.0f} s")
+    files, records = write_tree(tree, args.records, args.configs, args.files, args.history)
+    print(f"wrote {files:,} LEMUR epoch files with {records:,} records over {args.configs + 1:,} configs in "
+          f"{time.perf_counter() - start:.0f} s")
 
     seconds, peak, out = timed([python, "-m", "ab.nn.stat", "import-json", "--db", f"sqlite:///{db}", "--dir",
                                 str(tree)])

@@ -2,6 +2,7 @@
 ranked, kept and deleted; commands refuse other data; training seeds never move the split."""
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 
 from ab.nn import api
 from ab.nn.deploy import __main__ as deploy_cli
@@ -69,6 +70,24 @@ def test_seed_replicas_share_hyperparameters_and_are_summarised(root, utk_dir, t
     assert comparison.n_images == trials.n_test.iloc[0] and comparison.replicas_a == 2
     assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "3") == 0  # one set of three wanted: done
     assert len(api.trials(db=_db(root))) == 3
+
+
+def test_an_interrupted_replica_group_is_completed_with_its_missing_seed(root, utk_dir, tiny_model):
+    """A --seeds run cut short leaves a group without some replicas; the next run trains exactly those
+    (same hyperparameters, the missing seed) instead of a new group that would repeat seed 42."""
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "3") == 0
+    cut = int(api.trials(db=_db(root)).sort_values("id").id.iloc[2])
+    engine = create_engine(f"sqlite:///{_db(root)}")
+    with engine.begin() as connection:  # what a runner's reconciliation records for a replica it lost
+        connection.execute(text("UPDATE trial SET status = 'interrupted' WHERE id = :id"), {"id": cut})
+    engine.dispose()
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "3") == 0
+    trials = api.trials(db=_db(root)).sort_values("id")
+    done = trials[trials.status == "complete"]
+    assert len(trials) == 4 and sorted(done.seed) == [42, 43, 44]
+    assert (done.replica_of == trials.id.iloc[0]).all() and done.prm_id.nunique() == 1
+    assert api.replicas(config=config, db=_db(root)).iloc[0].n == 3
 
 
 def test_commands_refuse_data_that_differs_from_the_trials(root, utk_dir, tiny_model, capsys):

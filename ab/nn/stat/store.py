@@ -274,6 +274,23 @@ class StatStore:
                                          f"COALESCE((SELECT MAX({key[0].name}) FROM {table.name}), 0) + 1, false)"))
 
     # -- questions the runner asks -------------------------------------------------------------
+    def replica_groups(self, config: Config, epoch_max: int, data_key: str) -> list[dict]:
+        """Replica groups (``--seeds``) of this config, budget and data whose first trial trained: its id,
+        seed and Optuna trial, and the seeds its trials trained or are training with."""
+        with self.transaction() as session:
+            firsts = session.execute(select(Trial.id, Trial.seed, Trial.optuna_trial_id).where(
+                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.data_key == data_key,
+                Trial.replica_of == Trial.id, Trial.seed.is_not(None), Trial.status.in_(RESULT_STATES))
+                .order_by(Trial.id)).all()
+            seeds = session.execute(select(Trial.replica_of, Trial.seed).where(
+                Trial.replica_of.in_([row.id for row in firsts]), Trial.seed.is_not(None),
+                Trial.status.in_(RESULT_STATES + (RUNNING,)))).all()
+        used: dict[int, set] = {}
+        for group, seed in seeds:
+            used.setdefault(group, set()).add(seed)
+        return [{"id": row.id, "seed": row.seed, "optuna_trial_id": row.optuna_trial_id, "seeds": used.get(row.id, set())}
+                for row in firsts]
+
     def count_results(self, config: Config, epoch_max: int, data_key: str | None = None) -> int:
         """Trials of a config at this ``epoch_max`` (on the data ``data_key``, if given) that trained;
         LEMUR counts the same, without the data key."""

@@ -66,6 +66,16 @@ class SweepOptions:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class Group:
+    """A replica group to complete: its id (its first trial's), that trial's seed and Optuna trial, and the
+    replica positions (seed offsets) it still lacks."""
+    id: int
+    seed: int
+    first: optuna.trial.FrozenTrial
+    missing: list[int]
+
+
 @dataclass
 class ConfigResult:
     config: Config
@@ -314,19 +324,23 @@ class Sweep:
         with tqdm(total=wanted, desc=config.name, unit="trial", disable=not self.options.progress,
                   position=0) as bar:
             while result.trained < wanted and result.gave_up is None:
+                unfinished = self._unfinished_group(config, identity, study)
+                replicas = unfinished.missing if unfinished else list(range(self.options.seeds))
                 ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
                                                 study=study.study_name,
-                                                count=min(self.options.seeds, wanted - result.trained),
+                                                count=min(len(replicas), wanted - result.trained),
                                                 host=system.host(), pid=os.getpid(), lease_id=self.lease.id,
                                                 **reservation)
                 if not ids:
                     result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
                                    f"wanted on this data")
                     break
-                first: optuna.trial.FrozenTrial | None = None
-                for replica, trial_id in enumerate(ids):
+                first = unfinished.first if unfinished else None
+                group = unfinished.id if unfinished else (ids[0] if len(ids) > 1 else None)
+                base_seed = unfinished.seed if unfinished else self.options.seed
+                for position, (replica, trial_id) in enumerate(zip(replicas, ids)):
                     outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica, first,
-                                                    group=ids[0] if len(ids) > 1 else None)
+                                                    group=group, base_seed=base_seed)
                     first = first or frozen
                     if outcome.status == FAILED:
                         result.failed += 1
@@ -339,7 +353,7 @@ class Sweep:
                             result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
                             tqdm.write(f"{config}: giving up after {result.gave_up}")
                         if result.gave_up:
-                            self._release(ids[replica + 1:])
+                            self._release(ids[position + 1:])
                             break
                         continue
                     failures_in_row = 0
@@ -370,9 +384,25 @@ class Sweep:
         for trial_id in trial_ids:
             self.store.finish_trial(trial_id, FAILED, error="not run: the sweep gave up on this config")
 
+    def _unfinished_group(self, config: Config, identity: DataIdentity, study: optuna.Study) -> Group | None:
+        """A replica group of this data and budget whose first trial trained but which lacks some of its
+        ``--seeds`` replicas (the others were interrupted, or failed): they are run first, with the
+        group's own hyperparameters and its missing seeds, so an interrupted ``--seeds`` run resumes
+        instead of starting a new group that repeats seeds."""
+        if self.options.seeds < 2:
+            return None
+        for group in self.store.replica_groups(config, self.options.epochs, identity.key):
+            taken = {seed - group["seed"] for seed in group["seeds"]}
+            missing = [r for r in range(self.options.seeds) if r not in taken]
+            if missing and group["optuna_trial_id"] is not None:
+                first = study._storage.get_trial(group["optuna_trial_id"])
+                if "prm" in first.user_attrs:
+                    return Group(group["id"], group["seed"], first, missing)
+        return None
+
     def _run_one(self, config: Config, study: optuna.Study, module, trial_id: int, identity: DataIdentity,
-                 replica: int, first: optuna.trial.FrozenTrial | None,
-                 group: int | None) -> tuple[TrialOutcome, optuna.trial.FrozenTrial | None]:
+                 replica: int, first: optuna.trial.FrozenTrial | None, group: int | None,
+                 base_seed: int) -> tuple[TrialOutcome, optuna.trial.FrozenTrial | None]:
         """Ask Optuna for a point (or, for a replica, repeat ``first``'s), run the trial, tell Optuna."""
         trial = None
         try:
@@ -385,7 +415,7 @@ class Sweep:
             else:
                 prm = dict(first.user_attrs["prm"])
                 number, optuna_id = None, None
-            seed = self.options.seed + (replica if group is not None else (number or 0))
+            seed = base_seed + (replica if group is not None else (number or 0))
             self.store.assign_trial(trial_id, number=number, optuna_trial_id=optuna_id, prm=prm, seed=seed,
                                     replica_of=group)
             link = search.Link(self.url, study.study_name, optuna_id, self.options.search, self.options.epochs) \
