@@ -58,13 +58,13 @@ def box_crop(image: Image.Image, box, size: int = 200) -> Image.Image:
         (size, size), Image.Resampling.BILINEAR)
 
 
-def test_crops(folder: Path, count: int, seed: int):
-    from ab.nn.dataset import splits, utkface
+def test_crops(folder: Path, cache_dir: Path, count: int, seed: int):
+    """A seeded sample of the test part of the split training uses (``utkface.plan``: content ids)."""
+    from ab.nn.dataset import utkface
     from ab.nn.dataset.settings import DataSettings
 
-    catalog = utkface.catalog(utkface.find_source(folder))
-    names = [e.name for e in catalog.entries]
-    test = splits.assign(names, catalog.ages.tolist(), DataSettings())["test"]
+    split = utkface.plan(folder, cache_dir, DataSettings(), progress=False)
+    catalog, test = split.catalog, split.parts["test"]
     chosen = np.sort(np.random.default_rng(seed).choice(test, min(count, len(test)), replace=False))
     entries = [catalog.entries[i] for i in chosen]
     return entries, catalog.ages[chosen], catalog.source.read(entries), len(test)
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     single = FaceAligner(aligner.detector, template, refine=False)
     used = list(template.align_points)
     eye_distance = float(np.linalg.norm(np.subtract(template.mean[1], template.mean[0])))
-    entries, labels, blobs, test_size = test_crops(ws.dataset_dir(utkface.NAME), args.images, args.seed)
+    entries, labels, blobs, test_size = test_crops(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), args.images,
+                                                      args.seed)
     rng = np.random.default_rng(args.seed)
     rows = []
     start = time.perf_counter()

@@ -55,20 +55,20 @@ def worker(args) -> dict:
 def make_photo(args, path: Path) -> str:
     """A 640x480 JPEG with one test-split face (side 40 % of the width, rotated 10 degrees)."""
     from ab.nn import workspace
-    from ab.nn.dataset import splits, utkface
+    from ab.nn.dataset import utkface
     from ab.nn.dataset.settings import DataSettings
     from ab.nn.dataset.sources import open_image
     from ab.nn.face.scenes import background, paste
 
-    catalog = utkface.catalog(utkface.find_source(workspace.from_arguments(args).dataset_dir(utkface.NAME)))
-    names = [e.name for e in catalog.entries]
-    first = int(splits.assign(names, catalog.ages.tolist(), DataSettings())["test"][0])
+    ws = workspace.from_arguments(args)
+    split = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), DataSettings(), progress=False)
+    catalog, first = split.catalog, int(split.parts["test"][0])
     _, blob = next(iter(catalog.source.read([catalog.entries[first]])))
 
     scene = background(640, 480, seed=1)
     paste(scene, open_image(blob), 256, 190, 110, 10.0)
     scene.save(path, quality=92)
-    return names[first]
+    return catalog.entries[first].name
 
 
 def main(argv=None) -> int:

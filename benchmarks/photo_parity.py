@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     ws = workspace.from_arguments(args)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        entries, _, blobs, _ = test_crops(ws.dataset_dir(utkface.NAME), args.images, args.seed)
+        entries, _, blobs, _ = test_crops(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), args.images,
+                                          args.seed)
         rng = np.random.default_rng(args.seed)
         files = []
         for i, blob in tqdm(blobs, total=len(entries), desc="scenes", unit="img"):
