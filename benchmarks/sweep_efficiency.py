@@ -62,8 +62,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--plot", default=None, help="PNG of best-so-far MAE against time")
     p.add_argument("--analyse-only", action="store_true", help="read the two workspaces, run nothing")
+    p.add_argument("--arm", default=None, help="run only this arm (none or the pruner), e.g. both arms at once "
+                                               "in two processes under the same load; then --analyse-only")
     args = p.parse_args(argv)
     work = Path(args.work).resolve()
+    if args.arm is not None:
+        if args.arm not in ("none", args.pruner):
+            p.error(f"--arm must be none or {args.pruner}, got {args.arm!r}")
+        sweep(work, args, args.arm)
+        return 0
     arms = {}
     for pruner in ("none", args.pruner):
         if args.analyse_only:
