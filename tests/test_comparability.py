@@ -8,6 +8,7 @@ from ab.nn import api
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.moe import __main__ as moe_cli
 from ab.nn.report import __main__ as report_cli
+from ab.nn.stat import __main__ as stat_cli
 from tests import helpers
 from tests.test_sweep_cli import run
 
@@ -56,7 +57,7 @@ def test_split_seed_fixes_the_images_and_seed_only_the_training(root, utk_dir, t
     assert c.test_digest != a.test_digest and c.data_key != a.data_key and c.split == "paper/43"
 
 
-def test_seed_replicas_share_hyperparameters_and_are_summarised(root, utk_dir, tiny_model):
+def test_seed_replicas_share_hyperparameters_and_are_summarised(root, utk_dir, tiny_model, capsys):
     config = f"age-regression_utkface_mae_{tiny_model}"
     assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "3") == 0
     trials = api.trials(db=_db(root)).sort_values("id")
@@ -66,6 +67,11 @@ def test_seed_replicas_share_hyperparameters_and_are_summarised(root, utk_dir, t
     group = api.replicas(config=config, db=_db(root)).iloc[0]
     assert group.n == 3 and group.seeds == [42, 43, 44]
     assert group.test_mae_mean == pytest.approx(trials.test_mae.mean()) and group.test_mae_std > 0
+    assert group.test_mae_low < group.test_mae_mean < group.test_mae_high
+    capsys.readouterr()
+    assert stat_cli.cli(["replicas", "-c", config, "--root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "[42, 43, 44]" in printed and f"{group.test_mae_low:.3f}" in printed
     comparison = api.compare(list(trials.id[:2]), [int(trials.id.iloc[2])], db=_db(root))
     assert comparison.n_images == trials.n_test.iloc[0] and comparison.replicas_a == 2
     assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "3") == 0  # one set of three wanted: done

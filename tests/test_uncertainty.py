@@ -54,3 +54,18 @@ def test_unpaired_inputs_are_refused():
 def test_mean_std_across_replicas():
     assert uncertainty.mean_std([5.0, 6.0, 7.0]) == (6.0, 1.0, 3)
     assert uncertainty.mean_std([5.5, None, float("nan")]) == (5.5, 0.0, 1)
+
+
+def test_a_replica_groups_interval_holds_its_seed_spread():
+    rng = np.random.default_rng(3)
+    base = np.abs(rng.normal(0, 6, 3000))
+    same = np.stack([base, base, base])
+    spread = np.stack([base - 0.6, base, base + 0.6])
+    low, high = uncertainty.bootstrap_replicas(same)
+    alone = uncertainty.bootstrap_mae(base)
+    assert low < base.mean() < high
+    assert (high - low) == pytest.approx(alone[1] - alone[0], rel=0.15)  # identical replicas: images only
+    wide = uncertainty.bootstrap_replicas(spread)
+    assert wide[0] < spread.mean() < wide[1] and (wide[1] - wide[0]) > 2 * (high - low)
+    with pytest.raises(ValueError):
+        uncertainty.bootstrap_replicas(np.empty((2, 0)))

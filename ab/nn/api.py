@@ -387,21 +387,28 @@ def compare(a, b, split: str = "test", db=None) -> Comparison:
 
 
 def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
-    """Training-seed replicas grouped: one row per (config, data key, epochs, hyperparameter set) with
-    ``n``, the seeds, and mean ± std of the eval and test MAE across replicas."""
-    rows = trials(config=config, status=TRAINED, data_key=data_key, db=db)
+    """Training-seed replicas grouped: one row per (config, data key, epochs, hyperparameter set) of the
+    trials that trained every epoch (``complete``; one stopped early is another budget), with ``n``,
+    the seeds, mean ± std of the eval and test MAE across replicas, and the 95 % interval of the group's
+    test MAE with images and replicas resampled (``test_mae_low``/``high``; from the stored per-image
+    predictions, NaN where a trial has none)."""
+    rows = trials(config=config, status="complete", data_key=data_key, db=db)
     columns = ["config", "data_key", "epoch_max", "prm_id", "n", "seeds", "trial_ids", "eval_mae_mean",
-               "eval_mae_std", "test_mae_mean", "test_mae_std"]
+               "eval_mae_std", "test_mae_mean", "test_mae_std", "test_mae_low", "test_mae_high"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     out = []
     for (cfg, key, epochs, prm_id), group in rows.groupby(["config", "data_key", "epoch_max", "prm_id"], dropna=False):
         eval_mean, eval_std, n = uncertainty.mean_std(group.eval_mae)
         test_mean, test_std, _ = uncertainty.mean_std(group.test_mae)
+        try:
+            low, high = uncertainty.bootstrap_replicas(_errors(sorted(group.id), "test", db)[0])
+        except (LookupError, DataMismatch):
+            low = high = float("nan")
         out.append({"config": cfg, "data_key": key, "epoch_max": epochs, "prm_id": prm_id, "n": n,
                     "seeds": sorted(int(s) for s in group.seed.dropna()), "trial_ids": sorted(group.id),
                     "eval_mae_mean": eval_mean, "eval_mae_std": eval_std, "test_mae_mean": test_mean,
-                    "test_mae_std": test_std})
+                    "test_mae_std": test_std, "test_mae_low": low, "test_mae_high": high})
     return pd.DataFrame(out, columns=columns).sort_values(["config", "eval_mae_mean"]).reset_index(drop=True)
 
 

@@ -6,6 +6,8 @@
                 Optuna studies included: --from URL --to URL
   trials        list trials (-c CONFIG, --status S): id, status, epochs, MAE with its interval, data key
   keys          list the data keys each config was judged on, with their split, sizes and trial counts
+  replicas      training-seed replicas grouped (-c CONFIG): n, seeds, val/test MAE mean and std, and the
+                test MAE's 95 % interval over images and seeds
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from ab.nn import workspace
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("export-json", "import-json", "copy", "trials", "keys"))
-    p.add_argument("-c", "--config", default=None, help="trials, keys: only this config")
+    p.add_argument("command", choices=("export-json", "import-json", "copy", "trials", "keys", "replicas"))
+    p.add_argument("-c", "--config", default=None, help="trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
@@ -39,6 +41,15 @@ def cli(argv=None) -> int:
             p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
         copied = copy_database(args.source, args.target)
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
+    elif args.command == "replicas":
+        from ab.nn import api
+        from ab.nn.util.markdown import table
+
+        try:
+            frame = api.replicas(config=args.config, db=ws.db_url)
+        except (FileNotFoundError, ValueError) as error:
+            p.exit(2, f"{p.prog}: error: {error}\n")
+        print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
     elif args.command in ("trials", "keys"):
         from ab.nn import api
         from ab.nn.util.markdown import table

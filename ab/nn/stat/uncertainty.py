@@ -75,6 +75,30 @@ def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
     return float(wilcoxon(a, b, zero_method="zsplit").pvalue)
 
 
+def _replicas_mean(errors: np.ndarray, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MAE of each resample: replicas of ``errors`` (replicas, images) drawn with replacement, then the
+    resampled ``images`` (resamples, n) of their per-image mean."""
+    replicas = errors[rng.integers(0, errors.shape[0], size=(images.shape[0], errors.shape[0]))]
+    return np.take_along_axis(replicas.mean(axis=1), images, axis=1).mean(axis=1)
+
+
+def bootstrap_replicas(abs_errors, level: float = LEVEL, resamples: int = RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Interval of the MAE of training-seed replicas judged on the same images, (replicas, images):
+    images and replicas resampled, so it holds the test-set and the seed-to-seed uncertainty (with one
+    replica it is ``bootstrap_mae``'s)."""
+    errors = np.atleast_2d(np.asarray(abs_errors, dtype=np.float64))
+    if errors.size == 0:
+        raise ValueError("no errors to bootstrap")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, _CHUNK):
+        count = min(_CHUNK, resamples - start)
+        means[start:start + count] = _replicas_mean(errors, rng.integers(0, errors.shape[1],
+                                                                         size=(count, errors.shape[1])), rng)
+    return _percentiles(means, level)
+
+
 def compare(abs_a, abs_b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
     """Paired comparison of two models' absolute errors on the same images, in the same order.
 
@@ -91,11 +115,7 @@ def compare(abs_a, abs_b, level: float = LEVEL, resamples: int = RESAMPLES, seed
     for start in range(0, resamples, _CHUNK):
         count = min(_CHUNK, resamples - start)
         images = rng.integers(0, n, size=(count, n))
-        side_a = a[rng.integers(0, a.shape[0], size=(count, a.shape[0]))]  # (count, Ra, n)
-        side_b = b[rng.integers(0, b.shape[0], size=(count, b.shape[0]))]
-        mean_a = np.take_along_axis(side_a.mean(axis=1), images, axis=1).mean(axis=1)
-        mean_b = np.take_along_axis(side_b.mean(axis=1), images, axis=1).mean(axis=1)
-        differences[start:start + count] = mean_a - mean_b
+        differences[start:start + count] = _replicas_mean(a, images, rng) - _replicas_mean(b, images, rng)
     low, high = _percentiles(differences, level)
     per_image_a, per_image_b = a.mean(axis=0), b.mean(axis=0)
     return Comparison(n_images=n, replicas_a=a.shape[0], replicas_b=b.shape[0], mae_a=float(per_image_a.mean()),
