@@ -11,6 +11,7 @@ from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.moe import __main__ as moe_cli
 from ab.nn.moe.experts import OnnxSpec
 from ab.nn.moe.fusion import AgeMoE
+from ab.nn.report import __main__ as report_cli
 from ab.nn.stat import engine as engines
 from tests import helpers
 from tests.test_sweep_cli import run
@@ -102,6 +103,9 @@ def test_fit_command_records_the_mixture(root, utk_dir, tiny_model, tmp_path, ca
     assert "external" in row[0] and "gate" in row[1]
     assert moe_cli.cli(["show", "--root", str(root)]) == 0
     assert "AgeMoE" in capsys.readouterr().out
+    assert report_cli.cli(["--root", str(root), "--data-dir", str(utk_dir)]) == 0  # a mixture is no Optuna study
+    report = (root / "report" / "README.md").read_text()
+    assert "AgeMoE mixtures on this data" in report and (root / "report" / "mae_by_age_group.png").exists()
 
 
 def test_experts_must_share_the_data_but_seed_replicas_may(root, utk_dir, tiny_model, capsys):

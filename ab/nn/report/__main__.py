@@ -129,7 +129,8 @@ def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, mixtures:
     points, runtime = _latency_points(trials[~trials.config.str.endswith(f"_{MIXTURE}")], db)
     if not points.empty:
         figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png", runtime))
-    for study in sorted(trials.study.dropna().unique()):
+    models = trials[~trials.config.str.endswith(f"_{MIXTURE}")]  # a mixture is fitted, not an Optuna study
+    for study in sorted(models.study.dropna().unique()):
         made = plots.study_pareto(study, db, out / f"pareto_{study.split('@')[0]}_{study.split('/')[-1]}.png")
         if made:
             figures.append(made)

@@ -110,7 +110,10 @@ def mae_vs_latency(points: pd.DataFrame, path: Path, runtime: str) -> Path:
 
 def study_pareto(study_name: str, db_url: str, path: Path) -> Path | None:
     """A two-objective study's trials and its own Pareto front (``study.best_trials``), MAE in years."""
-    study = optuna.load_study(study_name=study_name, storage=db_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=db_url)
+    except KeyError:  # trials recorded without an Optuna study (imported, or from before studies were kept)
+        return None
     if len(study.directions) < 2:
         return None
     done = [t for t in study.trials if t.values is not None]
