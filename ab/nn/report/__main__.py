@@ -68,7 +68,8 @@ def _latency_points(trials: pd.DataFrame, db) -> tuple[pd.DataFrame, str]:
 
 def describe_data(trials: pd.DataFrame) -> str:
     """What a data key stands for, from its trials: split, sample cap, part sizes."""
-    t = trials.sort_values("id").iloc[-1]
+    trained = trials[trials.n_train.notna()]  # a mixture trains nothing: its row has no training part
+    t = (trained if not trained.empty else trials).sort_values("id").iloc[-1]
     cap = "all images" if pd.isna(t.max_samples) else f"--max-samples {int(t.max_samples)}"
     sizes = "/".join("-" if pd.isna(t[f"n_{p}"]) else f"{int(t[f'n_{p}']):,}" for p in ("train", "eval", "test"))
     digests = "part digests recorded" if isinstance(t.train_digest, str) else "recorded before part digests"

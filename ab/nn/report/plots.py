@@ -26,8 +26,8 @@ def predicted_vs_true(predictions: dict[str, tuple[np.ndarray, np.ndarray]], pat
     for ax, (name, (true, predicted)) in zip(axes.flat, predictions.items()):
         ax.scatter(true, predicted, s=3, alpha=0.25)
         ax.plot([0, 116], [0, 116], color="black", lw=0.8)
-        ax.set(title=f"{name} (MAE {np.abs(predicted - true).mean():.2f})", xlabel="true age", ylabel="predicted",
-               xlim=(0, 116), ylim=(0, 116))
+        ax.set(xlabel="true age (years)", ylabel="predicted age (years)", xlim=(0, 116), ylim=(0, 116))
+        ax.set_title(f"{name}\ntest MAE {np.abs(predicted - true).mean():.2f} years, n={len(true):,}", fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()

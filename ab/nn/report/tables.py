@@ -46,10 +46,11 @@ def _latency_of(latency: pd.DataFrame, trial_id: int) -> tuple[str | None, float
 
 
 def replicas_of(trial, trials: pd.DataFrame) -> list[int]:
-    """The trained trials that repeat ``trial``'s hyperparameters on its data and budget (itself included)."""
+    """The trials that repeat ``trial``'s hyperparameters on its data and budget and trained every epoch
+    (itself included; a replica stopped early is another budget)."""
     same = trials[(trials.config == trial.config) & (trials.data_key == trial.data_key)
                   & (trials.epoch_max == trial.epoch_max) & (trials.prm_id == trial.prm_id)
-                  & trials.status.isin(api.TRAINED)]
+                  & ((trials.status == "complete") | (trials.id == trial.id))]
     return sorted(int(i) for i in same.id)
 
 
