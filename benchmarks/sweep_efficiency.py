@@ -41,7 +41,7 @@ def sweep(work: Path, args, pruner: str) -> pd.DataFrame:
 
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
     """Best validation MAE of the trials that trained every epoch, after each trial."""
-    return trials.eval_mae.where(trials.status == "complete").cummin()
+    return trials.eval_mae.where(trials.status == "complete").cummin().ffill()
 
 
 def reached(trials: pd.DataFrame, target: float) -> float | None:
