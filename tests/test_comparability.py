@@ -5,10 +5,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ab.nn import api
+from ab.nn.config import Config
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.moe import __main__ as moe_cli
 from ab.nn.report import __main__ as report_cli
 from ab.nn.stat import __main__ as stat_cli
+from ab.nn.stat.store import StatStore
 from tests import helpers
 from tests.test_sweep_cli import run
 
@@ -94,6 +96,19 @@ def test_an_interrupted_replica_group_is_completed_with_its_missing_seed(root, u
     assert len(trials) == 4 and sorted(done.seed) == [42, 43, 44]
     assert (done.replica_of == trials.id.iloc[0]).all() and done.prm_id.nunique() == 1
     assert api.replicas(config=config, db=_db(root)).iloc[0].n == 3
+
+
+def test_two_workers_cannot_claim_the_same_missing_seed(root, utk_dir, tiny_model):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--seeds", "2") == 0
+    first = api.trials(db=_db(root)).sort_values("id").iloc[0]
+    store = StatStore(f"sqlite:///{_db(root)}")
+    claim = dict(data_key=first.data_key, group=int(first.id), seeds=[43, 44])
+    one = store.reserve_replicas(Config.parse(config), 1, None, **claim)
+    two = store.reserve_replicas(Config.parse(config), 1, None, **claim)  # 43 is trained, 44 now held
+    assert [seed for _, seed in one] == [44] and two == []
+    assert store.reserve_replicas(Config.parse(config), 1, 3, data_key=first.data_key, group=int(first.id),
+                                  seeds=[45]) == []  # -t 1 x 2 seeds (+1 held) leaves no room in 3
 
 
 def test_commands_refuse_data_that_differs_from_the_trials(root, utk_dir, tiny_model, capsys):

@@ -166,18 +166,42 @@ class StatStore:
         Several workers calling this together never claim more than ``total``."""
         with self.transaction() as session:
             _reservation_lock(session, f"{config.name}|{data_key}")
-            if total is not None:
-                taken = session.scalar(select(func.count()).select_from(Trial).where(
-                    Trial.config == config.name, Trial.data_key == data_key, Trial.epoch_max == epoch_max,
-                    Trial.status.in_(RESULT_STATES + (RUNNING,))))
-                count = min(count, total - taken)
-            trials = [Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
-                            nn=config.nn, study=study or config.name, number=None, status=RUNNING, uid=uuid.uuid4().hex,
-                            epoch_max=epoch_max, epochs_done=0, started_at=now(), data_key=data_key, **fields)
-                      for _ in range(max(count, 0))]
-            session.add_all(trials)
-            session.flush()
-            return [trial.id for trial in trials]
+            slots = [{}] * max(0, self._room(session, config, epoch_max, total, data_key, count))
+            return [trial.id for trial in self._add_slots(session, config, epoch_max, data_key, study, slots, fields)]
+
+    def reserve_replicas(self, config: Config, epoch_max: int, total: int | None, *, data_key: str, group: int,
+                         seeds: list[int], study: str | None = None, **fields) -> list[tuple[int, int]]:
+        """Claim slots for the missing ``seeds`` of replica group ``group``, (trial id, seed) each; a seed
+        another worker trained, or is training, in the meantime is left out (checked under the lock)."""
+        with self.transaction() as session:
+            _reservation_lock(session, f"{config.name}|{data_key}")
+            taken = set(session.scalars(select(Trial.seed).where(
+                Trial.replica_of == group, Trial.status.in_(RESULT_STATES + (RUNNING,)))))
+            free = [seed for seed in seeds if seed not in taken]
+            free = free[:max(0, self._room(session, config, epoch_max, total, data_key, len(free)))]
+            trials = self._add_slots(session, config, epoch_max, data_key, study,
+                                     [{"seed": seed, "replica_of": group} for seed in free], fields)
+            return [(trial.id, trial.seed) for trial in trials]
+
+    @staticmethod
+    def _room(session: Session, config: Config, epoch_max: int, total: int | None, data_key: str, count: int) -> int:
+        if total is None:
+            return count
+        taken = session.scalar(select(func.count()).select_from(Trial).where(
+            Trial.config == config.name, Trial.data_key == data_key, Trial.epoch_max == epoch_max,
+            Trial.status.in_(RESULT_STATES + (RUNNING,))))
+        return min(count, total - taken)
+
+    @staticmethod
+    def _add_slots(session: Session, config: Config, epoch_max: int, data_key: str, study: str | None,
+                   slots: list[dict], fields: Mapping) -> list[Trial]:
+        trials = [Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
+                        nn=config.nn, study=study or config.name, number=None, status=RUNNING, uid=uuid.uuid4().hex,
+                        epoch_max=epoch_max, epochs_done=0, started_at=now(), data_key=data_key, **fields, **slot)
+                  for slot in slots]
+        session.add_all(trials)
+        session.flush()
+        return trials
 
     def reserve_trial(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
                       **fields) -> int | None:

@@ -325,12 +325,19 @@ class Sweep:
                   position=0) as bar:
             while result.trained < wanted and result.gave_up is None:
                 unfinished = self._unfinished_group(config, identity, study)
-                replicas = unfinished.missing if unfinished else list(range(self.options.seeds))
-                ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
-                                                study=study.study_name,
-                                                count=min(len(replicas), wanted - result.trained),
-                                                host=system.host(), pid=os.getpid(), lease_id=self.lease.id,
-                                                **reservation)
+                owner = dict(host=system.host(), pid=os.getpid(), lease_id=self.lease.id, **reservation)
+                if unfinished:
+                    claimed = self.store.reserve_replicas(
+                        config, self.options.epochs, total, data_key=identity.key, group=unfinished.id,
+                        seeds=[unfinished.seed + r for r in unfinished.missing][:wanted - result.trained],
+                        study=study.study_name, **owner)
+                    ids = [trial_id for trial_id, _ in claimed]
+                    replicas = [seed - unfinished.seed for _, seed in claimed]
+                else:
+                    replicas = list(range(self.options.seeds))
+                    ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
+                                                    study=study.study_name,
+                                                    count=min(len(replicas), wanted - result.trained), **owner)
                 if not ids:
                     result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
                                    f"wanted on this data")
