@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ab.nn import api
+from ab.nn.report import plots
 from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.util import system
 
@@ -40,8 +41,7 @@ def sweep(work: Path, args, pruner: str) -> pd.DataFrame:
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
-    """Best validation MAE of the trials that trained every epoch, after each trial."""
-    return trials.eval_mae.where(trials.status == "complete").cummin().ffill()
+    return plots.best_so_far(trials.eval_mae, trials.status)
 
 
 def reached(trials: pd.DataFrame, target: float) -> float | None:
@@ -98,10 +98,7 @@ def main(argv=None) -> int:
     verdict = "met" if pruned_at is not None and pruned_at <= base_total / 2 else "not met"
     print(f"bar (reach it in at most half of {base_total / 60:.1f} minutes): {verdict}")
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # the Agg backend, set by ab.nn.report.plots
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, trials in arms.items():

@@ -7,7 +7,7 @@ from ab.nn import ablations, api, train
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.deploy.report import deployment_table
 from ab.nn.report import __main__ as report_cli
-from ab.nn.report.plots import pareto_front
+from ab.nn.report.plots import best_so_far, pareto_front
 from tests.test_sweep_cli import CONFIG, run
 
 pytestmark = pytest.mark.slow
@@ -63,3 +63,9 @@ def test_deploy_a_trained_trial_again(root, utk_dir):
     assert list(zip(latest.format, latest.precision)) == [("pytorch", "fp32"), ("onnx", "fp32")]
     assert len(deployment_table(1, db, history=True)) == 4
     assert latest["1T median ms"].gt(0).all()
+
+
+def test_best_so_far_is_carried_over_trials_that_did_not_finish():
+    mae = pd.Series([15.0, 9.0, 12.0, 11.0, 8.0])
+    status = pd.Series(["complete", "pruned", "complete", "failed", "complete"])
+    assert best_so_far(mae, status).tolist() == [15.0, 15.0, 12.0, 12.0, 8.0]

@@ -127,10 +127,10 @@ def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, mixtures:
     groups = _group_rows(best, mixtures, db)
     if not groups.empty:
         figures.append(plots.mae_by_group(groups, out / "mae_by_age_group.png"))
-    points, runtime = _latency_points(trials[~trials.config.str.endswith(f"_{MIXTURE}")], db)
+    models = trials[~trials.config.str.endswith(f"_{MIXTURE}")]  # a mixture is fitted, not an Optuna study
+    points, runtime = _latency_points(models, db)
     if not points.empty:
         figures.append(plots.mae_vs_latency(points, out / "mae_vs_latency.png", runtime))
-    models = trials[~trials.config.str.endswith(f"_{MIXTURE}")]  # a mixture is fitted, not an Optuna study
     for study in sorted(models.study.dropna().unique()):
         made = plots.study_pareto(study, db, out / f"pareto_{study.split('@')[0]}_{study.split('/')[-1]}.png")
         if made:

@@ -17,6 +17,19 @@ from ab.nn import api  # noqa: E402
 from ab.nn.metric._age import AGE_GROUPS  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def best_so_far(mae: pd.Series, status: pd.Series) -> pd.Series:
+    """Best validation MAE of the trials that trained every epoch, after each trial in order; carried
+    over the trials that did not (stopped, pruned, failed), so the line has no gaps."""
+    return mae.where(status == "complete").cummin().ffill()
+
+
 def predicted_vs_true(predictions: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
     """``predictions``: model -> (true ages, predicted ages) on the test split."""
     n = len(predictions)
@@ -30,10 +43,7 @@ def predicted_vs_true(predictions: dict[str, tuple[np.ndarray, np.ndarray]], pat
         ax.set_title(f"{name}\ntest MAE {np.abs(predicted - true).mean():.2f} years, n={len(true):,}", fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def mae_by_group(groups: pd.DataFrame, path: Path) -> Path:
@@ -50,10 +60,7 @@ def mae_by_group(groups: pd.DataFrame, path: Path) -> Path:
            title="MAE per age group (test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
@@ -102,10 +109,7 @@ def mae_vs_latency(points: pd.DataFrame, path: Path, runtime: str) -> Path:
     _plain(ax.xaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def study_pareto(study_name: str, db_url: str, path: Path) -> Path | None:
@@ -134,10 +138,7 @@ def study_pareto(study_name: str, db_url: str, path: Path) -> Path | None:
     ax.set(xlabel=name, ylabel="validation MAE (years)", title=f"{study_name}: {len(done)} trials")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def optimisation_history(trials: pd.DataFrame, title: str, path: Path) -> Path | None:
@@ -154,15 +155,11 @@ def optimisation_history(trials: pd.DataFrame, title: str, path: Path) -> Path |
         mine = [(i, m) for i, m, s in zip(order, trials.eval_mae, trials.status) if s == status]
         if mine:
             ax.scatter([i for i, _ in mine], [min(m, top) for _, m in mine], s=18, marker=marker, label=status)
-    done = trials.status == "complete"
-    best = trials.eval_mae.where(done).cummin()
+    best = best_so_far(trials.eval_mae, trials.status)
     ax.step(list(order), best.clip(upper=top), where="post", color="C1", label="best so far (complete)")
     ax.set(xlabel="trial (in order)", ylabel="validation MAE (years)", ylim=(0, top))
     ax.set_title(title, fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
