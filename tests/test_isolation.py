@@ -220,3 +220,41 @@ def test_several_workers_share_one_postgresql_study(root, utk_dir, tiny_model, p
     assert sorted(copied.id) == sorted(frame.id)
     study = api.trials(db=local).study[0]
     assert optuna.load_study(study_name=study, storage=f"sqlite:///{local}").trials[0].state.name == "COMPLETE"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_workers_starting_together_register_the_same_model_code_once(tmp_path, request, backend):
+    """Every worker saves its model's code on start; two doing so at the same instant collided on the
+    code table's key (CI saw PostgreSQL's UniqueViolation end a worker)."""
+    import threading
+
+    from ab.nn import registry
+    from ab.nn.stat.schema import CodeVersion, Nn
+    from ab.nn.stat.store import StatStore
+
+    url = (request.getfixturevalue("postgres_url") if backend == "postgresql"
+           else f"sqlite:///{tmp_path / 'ab.nn.db'}")
+    stores = [StatStore(url) for _ in range(8)]
+    code = "class Net: pass  # " + backend
+    start, errors, checksums = threading.Barrier(len(stores)), [], []
+
+    def register(store):
+        start.wait()
+        try:
+            checksums.append(store.save_code(registry.MODEL, "RaceNet", code))
+        except Exception as error:  # noqa: BLE001 - the assertion below shows it
+            errors.append(error)
+
+    threads = [threading.Thread(target=register, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(set(checksums)) == 1
+    with stores[0].transaction() as session:
+        assert session.get(Nn, "RaceNet").code == code
+        assert session.query(CodeVersion).filter_by(name="RaceNet").count() == 1
+    newer = code + " changed"
+    stores[1].save_code(registry.MODEL, "RaceNet", newer)
+    with stores[0].transaction() as session:
+        assert session.get(Nn, "RaceNet").code == newer

@@ -144,11 +144,10 @@ class StatStore:
         code = registry.source(kind, name) if code is None else code
         checksum = registry.checksum(code)
         with self.transaction() as session:
-            row = session.get(table, name)
-            if row is None:
-                session.add(table(name=name, code=code, id=checksum))
-            elif row.id != checksum:
-                row.code, row.id = code, checksum
+            # insert-or-ignore then update: two workers registering the same name at once must not collide
+            insert_ignore(session, table, [{"name": name, "code": code, "id": checksum}])
+            session.execute(update(table).where(table.name == name, table.id != checksum)
+                            .values(code=code, id=checksum))
             save_code_version(session, table.__tablename__, name, code, checksum)
         return checksum
 
