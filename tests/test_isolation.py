@@ -110,6 +110,23 @@ def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, 
     assert sorted(api.trials(db=db).status) == ["complete", "complete", "interrupted"]
 
 
+def test_sigterm_during_a_seed_group_leaves_no_reserved_replica_running(root, utk_dir, misbehaving, monkeypatch):
+    """``--seeds 3`` reserves the group's three slots at once; the two not yet started are recorded
+    interrupted with why, instead of showing ``running`` until another run reclaims them."""
+    monkeypatch.setenv("MISBEHAVE_HOW", "slow")
+    runner = subprocess.Popen(_runner(root, utk_dir, "-c", misbehaving, "-t", "1", "--seeds", "3", "-e", "4"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = root / "db" / "ab.nn.db"
+    _wait_for(db, "select count(*) from trial where status='running' and epochs_done >= 1")
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 143, err[-2000:]
+    trials = api.trials(db=db).sort_values("id")
+    assert list(trials.status) == ["interrupted"] * 3
+    assert trials.error.iloc[0] == "interrupted: Terminated: SIGTERM"
+    assert list(trials.error.iloc[1:]) == ["interrupted: not run, the sweep stopped"] * 2
+
+
 def test_runners_sharing_a_host_name_leave_each_others_trials_alone(root, utk_dir, misbehaving, monkeypatch):
     """Host networking: two containers share a host name, not their pids. A pid that does not exist here
     proves nothing; only the other runner's lapsed heartbeat would."""

@@ -346,8 +346,12 @@ class Sweep:
                 group = unfinished.id if unfinished else (ids[0] if len(ids) > 1 else None)
                 base_seed = unfinished.seed if unfinished else self.options.seed
                 for position, (replica, trial_id) in enumerate(zip(replicas, ids)):
-                    outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica, first,
-                                                    group=group, base_seed=base_seed)
+                    try:
+                        outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica,
+                                                        first, group=group, base_seed=base_seed)
+                    except BaseException:
+                        self._release(ids[position + 1:], INTERRUPTED, "interrupted: not run, the sweep stopped")
+                        raise
                     first = first or frozen
                     if outcome.status == FAILED:
                         result.failed += 1
@@ -360,7 +364,7 @@ class Sweep:
                             result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
                             tqdm.write(f"{config}: giving up after {result.gave_up}")
                         if result.gave_up:
-                            self._release(ids[position + 1:])
+                            self._release(ids[position + 1:], FAILED, "not run: the sweep gave up on this config")
                             break
                         continue
                     failures_in_row = 0
@@ -386,10 +390,15 @@ class Sweep:
             folder = self.workspace.trial_dir(config.name, best)
             result.folder = str(folder) if folder.exists() else None
 
-    def _release(self, trial_ids: list[int]) -> None:
-        """Reserved slots that will not run (their group gave up): recorded, not left running."""
+    def _release(self, trial_ids: list[int], status: str, reason: str) -> None:
+        """Reserved slots of a replica group that will not run (the group gave up, or the sweep was
+        interrupted): recorded with why, not left ``running``."""
         for trial_id in trial_ids:
-            self.store.finish_trial(trial_id, FAILED, error="not run: the sweep gave up on this config")
+            try:
+                self.store.finish_trial(trial_id, status, error=reason)
+            except Exception:
+                if status != INTERRUPTED:
+                    raise  # when interrupted the database may be what broke; the next run reclaims the slot
 
     def _unfinished_group(self, config: Config, identity: DataIdentity, study: optuna.Study) -> Group | None:
         """A replica group of this data and budget whose first trial trained but which lacks some of its
