@@ -3,5 +3,6 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
+bash "$repo/scripts/setup_litert_torch.sh"
 cd "$repo"
 exec "$repo/.venv/bin/python" -m pytest "$@"

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
 from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
+from ab.nn.deploy import converters
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.stat import architecture, engine as engines, join, query, uncertainty, vocabulary
 from ab.nn.stat.join import JoinConf
@@ -439,15 +440,23 @@ def age_groups(config=None, nn=None, split: str = "test", trial_id=None, db=None
     return table.reindex(columns=columns).reset_index(drop=True)
 
 
-def exports(trial_id=None, config=None, nn=None, format=None, precision=None, status=None, db=None) -> pd.DataFrame:
-    """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision): file,
-    sha256, size, layout, MAE on eval/test and the largest difference from PyTorch's ages, in
-    years; failed conversions carry their error. Join with ``trials()`` on ``trial_id``."""
+def exports(trial_id=None, config=None, nn=None, format=None, precision=None, status=None, converter=None,
+            db=None) -> pd.DataFrame:
+    """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision and
+    ``converter``, with its version): file, sha256, size, layout, MAE on eval/test and the largest
+    difference from PyTorch's ages, in years; failed conversions carry their error. ``converter``
+    (``onnx2tf`` or ``litert-torch``) keeps that converter's TFLite rows. Join with ``trials()`` on
+    ``trial_id``."""
     vocabulary.check("format", format, vocabulary.FORMATS)
     vocabulary.check("precision", precision, vocabulary.PRECISIONS)
     vocabulary.check("status", status, vocabulary.EXPORT_STATUS)
-    return _frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
-                                    precision=precision, status=status))
+    vocabulary.check("converter", converter, converters.CONVERTERS)
+    frame = _frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
+                                     precision=precision, status=status))
+    if converter is not None and not frame.empty:
+        wanted = [converter] if isinstance(converter, str) else list(converter)
+        frame = frame[frame.converter.map(converters.family).isin(wanted)].reset_index(drop=True)
+    return frame
 
 
 def latency(trial_id=None, config=None, nn=None, runtime=None, threads=None, status=None, db=None) -> pd.DataFrame:

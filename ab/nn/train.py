@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from ab.nn.config import ConfigError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
-from ab.nn.deploy.pipeline import FORMATS, ExportOptions, parse_formats
+from ab.nn.deploy.converters import available, parse_converters
+from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats
 from ab.nn.registry import RegistryError
 from ab.nn.stat.engine import DatabaseError, is_storage_error
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--export", default="default",
                    help="artifacts made after each trial, with their MAE and latency: none, default "
                         "(onnx,tflite-fp32,tflite-fp16), all, or a comma list of " + ", ".join(FORMATS))
+    p.add_argument("--converter", default="onnx2tf",
+                   help="TFLite converter: onnx2tf (from the ONNX file), litert-torch (from the PyTorch model, "
+                        "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=_positive, default=RUNS, help="timed runs per latency measurement")
     p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
     p.add_argument("--keep-best-only", action="store_true",
@@ -160,8 +164,11 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
     formats = parse_formats(args.export)
     if args.save_onnx_weights and "onnx" not in formats:
         formats = ("onnx",) + formats
+    chosen = parse_converters(args.converter)
+    if any(f.startswith(TFLITE) for f in formats):
+        available(chosen)
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
-                           keep_best_only=args.keep_best_only, export_stopped=args.export_stopped)
+                           keep_best_only=args.keep_best_only, export_stopped=args.export_stopped, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
     return SweepOptions(configs=configs, fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,

@@ -15,7 +15,8 @@ from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.deploy.latency import RUNS, WARMUP
-from ab.nn.deploy.pipeline import FORMATS, Deployment, ExportOptions, metadata_for, parse_formats
+from ab.nn.deploy.converters import available, parse_converters
+from ab.nn.deploy.pipeline import FORMATS, TFLITE, Deployment, ExportOptions, NetSource, metadata_for, parse_formats
 from ab.nn.deploy.report import best_trial
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import data as trial_data
@@ -34,7 +35,8 @@ def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
     in_shape = tuple(meta["in_shape"])
     metadata = metadata_for(config, int(trial["id"]), in_shape, data, model, ws.face_template_path)
     store = StatStore(ws.db_url, ws.stat_train_dir)
-    Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape).run(model, data, metadata)
+    source = NetSource.of(config, meta["prm"], meta["out_shape"])
+    Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape, source).run(model, data, metadata)
 
 
 def cli(argv=None) -> int:
@@ -44,13 +46,19 @@ def cli(argv=None) -> int:
     which.add_argument("--trial", type=int, help="trial id")
     which.add_argument("--best", help="the best trial of this config")
     p.add_argument("--export", default="default", help="none, default, all, or a comma list of " + ", ".join(FORMATS))
+    p.add_argument("--converter", default="onnx2tf",
+                   help="TFLite converter: onnx2tf (from the ONNX file), litert-torch (from the PyTorch model, "
+                        "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=int, default=RUNS)
     p.add_argument("--latency-warmup", type=int, default=WARMUP)
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
-        options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs)
+        options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs,
+                                converters=parse_converters(args.converter))
+        if any(f.startswith(TFLITE) for f in options.formats):
+            available(options.converters)
         if args.best:
             trial = best_trial(args.best, ws.db_url)
         else:

@@ -18,9 +18,9 @@ import torch
 from tqdm.auto import tqdm
 from torch.utils.data import DataLoader
 
-from ab.nn import __version__
+from ab.nn import __version__, registry
 from ab.nn.config import Config
-from ab.nn.deploy import worker
+from ab.nn.deploy import converters, worker
 from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
@@ -68,6 +68,7 @@ class ExportOptions:
     keep_best_only: bool = False
     timeout: float = 1800.0
     export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
+    converters: tuple[str, ...] = (converters.ONNX2TF,)  # TFLite converters (--converter)
 
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or tuple(sorted({1, system.cpu_count()}))
@@ -87,6 +88,20 @@ def _short(error: BaseException | str) -> str:
     return text.strip()[:2000]
 
 
+@dataclass(frozen=True)
+class NetSource:
+    """How to build the model again in another interpreter (litert-torch's environment): its LEMUR
+    model file and the arguments of its ``Net`` besides the input shape."""
+
+    model_file: Path
+    prm: dict
+    out_shape: tuple
+
+    @classmethod
+    def of(cls, config: Config, prm: dict, out_shape) -> "NetSource":
+        return cls(registry.path(registry.MODEL, config.nn), dict(prm), tuple(out_shape))
+
+
 @dataclass
 class Reference:
     """PyTorch's ages and the labels, per split: what every artifact is compared with."""
@@ -97,9 +112,9 @@ class Reference:
 
 class Deployment:
     def __init__(self, store: StatStore, trial_id: int, config: Config, folder: Path, options: ExportOptions,
-                 data_spec: DataSpec, in_shape: tuple):
+                 data_spec: DataSpec, in_shape: tuple, source: NetSource | None = None):
         self.store, self.trial_id, self.config = store, trial_id, config
-        self.folder, self.options, self.data_spec = folder, options, data_spec
+        self.folder, self.options, self.data_spec, self.source = folder, options, data_spec, source
         self.in_shape = tuple(in_shape)
         self.shape_text = "x".join(map(str, self.in_shape))
         self.versions = library_versions()
@@ -164,7 +179,7 @@ class Deployment:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.data_key = data.identity.key
         tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
-        self.bar = tqdm(total=2 + 2 * len(tflite), desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
+        self.bar = tqdm(total=2 + 2 * len(tflite) * len(self.options.converters), desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
                         disable=not progress, position=1)
         try:
             self._run(model, data, metadata, tflite)
@@ -195,9 +210,9 @@ class Deployment:
         self._step("ONNX export, fidelity and latency")
         onnx_path = self._onnx(cpu_model, reference, data, metadata)
         self.bar.update(1)
-        if tflite:
-            self._step(f"TFLite conversion ({', '.join(tflite)})")
-            self._tflite(onnx_path, tflite, reference, data, metadata)
+        for converter in self.options.converters if tflite else ():
+            self._step(f"TFLite conversion with {converter} ({', '.join(tflite)})")
+            self._tflite(converter, cpu_model, onnx_path, tflite, reference, data, metadata)
 
     def _onnx(self, model, reference: Reference, data: TrialData, metadata: dict) -> Path | None:
         path = self.folder / "model.onnx"
@@ -234,15 +249,19 @@ class Deployment:
         np.save(path, images.astype(np.float32) / 255.0)
         return path
 
-    def _tflite(self, onnx_path: Path | None, precisions: list[str], reference: Reference, data: TrialData,
-                metadata: dict) -> None:
-        def failed(precision: str, error, converter: str | None = None) -> None:
-            self.store.add_export(self.trial_id, format="tflite", precision=precision, converter=converter,
+    def _tflite(self, converter: str, model: torch.nn.Module, onnx_path: Path | None, precisions: list[str],
+                reference: Reference, data: TrialData, metadata: dict) -> None:
+        def failed(precision: str, error, name: str = converter) -> None:
+            self.store.add_export(self.trial_id, format="tflite", precision=precision, converter=name,
                                   input_shape=self.shape_text, status=FAILED, error=_short(error))
 
-        if onnx_path is None:
+        if converter == converters.ONNX2TF and onnx_path is None:
             for precision in precisions:
                 failed(precision, "no ONNX file to convert (the ONNX export failed)")
+            return
+        if converter == converters.LITERT_TORCH and self.source is None:
+            for precision in precisions:
+                failed(precision, "litert-torch rebuilds the model from its model file: no model file was given")
             return
         calibration = self._calibration(data) if "int8" in precisions else None
         if "int8" in precisions and calibration is None:
@@ -250,13 +269,22 @@ class Deployment:
             precisions = [p for p in precisions if p != "int8"]
         if not precisions:
             return
+        job = {"out_dir": str(self.folder), "precisions": precisions,
+               "calibration": str(calibration) if calibration else None,
+               "mean": _floats(metadata.get("mean"), IMAGENET_MEAN), "std": _floats(metadata.get("std"), IMAGENET_STD)}
         try:
-            converted = worker.run({"kind": "convert", "onnx": str(onnx_path), "out_dir": str(self.folder),
-                                    "precisions": precisions, "calibration": str(calibration) if calibration else None,
-                                    "mean": _floats(metadata.get("mean"), IMAGENET_MEAN),
-                                    "std": _floats(metadata.get("std"), IMAGENET_STD)},
-                                   self.options.timeout)
-        except worker.WorkerFailed as error:
+            with tempfile.TemporaryDirectory(prefix="ab-nn-convert-") as scratch:
+                if converter == converters.ONNX2TF:
+                    converted = worker.run({"kind": "convert", "onnx": str(onnx_path), **job}, self.options.timeout)
+                else:
+                    weights = Path(scratch) / "weights.pth"
+                    torch.save(model.state_dict(), weights)
+                    converted = worker.run({**job, "model_file": str(self.source.model_file),
+                                            "prm": _without_pretrained(self.source.prm), "weights": str(weights),
+                                            "in_shape": list(self.in_shape),
+                                            "out_shape": list(self.source.out_shape)},
+                                           self.options.timeout, command=converters.litert_torch_command())
+        except (worker.WorkerFailed, converters.ConverterUnavailable) as error:
             for precision in precisions:
                 failed(precision, error)
             return
@@ -299,6 +327,11 @@ class Deployment:
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _without_pretrained(prm: dict) -> dict:
+    """The weights come from the trial: nothing to download (as ``checkpoint.load`` builds it)."""
+    return dict(prm, pretrained=0) if "pretrained" in prm else dict(prm)
 
 
 def _floats(text: str | None, default) -> list[float]:

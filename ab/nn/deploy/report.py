@@ -3,7 +3,7 @@
 One row per artifact: format, precision, size, MAE on eval and test, the largest difference from
 PyTorch's ages, and median/p90 batch-1 latency for each thread count measured. A trial deployed
 again (``python -m ab.nn.deploy``) keeps its earlier rows; the table shows the latest artifact of
-each format and precision unless ``--history`` asks for all of them.
+each format, precision and converter unless ``--history`` asks for all of them.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import pandas as pd
 
 from ab.nn import api
+from ab.nn.deploy.converters import CONVERTERS, family
 from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.util.markdown import table
 from ab.nn import workspace
@@ -25,7 +26,7 @@ def best_trial(config: str, db) -> pd.Series:
     return trials.iloc[0].to_dict()
 
 
-_RANK = {name: rank for rank, name in enumerate(("pytorch", "onnx", "tflite", *PRECISIONS))}  # format, then precision
+_RANK = {name: rank for rank, name in enumerate(("pytorch", "onnx", "tflite", *CONVERTERS, *PRECISIONS))}
 
 
 def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
@@ -33,12 +34,14 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
     if exports.empty:
         raise LookupError(f"trial {trial_id} has no exported artifacts (run with --export)")
     if not history:
-        exports = exports.sort_values("id").drop_duplicates(["format", "precision"], keep="last")
-        exports = exports.sort_values(["format", "precision"], key=lambda column: column.map(_RANK), kind="stable")
+        exports = exports.assign(_converter=exports.converter.map(family))
+        exports = exports.sort_values("id").drop_duplicates(["format", "precision", "_converter"], keep="last")
+        exports = exports.sort_values(["format", "_converter", "precision"], kind="stable",
+                                      key=lambda column: column.map(lambda v: _RANK.get(v, len(_RANK))))
     timings = api.latency(trial_id=trial_id, status="ok", db=db)
     rows = []
     for _, e in exports.iterrows():
-        row = {"format": e.format, "precision": e.precision, "status": e.status,
+        row = {"format": e.format, "precision": e.precision, "converter": family(e.converter), "status": e.status,
                "size MB": None if pd.isna(e.size_bytes) else e.size_bytes / 1e6,
                "eval MAE": e.eval_mae, "test MAE": e.test_mae,
                "max diff eval": e.eval_max_diff, "max diff test": e.test_max_diff}
@@ -58,7 +61,7 @@ def cli(argv=None) -> int:
     p.add_argument("-c", "--config", default=None, help="config string task_dataset_metric_nn: its best trial")
     p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
     p.add_argument("--history", action="store_true",
-                   help="every artifact ever made for the trial, not only the latest per format and precision")
+                   help="every artifact ever made for the trial, not only the latest per format, precision and converter")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     db = workspace.from_arguments(args).db_url

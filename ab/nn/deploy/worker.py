@@ -10,6 +10,7 @@ timings alone (a fresh process per runtime keeps another runtime's idle threads 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,13 +26,17 @@ class WorkerFailed(RuntimeError):
     """The worker process crashed or reported an error; the message says how."""
 
 
-def run(job: dict, timeout: float = 1800) -> dict:
-    """Run ``job`` in a fresh Python process and return its result."""
+def run(job: dict, timeout: float = 1800, command: list[str] | None = None) -> dict:
+    """Run ``job`` in a fresh Python process and return its result. ``command`` starts another
+    program with the same contract (``JOB.json RESULT.json``), e.g. a converter in its own environment,
+    which gets no ``PYTHONPATH`` of ours."""
     with tempfile.TemporaryDirectory(prefix="ab-nn-worker-") as folder:
         job_path, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
         job_path.write_text(json.dumps(job))
+        env = None if command is None else {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        command = command or [sys.executable, "-m", "ab.nn.deploy.worker"]
         try:
-            done = subprocess.run([sys.executable, "-m", "ab.nn.deploy.worker", str(job_path), str(result_path)],
+            done = subprocess.run([*command, str(job_path), str(result_path)], env=env,
                                   capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             raise WorkerFailed(f"{job['kind']} worker timed out after {timeout:.0f} s") from None

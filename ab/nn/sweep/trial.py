@@ -20,7 +20,7 @@ from ab.nn.config import Config
 from ab.nn.dataset import DataError
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import Deployment, ExportOptions, keep_best_only, metadata_for
+from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, keep_best_only, metadata_for
 from ab.nn.stat.engine import is_storage_error
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, PRUNED, STOPPED
 from ab.nn.stat.store import StatStore
@@ -240,8 +240,8 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
     folder = spec.workspace.trial_dir(spec.config.name, spec.trial_id)
     try:
         metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
-        Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec,
-                   in_shape).run(model, data, metadata, spec.progress)
+        Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec, in_shape,
+                   NetSource.of(spec.config, spec.prm, data.out_shape)).run(model, data, metadata, spec.progress)
         if spec.export.keep_best_only:
             keep_best_only(store, spec.config, data.identity.key, spec.workspace.out_dir)
     except Exception as error:
