@@ -90,8 +90,9 @@ class Net(nn.Module):
 
 
 MISBEHAVING = '''"""A test model that misbehaves as $MISBEHAVE_HOW says, on its first build only ($MISBEHAVE_FLAG
-marks that the first build happened), except "hopeless" (always answers 100 years), "slow" and
-"export-segfault" (crashes the process whenever it is exported)."""
+marks that the first build happened), except "hopeless" (always answers 100 years), "slow",
+"gated" (every epoch waits for the file $MISBEHAVE_GATE) and "export-segfault" (crashes the process
+whenever it is exported)."""
 import ctypes
 import os
 import subprocess
@@ -148,6 +149,8 @@ class Net(nn.Module):
                 raise RuntimeError("learn exploded on purpose")
         if HOW == "slow":
             time.sleep(1.5)
+        while HOW == "gated" and not Path(os.environ["MISBEHAVE_GATE"]).exists():
+            time.sleep(0.2)
         for x, y in train_data:
             self.optimizer.zero_grad()
             (self(x) - y).abs().mean().backward()

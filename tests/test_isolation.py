@@ -110,21 +110,27 @@ def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, 
     assert sorted(api.trials(db=db).status) == ["complete", "complete", "interrupted"]
 
 
-def test_sigterm_during_a_seed_group_leaves_no_reserved_replica_running(root, utk_dir, misbehaving, monkeypatch):
-    """``--seeds 3`` reserves the group's three slots at once; the two not yet started are recorded
-    interrupted with why, instead of showing ``running`` until another run reclaims them."""
-    monkeypatch.setenv("MISBEHAVE_HOW", "slow")
-    runner = subprocess.Popen(_runner(root, utk_dir, "-c", misbehaving, "-t", "1", "--seeds", "3", "-e", "4"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_a_second_worker_trains_the_next_seed_of_a_group_beside_the_first(root, utk_dir, misbehaving, monkeypatch):
+    """``--seeds 2`` with two workers: the replicas of one hyperparameter set train side by side (one
+    slot is claimed at a time), not one after the other in the worker that sampled the set."""
+    gate = root.parent / "gate"
+    monkeypatch.setenv("MISBEHAVE_HOW", "gated")
+    monkeypatch.setenv("MISBEHAVE_GATE", str(gate))
+    command = _runner(root, utk_dir, "-c", misbehaving, "-t", "1", "--seeds", "2", "-e", "2")
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "db" / "ab.nn.db"
-    _wait_for(db, "select count(*) from trial where status='running' and epochs_done >= 1")
-    runner.send_signal(signal.SIGTERM)
-    _, err = runner.communicate(timeout=120)
-    assert runner.returncode == 143, err[-2000:]
+    _wait_for(db, "select count(*) from trial where status='running' and seed is not null")
+    time.sleep(2)
+    assert _count(db, "select count(*) from trial") == 1  # the first worker holds only the slot it trains
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(db, "select count(*) from trial where status='running' and seed = 43")
+    gate.touch()  # both train now
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, [o[1][-2000:] for o in outputs]
     trials = api.trials(db=db).sort_values("id")
-    assert list(trials.status) == ["interrupted"] * 3
-    assert trials.error.iloc[0] == "interrupted: Terminated: SIGTERM"
-    assert list(trials.error.iloc[1:]) == ["interrupted: not run, the sweep stopped"] * 2
+    assert list(trials.status) == ["complete", "complete"] and list(trials.seed) == [42, 43]
+    assert (trials.replica_of == trials.id.iloc[0]).all() and trials.prm_id.nunique() == 1
+    assert trials.pid.nunique() == 2  # each worker trained one replica, side by side
 
 
 def test_runners_sharing_a_host_name_leave_each_others_trials_alone(root, utk_dir, misbehaving, monkeypatch):

@@ -298,12 +298,13 @@ class StatStore:
 
     # -- questions the runner asks -------------------------------------------------------------
     def replica_groups(self, config: Config, epoch_max: int, data_key: str) -> list[dict]:
-        """Replica groups (``--seeds``) of this config, budget and data whose first trial trained: its id,
-        seed and Optuna trial, and the seeds its trials trained or are training with."""
+        """Replica groups (``--seeds``) of this config, budget and data whose first trial trained or is
+        training: its id, seed and Optuna trial, and the seeds its trials trained or are training with."""
         with self.transaction() as session:
             firsts = session.execute(select(Trial.id, Trial.seed, Trial.optuna_trial_id).where(
                 Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.data_key == data_key,
-                Trial.replica_of == Trial.id, Trial.seed.is_not(None), Trial.status.in_(RESULT_STATES))
+                Trial.replica_of == Trial.id, Trial.seed.is_not(None),
+                Trial.status.in_(RESULT_STATES + (RUNNING,)))
                 .order_by(Trial.id)).all()
             seeds = session.execute(select(Trial.replica_of, Trial.seed).where(
                 Trial.replica_of.in_([row.id for row in firsts]), Trial.seed.is_not(None),

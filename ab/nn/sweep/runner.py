@@ -324,55 +324,44 @@ class Sweep:
         with tqdm(total=wanted, desc=config.name, unit="trial", disable=not self.options.progress,
                   position=0) as bar:
             while result.trained < wanted and result.gave_up is None:
+                # one slot at a time: the replicas of a --seeds group spread over every worker on the study
                 unfinished = self._unfinished_group(config, identity, study)
                 owner = dict(host=system.host(), pid=os.getpid(), lease_id=self.lease.id, **reservation)
                 if unfinished:
                     claimed = self.store.reserve_replicas(
                         config, self.options.epochs, total, data_key=identity.key, group=unfinished.id,
-                        seeds=[unfinished.seed + r for r in unfinished.missing][:wanted - result.trained],
-                        study=study.study_name, **owner)
-                    ids = [trial_id for trial_id, _ in claimed]
-                    replicas = [seed - unfinished.seed for _, seed in claimed]
+                        seeds=[unfinished.seed + r for r in unfinished.missing][:1], study=study.study_name, **owner)
+                    slot = (claimed[0][0], claimed[0][1] - unfinished.seed) if claimed else None
                 else:
-                    replicas = list(range(self.options.seeds))
                     ids = self.store.reserve_trials(config, self.options.epochs, total, data_key=identity.key,
-                                                    study=study.study_name,
-                                                    count=min(len(replicas), wanted - result.trained), **owner)
-                if not ids:
+                                                    study=study.study_name, count=1, **owner)
+                    slot = (ids[0], 0) if ids else None
+                if slot is None:
                     result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
                                    f"wanted on this data")
                     break
-                first = unfinished.first if unfinished else None
-                group = unfinished.id if unfinished else (ids[0] if len(ids) > 1 else None)
-                base_seed = unfinished.seed if unfinished else self.options.seed
-                for position, (replica, trial_id) in enumerate(zip(replicas, ids)):
-                    try:
-                        outcome, frozen = self._run_one(config, study, module, trial_id, identity, replica,
-                                                        first, group=group, base_seed=base_seed)
-                    except BaseException:
-                        self._release(ids[position + 1:], INTERRUPTED, "interrupted: not run, the sweep stopped")
-                        raise
-                    first = first or frozen
-                    if outcome.status == FAILED:
-                        result.failed += 1
-                        failures_in_row += 1
-                        tqdm.write(f"{config}: trial {trial_id} failed: {outcome.error.splitlines()[0]}")
-                        if outcome.fatal:
-                            result.gave_up = outcome.error.split("\n\n")[0]
-                            tqdm.write(f"{config}: giving up: the data or the registry cannot serve any trial")
-                        elif failures_in_row >= self.options.fail_attempts:
-                            result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
-                            tqdm.write(f"{config}: giving up after {result.gave_up}")
-                        if result.gave_up:
-                            self._release(ids[position + 1:], FAILED, "not run: the sweep gave up on this config")
-                            break
-                        continue
-                    failures_in_row = 0
-                    result.trained += 1
-                    if outcome.accuracy is not None:
-                        result.best_accuracy = max(result.best_accuracy or 0.0, outcome.accuracy)
-                    bar.update(1)
-                    bar.set_postfix(best=f"{result.best_accuracy:.4f}", last_mae=_fmt(outcome.eval_mae))
+                trial_id, replica = slot
+                group = unfinished.id if unfinished else (trial_id if self.options.seeds > 1 else None)
+                outcome, _ = self._run_one(config, study, module, trial_id, identity, replica,
+                                           unfinished.first if unfinished else None, group=group,
+                                           base_seed=unfinished.seed if unfinished else self.options.seed)
+                if outcome.status == FAILED:
+                    result.failed += 1
+                    failures_in_row += 1
+                    tqdm.write(f"{config}: trial {trial_id} failed: {outcome.error.splitlines()[0]}")
+                    if outcome.fatal:
+                        result.gave_up = outcome.error.split("\n\n")[0]
+                        tqdm.write(f"{config}: giving up: the data or the registry cannot serve any trial")
+                    elif failures_in_row >= self.options.fail_attempts:
+                        result.gave_up = f"{failures_in_row} failed trials in a row (-a {self.options.fail_attempts})"
+                        tqdm.write(f"{config}: giving up after {result.gave_up}")
+                    continue
+                failures_in_row = 0
+                result.trained += 1
+                if outcome.accuracy is not None:
+                    result.best_accuracy = max(result.best_accuracy or 0.0, outcome.accuracy)
+                bar.update(1)
+                bar.set_postfix(best=f"{result.best_accuracy:.4f}", last_mae=_fmt(outcome.eval_mae))
         if wanted == 0:
             result.note = (f"nothing to do: {total} trials wanted at {self.options.epochs} epochs on this data, and "
                            f"they are trained (-t -N asks for N more)")
@@ -390,21 +379,12 @@ class Sweep:
             folder = self.workspace.trial_dir(config.name, best)
             result.folder = str(folder) if folder.exists() else None
 
-    def _release(self, trial_ids: list[int], status: str, reason: str) -> None:
-        """Reserved slots of a replica group that will not run (the group gave up, or the sweep was
-        interrupted): recorded with why, not left ``running``."""
-        for trial_id in trial_ids:
-            try:
-                self.store.finish_trial(trial_id, status, error=reason)
-            except Exception:
-                if status != INTERRUPTED:
-                    raise  # when interrupted the database may be what broke; the next run reclaims the slot
-
     def _unfinished_group(self, config: Config, identity: DataIdentity, study: optuna.Study) -> Group | None:
-        """A replica group of this data and budget whose first trial trained but which lacks some of its
-        ``--seeds`` replicas (the others were interrupted, or failed): they are run first, with the
-        group's own hyperparameters and its missing seeds, so an interrupted ``--seeds`` run resumes
-        instead of starting a new group that repeats seeds."""
+        """A replica group of this data and budget whose first trial trained or is training and which
+        lacks some of its ``--seeds`` replicas (not yet claimed, or interrupted, or failed): they are run
+        first, with the group's own hyperparameters and its missing seeds, so several workers train one
+        group's replicas side by side, and an interrupted ``--seeds`` run resumes instead of starting a
+        new group that repeats seeds."""
         if self.options.seeds < 2:
             return None
         for group in self.store.replica_groups(config, self.options.epochs, identity.key):
