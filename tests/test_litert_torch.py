@@ -3,12 +3,14 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ab.nn import api
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.deploy import converters
 from ab.nn.deploy.report import deployment_table
 from ab.nn.deploy.runtimes import LiteRtRuntime
+from ab.nn.predict import models
 from tests.test_deploy import EXPORT
 from tests.test_sweep_cli import run
 
@@ -67,6 +69,14 @@ def test_both_converters_make_tflite_files_that_match_pytorch(root, utk_dir_larg
     a = LiteRtRuntime(by[("onnx2tf", "fp32")].path, 1).predict(x)
     b = LiteRtRuntime(by[("litert-torch", "fp32")].path, 1).predict(x)
     assert np.abs(a - b).max() < 1e-3  # the two converters agree with each other, not only on the data
+
+    images = sorted((utk_dir_large / "UTKFace").glob("*.jpg"))[:3]
+    crops = [Image.open(path).convert("RGB").resize((200, 200)) for path in images]
+    ages = {}
+    for converter in converters.CONVERTERS:  # predict reads a litert-torch file's metadata from its sidecar too
+        resolved = models.resolve(by[(converter, "fp32")].path)
+        ages[converter] = LiteRtRuntime(resolved.files["tflite"], 1).predict(resolved.info.preprocess(crops))
+    assert np.abs(ages["onnx2tf"] - ages["litert-torch"]).max() < 1e-3
 
 
 def test_redeploying_a_trial_with_litert_torch_adds_its_int8_files(root, utk_dir, tiny_model):
