@@ -179,7 +179,8 @@ class Deployment:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.data_key = data.identity.key
         tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
-        self.bar = tqdm(total=2 + 2 * len(tflite) * len(self.options.converters), desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
+        steps = 2 + 2 * len(tflite) * len(self.options.converters)
+        self.bar = tqdm(total=steps, desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
                         disable=not progress, position=1)
         try:
             self._run(model, data, metadata, tflite)
@@ -280,8 +281,8 @@ class Deployment:
                     weights = Path(scratch) / "weights.pth"
                     torch.save(model.state_dict(), weights)
                     converted = worker.run({**job, "model_file": str(self.source.model_file),
-                                            "prm": _without_pretrained(self.source.prm), "weights": str(weights),
-                                            "in_shape": list(self.in_shape),
+                                            "prm": checkpoint.without_pretrained(self.source.prm),
+                                            "weights": str(weights), "in_shape": list(self.in_shape),
                                             "out_shape": list(self.source.out_shape)},
                                            self.options.timeout, command=converters.litert_torch_command())
         except (worker.WorkerFailed, converters.ConverterUnavailable) as error:
@@ -327,11 +328,6 @@ class Deployment:
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _without_pretrained(prm: dict) -> dict:
-    """The weights come from the trial: nothing to download (as ``checkpoint.load`` builds it)."""
-    return dict(prm, pretrained=0) if "pretrained" in prm else dict(prm)
 
 
 def _floats(text: str | None, default) -> list[float]:

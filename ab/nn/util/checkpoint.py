@@ -45,13 +45,19 @@ def save(model: torch.nn.Module, folder: Path, *, config: Config, prm: dict, in_
     return folder / WEIGHTS
 
 
+def without_pretrained(prm: dict) -> dict:
+    """A trial's hyperparameters for building it again: its weights come from the trial, so nothing
+    is downloaded."""
+    return dict(prm, pretrained=0) if "pretrained" in prm else dict(prm)
+
+
 def load(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a trial's model from its folder: ``(model in eval mode, meta)``; the model carries
     ``model.preprocessing`` (``meta["preprocessing"]``; ``None`` for checkpoints older than it)."""
     meta = json.loads((Path(folder) / META).read_text())
     config = Config.parse(meta["config"])
     module = registry.load(registry.MODEL, config.nn)
-    prm = dict(meta["prm"], pretrained=0) if "pretrained" in meta["prm"] else dict(meta["prm"])
+    prm = without_pretrained(meta["prm"])
     model = module.Net(tuple(meta["in_shape"]), tuple(meta["out_shape"]), prm, torch.device(device))
     state = torch.load(Path(folder) / WEIGHTS, map_location=device, weights_only=True)
     model.load_state_dict(state, strict=True)
