@@ -27,17 +27,23 @@ from ab.nn.util import system
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 
 
+def arm_name(pruner: str, warmup: int) -> str:
+    """The arm's name and workspace folder: the pruner, and its warm-up when not the default."""
+    return pruner if pruner == "none" or warmup == 1 else f"{pruner}-warmup{warmup}"
+
+
 def sweep(work: Path, args, pruner: str) -> pd.DataFrame:
-    root = work / pruner
+    name = arm_name(pruner, args.pruner_warmup)
+    root = work / name
     root.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", args.data, "-c", CONFIG,
                "-e", str(args.epochs), "-t", str(args.trials), "-f", args.transform, "--max-samples",
                str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
-               "--pruner", pruner, "--seed", str(args.seed)]
+               "--pruner", pruner, "--pruner-warmup", str(args.pruner_warmup), "--seed", str(args.seed)]
     subprocess.run(command, check=True)
     trials = api.trials(config=CONFIG, db=root / "db" / "ab.nn.db").sort_values("id")
     seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
-    return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=pruner)
+    return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=name)
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
@@ -59,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-samples", type=int, default=4096)
     p.add_argument("--transform", default="norm_64")
     p.add_argument("--pruner", default="hyperband")
+    p.add_argument("--pruner-warmup", type=int, default=1, help="the runner's --pruner-warmup for the pruning arm")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--plot", default=None, help="PNG of best-so-far MAE against time")
     p.add_argument("--analyse-only", action="store_true", help="read the two workspaces, run nothing")
@@ -73,13 +80,14 @@ def main(argv=None) -> int:
         return 0
     arms = {}
     for pruner in ("none", args.pruner):
+        name = arm_name(pruner, args.pruner_warmup)
         if args.analyse_only:
-            db = work / pruner / "db" / "ab.nn.db"
+            db = work / name / "db" / "ab.nn.db"
             trials = api.trials(config=CONFIG, db=db).sort_values("id")
             seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
-            arms[pruner] = trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy())
+            arms[name] = trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy())
         else:
-            arms[pruner] = sweep(work, args, pruner)
+            arms[name] = sweep(work, args, pruner)
     base = arms["none"]
     best = base[base.status == "complete"].sort_values("eval_mae").iloc[0]
     errors = api.predictions(trial_id=int(best.id), split="eval", db=work / "none" / "db" / "ab.nn.db")
@@ -94,7 +102,7 @@ def main(argv=None) -> int:
         print(f"| {name} | {len(trials)} | {int((trials.status == 'pruned').sum())} | "
               f"{trials.seconds.sum() / 60:.1f} | {best_so_far(trials).min():.3f} | "
               f"{'not reached' if at is None else f'{at / 60:.1f}'} |")
-    pruned_at, base_total = reached(arms[args.pruner], high), base.seconds.sum()
+    pruned_at, base_total = reached(arms[arm_name(args.pruner, args.pruner_warmup)], high), base.seconds.sum()
     verdict = "met" if pruned_at is not None and pruned_at <= base_total / 2 else "not met"
     print(f"bar (reach it in at most half of {base_total / 60:.1f} minutes): {verdict}")
     if args.plot:
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, trials in arms.items():
-            ax.step(trials.elapsed / 60, best_so_far(trials), where="post", label=f"--pruner {name}")
+            ax.step(trials.elapsed / 60, best_so_far(trials), where="post", label=name)
         ax.axhspan(low, high, color="grey", alpha=0.2, label="no-pruning best, 95% CI")
         ax.set(xlabel="wall time (minutes, trials back to back)", ylabel="best validation MAE so far (years)",
                title=f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}")

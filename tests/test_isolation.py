@@ -133,6 +133,31 @@ def test_a_second_worker_trains_the_next_seed_of_a_group_beside_the_first(root, 
     assert trials.pid.nunique() == 2  # each worker trained one replica, side by side
 
 
+def test_a_worker_joins_only_replica_groups_of_its_own_fixed_hyperparameters(root, utk_dir, misbehaving, monkeypatch):
+    """Two ``--seeds 2`` workers told different ``-p`` share one study: each trains its own values only
+    (before: the second joined the first's open group and trained the other learning rate)."""
+    gate = root.parent / "gate"
+    monkeypatch.setenv("MISBEHAVE_HOW", "gated")
+    monkeypatch.setenv("MISBEHAVE_GATE", str(gate))
+    db = root / "db" / "ab.nn.db"
+    workers = {}
+    for lr in (0.01, 0.02):
+        workers[lr] = subprocess.Popen(_runner(root, utk_dir, "-c", misbehaving, "-t", "-1", "--seeds", "2", "-e", "2",
+                                               "-p", f'{{"lr": {lr}}}'), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+        _wait_for(db, f"select count(*) from trial where status='running' and seed is not null and "
+                      f"pid = {workers[lr].pid}")
+    gate.touch()
+    outputs = {lr: w.communicate(timeout=600) for lr, w in workers.items()}
+    assert all(w.returncode == 0 for w in workers.values()), [o[1][-2000:] for o in outputs.values()]
+    trials = api.trials(db=db)
+    assert (trials.status == "complete").all() and len(trials) == 4
+    for lr, worker in workers.items():
+        mine = trials[trials.pid == worker.pid]
+        assert len(mine) == 2 and all(prm["lr"] == lr for prm in mine.prm), (lr, mine[["id", "seed", "prm"]])
+        assert sorted(mine.seed) == [42, 43] and mine.replica_of.nunique() == 1
+
+
 def test_runners_sharing_a_host_name_leave_each_others_trials_alone(root, utk_dir, misbehaving, monkeypatch):
     """Host networking: two containers share a host name, not their pids. A pid that does not exist here
     proves nothing; only the other runner's lapsed heartbeat would."""
@@ -176,15 +201,12 @@ def test_kill_9_of_the_runner_then_the_same_command_resumes(root, utk_dir, misbe
     command = _runner(root, utk_dir, "-c", misbehaving, "-t", "3", "-e", "3", "-w", "2", "--heartbeat-seconds", "1")
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = root / "db" / "ab.nn.db"
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait until one trial is done and the next one is half-way
-        time.sleep(0.5)
-        if db.exists() and _count(db, "select count(*) from trial where status='complete'") >= 1 and \
-                _count(db, "select count(*) from trial where status='running' and epochs_done >= 1") == 1:
-            break
-    else:
-        runner.kill()
-        pytest.fail("the runner never reached the middle of its second trial")
+    try:  # wait until one trial is done and the next one is half-way
+        _wait_for(db, "select (select count(*) from trial where status='complete') >= 1 and "
+                      "(select count(*) from trial where status='running' and epochs_done >= 1) = 1", seconds=240)
+    except BaseException:
+        os.killpg(runner.pid, signal.SIGKILL)
+        raise
     os.killpg(runner.pid, signal.SIGKILL)
     runner.wait()
     time.sleep(1)

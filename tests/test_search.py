@@ -37,6 +37,17 @@ def test_a_losing_trial_is_pruned_and_recorded_with_its_epochs(root, utk_dir, ti
     assert len(api.trials(db=root / "db" / "ab.nn.db")) == 5  # a pruned trial counts towards -t
 
 
+def test_no_trial_is_pruned_before_the_pruner_warmup(root, utk_dir, tiny_model):
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    warm = ("-e", "5", "--pruner", "median", "--pruner-warmup", "3")
+    assert run(root, utk_dir, "-c", config, "-t", "4", *warm, "-p", FIXED) == 0
+    assert run(root, utk_dir, "-c", config, "-t", "-1", *warm, "-p", '{"lr": 1e-9, "momentum": 0.0}') == 0
+    trials, study = _study(root)
+    pruned = trials[trials.status == "pruned"]
+    assert len(pruned) == 1 and 3 <= pruned.epochs_done.iloc[0] < 5  # judged at epoch 3 at the earliest
+    assert min(study.trials[-1].intermediate_values) == 1  # the warm-up epochs are still reported
+
+
 def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misbehaving, monkeypatch):
     monkeypatch.setenv("MISBEHAVE_HOW", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "2") == 0
@@ -110,6 +121,10 @@ def test_a_latency_constraint_is_recorded_and_honoured(root, utk_dir, tiny_model
 
 
 def test_bad_search_settings_are_refused():
+    with pytest.raises(SearchError, match="at least 1 epoch"):
+        Search.parse("median", warmup=0)
+    with pytest.raises(SearchError, match="no epoch of 4 at which to prune"):
+        Search.parse("hyperband", warmup=4).check(exporting=False, epochs=4)
     with pytest.raises(SearchError, match="pruners do not work with several objectives"):
         Search.parse("median", "accuracy,latency")
     with pytest.raises(SearchError, match="accuracy first"):

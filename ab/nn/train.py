@@ -130,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", choices=PRUNERS, default="none",
                    help="stop losing trials early on their per-epoch validation accuracy (none: LEMUR's way, every "
                         "trial runs all its epochs); a pruned trial is recorded 'pruned' and counts towards -t")
+    p.add_argument("--pruner-warmup", type=int, default=1, metavar="EPOCHS",
+                   help="no trial is pruned before this epoch (Optuna's n_warmup_steps, or hyperband's and successive "
+                        "halving's min_resource): from-scratch learning curves only separate after a few epochs")
     p.add_argument("--objectives", default="accuracy",
                    help="accuracy, or accuracy,latency (batch-1 latency of the exported model) or accuracy,macs "
                         "(multiply-adds: the proxy when --export none) for a two-objective study")
@@ -177,7 +180,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,
-                        search=Search.parse(args.pruner, args.objectives, args.max_latency_ms),
+                        search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup),
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)

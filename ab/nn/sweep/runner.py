@@ -163,7 +163,7 @@ class Sweep:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
         if options.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {options.seeds}")
-        options.search.check(exporting=options.export.enabled)
+        options.search.check(exporting=options.export.enabled, epochs=options.epochs)
         self._identities: dict[tuple[str, str], DataIdentity | Exception] = {}
         if options.random_config_order:
             random.Random(options.seed).shuffle(self.configs)
@@ -384,7 +384,8 @@ class Sweep:
         lacks some of its ``--seeds`` replicas (not yet claimed, or interrupted, or failed): they are run
         first, with the group's own hyperparameters and its missing seeds, so several workers train one
         group's replicas side by side, and an interrupted ``--seeds`` run resumes instead of starting a
-        new group that repeats seeds."""
+        new group that repeats seeds. Only groups this worker could have started itself are joined: a worker
+        told ``-p '{"head": "dex"}'`` never trains another worker's regression replicas."""
         if self.options.seeds < 2:
             return None
         for group in self.store.replica_groups(config, self.options.epochs, identity.key):
@@ -392,9 +393,16 @@ class Sweep:
             missing = [r for r in range(self.options.seeds) if r not in taken]
             if missing and group["optuna_trial_id"] is not None:
                 first = study._storage.get_trial(group["optuna_trial_id"])
-                if "prm" in first.user_attrs:
+                if "prm" in first.user_attrs and self._within_my_choices(config, first.user_attrs["prm"]):
                     return Group(group["id"], group["seed"], first, missing)
         return None
+
+    def _within_my_choices(self, config: Config, prm: dict) -> bool:
+        """Whether these hyperparameters agree with this worker's fixed values (``-p``) and transforms (``-f``)."""
+        fixed = {**self.model_fixed.get(config.nn, {}), **self.fixed}
+        if any(name in prm and prm[name] != value for name, value in fixed.items()):
+            return False
+        return not self.space.transforms or prm.get("transform") in self.space.transforms
 
     def _run_one(self, config: Config, study: optuna.Study, module, trial_id: int, identity: DataIdentity,
                  replica: int, first: optuna.trial.FrozenTrial | None, group: int | None,

@@ -3,7 +3,10 @@ latency constraint, and how a trial's outcome is told to Optuna.
 
 * ``--pruner``: ``none`` (LEMUR: every trial runs all its epochs), ``median``, ``percentile`` (the
   worst quarter), ``hyperband`` or ``successive-halving``, on the validation accuracy reported after
-  every epoch. A pruned trial is recorded ``pruned`` with the epochs it ran.
+  every epoch. A pruned trial is recorded ``pruned`` with the epochs it ran. ``--pruner-warmup W``: no
+  trial is judged before its epoch W (median/percentile: Optuna's ``n_warmup_steps``; hyperband and
+  successive halving: their first rung, ``min_resource``), for learning curves that only separate
+  after a warm-up, as from-scratch training does.
 * ``--objectives accuracy,latency``: a two-objective study (maximise validation accuracy, minimise the
   trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
@@ -41,10 +44,13 @@ class Search:
     pruner: str = "none"
     objectives: tuple[str, ...] = ("accuracy",)
     max_latency_ms: float | None = None
+    warmup: int = 1  # epochs every trial trains before the pruner may stop it
 
     def __post_init__(self):
         if self.pruner not in PRUNERS:
             raise SearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.warmup < 1:
+            raise SearchError(f"--pruner-warmup must be at least 1 epoch, got {self.warmup}")
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != \
                 len(self.objectives):
@@ -57,8 +63,9 @@ class Search:
             raise SearchError("--max-latency-ms must be positive and goes with the single accuracy objective")
 
     @classmethod
-    def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None) -> "Search":
-        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms)
+    def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None,
+              warmup: int = 1) -> "Search":
+        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup)
 
     @property
     def multi(self) -> bool:
@@ -68,7 +75,10 @@ class Search:
     def needs_latency(self) -> bool:
         return "latency" in self.objectives or self.max_latency_ms is not None
 
-    def check(self, exporting: bool) -> None:
+    def check(self, exporting: bool, epochs: int | None = None) -> None:
+        if self.pruner != "none" and epochs is not None and self.warmup >= epochs:
+            raise SearchError(f"--pruner-warmup {self.warmup} leaves no epoch of {epochs} at which to prune: "
+                              f"use a warm-up below -e, or --pruner none")
         if self.needs_latency and not exporting:
             raise SearchError("latency needs an exported model to time: keep --export (e.g. onnx), or use "
                               "--objectives accuracy,macs as the cheaper proxy")
@@ -81,13 +91,14 @@ class Search:
 
     def make_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
         if self.pruner == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+            return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=self.warmup)
         if self.pruner == "percentile":
-            return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=1)
+            return optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=self.warmup)
         if self.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+            return optuna.pruners.HyperbandPruner(min_resource=self.warmup, max_resource=max(epochs, self.warmup),
+                                                  reduction_factor=3)
         if self.pruner == "successive-halving":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.warmup, reduction_factor=3)
         return optuna.pruners.NopPruner()
 
 
