@@ -41,7 +41,12 @@ def sweep(work: Path, args, pruner: str) -> pd.DataFrame:
                str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
                "--pruner", pruner, "--pruner-warmup", str(args.pruner_warmup), "--seed", str(args.seed)]
     subprocess.run(command, check=True)
-    trials = api.trials(config=CONFIG, db=root / "db" / "ab.nn.db").sort_values("id")
+    return recorded(work, name)
+
+
+def recorded(work: Path, name: str) -> pd.DataFrame:
+    """An arm's trials in the order they ran, with their seconds and the arm's elapsed time after each."""
+    trials = api.trials(config=CONFIG, db=work / name / "db" / "ab.nn.db").sort_values("id")
     seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
     return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=name)
 
@@ -69,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--plot", default=None, help="PNG of best-so-far MAE against time")
     p.add_argument("--analyse-only", action="store_true", help="read the two workspaces, run nothing")
+    p.add_argument("--also", nargs="*", default=[], metavar="ARM",
+                   help="with --analyse-only: more arms recorded under --work (e.g. hyperband-warmup2) in the table "
+                        "and the plot")
     p.add_argument("--arm", default=None, help="run only this arm (none or the pruner), e.g. both arms at once "
                                                "in two processes under the same load; then --analyse-only")
     args = p.parse_args(argv)
@@ -81,30 +89,26 @@ def main(argv=None) -> int:
     arms = {}
     for pruner in ("none", args.pruner):
         name = arm_name(pruner, args.pruner_warmup)
-        if args.analyse_only:
-            db = work / name / "db" / "ab.nn.db"
-            trials = api.trials(config=CONFIG, db=db).sort_values("id")
-            seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
-            arms[name] = trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy())
-        else:
-            arms[name] = sweep(work, args, pruner)
+        arms[name] = recorded(work, name) if args.analyse_only else sweep(work, args, pruner)
+    for name in args.also if args.analyse_only else ():
+        arms[name] = recorded(work, name)
     base = arms["none"]
     best = base[base.status == "complete"].sort_values("eval_mae").iloc[0]
     errors = api.predictions(trial_id=int(best.id), split="eval", db=work / "none" / "db" / "ab.nn.db")
     low, high = bootstrap_mae(np.abs(errors.predicted - errors.age))
+    base_total = base.seconds.sum()
     print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {args.trials} trials of {CONFIG}, "
           f"{args.epochs} epochs, {args.transform}, --max-samples {args.max_samples}, seed {args.seed}")
     print(f"no-pruning best: trial {int(best.id)}, validation MAE {best.eval_mae:.3f} [95% CI {low:.3f}, {high:.3f}]")
-    print("| arm | trials | pruned | wall minutes | best val MAE | minutes to reach the no-pruning best (within its CI) |")
-    print("|---|---|---|---|---|---|")
+    print("| arm | trials | pruned | wall minutes | best val MAE | minutes to reach the no-pruning best (within its CI) "
+          f"| bar: at most half of {base_total / 60:.1f} minutes |")
+    print("|---|---|---|---|---|---|---|")
     for name, trials in arms.items():
         at = reached(trials, high)
+        verdict = "-" if name == "none" else "met" if at is not None and at <= base_total / 2 else "not met"
         print(f"| {name} | {len(trials)} | {int((trials.status == 'pruned').sum())} | "
               f"{trials.seconds.sum() / 60:.1f} | {best_so_far(trials).min():.3f} | "
-              f"{'not reached' if at is None else f'{at / 60:.1f}'} |")
-    pruned_at, base_total = reached(arms[arm_name(args.pruner, args.pruner_warmup)], high), base.seconds.sum()
-    verdict = "met" if pruned_at is not None and pruned_at <= base_total / 2 else "not met"
-    print(f"bar (reach it in at most half of {base_total / 60:.1f} minutes): {verdict}")
+              f"{'not reached' if at is None else f'{at / 60:.1f}'} | {verdict} |")
     if args.plot:
         import matplotlib.pyplot as plt  # the Agg backend, set by ab.nn.report.plots
 
