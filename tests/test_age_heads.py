@@ -23,6 +23,10 @@ DISTRIBUTIONS = HEADS[1:]
 WITH_HEADS = ("MobileAgeNet", "ResNet18", "ResNet50", "MobileNetV2", "EfficientNetB0", "ShuffleNetV2")
 TRAINED = ("MobileAgeNet", "ResNet18")
 """Trained and exported here with every head; the contract test trains and exports all models."""
+CONVERTED = {("MobileAgeNet", head) for head in HEADS} | {("ResNet18", "mean-variance")}
+"""Also converted to TFLite. Every file's readout is the same few operators (ONNX proves each file's
+copy): converting every head once, and the torchvision backbone once, proves the converter keeps
+them; each conversion costs about 20 s of CI time."""
 NUMBER = {"regression": 0.1, "dex": 0.3, "dldl": 0.6, "mean-variance": 0.9}
 """LEMUR samples every hyperparameter in [0, 1]: the heads are its quarters, in HEADS' order."""
 SIZE = 32
@@ -279,6 +283,8 @@ def test_onnx_and_tflite_answer_the_same_ages(name, head, tmp_path):
     assert ("Softmax" in {n.op_type for n in graph.node}) == (head != "regression")
     got = OnnxRuntime(path, 1).predict(x)
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3
+    if (name, head) not in CONVERTED:
+        return
 
     converted = worker.run({"kind": "convert", "onnx": str(path), "out_dir": str(tmp_path), "precisions": ["fp32"],
                             "calibration": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})

@@ -7,6 +7,7 @@ import torch
 from ab.nn import api
 from ab.nn.deploy import pipeline
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
+from ab.nn.util import checkpoint
 from tests import helpers
 from tests.test_sweep_cli import FAST, run
 
@@ -34,7 +35,10 @@ def test_parse_formats():
 
 @pytest.mark.parametrize("model", ["MobileAgeNet", "TinyAge"])
 def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, tiny_model, model):
-    trial, exports, latency = deployed(root, utk_dir_large, f"age-regression_utkface_mae_{model}")
+    """Fidelity on the trial's own images (recorded) and on random inputs in the normalised-image
+    range, against the saved checkpoint."""
+    config = f"age-regression_utkface_mae_{model}"
+    trial, exports, latency = deployed(root, utk_dir_large, config, "--save_pth_weights")
     assert trial.status == "complete"
     by_kind = {(r.format, r.precision): r for r in exports.itertuples()}
     assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
@@ -62,18 +66,13 @@ def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, t
     assert (latency.median_ms <= latency.p90_ms).all() and (latency.min_ms <= latency.median_ms).all()
     assert (latency.median_ms > 0).all() and latency.cpu.notna().all() and latency.versions.str.contains("onnxruntime").all()
 
-
-def test_artifacts_agree_with_pytorch_on_random_inputs(root, utk_dir_large):
-    trial, exports, _ = deployed(root, utk_dir_large, CONFIG, "--save_pth_weights")
-    from ab.nn.util import checkpoint
-
-    model, _ = checkpoint.load(root / "out" / CONFIG / str(int(trial.id)))
-    x = np.random.default_rng(1).uniform(-2, 2, (8, 3, 64, 64)).astype(np.float32)  # normalised-image range
+    net, _ = checkpoint.load(root / "out" / config / str(int(trial.id)))
+    x = np.random.default_rng(1).uniform(-2, 2, (8, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
-        expected = model(torch.from_numpy(x)).reshape(-1).numpy()
-    rows = {(r.format, r.precision): r for r in exports.itertuples()}
-    for runtime in (OnnxRuntime(rows[("onnx", "fp32")].path, 1), LiteRtRuntime(rows[("tflite", "fp32")].path, 1)):
-        assert np.abs(runtime.predict(x) - expected).max() < 1e-3
+        expected = net(torch.from_numpy(x)).reshape(-1).numpy()
+    for row in (by_kind[("onnx", "fp32")], by_kind[("tflite", "fp32")]):
+        runtime = (OnnxRuntime if row.format == "onnx" else LiteRtRuntime)(row.path, 1)
+        assert np.abs(runtime.predict(x) - expected).max() < 1e-3, row.format
 
 
 UNCONVERTIBLE = helpers.TINY_MODEL.replace(
