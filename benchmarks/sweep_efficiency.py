@@ -77,7 +77,7 @@ def analyse(work: Path, args) -> tuple[dict[str, pd.DataFrame], tuple[float, flo
     rows = []
     for name, trials in arms.items():
         at = reached(trials, band[1])
-        rows.append({"work": work.name, "arm": name, "trials": len(trials),
+        rows.append({"work": work.name, "arm": name, "band": band, "trials": len(trials),
                      "pruned": int((trials.status == "pruned").sum()), "minutes": trials.seconds.sum() / 60,
                      "time_ratio": trials.seconds.sum() / base_total, "best": float(best_so_far(trials).min()),
                      "reached_minutes": None if at is None else at / 60,
@@ -85,12 +85,12 @@ def analyse(work: Path, args) -> tuple[dict[str, pd.DataFrame], tuple[float, flo
     return arms, band, rows
 
 
-def table(rows: list[dict], bands: dict[str, tuple[float, float]]) -> str:
+def table(rows: list[dict]) -> str:
     lines = ["| sampler seed (workspace) | arm | trials | pruned | wall minutes | time vs no pruning | best val MAE | "
              "minutes to reach the no-pruning best (within its CI) | bar: at most half the no-pruning time |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        low, high = bands[r["work"]]
+        low, high = r["band"]
         reached_text = "not reached" if r["reached_minutes"] is None else f"{r['reached_minutes']:.1f}"
         verdict = "-" if r["arm"] == "none" else "met" if r["met"] else "not met"
         best = f"{r['best']:.2f} [CI {low:.2f}, {high:.2f}]" if r["arm"] == "none" else f"{r['best']:.2f}"
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         rows += arm_rows
     print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {args.trials} trials of {CONFIG}, "
           f"{args.epochs} epochs, {args.transform}, --max-samples {args.max_samples}")
-    print(table(rows, {work: band for work, (_, band) in analysed.items()}))
+    print(table(rows))
     print(summary(rows))
     if args.plot:
         plot(args.plot, analysed, args)
