@@ -13,10 +13,16 @@ One TPE sequence per arm says as much about where it happened to sample as about
 each sampler seed (``--seed``) in its own ``--work`` folder and judge them together:
 ``--analyse-only --work W42 W43 W44`` prints every seed's rows, how often each pruning arm met the
 bar, and its best validation MAE against the same seed's no-pruning best (mean ± std over seeds).
+
+A search of fixed wall time instead of fixed count: ``--same-time --pruner P`` copies the pruning
+arm's finished workspace to ``P-same-time`` and continues its study there until its trials have used
+as much time as the no-pruning arm's; ``--also P-same-time`` judges it on the trials that finished
+within that time only.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +32,7 @@ import pandas as pd
 
 from ab.nn import api
 from ab.nn.report import plots
-from ab.nn.stat.uncertainty import bootstrap_mae, mean_std
+from ab.nn.stat.uncertainty import bootstrap_mae, mean_std, t_interval
 from ab.nn.util import system
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
@@ -37,15 +43,34 @@ def arm_name(pruner: str, warmup: int) -> str:
     return pruner if pruner == "none" or warmup == 1 else f"{pruner}-warmup{warmup}"
 
 
-def sweep(work: Path, args, pruner: str) -> None:
-    name = arm_name(pruner, args.pruner_warmup)
-    root = work / name
+SAME_TIME = "-same-time"
+
+
+def sweep(work: Path, args, pruner: str, folder: str | None = None, trials: int | None = None) -> None:
+    """One arm's search in ``work/folder`` (default: the arm's name): ``trials`` is the runner's ``-t``
+    (default ``--trials``; ``-N`` continues that folder's study with N more)."""
+    root = work / (folder or arm_name(pruner, args.pruner_warmup))
     root.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", args.data, "-c", CONFIG,
-               "-e", str(args.epochs), "-t", str(args.trials), "-f", args.transform, "--max-samples",
-               str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
+               "-e", str(args.epochs), "-t", str(args.trials if trials is None else trials), "-f", args.transform,
+               "--max-samples", str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
                "--pruner", pruner, "--pruner-warmup", str(args.pruner_warmup), "--seed", str(args.seed)]
     subprocess.run(command, check=True)
+
+
+def same_time(work: Path, args) -> None:
+    """Continue the pruning arm's search, in a copy of its workspace, until its trials have used the
+    no-pruning arm's wall time, a few more trials at a time: half of what the arm's mean trial so far
+    says would fit, as the search prunes more the longer it runs."""
+    name = arm_name(args.pruner, args.pruner_warmup)
+    if not (work / name / "db").exists() or not (work / "none" / "db").exists():
+        raise SystemExit(f"--same-time continues finished arms: run --arm none and --arm {args.pruner} in {work} first")
+    folder = name + SAME_TIME
+    if not (work / folder).exists():
+        shutil.copytree(work / name, work / folder)
+    budget = recorded(work, "none").seconds.sum()
+    while (spent := (trials := recorded(work, folder)).seconds.sum()) < budget:
+        sweep(work, args, args.pruner, folder, trials=-max(1, int((budget - spent) / trials.seconds.mean() / 2)))
 
 
 def recorded(work: Path, name: str) -> pd.DataFrame:
@@ -70,10 +95,12 @@ def analyse(work: Path, args) -> tuple[dict[str, pd.DataFrame], tuple[float, flo
     validation images, and a row per arm: wall time, best validation MAE, time to reach that interval."""
     arms = {name: recorded(work, name) for name in ["none", arm_name(args.pruner, args.pruner_warmup), *args.also]}
     base = arms["none"]
+    base_total = base.seconds.sum()
+    arms = {name: trials[trials.elapsed <= base_total] if name.endswith(SAME_TIME) else trials
+            for name, trials in arms.items()}
     best = base[base.status == "complete"].sort_values("eval_mae").iloc[0]
     errors = api.predictions(trial_id=int(best.id), split="eval", db=work / "none" / "db" / "ab.nn.db")
     band = bootstrap_mae(np.abs(errors.predicted - errors.age))
-    base_total = base.seconds.sum()
     rows = []
     for name, trials in arms.items():
         at = reached(trials, band[1])
@@ -101,16 +128,20 @@ def table(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     """Per pruning arm over the sampler seeds: how often the bar was met, its time ratio, and its best
-    validation MAE minus the same seed's no-pruning best (mean ± std, n seeds)."""
+    validation MAE minus the same seed's no-pruning best (mean ± std and Student's t interval, n seeds;
+    a tie when the interval contains 0)."""
     frame = pd.DataFrame(rows)
     base = frame[frame.arm == "none"].set_index("work").best
     lines = []
     for name, group in frame[frame.arm != "none"].groupby("arm", sort=False):
         ratio, ratio_sd, n = mean_std(group.time_ratio)
-        gap, gap_sd, _ = mean_std(group.best.to_numpy() - base.loc[group.work].to_numpy())
+        gaps = group.best.to_numpy() - base.loc[group.work].to_numpy()
+        gap, gap_sd, _ = mean_std(gaps)
+        low, high = t_interval(gaps)
+        verdict = "tie" if not low > 0 and not high < 0 else "pruning lower" if high < 0 else "pruning higher"
         lines.append(f"{name}: bar met in {int(group.met.sum())} of {n} sampler seeds; wall time {ratio:.2f} ± "
-                     f"{ratio_sd:.2f} of no pruning's; best validation MAE {gap:+.2f} ± {gap_sd:.2f} years against "
-                     f"the same seed's no-pruning best")
+                     f"{ratio_sd:.2f} of no pruning's; best validation MAE {gap:+.2f} ± {gap_sd:.2f} "
+                     f"[{low:+.2f}, {high:+.2f}] years against the same seed's no-pruning best: {verdict}")
     return "\n".join(lines)
 
 
@@ -121,14 +152,17 @@ def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args)
     fig, axes = plt.subplots(1, len(analysed), figsize=(5.2 * len(analysed), 4.2), squeeze=False, sharey=True)
     for ax, (work, (arms, (low, high))) in zip(axes.flat, analysed.items()):
         for name, trials in arms.items():
+            if name + SAME_TIME in arms:
+                continue  # its curve is the first part of its fixed-time continuation's
             ax.step(trials.elapsed / 60, best_so_far(trials), where="post", label=name)
         ax.axhspan(low, high, color="grey", alpha=0.2, label="no-pruning best, 95% CI")
         ax.set(xlabel="wall time (minutes, trials back to back)", title=work)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("best validation MAE so far (years)")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}", fontsize=10)
-    fig.tight_layout()
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
+    fig.suptitle(f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}; -same-time: the pruned "
+                 "search continued until it had used the no-pruning time", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
 
@@ -149,6 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--also", nargs="*", default=[], metavar="ARM",
                    help="with --analyse-only: more arms recorded under --work (e.g. hyperband-warmup2) in the table "
                         "and the plot")
+    p.add_argument("--same-time", action="store_true",
+                   help="after both arms: continue the pruning arm's study in a copy until it has used the "
+                        "no-pruning arm's wall time (a search of fixed time, not count)")
     p.add_argument("--arm", default=None, help="run only this arm (none or the pruner), e.g. both arms at once "
                                                "in two processes under the same load; then --analyse-only")
     args = p.parse_args(argv)
@@ -159,6 +196,11 @@ def main(argv=None) -> int:
         p.error("each --work folder needs its own name (the tables and the plot name seeds by it)")
     if args.also and not args.analyse_only:
         p.error("--also is for --analyse-only")
+    if args.same_time:
+        if args.analyse_only or args.arm is not None:
+            p.error("--same-time runs on its own: it continues the pruning arm that --arm or a full run left")
+        same_time(works[0], args)
+        return 0
     if args.arm is not None:
         if args.arm not in ("none", args.pruner):
             p.error(f"--arm must be none or {args.pruner}, got {args.arm!r}")

@@ -131,3 +131,23 @@ def test_bad_search_settings_are_refused():
         Search.parse("none", "latency")
     with pytest.raises(SearchError, match="exported model"):
         Search.parse("none", "accuracy,latency").check(exporting=False)
+
+
+@pytest.mark.parametrize("pruner, pruned_ranks", [("median", [3, 4]), ("percentile", [2, 3, 4])])
+def test_median_stops_the_worse_half_and_percentile_all_but_the_best_quarter(pruner, pruned_ranks):
+    """Eight finished trials with validation accuracies 0.1 ... 0.8 at the judged epoch; a new trial
+    at each quarter's accuracy (rank 1 is the best quarter) is stopped or kept as the README says."""
+    search = Search.parse(pruner, warmup=1)
+    study = optuna.create_study(direction="maximize", pruner=search.make_pruner(epochs=4))
+    for accuracy in [0.1 * i for i in range(1, 9)]:
+        trial = study.ask()
+        trial.report(accuracy, step=1)
+        study.tell(trial, accuracy)
+    stopped = []
+    for rank, accuracy in enumerate([0.75, 0.55, 0.35, 0.15], start=1):
+        trial = study.ask()
+        trial.report(accuracy, step=1)
+        if trial.should_prune():
+            stopped.append(rank)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert stopped == pruned_ranks

@@ -56,6 +56,12 @@ def test_mean_std_across_replicas():
     assert uncertainty.mean_std([5.5, None, float("nan")]) == (5.5, 0.0, 1)
 
 
+def test_t_interval_over_three_seeds():
+    low, high = uncertainty.t_interval([5.0, 6.0, 7.0])  # mean 6, std 1: 6 ± t(0.975, 2) / sqrt(3)
+    assert (low, high) == pytest.approx((6 - 4.302653 / np.sqrt(3), 6 + 4.302653 / np.sqrt(3)))
+    assert all(np.isnan(uncertainty.t_interval([5.0])))
+
+
 def test_a_replica_groups_interval_holds_its_seed_spread():
     rng = np.random.default_rng(3)
     base = np.abs(rng.normal(0, 6, 3000))

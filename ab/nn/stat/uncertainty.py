@@ -129,3 +129,15 @@ def mean_std(values) -> tuple[float, float, int]:
     if values.size == 0:
         return float("nan"), float("nan"), 0
     return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, int(values.size)
+
+
+def t_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """Student's t interval of the mean over a few replicas (seeds, sampler seeds), for numbers that
+    only exist once per replica, where no images can be resampled; NaNs below two replicas."""
+    mean, std, n = mean_std(values)
+    if n < 2:
+        return float("nan"), float("nan")
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
+    return mean - half, mean + half
