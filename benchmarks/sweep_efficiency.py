@@ -138,10 +138,11 @@ def summary(rows: list[dict]) -> str:
         gaps = group.best.to_numpy() - base.loc[group.work].to_numpy()
         gap, gap_sd, _ = mean_std(gaps)
         low, high = t_interval(gaps)
-        verdict = "tie" if not low > 0 and not high < 0 else "pruning lower" if high < 0 else "pruning higher"
+        verdict = ("one seed, no interval" if n < 2 else f"[{low:+.2f}, {high:+.2f}], "
+                   + ("pruning lower" if high < 0 else "pruning higher" if low > 0 else "tie"))
         lines.append(f"{name}: bar met in {int(group.met.sum())} of {n} sampler seeds; wall time {ratio:.2f} ± "
-                     f"{ratio_sd:.2f} of no pruning's; best validation MAE {gap:+.2f} ± {gap_sd:.2f} "
-                     f"[{low:+.2f}, {high:+.2f}] years against the same seed's no-pruning best: {verdict}")
+                     f"{ratio_sd:.2f} of no pruning's; best validation MAE {gap:+.2f} ± {gap_sd:.2f} years "
+                     f"against the same seed's no-pruning best: {verdict}")
     return "\n".join(lines)
 
 
@@ -160,8 +161,10 @@ def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("best validation MAE so far (years)")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle(f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}; -same-time: the pruned "
-                 "search continued until it had used the no-pruning time", fontsize=10)
+    title = f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}"
+    if any(name.endswith(SAME_TIME) for arms, _ in analysed.values() for name in arms):
+        title += "; -same-time: the pruned search continued until it had used the no-pruning time"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 

@@ -4,10 +4,11 @@ latency constraint, and how a trial's outcome is told to Optuna.
 * ``--pruner``: ``none`` (LEMUR: every trial runs all its epochs), ``median`` (stops a trial below the
   median of earlier trials at the same epoch), ``percentile`` (stops all but the best quarter: Optuna's
   ``PercentilePruner(25.0)`` keeps the top 25 %), ``hyperband`` or ``successive-halving``, on the
-  validation accuracy reported after every epoch. A pruned trial is recorded ``pruned`` with the epochs it ran. ``--pruner-warmup W``: no
-  trial is judged before its epoch W (median/percentile: Optuna's ``n_warmup_steps``; hyperband and
-  successive halving: their first rung, ``min_resource``), for learning curves that only separate
-  after a warm-up, as from-scratch training does.
+  validation accuracy reported after every epoch. A pruned trial is recorded ``pruned`` with the
+  epochs it ran. ``--pruner-warmup W``: no trial is judged before its epoch W (median/percentile:
+  Optuna's ``n_warmup_steps``; hyperband and successive halving: their first rung,
+  ``min_resource``), for learning curves that only separate after a warm-up, as from-scratch
+  training does.
 * ``--objectives accuracy,latency``: a two-objective study (maximise validation accuracy, minimise the
   trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
