@@ -8,8 +8,11 @@ images (``ab.nn.api.compare``: images and replicas resampled; an interval contai
     python benchmarks/age_heads.py --epochs 26 --dry-run         # the commands only
 
 Each head is one ``python -m ab.nn.train -t -1 --seeds N -p '{<recipe>, "head": "<name>"}'``: N more
-trials with every hyperparameter fixed, training seeds ``--seed`` ... ``--seed``+N-1, so every head
-sees the same seeds. Trials of the recipe recorded before heads existed count as regression.
+trials with every hyperparameter fixed, training seeds ``--seed`` ... ``--seed``+N-1 (N >= 2), so every
+head sees the same seeds. With ``--seeds 1`` the runner's single-trial rule applies instead: the seed is
+``--seed`` plus the trial's Optuna number, so heads run into one study get different seeds; the table's
+"training seeds" column shows which ran. Trials of the recipe recorded before heads existed count as
+regression.
 """
 from __future__ import annotations
 
@@ -55,9 +58,9 @@ def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.Data
         if same_budget and prm.get("transform") == transform and prm.get("epoch_max") == epochs and \
                 all(prm.get(k) == v for k, v in RECIPE.items()):
             rows.append({"id": t.id, "head": choice(prm.get("head", "regression")), "status": t.status,
-                         "data_key": t.data_key, "eval_mae": t.eval_mae, "test_mae": t.test_mae,
+                         "data_key": t.data_key, "seed": t.seed, "eval_mae": t.eval_mae, "test_mae": t.test_mae,
                          "minutes": t.duration / 6e10 if not pd.isna(t.duration) else None})
-    found = pd.DataFrame(rows, columns=["id", "head", "status", "data_key", "eval_mae", "test_mae", "minutes"])
+    found = pd.DataFrame(rows, columns=["id", "head", "status", "data_key", "seed", "eval_mae", "test_mae", "minutes"])
     reference = found[(found["head"] == "regression") & (found.status == COMPLETE)].sort_values("id")
     key = reference.data_key.iloc[-1] if not reference.empty else None
     done = found[(found.status == COMPLETE) & (found.data_key == key)]
@@ -65,6 +68,7 @@ def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.Data
     for head in HEADS:
         mine = done[done["head"] == head]
         row = {"head": head, "seeds": len(mine),
+               "training seeds": ", ".join(str(int(s)) for s in sorted(mine.seed.dropna())) or "-",
                "not complete": int(((found["head"] == head) & (found.status != COMPLETE)).sum())}
         for column, label in (("eval_mae", "val MAE"), ("test_mae", "test MAE")):
             mean, std, n = uncertainty.mean_std(mine[column])

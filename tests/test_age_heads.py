@@ -364,6 +364,7 @@ def test_benchmark_table_reads_the_heads_trials(root, utk_dir):
     bench.RECIPE = {**bench.RECIPE, "batch": 16}
     frame = bench.results(root / "db" / "ab.nn.db", 1, "norm_64", None).set_index("head")
     assert frame.loc["regression", "seeds"] == 2 and frame.loc["dex", "seeds"] == 2
+    assert frame.loc["regression", "training seeds"] == frame.loc["dex", "training seeds"] == "42, 43"
     assert frame.loc["dldl", "seeds"] == 0 and frame.loc["dldl", "test MAE"] == "-"
     assert "+-" in frame.loc["dex", "test MAE"]
     compared = frame.loc["dex", "test MAE - regression [95% CI], p"]
