@@ -72,7 +72,7 @@ def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.Data
                "not complete": int(((found["head"] == head) & (found.status != COMPLETE)).sum())}
         for column, label in (("eval_mae", "val MAE"), ("test_mae", "test MAE")):
             mean, std, n = uncertainty.mean_std(mine[column])
-            row[label] = "-" if n == 0 else f"{mean:.3f} +- {std:.3f}"
+            row[label] = "-" if n == 0 else f"{mean:.3f}" if n == 1 else f"{mean:.3f} +- {std:.3f}"
         row["minutes"] = mine.minutes.mean() if len(mine) else None
         row["test MAE - regression [95% CI], p"] = "-"
         if head != "regression" and len(mine) and len(reference):
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
                 subprocess.run(cmd, check=False)  # a failed head is a row of the table, not the end
     if args.dry_run:
         return 0
-    print(f"\nMobileAgeNet heads, {args.epochs} epochs, {args.transform}, split paper/42, training seeds "
-          f"{args.seed}..{args.seed + args.seeds - 1}, {args.max_samples or 'all'} images per part\n")
+    print(f"\nMobileAgeNet heads, {args.epochs} epochs, {args.transform}, split paper/42, "
+          f"{args.max_samples or 'all'} images per part (test MAE: mean +- std over seeds)\n")
     print(table(results(workspace.from_arguments(args).db_url, args.epochs, args.transform, args.max_samples)))
     return 0
 
