@@ -46,6 +46,14 @@ def command(head: str, args: argparse.Namespace) -> list[str]:
     return cmd + [f"--{k}={v}" for k, v in (("root", args.root), ("db", args.db), ("data-dir", args.data_dir)) if v]
 
 
+def spread(values) -> str:
+    """Mean +- std over seeds; a single seed has no spread to print, none has no value."""
+    mean, std, n = uncertainty.mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} +- {std:.3f}"
+
+
 def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.DataFrame:
     """One row per head from the complete trials that ran the recipe at this budget on the newest data key
     of its regression trials (a head given by name or by LEMUR's number counts alike)."""
@@ -71,8 +79,7 @@ def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.Data
                "training seeds": ", ".join(str(int(s)) for s in sorted(mine.seed.dropna())) or "-",
                "not complete": int(((found["head"] == head) & (found.status != COMPLETE)).sum())}
         for column, label in (("eval_mae", "val MAE"), ("test_mae", "test MAE")):
-            mean, std, n = uncertainty.mean_std(mine[column])
-            row[label] = "-" if n == 0 else f"{mean:.3f}" if n == 1 else f"{mean:.3f} +- {std:.3f}"
+            row[label] = spread(mine[column])
         row["minutes"] = mine.minutes.mean() if len(mine) else None
         row["test MAE - regression [95% CI], p"] = "-"
         if head != "regression" and len(mine) and len(reference):

@@ -353,6 +353,13 @@ def test_benchmark_dry_run_fixes_the_recipe_and_names_the_head(capsys):
         assert '"lr": 0.001' in line and '"onecycle": 1' in line and "--pretrained 0" in line
 
 
+def test_benchmark_prints_a_spread_only_over_several_seeds():
+    spread = heads_benchmark().spread
+    assert spread([]) == spread([float("nan")]) == "-"
+    assert spread([5.5321]) == "5.532"
+    assert spread([5.0, 6.0]) == "5.500 +- 0.707"
+
+
 @pytest.mark.slow
 def test_benchmark_table_reads_the_heads_trials(root, utk_dir):
     """Trials of the recipe with a head given as LEMUR's number count for that head's row."""
