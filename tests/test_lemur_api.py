@@ -86,8 +86,8 @@ def test_join_conf_pairwise(db):
         api.data(sql=JoinConf(num_joint_nns=2, same_columns=("lr",)), db=db)
     with pytest.raises(ValueError, match="num_joint_nns"):
         api.data(sql=JoinConf(num_joint_nns=0), db=db)
-    with pytest.raises(ValueError, match="nn_minhash"):
-        api.data(sql=JoinConf(num_joint_nns=2, similarity_mode="anchor_band_db_minhash"), db=db)
+    with pytest.raises(ValueError, match="similarity_mode must be"):
+        api.data(sql=JoinConf(num_joint_nns=2, similarity_mode="minhash"), db=db)
 
 
 def test_nn_stats_are_computed_and_joined(db):

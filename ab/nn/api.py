@@ -28,7 +28,7 @@ from ab.nn import workspace
 from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.deploy import converters
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import architecture, engine as engines, join, query, uncertainty, vocabulary
+from ab.nn.stat import architecture, code_similarity, engine as engines, join, query, uncertainty, vocabulary
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
@@ -143,7 +143,11 @@ def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None,
                       include_nn_stats, status, with_code, url)
     columns = _data_columns(with_code, include_nn_stats)
     if sql is not None:
-        rows = join.apply(sql, rows, max_rows)
+        signatures = None
+        if sql.similarity_mode == join.ANCHOR_BAND:
+            named = {r["nn"] for r in rows} | ({sql.anchor_nn} if isinstance(sql.anchor_nn, str) else set())
+            signatures = code_similarity.ensure(url, named)
+        rows = join.apply(sql, rows, max_rows, signatures)
         columns = list(dict.fromkeys([c for r in rows[:1] for c in r] or columns))
     return _frame(rows, columns)
 

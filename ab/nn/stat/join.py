@@ -12,8 +12,15 @@ Implemented over the rows ``data()`` selected (its filters and ``max_rows`` appl
   ``matched_id_3`` ... for the next). LEMUR fails with ``KeyError`` for ``num_joint_nns > 2`` on this
   path and may match a row with itself; here a row never matches itself and any ``num_joint_nns``
   works. The random order is LEMUR's ``ORDER BY RANDOM()``; ``seed`` (an addition) makes it repeatable.
-* ``similarity_mode="anchor_band_db_minhash"`` needs LEMUR's MinHash signatures of model code
-  (``nn_minhash``, from ``datasketch``), which this project does not compute: a one-line error.
+* ``similarity_mode="anchor_band_db_minhash"`` (LEMUR's curriculum selection): up to ``num_joint_nns``
+  models whose code's estimated Jaccard similarity to the anchor model's code (``anchor_jaccard``,
+  from the MinHash signatures of ``ab.nn.stat.code_similarity``) lies in ``similarity_band`` (else in
+  [``min_arch_jaccard``, ``max_arch_jaccard``)), each by its best row, the most accurate first (then
+  the more similar, the name, the earlier epoch). Without ``anchor_nn`` the anchor is the most
+  accurate model (of the first 50) with enough models in the band, as in LEMUR; none found, or an
+  anchor without a signature, is LEMUR's error. The first row carries LEMUR's ``diversity_meta``
+  (``{"curriculum_meta": {mode, anchor_nn, auto_anchor, band, min_j, max_j}}``); ``anchor_nn`` on
+  every row is an addition.
 """
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ from typing import Optional
 SUPPORTED_COLUMNS = ("task", "dataset", "metric", "nn", "epoch")
 SIM_BANDS = {"very_high": (0.98, 1.0000001), "high": (0.95, 0.98), "medium": (0.85, 0.95), "low": (0.60, 0.85),
              "very_low_near": (0.30, 0.60), "very_low_far": (0.0, 0.30)}
+ANCHOR_BAND = "anchor_band_db_minhash"
+AUTO_ANCHOR_CANDIDATES = 50
+"""LEMUR's ``max_trials``: how many of the most accurate models are tried as the anchor."""
 MATCHED = ("nn", "nn_code", "metric", "metric_code", "transform_code", "prm_id", "accuracy", "duration", "epoch")
 """The columns of a matched row that the pairwise path adds (with ``_<k>``), as LEMUR does, then ``prm_<k>``."""
 
@@ -59,19 +69,34 @@ class JoinConf:
             raise ValueError("'enhance_nn' must be boolean.")
         if int(self.overfetch_factor) < 1:
             raise ValueError("'overfetch_factor' must be >= 1.")
-        if self.similarity_mode not in ("none", "anchor_band_db_minhash"):
+        if self.similarity_mode not in ("none", ANCHOR_BAND):
             raise ValueError("similarity_mode must be 'none' or 'anchor_band_db_minhash'.")
+        if self.similarity_mode == ANCHOR_BAND:
+            if self.anchor_nn is not None and not isinstance(self.anchor_nn, str):
+                raise ValueError("anchor_nn must be a string if provided.")
+            low, high = self.band()
+            if not 0.0 <= low <= high <= 1.0000001:
+                raise ValueError(f"Invalid arch band: min={low}, max={high}")
         if self.similarity_band is not None and self.similarity_band not in SIM_BANDS:
             raise ValueError(f"Invalid similarity_band: {self.similarity_band}")
 
+    def band(self) -> tuple[float, float]:
+        """The [low, high) range of Jaccard similarity to the anchor: the named band, else the two bounds."""
+        if self.similarity_band is None:
+            return float(self.min_arch_jaccard), float(self.max_arch_jaccard)
+        if self.similarity_band not in SIM_BANDS:
+            raise ValueError(f"Invalid similarity_band: {self.similarity_band}")
+        return SIM_BANDS[self.similarity_band]
 
-def apply(sql: JoinConf, rows: list[dict], max_rows: int | None = None) -> list[dict]:
-    """``rows`` (``data()``'s, as dicts) joined as ``sql`` says."""
+
+def apply(sql: JoinConf, rows: list[dict], max_rows: int | None = None,
+          signatures: dict[str, bytes] | None = None) -> list[dict]:
+    """``rows`` (``data()``'s, as dicts) joined as ``sql`` says; ``signatures`` (code signatures by model
+    name, ``code_similarity.ensure``) are what the anchor-band mode compares."""
     sql.validate()
-    if sql.similarity_mode == "anchor_band_db_minhash":
-        raise ValueError("similarity_mode='anchor_band_db_minhash' needs LEMUR's MinHash signatures of model code "
-                         "(table nn_minhash), which ab.nn does not compute; use similarity_mode='none'")
     rows = [r for r in rows if all(getattr(sql, c) in (None, "", r[c]) for c in ("task", "dataset", "metric"))]
+    if sql.similarity_mode == ANCHOR_BAND:
+        return _anchor_band(sql, rows, signatures or {})
     if sql.num_joint_nns > 1 and not sql.same_columns and not sql.diff_columns:
         return _best_models(rows, int(sql.num_joint_nns))
     joined = _pairwise(sql, rows)
@@ -83,12 +108,55 @@ def _accuracy(row: dict) -> float:
     return float("-inf") if value is None or value != value else value
 
 
-def _best_models(rows: list[dict], n: int) -> list[dict]:
+def _best_per_model(rows: list[dict]) -> dict[str, dict]:
+    """Each model's best row (accuracy, then the earlier epoch), the most accurate model first."""
     best: dict[str, dict] = {}
     for row in sorted(rows, key=lambda r: (-_accuracy(r), r["epoch"], r["nn"])):
         best.setdefault(row["nn"], row)
-    chosen = sorted(best.values(), key=lambda r: -_accuracy(r))[:n]
+    return best
+
+
+def _best_models(rows: list[dict], n: int) -> list[dict]:
+    chosen = sorted(_best_per_model(rows).values(), key=lambda r: -_accuracy(r))[:n]
     return [_with_rn(row) for row in chosen]
+
+
+def _anchor_band(sql: JoinConf, rows: list[dict], signatures: dict[str, bytes]) -> list[dict]:
+    from ab.nn.stat.code_similarity import jaccard
+
+    low, high = sql.band()
+    wanted = int(sql.num_joint_nns)
+    models = {nn: row for nn, row in _best_per_model(rows).items() if nn in signatures}
+
+    def neighbours(anchor: str) -> list[tuple[dict, float]]:
+        scored = ((row, jaccard(signatures[anchor], signatures[nn])) for nn, row in models.items() if nn != anchor)
+        return [(row, j) for row, j in scored if low <= j < high]
+
+    if sql.anchor_nn is not None:
+        if sql.anchor_nn not in signatures:
+            raise ValueError(f"anchor_nn='{sql.anchor_nn}' missing in nn_minhash")
+        anchor = sql.anchor_nn
+    else:
+        if not models:
+            raise ValueError("Could not auto-select anchor_nn — no nns with stored MinHash found for "
+                             f"task={sql.task}, dataset={sql.dataset}, metric={sql.metric}")
+        tried = list(models)[:AUTO_ANCHOR_CANDIDATES]
+        anchor = next((nn for nn in tried if len(neighbours(nn)) >= wanted), None)
+        if anchor is None:
+            raise ValueError(f"Auto-anchor failed: no anchor among top {len(tried)} models has >= {wanted} "
+                             f"neighbors in band [{low}, {high}) for task={sql.task}, dataset={sql.dataset}, "
+                             f"metric={sql.metric}.")
+    chosen = sorted(neighbours(anchor), key=lambda p: (-_accuracy(p[0]), -p[1], p[0]["nn"], p[0]["epoch"]))[:wanted]
+    out = []
+    for row, j in chosen:
+        joined = {k: v for k, v in row.items() if k != "prm"}
+        joined |= {"anchor_jaccard": j, "anchor_nn": anchor, "prm": row.get("prm")}
+        out.append(joined)
+    if out:
+        out[0]["diversity_meta"] = {"curriculum_meta": {
+            "mode": ANCHOR_BAND, "anchor_nn": anchor, "auto_anchor": sql.anchor_nn is None,
+            "band": sql.similarity_band, "min_j": low, "max_j": high}}
+    return out
 
 
 def _with_rn(row: dict) -> dict:

@@ -6,7 +6,8 @@ from typing import Iterable, Sequence
 from sqlalchemy import Select, and_, func, or_, select
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import CodeVersion, Export, Latency, NnStat, Prediction, Prm, Stat, StatMetric, Trial
+from ab.nn.stat.schema import (CodeVersion, Export, Latency, Nn, NnMinhash, NnStat, Prediction, Prm, Stat, StatMetric,
+                               Trial)
 
 _CHUNK = 500
 
@@ -105,6 +106,27 @@ def nn_stat_rows(url: str, *, nn_name=None, prm_id=None, max_rows: int | None = 
     query = _where(select(*NnStat.__table__.c), _filter(NnStat.nn_name, nn_name), _filter(NnStat.prm_id, prm_id))
     query = query.order_by(NnStat.nn_name, NnStat.prm_id)
     return _rows(url, query.limit(int(max_rows)) if max_rows else query)
+
+
+def _by_names(url: str, query: Select, column, names) -> Rows:
+    """``query`` for every name (all rows when ``names`` is None), asked in chunks of ``_CHUNK`` names."""
+    if names is None:
+        return _rows(url, query)
+    names = sorted(set(names))
+    found = Rows(columns=[c.name for c in query.selected_columns])
+    for start in range(0, len(names), _CHUNK):
+        found.extend(_rows(url, query.where(column.in_(names[start:start + _CHUNK]))))
+    return found
+
+
+def nn_code_rows(url: str, names=None) -> Rows:
+    """Each model's current code and checksum (LEMUR's ``nn`` table)."""
+    return _by_names(url, select(Nn.name, Nn.code, Nn.id).order_by(Nn.name), Nn.name, names)
+
+
+def nn_minhash_rows(url: str, names=None) -> Rows:
+    """The stored code signatures (LEMUR's ``nn_minhash`` table)."""
+    return _by_names(url, select(*NnMinhash.__table__.c).order_by(NnMinhash.nn), NnMinhash.nn, names)
 
 
 def nn_stat_sources(url: str, *, nn_name=None, prm_id=None) -> Rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
                         String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, UserDefinedType
@@ -263,6 +263,21 @@ class NnStat(Base):
     error: Mapped[str | None] = mapped_column(Text)
     macs: Mapped[int | None] = mapped_column(BigInteger)
     in_shape: Mapped[str | None] = mapped_column(Text)
+    code_id: Mapped[str | None] = mapped_column(Text)
+
+
+class NnMinhash(Base):
+    """LEMUR's MinHash signature of a model's code (``nn_minhash``: ``num_perm`` 32-bit values packed
+    little-endian in ``hashvalues``), computed by ``ab.nn.stat.code_similarity`` on first request.
+    Addition: ``code_id``, the checksum of the code it was computed from, so a changed file gets a new one."""
+
+    __tablename__ = "nn_minhash"
+
+    nn: Mapped[str] = mapped_column(Text, primary_key=True)
+    num_perm: Mapped[int] = mapped_column(Integer)
+    shingle_n: Mapped[int] = mapped_column(Integer)
+    hashvalues: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     code_id: Mapped[str | None] = mapped_column(Text)
 
 

@@ -23,7 +23,7 @@ from ab.nn.config import Config
 from ab.nn.stat import engine as engines, mirror
 from ab.nn.stat import accuracy_scale
 from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export, Latency,
-                               Metric, Nn, Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+                               Metric, Nn, NnMinhash, Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
 PREFERRED_RUNTIMES = ("litert", "onnxruntime", "pytorch")
@@ -150,6 +150,15 @@ class StatStore:
                             .values(code=code, id=checksum))
             save_code_version(session, table.__tablename__, name, code, checksum)
         return checksum
+
+    def save_signatures(self, rows: list[dict]) -> None:
+        """Insert or replace models' code signatures (``nn_minhash`` rows); two readers computing the same
+        ones at once store the same values."""
+        with self.transaction() as session:
+            insert_ignore(session, NnMinhash, rows)
+            for row in rows:
+                session.execute(update(NnMinhash).where(NnMinhash.nn == row["nn"])
+                                .values({k: v for k, v in row.items() if k != "nn"}))
 
     def save_prm(self, session: Session, prm: Mapping[str, object]) -> str:
         uid = prm_uid(prm)
