@@ -2,12 +2,12 @@
 the Jaccard estimate between two of them (LEMUR's SQLite function ``jaccard_blobs``), by which
 ``JoinConf(similarity_mode="anchor_band_db_minhash")`` picks models in a band of similarity to an anchor.
 
-A signature is datasketch's MinHash (LEMUR's ``num_perm`` 128, seed 1) of the set of 7-token shingles
-(LEMUR's ``shingle_n``) of the code's Python tokens, with comments, docstrings and layout left out, so
-that documentation and formatting do not make one architecture look like another. It is packed as
-LEMUR packs it: 128 little-endian unsigned 32-bit values, 512 bytes. LEMUR's shingle generator is not
-in the versions read (``lemur.md``), so signatures made here compare with each other, not with those
-in a database LEMUR built.
+A signature is datasketch's MinHash (LEMUR's ``num_perm`` 128; datasketch's default seed, 1) of the
+set of 7-token shingles (LEMUR's ``shingle_n``) of the code's Python tokens, with comments, docstrings
+and layout left out, so that documentation and formatting do not make one architecture look like
+another. It is packed as LEMUR packs it: 128 little-endian unsigned 32-bit values, 512 bytes.
+LEMUR's shingle generator is not in the versions read (``lemur.md``), so signatures made here compare
+with each other, not with those in a database LEMUR built.
 """
 from __future__ import annotations
 
