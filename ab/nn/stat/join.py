@@ -135,18 +135,21 @@ def _anchor_band(sql: JoinConf, rows: list[dict], signatures: dict[str, bytes]) 
     if sql.anchor_nn is not None:
         if sql.anchor_nn not in signatures:
             raise ValueError(f"anchor_nn='{sql.anchor_nn}' missing in nn_minhash")
-        anchor = sql.anchor_nn
+        anchor, near = sql.anchor_nn, neighbours(sql.anchor_nn)
     else:
         if not models:
             raise ValueError("Could not auto-select anchor_nn — no nns with stored MinHash found for "
                              f"task={sql.task}, dataset={sql.dataset}, metric={sql.metric}")
         tried = list(models)[:AUTO_ANCHOR_CANDIDATES]
-        anchor = next((nn for nn in tried if len(neighbours(nn)) >= wanted), None)
-        if anchor is None:
+        for anchor in tried:
+            near = neighbours(anchor)
+            if len(near) >= wanted:
+                break
+        else:
             raise ValueError(f"Auto-anchor failed: no anchor among top {len(tried)} models has >= {wanted} "
                              f"neighbors in band [{low}, {high}) for task={sql.task}, dataset={sql.dataset}, "
                              f"metric={sql.metric}.")
-    chosen = sorted(neighbours(anchor), key=lambda p: (-_accuracy(p[0]), -p[1], p[0]["nn"], p[0]["epoch"]))[:wanted]
+    chosen = sorted(near, key=lambda p: (-_accuracy(p[0]), -p[1], p[0]["nn"], p[0]["epoch"]))[:wanted]
     out = []
     for row, j in chosen:
         joined = {k: v for k, v in row.items() if k != "prm"}

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from sqlalchemy import Integer, case, delete, func, insert, select, text, update
+from sqlalchemy import Integer, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -152,12 +152,15 @@ class StatStore:
         return checksum
 
     def save_signatures(self, rows: list[dict]) -> None:
-        """Insert or replace models' code signatures (``nn_minhash`` rows); two readers computing the same
-        ones at once store the same values."""
+        """Insert or replace models' code signatures (``nn_minhash`` rows): insert-or-ignore, then update
+        the rows that were made from another code (as ``save_code``), so two readers computing the same
+        ones at once do not collide."""
         with self.transaction() as session:
             insert_ignore(session, NnMinhash, rows)
             for row in rows:
-                session.execute(update(NnMinhash).where(NnMinhash.nn == row["nn"])
+                session.execute(update(NnMinhash).where(NnMinhash.nn == row["nn"], or_(
+                    NnMinhash.code_id.is_(None), NnMinhash.code_id != row["code_id"],
+                    NnMinhash.num_perm != row["num_perm"], NnMinhash.shingle_n != row["shingle_n"]))
                                 .values({k: v for k, v in row.items() if k != "nn"}))
 
     def save_prm(self, session: Session, prm: Mapping[str, object]) -> str:
