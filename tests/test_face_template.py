@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ab.nn import api, train
 from ab.nn.dataset import splits, utkface
 from ab.nn.dataset.cache import decode_resized, open_or_build
+from ab.nn.dataset.identity import DataMismatch
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.sources import WildSource
 from ab.nn.face import template as tpl
 from ab.nn.face.template import Template, TemplateMissing
+from ab.nn.moe import __main__ as moe_cli
+from ab.nn.sweep.data import load_judged
 from ab.nn.workspace import Workspace
 from tests import helpers, photo
 
@@ -56,6 +60,24 @@ def test_measured_on_training_crops_only_and_written_to_the_workspace(real_utkfa
     assert {e.name for e in entries} <= train  # never an evaluation or test image
 
 
+def wild_photos(real: Path, root: Path, ages: list[int], seed: int = 5) -> list[Path]:
+    """UTKFace's in-the-wild layout made of real aligned crops pasted into generated scenes (turned by
+    up to 16 degrees), named with ``ages``, with a landmark list of the crops' corners: the crops used."""
+    (root / "part1").mkdir(parents=True)
+    crops = photo.real_crops(real, len(ages), seed=seed)
+    lines = []
+    for i, (path, age) in enumerate(zip(crops, ages)):
+        scene = photo.background(seed=i)
+        matrix = photo.paste(scene, Image.open(path).convert("RGB"), 220, 150 + 40 * (i % 4), 80,
+                             [10, -12, 0, 16][i % 4])
+        name = helpers.utk_name(age, 0, 0, i)
+        scene.save(root / "part1" / name, quality=95)
+        corners = np.array([[40, 40], [160, 40], [160, 170], [40, 170]], float) @ matrix[:, :2].T + matrix[:, 2]
+        lines.append(name + " " + " ".join(f"{v:.1f}" for v in corners.ravel()))
+    (root / "landmark_list_part1.txt").write_text("\n".join(lines) + "\n")
+    return crops
+
+
 @pytest.mark.real_data
 def test_the_wild_loader_aligns_like_inference(real_utkface, tmp_path):
     """In-the-wild images (a real face pasted into a scene, a landmark list): aligned with the
@@ -63,17 +85,7 @@ def test_the_wild_loader_aligns_like_inference(real_utkface, tmp_path):
     template = tpl.measure(real_utkface, images=40, progress=False)[0]
     template_path = template.save(tmp_path / "template.json")
     root = tmp_path / "wild"
-    (root / "part1").mkdir(parents=True)
-    crops = photo.real_crops(real_utkface, 4, seed=5)
-    lines = []
-    for i, path in enumerate(crops):
-        scene = photo.background(seed=i)
-        matrix = photo.paste(scene, Image.open(path).convert("RGB"), 220, 150 + 40 * i, 80, [10, -12, 0, 16][i])
-        name = helpers.utk_name(20 + i, 0, 0, i)
-        scene.save(root / "part1" / name, quality=95)
-        corners = np.array([[40, 40], [160, 40], [160, 170], [40, 170]], float) @ matrix[:, :2].T + matrix[:, 2]
-        lines.append(name + " " + " ".join(f"{v:.1f}" for v in corners.ravel()))
-    (root / "landmark_list_part1.txt").write_text("\n".join(lines) + "\n")
+    crops = wild_photos(real_utkface, root, [20, 21, 22, 23])
 
     def cached(source):
         entries = source.entries()
@@ -90,3 +102,59 @@ def test_the_wild_loader_aligns_like_inference(real_utkface, tmp_path):
         errors.append((np.abs(aligned[row].astype(float) - original).mean(),
                        np.abs(boxed[row].astype(float) - original).mean()))
     assert all(a < b for a, b in errors) and np.mean([a for a, _ in errors]) < 20, errors
+
+
+FAST = ["-c", "age-regression_utkface_mae_MobileAgeNet", "-e", "1", "-t", "1", "-f", "norm_64", "-w", "0",
+        "--quiet", "--pretrained", "0", "--export", "none", "--in-process", "-p", '{"batch": 8, "lr": 0.001}']
+
+
+@pytest.mark.real_data
+def test_train_align_trains_on_aligned_photos_under_their_own_data_key(real_utkface, tmp_path, capsys):
+    """``--align``: the sweep aligns the in-the-wild photos onto the workspace's template; the split
+    is recorded as aligned, the data key differs from the landmark-box crops of the same photos, a
+    recorded trial's data is rebuilt aligned, and a changed template is refused as other data."""
+    wild, root = tmp_path / "wild", tmp_path / "ws"
+    wild_photos(real_utkface, wild, helpers.ages_like_utkface(30))
+    ws = Workspace.resolve(root, data_dir=wild)
+    template = tpl.measure(real_utkface, images=40, progress=False)[0]
+    template.save(ws.face_template_path)
+
+    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 0
+    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST]) == 0
+    trials = api.trials(db=root / "db" / "ab.nn.db").set_index("id")
+    aligned, boxed = trials.iloc[0], trials.iloc[1]
+    assert (aligned.status, boxed.status) == ("complete", "complete")
+    assert (aligned.split, boxed.split) == ("paper/42+aligned", "paper/42")
+    assert aligned.data_key != boxed.data_key and aligned.test_digest != boxed.test_digest
+    assert aligned.n_train + aligned.n_eval + aligned.n_test == 30  # every pasted face found
+
+    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align", "-t", "2"]) == 0
+    assert moe_cli.cli(["fit", "--experts", "trial:1", "trial:3", "--steps", "20", "--root", str(root),
+                        "--data-dir", str(wild), "--align"]) == 0
+    mixture = api.trials(db=root / "db" / "ab.nn.db").set_index("id").iloc[-1]
+    assert (mixture.split, mixture.data_key) == ("paper/42+aligned", aligned.data_key)
+
+    row = {**aligned.to_dict(), "id": int(trials.index[0])}
+    data = load_judged(row, ws, "norm_64")
+    assert data.identity.settings.align and data.identity.key == aligned.data_key
+    shifted = Template(mean=tuple((x + 6, y) for x, y in template.mean), std=template.std,
+                       detector=template.detector, images=template.images)
+    shifted.save(ws.face_template_path)
+    with pytest.raises(DataMismatch):
+        load_judged(row, ws, "norm_64")
+
+
+@pytest.mark.real_data
+def test_train_align_refuses_aligned_crops_and_a_missing_template(real_utkface, utk_dir, tmp_path, capsys):
+    wild, root = tmp_path / "wild", tmp_path / "ws"
+    wild_photos(real_utkface, wild, [20, 30, 40, 50])
+
+    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 1
+    assert "no alignment template at" in capsys.readouterr().out
+    Workspace.resolve(root).face_template_path.parent.mkdir(parents=True, exist_ok=True)
+    Workspace.resolve(root).face_template_path.write_text("{}")
+    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 1
+    assert "not an alignment template" in capsys.readouterr().out
+    assert train.cli(["--root", str(root), "--data-dir", str(utk_dir), *FAST, "--align"]) == 1
+    assert "which are aligned already" in capsys.readouterr().out
+    assert api.trials(db=root / "db" / "ab.nn.db").empty

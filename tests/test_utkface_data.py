@@ -190,8 +190,9 @@ def test_foreign_torchvision_transform_gets_a_deterministic_eval_version():
 
 @pytest.mark.parametrize("settings", [DataSettings(), DataSettings(split="lemur", split_seed=7, max_samples=50),
                                       DataSettings(split="lemur-random", split_seed=7),
-                                      DataSettings(split="kfold", split_seed=3, fold=2, folds=4)])
+                                      DataSettings(split="kfold", split_seed=3, fold=2, folds=4),
+                                      DataSettings(align=True), DataSettings(split="kfold", fold=1, align=True)])
 def test_settings_round_trip_through_their_label(settings):
     again = DataSettings.from_label(settings.label, settings.max_samples)
-    assert (again.split, again.split_seed, again.fold, again.folds, again.max_samples) == \
-        (settings.split, settings.split_seed, settings.fold, settings.folds, settings.max_samples)
+    assert (again.split, again.split_seed, again.fold, again.folds, again.max_samples, again.align) == \
+        (settings.split, settings.split_seed, settings.fold, settings.folds, settings.max_samples, settings.align)

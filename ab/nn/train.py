@@ -120,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=PROTOCOLS, default="paper",
                    help="split protocol: paper (stratified 70/10/20), lemur (LEMUR 2.2.11's stratified 70/10/20 "
                         "in source order), lemur-random (LEMUR's older random 70/30), kfold")
+    p.add_argument("--align", action="store_true",
+                   help="in-the-wild photos (part1/ part2/ part3/ and their landmark lists): detect each face and "
+                        "align it onto the workspace's face template (python -m ab.nn.face.template) as "
+                        "python -m ab.nn.predict does, instead of cropping a box around its landmarks; the split "
+                        "is recorded as e.g. paper/42+aligned and the data key names the template")
     p.add_argument("--fold", type=int, default=0, help="test fold of the kfold protocol")
     p.add_argument("--folds", type=int, default=5, help="number of folds of the kfold protocol")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -163,7 +168,8 @@ def search_space(args: argparse.Namespace) -> SearchSpace:
 def options_from(args: argparse.Namespace) -> SweepOptions:
     space = search_space(args)
     data = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
-                        max_samples=args.max_samples, progress=not args.quiet, download=not args.no_download)
+                        max_samples=args.max_samples, progress=not args.quiet, download=not args.no_download,
+                        align=args.align)
     formats = parse_formats(args.export)
     if args.save_onnx_weights and "onnx" not in formats:
         formats = ("onnx",) + formats

@@ -1,7 +1,8 @@
 """Which images a result was judged on.
 
 An image is identified by its content (SHA-256 of its encoded bytes; for an in-the-wild photo, of
-the bytes and the crop box), never by where it was read from: a file name, an archive member or
+the bytes and the crop box, and of the face template when it is aligned onto one), never by where it
+was read from: a file name, an archive member or
 a parquet row of the same bytes is the same image, so every layout gives the same split. A part of
 a split (train, eval, test) is identified by the digest of its sorted image ids, and the data a
 trial was judged on by its *data key*: dataset, split protocol, split seed, fold, sample cap and
@@ -25,10 +26,14 @@ ID_LENGTH = 32  # hex digits (128 bits) of an image id
 FORMAT_VERSION = 1
 
 
-def image_id(data: bytes, box=None) -> str:
+def image_id(data: bytes, box=None, recipe: str | None = None) -> str:
+    """``recipe``: what else decides the pixels (``ImageSource.recipe``), so that the same photo made
+    into other pixels is another image."""
     h = hashlib.sha256(data)
     if box is not None:
         h.update(f"|crop {tuple(box)}".encode())
+    if recipe is not None:
+        h.update(f"|{recipe}".encode())
     return h.hexdigest()[:ID_LENGTH]
 
 
@@ -60,9 +65,10 @@ def image_ids(source, entries: list, cache_dir: Path, progress: bool = True) -> 
     except (OSError, ValueError):
         pass
     ids: list[str | None] = [None] * len(entries)
+    recipe = source.recipe()
     with tqdm(total=len(entries), desc="identifying images", unit="img", disable=not progress, leave=False) as bar:
         for i, blob in source.read(entries):
-            ids[i] = image_id(blob, entries[i].box) if blob else None
+            ids[i] = image_id(blob, entries[i].box, recipe) if blob else None
             bar.update(1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

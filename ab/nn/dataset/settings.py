@@ -1,5 +1,5 @@
 """How the running sweep wants its data: split protocol, split seed, fold, sample cap, cache use,
-download on first use."""
+download on first use, alignment of in-the-wild photos."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +8,8 @@ from ab.nn.util.scoped import Scoped
 
 PROTOCOLS = ("paper", "lemur", "lemur-random", "kfold")
 DEFAULT_SPLIT_SEED = 42
+ALIGNED = "+aligned"
+"""Suffix of the split label of data whose in-the-wild photos were aligned onto the face template."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class DataSettings:
     decode_threads: int = 0  # 0: one per CPU core
     progress: bool = True  # show the cache build's progress bar
     download: bool = True  # no images found: download the dataset where the network allows (--no-download)
+    align: bool = False  # in-the-wild photos: detect and align onto the workspace's face template (--align)
 
     def __post_init__(self):
         if self.split not in PROTOCOLS:
@@ -33,8 +36,10 @@ class DataSettings:
 
     @classmethod
     def from_label(cls, label: str | None, max_samples=None, progress: bool = False) -> "DataSettings":
-        """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``)."""
-        protocol, _, rest = (label or f"paper/{DEFAULT_SPLIT_SEED}").partition("/")
+        """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``, ``paper/42+aligned``)."""
+        label = label or f"paper/{DEFAULT_SPLIT_SEED}"
+        align = label.endswith(ALIGNED)
+        protocol, _, rest = label.removesuffix(ALIGNED).partition("/")
         seed, _, fold = rest.partition("/")
         limit = None if max_samples is None or max_samples != max_samples else int(max_samples)  # NaN from pandas
         extra = {}
@@ -42,14 +47,17 @@ class DataSettings:
             index, _, folds = fold.partition("of")
             extra = {"fold": int(index), "folds": int(folds)}
         return cls(split=protocol, split_seed=int(seed or DEFAULT_SPLIT_SEED), max_samples=limit, progress=progress,
-                   **extra)
+                   align=align, **extra)
 
     @property
     def label(self) -> str:
-        """The split as recorded with every trial, e.g. ``paper/42`` or ``kfold/42/2of5``."""
+        """The split as recorded with every trial, e.g. ``paper/42``, ``kfold/42/2of5`` or, with aligned
+        in-the-wild photos, ``paper/42+aligned``."""
         if self.split == "kfold":
-            return f"kfold/{self.split_seed}/{self.fold}of{self.folds}"
-        return f"{self.split}/{self.split_seed}"
+            label = f"kfold/{self.split_seed}/{self.fold}of{self.folds}"
+        else:
+            label = f"{self.split}/{self.split_seed}"
+        return label + (ALIGNED if self.align else "")
 
     def describe(self) -> str:
         """The split and the sample cap, as reports print them."""

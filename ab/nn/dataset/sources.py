@@ -71,6 +71,12 @@ class ImageSource(ABC):
     def read(self, entries: list[Entry]) -> Iterator[tuple[int, bytes]]:
         """``(position in entries, encoded bytes)`` for every entry that can be read."""
 
+    def recipe(self) -> str | None:
+        """What besides an entry's bytes and box decides its pixels (``None``: nothing); it enters the
+        image's content id (``identity.image_id``), so the same photo made into other pixels never
+        shares a data key with them."""
+        return None
+
     def decode(self, data: bytes, size: int, entry: Entry):
         """The entry's pixels, uint8 (size, size, 3): cropped to its box if it has one, then PIL-
         bilinear resized. Called from several threads at once."""
@@ -284,10 +290,14 @@ class WildSource(ImageSource):
                 out.append(Entry(name=path.name, key=f"{part.name}/{path.name}", box=box))
         return sorted(out, key=lambda e: (e.name, e.key))
 
+    def recipe(self) -> str | None:
+        if self.template is None:
+            return None
+        return f"aligned onto template {hashlib.sha256(Path(self.template).read_bytes()).hexdigest()}"
+
     def fingerprint(self) -> str:
         files = [p for part in self.parts() for p in sorted(part.iterdir()) if p.is_file()]
-        aligned = [] if self.template is None else \
-            ["aligned", hashlib.sha256(Path(self.template).read_bytes()).hexdigest()]
+        aligned = [] if self.template is None else [self.recipe()]
         return _digest(["wild", str(self.margin)] + aligned + [f"{p.parent.name}/{_file_signature(p)}"
                                                                for p in files + self.landmark_files()])
 

@@ -27,7 +27,8 @@ def loader(transform_fn, task):
     ws = workspace.active.current()
     norm = utkface.IMAGENET_NORM
     parts = utkface.load(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), transform_fn(norm),
-                         eval_transform_for(transform_fn, norm), settings.active.current())
+                         eval_transform_for(transform_fn, norm), settings.active.current(),
+                         template=ws.face_template_path)
     parts.eval.held_out_test = parts.test
     parts.eval.fingerprint = parts.fingerprint
     parts.eval.digests = parts.digests
@@ -41,5 +42,6 @@ def data_identity(task):
     _check(task)
     ws = workspace.active.current()
     current = settings.active.current()
-    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress)
+    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress,
+                        ws.face_template_path)
     return {"digests": plan.digests, "counts": plan.counts}

@@ -102,13 +102,15 @@ def cli(argv=None) -> int:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--align", action="store_true", help="in-the-wild photos aligned onto the face template, as "
+                                                        "experts trained with train --align saw them")
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
         if args.command == "fit":
             settings = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
-                                    max_samples=args.max_samples)
+                                    max_samples=args.max_samples, align=args.align)
             with workspace.active.use(ws):  # experts whose model files are in that workspace's nn/
                 result = mixture.fit(args.experts, ws, settings, args.calibrator, args.spread, args.steps)
             trial_id, metrics = result.trial_id, result.metrics

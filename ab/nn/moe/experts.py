@@ -183,7 +183,7 @@ class OnnxExpert(Expert):
 
         pipeline = ImagePipeline(utkface.IMAGENET_NORM, self.spec.input_size)
         parts = utkface.load(workspace.dataset_dir(utkface.NAME), workspace.cache_dir(utkface.NAME), pipeline,
-                             pipeline, identity.settings)
+                             pipeline, identity.settings, template=workspace.face_template_path)
         if dict(parts.digests) != dict(identity.digests or parts.digests):
             raise ExpertError(f"expert {self.name}: the images changed while the mixture was being fitted")
         session = OnnxRuntime(self.path, threads=torch.get_num_threads()).session

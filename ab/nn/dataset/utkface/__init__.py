@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +66,36 @@ def _find_source(folder: Path) -> ImageSource:
         f"  python -m ab.nn.dataset.download utkface --to {folder}")
 
 
-def available(folder: Path, settings: DataSettings) -> ImageSource:
+def available(folder: Path, settings: DataSettings, template: Path | None = None) -> ImageSource:
     """The images in ``folder``; when there are none and ``settings.download``, LEMUR's parquet files of
     UTKFace are downloaded there first (``ab.nn.dataset.download``). Offline, or with ``--no-download``,
-    the error is ``find_source``'s, which says where to put which files."""
+    the error is ``find_source``'s, which says where to put which files. With ``settings.align`` the
+    in-the-wild photos are aligned onto ``template`` (``aligned``)."""
+    source = _located(folder, settings)
+    return aligned(source, template) if settings.align else source
+
+
+def aligned(source: ImageSource, template: Path | None) -> WildSource:
+    """``--align``: the in-the-wild photos detected and aligned onto the face template as
+    ``python -m ab.nn.predict`` does, instead of cropped around their landmark lists."""
+    from ab.nn.face.template import Template, TemplateMissing
+
+    if not isinstance(source, WildSource):
+        raise DataError(f"--align aligns UTKFace's in-the-wild photos (part1/ part2/ part3/ with their landmark "
+                        f"lists); {source.describe()} holds {source.kind} images, which are aligned already: "
+                        f"train without --align")
+    if template is None:
+        raise DataError("--align needs a face alignment template, and none was given")
+    try:
+        Template.load(template)
+    except TemplateMissing as error:
+        raise DataError(f"--align: {error}") from None
+    except ValueError as error:
+        raise DataError(f"--align: {error}; measure it again with python -m ab.nn.face.template") from None
+    return replace(source, template=Path(template))
+
+
+def _located(folder: Path, settings: DataSettings) -> ImageSource:
     try:
         return find_source(folder)
     except DataNotFound as missing:
@@ -144,8 +170,9 @@ class SplitPlan:
         return {part: len(indices) for part, indices in self.parts.items()}
 
 
-def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True) -> SplitPlan:
-    cat = catalog(available(folder, settings), cache_dir, progress)
+def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True,
+         template: Path | None = None) -> SplitPlan:
+    cat = catalog(available(folder, settings, template), cache_dir, progress)
     parts = splits.assign(cat.ids, cat.ages.tolist(), settings)
     parts = {k: splits.sample(v, cat.ids, settings.max_samples, settings.split_seed) for k, v in parts.items()}
     digests = {k: identity.part_digest(cat.ids[i] for i in v) for k, v in parts.items()}
@@ -175,9 +202,11 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
 
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
-         progress: bool | None = None) -> Parts:
+         progress: bool | None = None, template: Path | None = None) -> Parts:
+    """The split's three parts, decoded once into the cache; ``template``: the face template that
+    ``settings.align`` aligns in-the-wild photos onto (the workspace's)."""
     progress = settings.progress if progress is None else progress
-    split = plan(folder, cache_dir, settings, progress)
+    split = plan(folder, cache_dir, settings, progress, template)
     cat, parts = split.catalog, split.parts
     selected = np.unique(np.concatenate(list(parts.values())))
     chosen = [cat.entries[i] for i in selected]
