@@ -36,7 +36,8 @@ class DataSettings:
 
     @classmethod
     def from_label(cls, label: str | None, max_samples=None, progress: bool = False) -> "DataSettings":
-        """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``, ``paper/42+aligned``)."""
+        """The settings a trial recorded as ``split`` (``paper/42``, ``kfold/42/2of5``,
+        ``paper/42+aligned``)."""
         label = label or f"paper/{DEFAULT_SPLIT_SEED}"
         align = label.endswith(ALIGNED)
         protocol, _, rest = label.removesuffix(ALIGNED).partition("/")
