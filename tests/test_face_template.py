@@ -1,5 +1,6 @@
 """The alignment template: measured from training crops only, saved in the workspace, read back;
 and the in-the-wild loader aligning its images with it, as inference does."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def test_the_wild_loader_aligns_like_inference(real_utkface, tmp_path):
     _, boxed, _ = cached(WildSource(root))
     assert not failures and len(entries) == 4
     assert WildSource(root, template=template_path).fingerprint() != WildSource(root).fingerprint()
+    other_detector = dataclasses.replace(template, detector="blazeface-short").save(tmp_path / "short.json")
+    assert WildSource(root, template=other_detector).recipe() != WildSource(root, template=template_path).recipe()
+    assert WildSource(root).recipe() is None
     errors = []
     for row, path in enumerate(crops):
         original = decode_resized(path.read_bytes(), 64).astype(float)

@@ -291,9 +291,15 @@ class WildSource(ImageSource):
         return sorted(out, key=lambda e: (e.name, e.key))
 
     def recipe(self) -> str | None:
+        """Aligned pixels depend on the template and on the detector's landmarks: both files' SHA-256."""
         if self.template is None:
             return None
-        return f"aligned onto template {hashlib.sha256(Path(self.template).read_bytes()).hexdigest()}"
+        from ab.nn.face.detect import model_file
+        from ab.nn.face.template import Template
+
+        detector = model_file(Template.load(Path(self.template)).detector.removeprefix("blazeface-"))
+        return (f"aligned onto template {hashlib.sha256(Path(self.template).read_bytes()).hexdigest()} "
+                f"with detector {hashlib.sha256(detector.read_bytes()).hexdigest()}")
 
     def fingerprint(self) -> str:
         files = [p for part in self.parts() for p in sorted(part.iterdir()) if p.is_file()]

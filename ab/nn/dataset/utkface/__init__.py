@@ -78,7 +78,8 @@ def available(folder: Path, settings: DataSettings, template: Path | None = None
 def aligned(source: ImageSource, template: Path | None) -> WildSource:
     """``--align``: the in-the-wild photos detected and aligned onto the face template as
     ``python -m ab.nn.predict`` does, instead of cropped around their landmark lists."""
-    from ab.nn.face.template import Template, TemplateMissing
+    from ab.nn.face.detect import DetectorUnavailable
+    from ab.nn.face.template import TemplateMissing
 
     if not isinstance(source, WildSource):
         raise DataError(f"--align aligns UTKFace's in-the-wild photos (part1/ part2/ part3/ with their landmark "
@@ -86,13 +87,14 @@ def aligned(source: ImageSource, template: Path | None) -> WildSource:
                         f"train without --align")
     if template is None:
         raise DataError("--align needs a face alignment template, and none was given")
+    source = replace(source, template=Path(template))
     try:
-        Template.load(template)
-    except TemplateMissing as error:
+        source.recipe()
+    except (TemplateMissing, DetectorUnavailable) as error:
         raise DataError(f"--align: {error}") from None
     except ValueError as error:
         raise DataError(f"--align: {error}; measure it again with python -m ab.nn.face.template") from None
-    return replace(source, template=Path(template))
+    return source
 
 
 def _located(folder: Path, settings: DataSettings) -> ImageSource:
