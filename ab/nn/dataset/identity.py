@@ -1,9 +1,9 @@
 """Which images a result was judged on.
 
 An image is identified by its content (SHA-256 of its encoded bytes; for an in-the-wild photo, of
-the bytes and the crop box, and of the face template when it is aligned onto one), never by where it
-was read from: a file name, an archive member or
-a parquet row of the same bytes is the same image, so every layout gives the same split. A part of
+the bytes and the crop box, and of the face template and detector when it is aligned), never by
+where it was read from: a file name, an archive member or a parquet row of the same bytes is the
+same image, so every layout gives the same split. A part of
 a split (train, eval, test) is identified by the digest of its sorted image ids, and the data a
 trial was judged on by its *data key*: dataset, split protocol, split seed, fold, sample cap and
 the three part digests. Results are comparable only within one data key.
