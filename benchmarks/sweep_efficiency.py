@@ -14,6 +14,10 @@ each sampler seed (``--seed``) in its own ``--work`` folder and judge them toget
 ``--analyse-only --work W42 W43 W44`` prints every seed's rows, how often each pruning arm met the
 bar, and its best validation MAE against the same seed's no-pruning best (mean ± std over seeds).
 
+The pruners replayed on the no-pruning arms' own learning curves (``ab.nn.sweep.replay``: the same
+24 sampled points, so the pruner alone decides): ``--analyse-only --replay 1 2 3 --work W43 W44 ...``
+prints, per sampler seed, each pruner with each warm-up, and how often it met the bar.
+
 A search of fixed wall time instead of fixed count: ``--same-time --pruner P`` copies the pruning
 arm's finished workspace to ``P-same-time`` and continues its study there until its trials have used
 as much time as the no-pruning arm's; ``--also P-same-time`` judges it on the trials that finished
@@ -146,6 +150,28 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replays(works: list[Path], warmups: list[int]) -> str:
+    """Every pruner x warm-up replayed on each sampler seed's no-pruning arm; the bar as above."""
+    frames = [api.replay_pruners(config=CONFIG, warmups=warmups, db=work / "none" / "db" / "ab.nn.db")
+              .assign(work=work.name) for work in works]
+    frame = pd.concat(frames, ignore_index=True)
+    pruned = frame[frame.pruner != "none"]
+    lines = ["| pruner | warm-up | " + " | ".join(f"{w.name}: time, to target, bar" for w in works) + " | bar met |",
+             "|---|---|" + "---|" * len(works) + "---|"]
+    for (pruner, warmup), group in pruned.groupby(["pruner", "warmup"], sort=False):
+        cells = []
+        for work in works:
+            r = group[group.work == work.name].iloc[0]
+            to_target = "not reached" if r.minutes_to_target != r.minutes_to_target else f"{r.target_ratio:.2f}"
+            cells.append(f"{r.time_ratio:.2f}, {to_target}, {'met' if r.half_time_met else 'not met'}")
+        lines.append(f"| {pruner} | {int(warmup)} | " + " | ".join(cells)
+                     + f" | {int(group.half_time_met.sum())} of {len(group)} |")
+    best_lost = pruned[~pruned.best_kept.astype(bool)]
+    lines.append(f"\nreplays that stopped the recorded best trial: {len(best_lost)} of {len(pruned)}; "
+                 f"bar met in {int(pruned.half_time_met.sum())} of {len(pruned)}")
+    return "\n".join(lines)
+
+
 def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args) -> None:
     """Best-so-far validation MAE against wall time, one panel per sampler seed."""
     import matplotlib.pyplot as plt  # the Agg backend, set by ab.nn.report.plots
@@ -189,6 +215,9 @@ def main(argv=None) -> int:
     p.add_argument("--same-time", action="store_true",
                    help="after both arms: continue the pruning arm's study in a copy until it has used the "
                         "no-pruning arm's wall time (a search of fixed time, not count)")
+    p.add_argument("--replay", nargs="+", type=int, default=None, metavar="WARMUP",
+                   help="with --analyse-only: also replay every pruner, with these warm-ups, on each no-pruning "
+                        "arm's learning curves")
     p.add_argument("--arm", default=None, help="run only this arm (none or the pruner), e.g. both arms at once "
                                                "in two processes under the same load; then --analyse-only")
     args = p.parse_args(argv)
@@ -197,8 +226,8 @@ def main(argv=None) -> int:
         p.error("several --work folders are for --analyse-only; run each sampler seed in its own folder")
     if len({w.name for w in works}) < len(works):
         p.error("each --work folder needs its own name (the tables and the plot name seeds by it)")
-    if args.also and not args.analyse_only:
-        p.error("--also is for --analyse-only")
+    if (args.also or args.replay) and not args.analyse_only:
+        p.error("--also and --replay are for --analyse-only")
     if args.same_time:
         if args.analyse_only or args.arm is not None:
             p.error("--same-time runs on its own: it continues the pruning arm that --arm or a full run left")
@@ -221,6 +250,9 @@ def main(argv=None) -> int:
           f"{args.epochs} epochs, {args.transform}, --max-samples {args.max_samples}")
     print(table(rows))
     print(summary(rows))
+    if args.replay:
+        print(f"\nthe pruners replayed on each no-pruning arm's trials (time and time to the no-pruning best's "
+              f"interval as fractions of its wall time):\n{replays(works, args.replay)}")
     if args.plot:
         plot(args.plot, analysed, args)
     return 0

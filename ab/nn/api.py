@@ -32,6 +32,8 @@ from ab.nn.stat import architecture, code_similarity, engine as engines, join, q
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
+from ab.nn.sweep import replay
+from ab.nn.sweep.search import PRUNERS, Search
 
 LEMUR_DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id",
                       "epoch", "accuracy", "duration", "prm_id", "transform_code", "transform_id")
@@ -415,6 +417,51 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
                     "eval_mae_mean": eval_mean, "eval_mae_std": eval_std, "test_mae_mean": test_mean,
                     "test_mae_std": test_std, "test_mae_low": low, "test_mae_high": high})
     return pd.DataFrame(out, columns=columns).sort_values(["config", "eval_mae_mean"]).reset_index(drop=True)
+
+
+def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One study's trials and their epoch rows (accuracy, elapsed seconds), for a pruner replay."""
+    rows = trials(config=config, study=study, db=db)
+    rows = rows[rows.status.isin(replay.FINISHED)]
+    studies = sorted(rows.study.dropna().unique())
+    if not studies:
+        raise LookupError(f"no finished trials{f' of {config}' if config else ''}"
+                          f"{f' in study {study!r}' if study else ''} in {db_url(db)}")
+    if len(studies) > 1:
+        raise ValueError(f"{len(studies)} studies have finished trials here; name one (study=..., or --study): "
+                         f"{', '.join(studies)}")
+    epochs = query.stat_rows(db_url(db), trial_id=[int(i) for i in rows.id], with_code=False)
+    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"],
+                           "duration_s": _seconds(r["duration"])} for r in epochs], columns=replay.EPOCH_COLUMNS)
+    return rows, frame
+
+
+def replay_pruner(config=None, pruner: str = "median", warmup: int = 1, study=None, db=None) -> pd.DataFrame:
+    """What ``--pruner`` with ``--pruner-warmup`` would have done to a finished study (``study``: its
+    Optuna name, needed when the trials of ``config`` belong to several): one row per trial with its
+    recorded and replayed status and epochs, the seconds charged and the study's elapsed time. The
+    sampled points are held fixed (see ``ab.nn.sweep.replay``)."""
+    rows, epochs = _recorded_study(config, study, db)
+    return replay.replay(rows, epochs, Search.parse(pruner, warmup=warmup))
+
+
+def replay_pruners(config=None, pruners: Sequence[str] = PRUNERS[1:], warmups: Sequence[int] = (1, 2),
+                   study=None, db=None) -> pd.DataFrame:
+    """Each pruner x warm-up replayed on a finished study (``replay_pruner``), one row each after the
+    recording's own row (pruner ``none``): trials stopped, minutes against the recording's, the best
+    validation MAE still trained to the end, and the minutes until a complete trial was within the
+    recorded best's 95 % interval over validation images (its high end; the best's own MAE where its
+    predictions are not stored), with ``half_time_met``: within half the recorded time."""
+    rows, epochs = _recorded_study(config, study, db)
+    complete = rows[rows.status == "complete"]
+    if complete.empty:
+        raise LookupError("the study has no complete trial: no recorded best to reach")
+    best = complete.loc[complete.eval_mae.idxmin()]
+    try:
+        target = uncertainty.bootstrap_mae(_errors([int(best.id)], "eval", db)[0][0])[1]
+    except LookupError:
+        target = float(best.eval_mae)
+    return replay.grid(rows, epochs, pruners, warmups, target)
 
 
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:

@@ -8,6 +8,9 @@
   keys          list the data keys each config was judged on, with their split, sizes and trial counts
   replicas      training-seed replicas grouped (-c CONFIG): n, seeds, val/test MAE mean and std, and the
                 test MAE's 95 % interval over images and seeds
+  replay-pruners  what each --pruner and --pruner-warmup would have done to a finished study (-c CONFIG,
+                --study NAME where the config has several): its learning curves replayed with the sampled
+                points held fixed; trials stopped, minutes saved, and whether the best was still found
 """
 from __future__ import annotations
 
@@ -18,14 +21,21 @@ from pathlib import Path
 from ab.nn.stat import json_import, mirror
 from ab.nn.stat.copy import copy_database
 from ab.nn import workspace
+from ab.nn.sweep.search import PRUNERS
 
 
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("export-json", "import-json", "copy", "trials", "keys", "replicas"))
+    p.add_argument("command", choices=("export-json", "import-json", "copy", "trials", "keys", "replicas",
+                                       "replay-pruners"))
     p.add_argument("-c", "--config", default=None, help="trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
+    p.add_argument("--study", default=None, help="replay-pruners: the Optuna study (as trials list it)")
+    p.add_argument("--pruner", nargs="+", default=list(PRUNERS[1:]), choices=PRUNERS[1:],
+                   help="replay-pruners: the pruners to replay (default: all)")
+    p.add_argument("--pruner-warmup", nargs="+", type=int, default=[1, 2],
+                   help="replay-pruners: the warm-ups to replay each pruner with (default: 1 2)")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p, data=False)
@@ -50,6 +60,8 @@ def cli(argv=None) -> int:
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
+    elif args.command == "replay-pruners":
+        return _replay_pruners(p, args, ws)
     elif args.command in ("trials", "keys"):
         from ab.nn import api
         from ab.nn.util.markdown import table
@@ -82,6 +94,27 @@ def cli(argv=None) -> int:
         except ValueError as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(f"imported {added} epoch records into {ws.db_url}")
+    return 0
+
+
+def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
+    from ab.nn import api
+    from ab.nn.sweep.search import SearchError
+    from ab.nn.util.markdown import table
+
+    try:
+        frame = api.replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
+                                   study=args.study, db=ws.db_url)
+    except (FileNotFoundError, LookupError, ValueError, SearchError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    recorded = frame.iloc[0]
+    print(f"{recorded.trials} trials, {recorded.minutes_recorded:.1f} minutes as recorded; the target is the "
+          f"recorded best within its 95 % interval over validation images: MAE <= {recorded.target_eval_mae:.3f}")
+    shown = frame.assign(warmup=frame.warmup.map(lambda w: "-" if w != w else int(w)),
+                         best_kept=frame.best_kept.map({True: "yes", False: "no"}),
+                         half_time_met=frame.half_time_met.map({True: "yes", False: "no"}).fillna("-"))
+    print(table(shown[["pruner", "warmup", "stopped", "minutes", "time_ratio", "best_eval_mae", "best_kept",
+                       "minutes_to_target", "target_ratio", "half_time_met", "beyond_record"]], digits=2))
     return 0
 
 

@@ -200,13 +200,8 @@ class Sweep:
 
     def run(self) -> SweepSummary:
         storage = search.storage(self.url)
-        previous = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        try:
-            with RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
-                return SweepSummary([self.run_config(config, storage) for config in self.configs])
-        finally:
-            optuna.logging.set_verbosity(previous)
+        with search.quiet(), RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
+            return SweepSummary([self.run_config(config, storage) for config in self.configs])
 
     # -- one config ------------------------------------------------------------------------------
     def _identity(self, config: Config) -> DataIdentity:

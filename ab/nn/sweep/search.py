@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -102,6 +103,17 @@ class Search:
         if self.pruner == "successive-halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.warmup, reduction_factor=3)
         return optuna.pruners.NopPruner()
+
+
+@contextmanager
+def quiet():
+    """Optuna's own INFO lines (each trial told, each study made) would drown the progress bars."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:

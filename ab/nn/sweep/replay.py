@@ -1,0 +1,142 @@
+"""What a pruner would have done to a finished study: its trials' recorded learning curves replayed,
+one trial after another in the order they started, through the pruner the runner builds for
+``--pruner`` and ``--pruner-warmup`` (``Search.make_pruner``), deciding after each epoch as the
+runner does.
+
+This answers "would pruning have paid on this search?" with the sampled points held fixed. A real
+pruned search samples other points once it has stopped its first trial, so the two differ by where
+the sampler went as well as by the pruner; the replay isolates the pruner.
+
+Time: a trial the replay stops is charged its recorded time less the epochs it would not have
+trained (from each epoch's recorded elapsed time). The test evaluation it would have skipped is still
+charged: a few seconds per stopped trial, counted against pruning. A trial that a pruner stopped in
+the recording cannot be trained on in a replay: where the replayed pruner would have let it go on,
+it ends as recorded and is marked ``beyond_record``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from ab.nn.sweep.search import Search, SearchError, quiet
+
+TRIAL_COLUMNS = ("id", "study", "number", "status", "epoch_max", "epochs_done", "eval_mae", "eval_accuracy",
+                 "started_at", "finished_at")
+EPOCH_COLUMNS = ("trial_id", "epoch", "accuracy", "duration_s")
+REPLAYED_COLUMNS = ("id", "number", "recorded_status", "status", "epochs_recorded", "epochs", "judged",
+                    "beyond_record", "seconds_recorded", "seconds", "elapsed", "eval_mae_recorded")
+SUMMARY_COLUMNS = ("pruner", "warmup", "trials", "stopped", "minutes", "minutes_recorded", "time_ratio",
+                   "best_eval_mae", "best_kept", "target_eval_mae", "minutes_to_target", "target_ratio",
+                   "half_time_met", "beyond_record")
+FINISHED = ("complete", "stopped", "pruned", "failed", "diverged", "interrupted")
+"""Statuses of trials that ended; running and reserved ones are not replayed."""
+
+_STATE = {"stopped": optuna.trial.TrialState.PRUNED, "pruned": optuna.trial.TrialState.PRUNED,
+          "failed": optuna.trial.TrialState.FAIL, "diverged": optuna.trial.TrialState.FAIL,
+          "interrupted": optuna.trial.TrialState.FAIL}
+
+
+def replay(trials: pd.DataFrame, epochs: pd.DataFrame, search: Search) -> pd.DataFrame:
+    """One row per finished trial of one study (``trials``: ``TRIAL_COLUMNS``; ``epochs``: one row per
+    recorded epoch, ``EPOCH_COLUMNS``, ``duration_s`` the elapsed seconds at the epoch's end) as the
+    pruner of ``search`` would have ended it: ``status`` and ``epochs`` replayed, ``seconds`` charged,
+    ``elapsed`` the study's time after it, and ``eval_mae_recorded``. Replicas (no Optuna number) are
+    never judged, as in the runner."""
+    studies = trials.study.dropna().unique()
+    if len(studies) != 1:
+        raise ValueError(f"a replay is of one study; these trials belong to {len(studies)}: "
+                         f"{', '.join(map(str, studies)) or 'none'}")
+    if search.multi:
+        raise SearchError("Optuna's pruners do not work with several objectives: nothing to replay")
+    finished = trials[trials.status.isin(FINISHED)].sort_values("id")
+    with quiet():
+        return _replay(finished, epochs, search, str(studies[0]))
+
+
+def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: str) -> pd.DataFrame:
+    epoch_max = int(finished.epoch_max.max()) if len(finished) else 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name=name, direction="maximize",
+                                    storage=optuna.storages.InMemoryStorage(),
+                                    pruner=search.make_pruner(epoch_max))
+    curves = {trial_id: group.sort_values("epoch") for trial_id, group in epochs.groupby("trial_id")}
+    rows, elapsed = [], 0.0
+    for row in finished.itertuples(index=False):
+        curve = curves.get(row.id, pd.DataFrame(columns=EPOCH_COLUMNS))
+        accuracies, ends = curve.accuracy.to_numpy(np.float64), curve.duration_s.to_numpy(np.float64)
+        judged = search.pruner != "none" and not _missing(row.number)
+        trial = study.ask()
+        stop, wants = None, False
+        for epoch, accuracy in enumerate(accuracies, start=1):
+            trial.report(float(accuracy), epoch)
+            wants = judged and trial.should_prune()
+            # the runner's order after an epoch: diverged, then LEMUR's gate, then the pruner, never at the
+            # last epoch; a trial that failed later would have been stopped before it failed
+            ended_here = epoch == len(accuracies) and row.status not in ("failed", "interrupted")
+            if wants and epoch < row.epoch_max and not ended_here:
+                stop = epoch
+                break
+        recorded = _seconds(row)
+        status, done = ("pruned", stop) if stop is not None else (row.status, len(accuracies))
+        beyond = stop is None and row.status == "pruned" and not wants
+        seconds = recorded - (ends[-1] - ends[done - 1]) if stop is not None else recorded
+        if status == "complete":
+            value = row.eval_accuracy if not _missing(row.eval_accuracy) else accuracies[-1]
+            study.tell(trial, float(value))
+        else:
+            study.tell(trial, state=_STATE[status])
+        elapsed += seconds
+        rows.append({"id": int(row.id), "number": row.number, "recorded_status": row.status, "status": status,
+                     "epochs_recorded": len(accuracies), "epochs": done, "judged": judged, "beyond_record": beyond,
+                     "seconds_recorded": recorded, "seconds": seconds, "elapsed": elapsed,
+                     "eval_mae_recorded": row.eval_mae})
+    return pd.DataFrame(rows, columns=REPLAYED_COLUMNS)
+
+
+def summarise(replayed: pd.DataFrame, search: Search, target: float) -> dict:
+    """A replay in one row: trials stopped, minutes against the recording's, the best validation MAE
+    the replay still trains to the end, whether the recording's best trial is among those, and the
+    minutes until a complete trial was within ``target`` (e.g. the high end of the recorded best's 95 %
+    interval); ``half_time_met``: within half the recorded time, the bar of issue "Search"."""
+    minutes, recorded = replayed.seconds.sum() / 60, replayed.seconds_recorded.sum() / 60
+    kept = replayed[replayed.status == "complete"]
+    hit = kept[kept.eval_mae_recorded <= target]
+    reached = float(hit.elapsed.iloc[0]) / 60 if len(hit) else math.nan
+    complete = replayed[replayed.recorded_status == "complete"]
+    best_id = complete.id.loc[complete.eval_mae_recorded.idxmin()] if len(complete) else None
+    return {"pruner": search.pruner, "warmup": search.warmup if search.pruner != "none" else math.nan,
+            "trials": len(replayed), "stopped": int((replayed.status != replayed.recorded_status).sum()),
+            "minutes": minutes, "minutes_recorded": recorded,
+            "time_ratio": minutes / recorded if recorded else math.nan,
+            "best_eval_mae": float(kept.eval_mae_recorded.min()) if len(kept) else math.nan,
+            "best_kept": best_id is not None and best_id in set(kept.id),
+            "target_eval_mae": target, "minutes_to_target": reached,
+            "target_ratio": reached / recorded if recorded and not math.isnan(reached) else math.nan,
+            "half_time_met": (bool(not math.isnan(reached) and reached <= recorded / 2)
+                              if search.pruner != "none" else None),
+            "beyond_record": int(replayed.beyond_record.sum())}
+
+
+def grid(trials: pd.DataFrame, epochs: pd.DataFrame, pruners, warmups, target: float) -> pd.DataFrame:
+    """``summarise`` for the recording itself (pruner ``none``) and every pruner x warm-up; warm-ups
+    that leave no epoch to prune at are skipped, as the runner refuses them."""
+    epoch_max = int(trials.epoch_max.max())
+    searches = [Search("none")] + [Search(p, warmup=w) for p in pruners if p != "none" for w in warmups
+                                   if w < epoch_max]
+    return pd.DataFrame([summarise(replay(trials, epochs, s), s, target) for s in searches],
+                        columns=SUMMARY_COLUMNS)
+
+
+def _seconds(row) -> float:
+    if _missing(row.started_at) or _missing(row.finished_at):
+        return 0.0
+    return (pd.Timestamp(row.finished_at) - pd.Timestamp(row.started_at)).total_seconds()
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
