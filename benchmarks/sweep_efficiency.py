@@ -59,6 +59,8 @@ def sweep(work: Path, args, pruner: str, folder: str | None = None, trials: int 
                "-e", str(args.epochs), "-t", str(args.trials if trials is None else trials), "-f", args.transform,
                "--max-samples", str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
                "--pruner", pruner, "--pruner-warmup", str(args.pruner_warmup), "--seed", str(args.seed)]
+    if args.fixed:
+        command += ["-p", args.fixed]
     subprocess.run(command, check=True)
 
 
@@ -207,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--pruner", default="hyperband")
     p.add_argument("--pruner-warmup", type=int, default=1, help="the runner's --pruner-warmup for the pruning arm")
     p.add_argument("--seed", type=int, default=42, help="the runner's --seed: training seeds and the sampler's")
+    p.add_argument("--fixed", default=None, metavar="JSON",
+                   help="hyperparameters fixed in both arms (the runner's -p), e.g. '{\"freeze\": 0}'")
     p.add_argument("--plot", default=None, help="PNG of best-so-far MAE against time")
     p.add_argument("--analyse-only", action="store_true", help="read the workspaces, run nothing")
     p.add_argument("--also", nargs="*", default=[], metavar="ARM",
