@@ -190,6 +190,8 @@ def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args)
     axes.flat[0].set_ylabel("best validation MAE so far (years)")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
     title = f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}"
+    if args.fixed:
+        title += f", fixed {args.fixed}"
     if any(name.endswith(SAME_TIME) for arms, _ in analysed.values() for name in arms):
         title += "; -same-time: the pruned search continued until it had used the no-pruning time"
     fig.suptitle(title, fontsize=10)

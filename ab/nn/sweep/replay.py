@@ -86,7 +86,8 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
         beyond = stop is None and row.status == "pruned" and not wants
         seconds = recorded - (ends[-1] - ends[done - 1]) if stop is not None else recorded
         if status == "complete":
-            value = row.eval_accuracy if not _missing(row.eval_accuracy) else accuracies[-1]
+            value = row.eval_accuracy if not _missing(row.eval_accuracy) else \
+                accuracies[-1] if len(accuracies) else 0.0
             study.tell(trial, float(value))
         else:
             study.tell(trial, state=_STATE[status])
