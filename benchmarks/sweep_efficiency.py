@@ -164,7 +164,7 @@ def replays(works: list[Path], warmups: list[int]) -> str:
         cells = []
         for work in works:
             r = group[group.work == work.name].iloc[0]
-            to_target = "not reached" if r.minutes_to_target != r.minutes_to_target else f"{r.target_ratio:.2f}"
+            to_target = "not reached" if pd.isna(r.minutes_to_target) else f"{r.target_ratio:.2f}"
             cells.append(f"{r.time_ratio:.2f}, {to_target}, {'met' if r.half_time_met else 'not met'}")
         lines.append(f"| {pruner} | {int(warmup)} | " + " | ".join(cells)
                      + f" | {int(group.half_time_met.sum())} of {len(group)} |")

@@ -98,6 +98,8 @@ def cli(argv=None) -> int:
 
 
 def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
+    import pandas as pd
+
     from ab.nn import api
     from ab.nn.sweep.search import SearchError
     from ab.nn.util.markdown import table
@@ -110,7 +112,7 @@ def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
     recorded = frame.iloc[0]
     print(f"{recorded.trials} trials, {recorded.minutes_recorded:.1f} minutes as recorded; the target is the "
           f"recorded best within its 95 % interval over validation images: MAE <= {recorded.target_eval_mae:.3f}")
-    shown = frame.assign(warmup=frame.warmup.map(lambda w: "-" if w != w else int(w)),
+    shown = frame.assign(warmup=frame.warmup.map(lambda w: "-" if pd.isna(w) else int(w)),
                          best_kept=frame.best_kept.map({True: "yes", False: "no"}),
                          half_time_met=frame.half_time_met.map({True: "yes", False: "no"}).fillna("-"))
     print(table(shown[["pruner", "warmup", "stopped", "minutes", "time_ratio", "best_eval_mae", "best_kept",

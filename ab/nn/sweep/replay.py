@@ -65,11 +65,12 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
                                     storage=optuna.storages.InMemoryStorage(),
                                     pruner=search.make_pruner(epoch_max))
     curves = {trial_id: group.sort_values("epoch") for trial_id, group in epochs.groupby("trial_id")}
+    no_epochs = pd.DataFrame(columns=EPOCH_COLUMNS)
     rows, elapsed = [], 0.0
     for row in finished.itertuples(index=False):
-        curve = curves.get(row.id, pd.DataFrame(columns=EPOCH_COLUMNS))
+        curve = curves.get(row.id, no_epochs)
         accuracies, ends = curve.accuracy.to_numpy(np.float64), curve.duration_s.to_numpy(np.float64)
-        judged = search.pruner != "none" and not _missing(row.number)
+        judged = search.pruner != "none" and not pd.isna(row.number)
         trial = study.ask()
         stop, wants = None, False
         for epoch, accuracy in enumerate(accuracies, start=1):
@@ -86,7 +87,7 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
         beyond = stop is None and row.status == "pruned" and not wants
         seconds = recorded - (ends[-1] - ends[done - 1]) if stop is not None else recorded
         if status == "complete":
-            value = row.eval_accuracy if not _missing(row.eval_accuracy) else \
+            value = row.eval_accuracy if not pd.isna(row.eval_accuracy) else \
                 accuracies[-1] if len(accuracies) else 0.0
             study.tell(trial, float(value))
         else:
@@ -134,10 +135,6 @@ def grid(trials: pd.DataFrame, epochs: pd.DataFrame, pruners, warmups, target: f
 
 
 def _seconds(row) -> float:
-    if _missing(row.started_at) or _missing(row.finished_at):
+    if pd.isna(row.started_at) or pd.isna(row.finished_at):
         return 0.0
     return (pd.Timestamp(row.finished_at) - pd.Timestamp(row.started_at)).total_seconds()
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
