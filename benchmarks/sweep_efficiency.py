@@ -86,6 +86,16 @@ def recorded(work: Path, name: str) -> pd.DataFrame:
     return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=name)
 
 
+def budget(analysed: dict) -> str:
+    """The budget the no-pruning arms were recorded with (not this invocation's defaults, which
+    ``--analyse-only`` does not use), e.g. ``24 trials, 6 epochs, norm_64, --max-samples 2048``."""
+    base = pd.concat([arms["none"] for arms, _ in analysed.values()])
+    trials = sorted({len(arms["none"]) for arms, _ in analysed.values()})
+    values = lambda column: "/".join(str(v) for v in sorted(base[column].dropna().unique()))
+    return (f"{'/'.join(map(str, trials))} trials, {values('epoch_max')} epochs, {values('transform')}, "
+            f"--max-samples {values('max_samples')}")
+
+
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
     return plots.best_so_far(trials.eval_mae, trials.status)
 
@@ -189,7 +199,7 @@ def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("best validation MAE so far (years)")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    title = f"{args.trials} MobileAgeNet trials, {args.epochs} epochs, {args.transform}"
+    title = f"MobileAgeNet, {budget(analysed)}"
     if args.fixed:
         title += f", fixed {args.fixed}"
     if any(name.endswith(SAME_TIME) for arms, _ in analysed.values() for name in arms):
@@ -252,8 +262,7 @@ def main(argv=None) -> int:
         arms, band, arm_rows = analyse(work, args)
         analysed[work.name] = (arms, band)
         rows += arm_rows
-    print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {args.trials} trials of {CONFIG}, "
-          f"{args.epochs} epochs, {args.transform}, --max-samples {args.max_samples}")
+    print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {CONFIG}, {budget(analysed)}")
     print(table(rows))
     print(summary(rows))
     if args.replay:
