@@ -89,11 +89,14 @@ def recorded(work: Path, name: str) -> pd.DataFrame:
 def budget(analysed: dict) -> str:
     """The budget the no-pruning arms were recorded with (not this invocation's defaults, which
     ``--analyse-only`` does not use), e.g. ``24 trials, 6 epochs, norm_64, --max-samples 2048``."""
-    base = pd.concat([arms["none"] for arms, _ in analysed.values()])
-    trials = sorted({len(arms["none"]) for arms, _ in analysed.values()})
-    values = lambda column: "/".join(str(v) for v in sorted(base[column].dropna().unique()))
-    return (f"{'/'.join(map(str, trials))} trials, {values('epoch_max')} epochs, {values('transform')}, "
-            f"--max-samples {values('max_samples')}")
+    bases = [arms["none"] for arms, _ in analysed.values()]
+    base = pd.concat(bases)
+
+    def joined(values) -> str:  # one value, or each seed's values when the workspaces differ
+        return "/".join(str(v) for v in sorted(set(values)))
+
+    return (f"{joined(len(b) for b in bases)} trials, {joined(base.epoch_max.dropna())} epochs, "
+            f"{joined(base['transform'].dropna())}, --max-samples {joined(base.max_samples.dropna())}")
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
