@@ -26,12 +26,15 @@ within that time only.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 
 from ab.nn import api
@@ -86,17 +89,32 @@ def recorded(work: Path, name: str) -> pd.DataFrame:
     return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=name)
 
 
-def budget(analysed: dict) -> str:
+def fixed_recorded(work: Path) -> dict:
+    """The hyperparameters the no-pruning arm's trials were fixed to (the runner's ``-p``, kept in each
+    Optuna trial's ``fixed`` user attribute), but the transform, which the budget names anyway."""
+    storage = f"sqlite:///{work / 'none' / 'db' / 'ab.nn.db'}"
+    fixed = {}
+    for name in optuna.get_all_study_names(storage=storage):
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+            fixed.update(trial.user_attrs.get("fixed", {}))
+    fixed.pop("transform", None)
+    return fixed
+
+
+def budget(analysed: dict, works: list[Path]) -> str:
     """The budget the no-pruning arms were recorded with (not this invocation's defaults, which
-    ``--analyse-only`` does not use), e.g. ``24 trials, 6 epochs, norm_64, --max-samples 2048``."""
+    ``--analyse-only`` does not use), e.g. ``24 trials, 6 epochs, norm_64, --max-samples 2048, fixed
+    {"freeze": 0}``."""
     bases = [arms["none"] for arms, _ in analysed.values()]
     base = pd.concat(bases)
 
     def joined(values) -> str:  # one value, or each seed's values when the workspaces differ
         return "/".join(str(v) for v in sorted(set(values)))
 
+    fixed = joined(json.dumps(fixed_recorded(work), sort_keys=True) for work in works)
     return (f"{joined(len(b) for b in bases)} trials, {joined(base.epoch_max.dropna())} epochs, "
-            f"{joined(base['transform'].dropna())}, --max-samples {joined(base.max_samples.dropna())}")
+            f"{joined(base['transform'].dropna())}, --max-samples {joined(base.max_samples.dropna())}"
+            + ("" if fixed == "{}" else f", fixed {fixed}"))
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.Series:
@@ -187,7 +205,7 @@ def replays(works: list[Path], warmups: list[int]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args) -> None:
+def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], described: str) -> None:
     """Best-so-far validation MAE against wall time, one panel per sampler seed."""
     import matplotlib.pyplot as plt  # the Agg backend, set by ab.nn.report.plots
 
@@ -202,12 +220,10 @@ def plot(path: str, analysed: dict[str, tuple[dict, tuple[float, float]]], args)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("best validation MAE so far (years)")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    title = f"MobileAgeNet, {budget(analysed)}"
-    if args.fixed:
-        title += f", fixed {args.fixed}"
+    title = f"MobileAgeNet, {described}"
     if any(name.endswith(SAME_TIME) for arms, _ in analysed.values() for name in arms):
         title += "; -same-time: the pruned search continued until it had used the no-pruning time"
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(14 * fig.get_figwidth()))), fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
@@ -265,14 +281,15 @@ def main(argv=None) -> int:
         arms, band, arm_rows = analyse(work, args)
         analysed[work.name] = (arms, band)
         rows += arm_rows
-    print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {CONFIG}, {budget(analysed)}")
+    described = budget(analysed, works)
+    print(f"machine: {system.cpu_model()}, {system.cpu_count()} cores; {CONFIG}, {described}")
     print(table(rows))
     print(summary(rows))
     if args.replay:
         print(f"\nthe pruners replayed on each no-pruning arm's trials (time and time to the no-pruning best's "
               f"interval as fractions of its wall time):\n{replays(works, args.replay)}")
     if args.plot:
-        plot(args.plot, analysed, args)
+        plot(args.plot, analysed, described)
     return 0
 
 
