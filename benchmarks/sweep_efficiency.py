@@ -72,7 +72,7 @@ def same_time(work: Path, args) -> None:
     no-pruning arm's wall time, a few more trials at a time: half of what the arm's mean trial so far
     says would fit, as the search prunes more the longer it runs."""
     name = arm_name(args.pruner, args.pruner_warmup)
-    if not (work / name / "db").exists() or not (work / "none" / "db").exists():
+    if not arm_db(work, name).exists() or not arm_db(work).exists():
         raise SystemExit(f"--same-time continues finished arms: run --arm none and --arm {args.pruner} in {work} first")
     folder = name + SAME_TIME
     if not (work / folder).exists():
@@ -82,9 +82,14 @@ def same_time(work: Path, args) -> None:
         sweep(work, args, args.pruner, folder, trials=-max(1, int((budget - spent) / trials.seconds.mean() / 2)))
 
 
+def arm_db(work: Path, name: str = "none") -> Path:
+    """The statistics database (and Optuna storage) of one arm's workspace."""
+    return work / name / "db" / "ab.nn.db"
+
+
 def recorded(work: Path, name: str) -> pd.DataFrame:
     """An arm's trials in the order they ran, with their seconds and the arm's elapsed time after each."""
-    trials = api.trials(config=CONFIG, db=work / name / "db" / "ab.nn.db").sort_values("id")
+    trials = api.trials(config=CONFIG, db=arm_db(work, name)).sort_values("id")
     seconds = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
     return trials.assign(seconds=seconds.to_numpy(), elapsed=seconds.cumsum().to_numpy(), arm=name)
 
@@ -92,7 +97,7 @@ def recorded(work: Path, name: str) -> pd.DataFrame:
 def fixed_recorded(work: Path) -> dict:
     """The hyperparameters the no-pruning arm's trials were fixed to (the runner's ``-p``, kept in each
     Optuna trial's ``fixed`` user attribute), but the transform, which the budget names anyway."""
-    storage = f"sqlite:///{work / 'none' / 'db' / 'ab.nn.db'}"
+    storage = f"sqlite:///{arm_db(work).resolve()}"
     fixed = {}
     for name in optuna.get_all_study_names(storage=storage):
         for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
@@ -136,7 +141,7 @@ def analyse(work: Path, args) -> tuple[dict[str, pd.DataFrame], tuple[float, flo
     arms = {name: trials[trials.elapsed <= base_total] if name.endswith(SAME_TIME) else trials
             for name, trials in arms.items()}
     best = base[base.status == "complete"].sort_values("eval_mae").iloc[0]
-    errors = api.predictions(trial_id=int(best.id), split="eval", db=work / "none" / "db" / "ab.nn.db")
+    errors = api.predictions(trial_id=int(best.id), split="eval", db=arm_db(work))
     band = bootstrap_mae(np.abs(errors.predicted - errors.age))
     rows = []
     for name, trials in arms.items():
@@ -185,7 +190,7 @@ def summary(rows: list[dict]) -> str:
 
 def replays(works: list[Path], warmups: list[int]) -> str:
     """Every pruner x warm-up replayed on each sampler seed's no-pruning arm; the bar as above."""
-    frames = [api.replay_pruners(config=CONFIG, warmups=warmups, db=work / "none" / "db" / "ab.nn.db")
+    frames = [api.replay_pruners(config=CONFIG, warmups=warmups, db=arm_db(work))
               .assign(work=work.name) for work in works]
     frame = pd.concat(frames, ignore_index=True)
     pruned = frame[frame.pruner != "none"]
