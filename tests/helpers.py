@@ -57,6 +57,19 @@ def remove_model(name: str) -> None:
     importlib.invalidate_caches()
 
 
+def open_optuna_storage(url: str, start, answers) -> None:
+    """A worker process opening the sweep's Optuna storage when ``start`` lets all go at once; puts
+    ``ok`` or the error's first line on ``answers``."""
+    from ab.nn.sweep import search
+
+    start.wait()
+    try:
+        search.storage(url)
+        answers.put("ok")
+    except Exception as error:
+        answers.put(f"{type(error).__name__}: {error}".splitlines()[0])
+
+
 TINY_MODEL = '''"""A tiny age regressor for tests: global average colour -> linear."""
 import torch
 from torch import nn

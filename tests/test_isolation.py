@@ -1,6 +1,7 @@
 """Sweeps that survive real faults, and record what happened: crashing trials and exports, limits that end
 a trial's whole process group, kill -9 and SIGTERM of the runner, runners sharing a host name, several
 workers on one study."""
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import optuna
 import pytest
 
 from ab.nn import api
+from tests import helpers
 from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
@@ -246,6 +248,27 @@ def test_four_workers_share_one_sqlite_study_and_never_sample_the_same_point(roo
     points = {(p["lr"], p["momentum"], p["batch"]) for p in trials.prm}
     assert len(points) == 12  # every worker sampled its own points
     assert len(api.data(db=root / "db" / "ab.nn.db")) == 12
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("attempt", range(4))
+def test_workers_starting_together_on_a_new_postgresql_database_all_start(postgres_url, attempt):
+    """Optuna creates its tables check-then-create: unguarded, eight workers opening a new database at
+    once failed with 'relation "studies" already exists' in 4 of 10 databases."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.helpers", "ab.nn.sweep.search"])  # each worker starts in ms
+    count = 8
+    start, answers = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=helpers.open_optuna_storage, args=(postgres_url, start, answers))
+               for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    try:
+        assert [answers.get(timeout=120) for _ in workers] == ["ok"] * count
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            worker.kill()
 
 
 @pytest.mark.postgres

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ab.nn.stat import engine as engines
@@ -116,13 +118,31 @@ def quiet():
         optuna.logging.set_verbosity(previous)
 
 
+@contextmanager
+def _one_creator_at_a_time(url: str):
+    """On PostgreSQL, Optuna's table creation is check-then-create: two workers starting together
+    both find no ``studies`` table and the second fails with ``relation "studies" already exists``
+    (DuplicateTable, not retried as a storage error). A session advisory lock makes them take turns.
+    SQLite serialises writers itself; its collisions are the OperationalErrors retried below."""
+    if make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    key = func.hashtext("ab_nn_optuna_tables")
+    with engines.engine(url, writer=False).connect() as connection:
+        connection.execute(select(func.pg_advisory_lock(key)))
+        try:
+            yield
+        finally:
+            connection.execute(select(func.pg_advisory_unlock(key)))
+
+
 def storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's tables in the statistics database. Trials are asked and told by the runner (whose
     lease tells other runners whether it is alive); trial processes report epochs through it."""
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _one_creator_at_a_time(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             break
