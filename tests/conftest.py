@@ -16,8 +16,8 @@ PACKAGE_MODEL_FIXTURES = {"tiny_model", "misbehaving"}
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(items):
     """Tests that write or list model files in ab/nn/nn/ share one xdist worker (``--dist loadgroup``),
-    so that no other test sees a model file appear, vanish or fail to import half-way. A wrapper, so
-    that the group is set before xdist reads it (``tryfirst`` ran after it)."""
+    so that no other test sees a model file appear, vanish or fail to import half-way. A wrapper: the
+    group must be set before xdist's own hook reads it."""
     for item in items:
         if PACKAGE_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.package_models)
