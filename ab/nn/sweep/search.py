@@ -122,18 +122,15 @@ def quiet():
 def _one_creator_at_a_time(url: str):
     """On PostgreSQL, Optuna's table creation is check-then-create: two workers starting together
     both find no ``studies`` table and the second fails with ``relation "studies" already exists``
-    (DuplicateTable, not retried as a storage error). A session advisory lock makes them take turns.
-    SQLite serialises writers itself; its collisions are the OperationalErrors retried below."""
+    (DuplicateTable, not retried as a storage error). An advisory lock held by a transaction around
+    the creation makes them take turns, as reservations and migrations do. SQLite serialises writers
+    itself; its collisions are the OperationalErrors retried below."""
     if make_url(url).get_backend_name() != "postgresql":
         yield
         return
-    key = func.hashtext("ab_nn_optuna_tables")
-    with engines.engine(url, writer=False).connect() as connection:
-        connection.execute(select(func.pg_advisory_lock(key)))
-        try:
-            yield
-        finally:
-            connection.execute(select(func.pg_advisory_unlock(key)))
+    with engines.engine(url, writer=False).begin() as connection:
+        connection.execute(select(func.pg_advisory_xact_lock(func.hashtext("ab_nn_optuna_tables"))))
+        yield
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
