@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
 
@@ -177,6 +177,15 @@ def create_tables(made: Engine, attempts: int = 5) -> None:
             if attempt == attempts - 1:
                 raise DatabaseError(f"cannot create the statistics tables at {made.url!r}: {error}") from error
             time.sleep(0.2 * (attempt + 1))
+
+
+def hold_transaction_lock(executor, key: str) -> None:
+    """Until the transaction of ``executor`` (a Connection or a Session) ends, hold PostgreSQL's advisory
+    lock named ``key``, so that processes doing the same check-then-write take turns. SQLite serialises
+    writers itself (``BEGIN IMMEDIATE``); nothing is taken there."""
+    bind = executor.get_bind() if hasattr(executor, "get_bind") else executor
+    if bind.dialect.name == "postgresql":
+        executor.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
 
 
 def dispose_all() -> None:

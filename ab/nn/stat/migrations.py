@@ -15,6 +15,7 @@ from typing import Callable
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
+from ab.nn.stat import engine as engines
 from ab.nn.stat.schema import CodeVersion, Metric, Nn, SchemaVersion, Stat, Transform, Trial
 
 CURRENT = 4
@@ -107,8 +108,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _data_keys, 3: _trial_
 def migrate(connection: Connection) -> list[int]:
     """Bring the database to ``CURRENT``; returns the versions applied. Call inside a transaction
     that holds the write lock."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(func.hashtext("ab_nn_schema"))))
+    engines.hold_transaction_lock(connection, "ab_nn_schema")
     version = connection.execute(select(func.max(SchemaVersion.version))).scalar() or 1
     applied = []
     for number in sorted(MIGRATIONS):

@@ -82,13 +82,6 @@ def insert_ignore(session: Session, table, rows: list[dict]) -> None:
             session.add(table(**row))
 
 
-def _reservation_lock(session: Session, key: str) -> None:
-    """Serialise reservations of one config across processes. SQLite's ``BEGIN IMMEDIATE`` already
-    does; PostgreSQL needs a transaction-scoped advisory lock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
-
-
 def save_code_version(session: Session, kind: str, name: str, code: str, checksum: str) -> None:
     """Keep every version of a code (``code_version``), whatever the code table holds later."""
     insert_ignore(session, CodeVersion, [{"kind": kind, "id": checksum, "name": name, "code": code}])
@@ -176,7 +169,7 @@ class StatStore:
         (or none) when ``total`` trials of that key and ``epoch_max`` are already trained or running.
         Several workers calling this together never claim more than ``total``."""
         with self.transaction() as session:
-            _reservation_lock(session, f"{config.name}|{data_key}")
+            engines.hold_transaction_lock(session, f"{config.name}|{data_key}")
             slots = [{}] * max(0, self._room(session, config, epoch_max, total, data_key, count))
             return [trial.id for trial in self._add_slots(session, config, epoch_max, data_key, study, slots, fields)]
 
@@ -185,7 +178,7 @@ class StatStore:
         """Claim slots for the missing ``seeds`` of replica group ``group``, (trial id, seed) each; a seed
         another worker trained, or is training, in the meantime is left out (checked under the lock)."""
         with self.transaction() as session:
-            _reservation_lock(session, f"{config.name}|{data_key}")
+            engines.hold_transaction_lock(session, f"{config.name}|{data_key}")
             taken = set(session.scalars(select(Trial.seed).where(
                 Trial.replica_of == group, Trial.status.in_(RESULT_STATES + (RUNNING,)))))
             free = [seed for seed in seeds if seed not in taken]

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -129,7 +128,7 @@ def _one_creator_at_a_time(url: str):
         yield
         return
     with engines.engine(url, writer=False).begin() as connection:
-        connection.execute(select(func.pg_advisory_xact_lock(func.hashtext("ab_nn_optuna_tables"))))
+        engines.hold_transaction_lock(connection, "ab_nn_optuna_tables")
         yield
 
 
