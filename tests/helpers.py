@@ -1,8 +1,9 @@
 """Test data made by the tests themselves: small JPEGs in UTKFace's naming scheme, temporary model
-files in the registry folder."""
+files in the registry folder; the benchmark scripts as modules."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,6 +11,21 @@ import numpy as np
 from PIL import Image
 
 from ab.nn import registry
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the folder is not a package; a script may import a sibling)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
 
 REAL_DATA_MISSING = "real UTKFace images not found (set LEMUR_DATA to ../shared/data/utkface)"
 

@@ -16,6 +16,7 @@ from ab.nn import api, registry
 from ab.nn.deploy import worker
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
+from tests import helpers
 from tests.test_sweep_cli import run
 
 HEADS = ("regression", "dex", "dldl", "mean-variance")
@@ -334,14 +335,7 @@ def test_fixed_recipes_stay_on_the_regression_head():
 
 # -- the heads benchmark (benchmarks/age_heads.py) --------------------------------------------------
 def heads_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "age_heads.py"
-    spec = importlib.util.spec_from_file_location("age_heads_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.benchmark("age_heads")
 
 
 def test_benchmark_dry_run_fixes_the_recipe_and_names_the_head(capsys):

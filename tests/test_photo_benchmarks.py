@@ -1,29 +1,14 @@
 """The photo benchmarks judge on the test part of the split training uses, never on other images."""
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 from ab.nn import workspace
 from ab.nn.dataset import utkface
 from ab.nn.dataset.settings import DataSettings
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _benchmark(name: str):
-    sys.path.insert(0, str(BENCHMARKS))  # photo_parity imports face_alignment as a sibling
-    try:
-        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+from tests import helpers
 
 
 def test_the_alignment_benchmark_samples_the_trainings_test_part(utk_dir, tmp_path):
-    entries, ages, blobs, test_size = _benchmark("face_alignment").test_crops(utk_dir, tmp_path / "cache", 5, 0)
+    entries, ages, blobs, test_size = helpers.benchmark("face_alignment").test_crops(utk_dir, tmp_path / "cache", 5, 0)
     split = utkface.plan(utk_dir, tmp_path / "cache", DataSettings(), progress=False)
     test_names = {split.catalog.entries[i].name for i in split.parts["test"]}
     assert test_size == len(split.parts["test"]) and len(entries) == 5 == len(ages)
@@ -33,7 +18,7 @@ def test_the_alignment_benchmark_samples_the_trainings_test_part(utk_dir, tmp_pa
 
 def test_the_latency_benchmarks_photo_is_a_test_image(utk_dir, tmp_path):
     args = argparse.Namespace(root=str(tmp_path / "ws"), data_dir=str(utk_dir), db=None)
-    name = _benchmark("photo_latency").make_photo(args, tmp_path / "photo.jpg")
+    name = helpers.benchmark("photo_latency").make_photo(args, tmp_path / "photo.jpg")
     split = utkface.plan(utk_dir, workspace.from_arguments(args).cache_dir(utkface.NAME), DataSettings(),
                          progress=False)
     assert name == split.catalog.entries[int(split.parts["test"][0])].name

@@ -1,0 +1,110 @@
+"""Does averaging a trained model's age over the face and its mirror image lower test MAE, and by how much?
+
+A lever that costs no training time (the 60-minute target of the MobileAgeNet section) but doubles
+inference cost: each recorded trial's checkpoint is evaluated again on the test images it was judged on,
+once as trained and once as the mean of ``model(x)`` and ``model(flip(x))``. The plain pass must give
+the trial's recorded test MAE (it proves the same model and the same images). Reported per trial and,
+over several trials (training-seed replicas), together: the paired difference flip minus plain on the
+same images with its 95 % bootstrap interval (images and replicas resampled; ``ab.nn.stat.uncertainty``)
+and Wilcoxon's p; an interval containing 0 is a tie.
+
+    python benchmarks/flip_average.py --trial 1 --root /path/to/workspace --data-dir ../shared/data/utkface
+    python benchmarks/flip_average.py --trial 3 4 5 ...         # replicas of one recipe, judged together
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+PLAIN_TOLERANCE = 1e-3
+"""Years: how far the plain pass may be from the recorded test MAE (float summation order only)."""
+
+
+class FlipAveraged(nn.Module):
+    """Mean age of the image and its left-right mirror (the training augmentation flips too)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x) + self.model(torch.flip(x, dims=(-1,)))) / 2
+
+
+def abs_errors(model: nn.Module, dataset, batch: int, desc: str) -> np.ndarray:
+    """Per-image absolute errors in the dataset's order, through the runner's own evaluation."""
+    from ab.nn import registry
+    from ab.nn.sweep.evaluate import evaluate
+
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0,
+                        collate_fn=getattr(dataset, "collate_fn", None))
+    metrics = {"mae": registry.load(registry.METRIC, "mae").create_metric((1,))}
+    result = evaluate(model, loader, metrics, (1,), torch.device("cpu"), desc, progress=True)
+    return np.abs(result.predicted.astype(np.float64) - result.labels.astype(np.float64))
+
+
+def main(argv=None) -> int:
+    from ab.nn import api, workspace
+    from ab.nn.stat import uncertainty
+    from ab.nn.sweep import data as trial_data
+    from ab.nn.util import checkpoint
+    from ab.nn.util.markdown import table
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trial", type=int, nargs="+", required=True, help="trial ids (trained with --save_pth_weights)")
+    p.add_argument("--batch", type=int, default=128)
+    workspace.add_arguments(p)
+    args = p.parse_args(argv)
+    ws = workspace.from_arguments(args)
+
+    plain, flipped, rows, keys = [], [], [], set()
+    for trial_id in args.trial:
+        try:
+            trial = api.trial(trial_id, db=ws.db_url)
+        except LookupError as error:
+            p.exit(2, f"{error}\n")
+        folder = checkpoint.folder_of(ws, trial)
+        if not (folder / checkpoint.WEIGHTS).is_file():
+            p.exit(2, f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or pass "
+                      f"--root the workspace it was trained in)\n")
+        with workspace.active.use(ws):
+            model, meta = checkpoint.load(folder)
+            data = trial_data.load_judged(trial, ws, meta["prm"]["transform"], progress=True)
+        if data.test is None:
+            p.exit(2, f"trial {trial_id} has no test images to judge on\n")
+        keys.add(data.identity.key)
+        a = abs_errors(model, data.test, args.batch, f"trial {trial_id} as trained")
+        b = abs_errors(FlipAveraged(model), data.test, args.batch, f"trial {trial_id} flip-averaged")
+        recorded = float(trial["test_mae"])
+        if abs(a.mean() - recorded) > PLAIN_TOLERANCE:
+            p.exit(3, f"trial {trial_id}: the plain pass gives test MAE {a.mean():.4f}, the trial recorded "
+                      f"{recorded:.4f}: not the model or not the images it was judged on\n")
+        one = uncertainty.compare(b, a)
+        rows.append([trial_id, int(trial["seed"]) if trial.get("seed") is not None else "-", len(a),
+                     f"{a.mean():.3f}", f"{b.mean():.3f}",
+                     f"{one.difference:+.3f} [{one.low:+.3f}, {one.high:+.3f}]", f"{one.p_value:.2g}", one.verdict])
+        plain.append(a)
+        flipped.append(b)
+    if len(keys) > 1:
+        p.exit(2, f"the trials were judged on different data ({', '.join(sorted(keys))}); pass replicas of one "
+                  f"data key\n")
+    if len(plain) > 1:
+        both = uncertainty.compare(np.stack(flipped), np.stack(plain))
+        rows.append([f"{len(plain)} trials", "-", both.n_images, f"{both.mae_b:.3f}", f"{both.mae_a:.3f}",
+                     f"{both.difference:+.3f} [{both.low:+.3f}, {both.high:+.3f}]", f"{both.p_value:.2g}",
+                     both.verdict])
+    print(f"data key {keys.pop()}; flip-averaged minus as trained on the same test images (negative: the "
+          f"average is better; 'A lower' = flip-averaged lower)")
+    print(table(pd.DataFrame(rows, columns=["trial", "training seed", "test images", "test MAE as trained",
+                                            "flip-averaged", "difference [95 % CI]", "Wilcoxon p", "verdict"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
