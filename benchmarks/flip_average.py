@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     from ab.nn import api, workspace
     from ab.nn.stat import uncertainty
     from ab.nn.sweep import data as trial_data
-    from ab.nn.util import checkpoint
     from ab.nn.util.markdown import table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,18 +66,17 @@ def main(argv=None) -> int:
     for trial_id in args.trial:
         try:
             trial = api.trial(trial_id, db=ws.db_url)
+            model = api.load_model(trial_id, db=ws.db_url, root=ws.root)
         except LookupError as error:
             p.exit(2, f"{error}\n")
-        folder = checkpoint.folder_of(ws, trial)
-        if not (folder / checkpoint.WEIGHTS).is_file():
-            p.exit(2, f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or pass "
-                      f"--root the workspace it was trained in)\n")
+        keys.add(trial["data_key"])
+        if len(keys) > 1:
+            p.exit(2, f"the trials were judged on different data ({', '.join(sorted(keys))}); pass replicas of "
+                      f"one data key\n")
         with workspace.active.use(ws):
-            model, meta = checkpoint.load(folder)
-            data = trial_data.load_judged(trial, ws, meta["prm"]["transform"], progress=True)
+            data = trial_data.load_judged(trial, ws, trial["transform"], progress=True)
         if data.test is None:
             p.exit(2, f"trial {trial_id} has no test images to judge on\n")
-        keys.add(data.identity.key)
         a = abs_errors(model, data.test, args.batch, f"trial {trial_id} as trained")
         b = abs_errors(FlipAveraged(model), data.test, args.batch, f"trial {trial_id} flip-averaged")
         recorded = float(trial["test_mae"])
@@ -91,9 +89,6 @@ def main(argv=None) -> int:
                      f"{one.difference:+.3f} [{one.low:+.3f}, {one.high:+.3f}]", f"{one.p_value:.2g}", one.verdict])
         plain.append(a)
         flipped.append(b)
-    if len(keys) > 1:
-        p.exit(2, f"the trials were judged on different data ({', '.join(sorted(keys))}); pass replicas of one "
-                  f"data key\n")
     if len(plain) > 1:
         both = uncertainty.compare(np.stack(flipped), np.stack(plain))
         rows.append([f"{len(plain)} trials", "-", both.n_images, f"{both.mae_b:.3f}", f"{both.mae_a:.3f}",
