@@ -25,6 +25,7 @@ import sys
 import pandas as pd
 
 from ab.nn import api, registry, workspace
+from ab.nn.ablations import ADDED_LATER
 from ab.nn.stat import uncertainty
 from ab.nn.stat.schema import COMPLETE
 from ab.nn.util.markdown import table
@@ -32,7 +33,7 @@ from ab.nn.util.markdown import table
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 HEADS = ("regression", "dex", "dldl", "mean-variance")
 RECIPE = {"lr": 0.001, "batch": 64, "dropout": 0.1, "momentum": 0.9, "pretrained": 0, "freeze": 0,
-          "backbone_lr_mult": 1, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1}
+          "backbone_lr_mult": 1, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1, "flip_average": 0}
 """The README's 96 px MobileAgeNet recipe (from scratch)."""
 
 
@@ -64,7 +65,7 @@ def results(db, epochs: int, transform: str, max_samples: int | None) -> pd.Data
         prm = t.prm
         same_budget = (pd.isna(t.max_samples) and max_samples is None) or t.max_samples == max_samples
         if same_budget and prm.get("transform") == transform and prm.get("epoch_max") == epochs and \
-                all(prm.get(k) == v for k, v in RECIPE.items()):
+                all(prm.get(k, ADDED_LATER.get(k)) == v for k, v in RECIPE.items()):
             rows.append({"id": t.id, "head": choice(prm.get("head", "regression")), "status": t.status,
                          "data_key": t.data_key, "seed": t.seed, "eval_mae": t.eval_mae, "test_mae": t.test_mae,
                          "minutes": t.duration / 6e10 if not pd.isna(t.duration) else None})

@@ -16,6 +16,7 @@ from ab.nn import api, registry
 from ab.nn.deploy import worker
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
+from ab.nn.util.macs import count_macs
 from tests import helpers
 from tests.test_sweep_cli import run
 
@@ -235,11 +236,11 @@ def test_regression_head_keeps_its_l1_and_smooth_l1_choice():
 
 
 # -- export ---------------------------------------------------------------------------------------
-def deployable(name: str, head: str):
+def deployable(name: str, head: str, **extra):
     """One training step, BatchNorm statistics estimated (as training does), and the last layer
     scaled so that the logits spread like a trained head's (a few units): a random head's logits
     span hundreds of units, and the expected age then turns on float round-off in the backbone."""
-    model, _, prm = build(name, head)
+    model, _, prm = build(name, head, **extra)
     model.train_setup(prm)
     model.learn(batches())
     estimate_batchnorm(model)
@@ -278,32 +279,73 @@ def test_onnx_and_tflite_answer_the_same_ages(name, head, tmp_path):
         expected = model(torch.from_numpy(x)).reshape(-1).numpy()
     assert np.all((expected >= 0) & (expected <= 116)) and np.ptp(expected) > 0.5  # ages, and not all one
 
-    path = export_onnx(model, (1, 3, SIZE, SIZE), tmp_path / "model.onnx")
+    graph = assert_exports_answer(model, x, expected, tmp_path, convert=(name, head) in CONVERTED)
+    assert ("Softmax" in {n.op_type for n in graph.node}) == (head != "regression")
+
+
+def assert_exports_answer(model, x: np.ndarray, expected: np.ndarray, folder, convert: bool):
+    """The model's ONNX file (and, with ``convert``, its TFLite fp32 file) answers ``expected`` for
+    ``x``, one age per image; returns the ONNX graph."""
+    path = export_onnx(model, (1, 3, SIZE, SIZE), folder / "model.onnx")
     graph = onnx.load(str(path)).graph
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [1]  # ages, not logits
-    assert ("Softmax" in {n.op_type for n in graph.node}) == (head != "regression")
     got = OnnxRuntime(path, 1).predict(x)
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-3
-    if (name, head) not in CONVERTED:
-        return
+    if convert:
+        converted = worker.run({"kind": "convert", "onnx": str(path), "out_dir": str(folder), "precisions": ["fp32"],
+                                "calibration": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+        assert "path" in converted["results"]["fp32"], converted
+        runtime = LiteRtRuntime(converted["results"]["fp32"]["path"], 1)
+        got = runtime.predict(x)
+        assert runtime.layout == "NHWC" and got.shape == expected.shape and np.abs(got - expected).max() < 1e-2
+    return graph
 
-    converted = worker.run({"kind": "convert", "onnx": str(path), "out_dir": str(tmp_path), "precisions": ["fp32"],
-                            "calibration": None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
-    assert "path" in converted["results"]["fp32"], converted
-    runtime = LiteRtRuntime(converted["results"]["fp32"]["path"], 1)
-    got = runtime.predict(x)
-    assert runtime.layout == "NHWC" and got.shape == expected.shape and np.abs(got - expected).max() < 1e-2
+
+# -- flip averaging -------------------------------------------------------------------------------
+def test_flip_average_is_the_mean_over_the_face_and_its_mirror_at_evaluation_only():
+    model = deployable("MobileAgeNet", "dex", dropout=0.0, flip_average=1)
+    assert model.flip_average and not build("MobileAgeNet", "dex")[0].flip_average  # missing (older trials): off
+    x = torch.from_numpy(inputs())
+    with torch.no_grad():
+        got = model(x)
+        model.flip_average = False
+        as_given, mirrored = model(x), model(torch.flip(x, dims=(-1,)))
+        assert got.shape == (6, 1) and torch.allclose(got, (as_given + mirrored) / 2, atol=1e-4)
+        assert (as_given - got).abs().max() > 0.05  # the mirror changes the answer: the test can fail
+        model.train()
+        plain_training = model(x)
+        model.flip_average = True
+        assert torch.equal(model(x), plain_training)  # training sees the images as given
+    model.flip_average = False
+    plain_macs = count_macs(model, (1, 3, SIZE, SIZE))
+    model.flip_average = True
+    assert count_macs(model, (1, 3, SIZE, SIZE)) == 2 * plain_macs  # the cheaper latency proxy sees the cost
+
+
+@pytest.mark.slow
+def test_exported_files_average_over_the_mirror_too(tmp_path):
+    model = deployable("MobileAgeNet", "mean-variance", flip_average=1)
+    x = inputs()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).reshape(-1).numpy()
+        model.flip_average = False
+        as_given = model(torch.from_numpy(x)).reshape(-1).numpy()
+        model.flip_average = True
+    assert np.abs(as_given - expected).max() > 0.05  # a file without the mirror would not pass
+    assert_exports_answer(model, x, expected, tmp_path, convert=True)
 
 
 @pytest.mark.slow
 def test_a_trial_with_a_distribution_head_records_its_fidelity_and_latency(root, utk_dir_large):
-    """The runner's path: LEMUR's number 0.6 picks dldl; the exports are measured against PyTorch."""
+    """The runner's path: LEMUR's number 0.6 picks dldl, averaged over the mirror image; the exports are
+    measured against PyTorch (their validation MAE is the trial's: they average too)."""
     config = "age-regression_utkface_mae_MobileAgeNet"
-    assert run(root, utk_dir_large, "-c", config, "-t", "1", "-e", "2", "-p", '{"lr": 0.001, "batch": 16, "head": 0.6}',
+    prm = '{"lr": 0.001, "batch": 16, "head": 0.6, "flip_average": 1}'
+    assert run(root, utk_dir_large, "-c", config, "-t", "1", "-e", "2", "-p", prm,
                "--export", "onnx,tflite-fp32", "--latency-runs", "3", "--latency-warmup", "1") == 0
     db = root / "db" / "ab.nn.db"
     trial = api.trials(db=db).iloc[0]
-    assert trial.status == "complete" and trial.prm["head"] == 0.6
+    assert trial.status == "complete" and trial.prm["head"] == 0.6 and trial.prm["flip_average"] == 1
     exports = api.exports(trial_id=int(trial.id), db=db)
     rows = {(r.format, r.precision): r for r in exports.itertuples()}
     assert set(rows) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32")}

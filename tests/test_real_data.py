@@ -10,7 +10,7 @@ from ab.nn.transform import norm_64
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 SAMPLES = 2048
 RECIPE = ('{"lr": 0.001, "batch": 32, "dropout": 0.1, "momentum": 0.9, "freeze": 0, "backbone_lr_mult": 1, '
-          '"bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 0, "head": 0}')
+          '"bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 0, "head": 0, "flip_average": 0}')
 
 
 def test_the_real_folder_parses_completely(real_utkface, root):

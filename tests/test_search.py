@@ -78,7 +78,7 @@ def test_model_switches_are_categorical_and_model_ranges_are_used(root, utk_dir,
     assert capsys.readouterr().out.count("no pretrained weights on this machine, so pretrained is fixed to 0") == 1
     trials, study = _study(root)
     distributions = study.trials[0].distributions
-    for switch in ("bounded", "sgd", "smooth_l1", "onecycle", "head"):
+    for switch in ("bounded", "sgd", "smooth_l1", "onecycle", "head", "flip_average"):
         assert isinstance(distributions[switch], optuna.distributions.CategoricalDistribution), switch
     assert distributions["lr"].low == 1e-4 and distributions["lr"].high == 3e-3  # the model's own range
     assert distributions["batch"].choices == (8,)  # set on the command line: the user's range wins

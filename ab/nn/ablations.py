@@ -29,10 +29,12 @@ from ab.nn import workspace
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 BASE = {"lr": 0.001, "batch": 64, "dropout": 0.1, "momentum": 0.9, "pretrained": 0, "freeze": 0.0,
-        "backbone_lr_mult": 1.0, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1, "head": 0}
+        "backbone_lr_mult": 1.0, "bounded": 1, "sgd": 0, "smooth_l1": 0, "onecycle": 1, "head": 0,
+        "flip_average": 0}
 """The paper's recipe; ``head`` 0 is the regression head (LEMUR's number: the runner samples it otherwise)."""
-BEFORE_HEADS = {"head": 0}
-"""Trials recorded before MobileAgeNet had a ``head`` hyperparameter trained the regression head."""
+ADDED_LATER = {"head": 0, "flip_average": 0}
+"""Hyperparameters MobileAgeNet gained after trials had been recorded without them, with the value those
+trials trained with: the regression head, no averaging over the mirror image."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def command(variant: Variant, epochs: int, max_samples: int | None, extra: list[
 def _matches(trial, variant: Variant, epochs: int, max_samples: int | None) -> bool:
     wanted = {**BASE, **variant.changes, "transform": variant.transform, "epoch_max": epochs}
     same_budget = (pd.isna(trial.max_samples) and max_samples is None) or trial.max_samples == max_samples
-    return same_budget and all(trial.prm.get(k, BEFORE_HEADS.get(k)) == v for k, v in wanted.items())
+    return same_budget and all(trial.prm.get(k, ADDED_LATER.get(k)) == v for k, v in wanted.items())
 
 
 def results(db, epochs: int, max_samples: int | None) -> pd.DataFrame:

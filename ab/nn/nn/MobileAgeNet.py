@@ -37,6 +37,9 @@ Hyperparameters (LEMUR: every value in [0, 1]; ``search_space()`` tells ab.nn's 
   sgd                   >= 0.5: SGD with Nesterov momentum; else AdamW
   smooth_l1             regression head: >= 0.5: smooth L1 loss (beta 1 year); else L1
   onecycle              >= 0.5: one-cycle schedule over epoch_max; else cosine decay
+  flip_average          >= 0.5: at evaluation the age is the mean over the face and its mirror image
+                        (the training augmentation flips too); in the graph, so exported files average
+                        as well, at twice the inference cost. Training is unchanged. Missing: off.
 """
 import math
 import numbers
@@ -72,7 +75,7 @@ PRIOR_SPREAD = 20.0
 
 def supported_hyperparameters():
     return {"lr", "momentum", "dropout", "pretrained", "freeze", "backbone_lr_mult", "bounded", "sgd",
-            "smooth_l1", "onecycle", "head"}
+            "smooth_l1", "onecycle", "head", "flip_average"}
 
 
 def search_space():
@@ -83,6 +86,7 @@ def search_space():
         "sgd": {"choices": [0, 1]},
         "smooth_l1": {"choices": [0, 1]},
         "onecycle": {"choices": [0, 1]},
+        "flip_average": {"choices": [0, 1]},
         "lr": {"low": 1e-4, "high": 3e-3, "log": True},
         "batch": {"choices": [32, 64, 128]},
     }
@@ -230,6 +234,7 @@ class Net(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(960, 256), nn.Hardswish(),
                                   nn.Dropout(float(prm.get("dropout", 0.2))), nn.Linear(256, outputs))
         self.bounded = self.readout.bounded
+        self.flip_average = _on(prm, "flip_average")
         self.age_low, self.age_high = AGE_RANGE
         self._bias_ready = False
         self.epoch = 0
@@ -241,6 +246,9 @@ class Net(nn.Module):
         return self.head(self.pool(self.features(x)))
 
     def forward(self, x):
+        if self.flip_average and not self.training:  # one pass over the faces and their mirrors
+            ages = self.readout(self.logits(torch.cat((x, torch.flip(x, dims=(-1,))))))
+            return ages.reshape(2, -1, ages.shape[-1]).mean(dim=0)
         return self.readout(self.logits(x))
 
     def start_at_age(self, age: float, spread: float = PRIOR_SPREAD) -> None:

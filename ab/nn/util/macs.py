@@ -1,5 +1,7 @@
-"""Multiply-adds of one forward pass (batch 1), counted by hooks on convolutions and linear layers:
-the arithmetic that dominates these models, and the basis of the latency floor."""
+"""Multiply-adds a model spends on one image (a forward pass at batch 1), counted by hooks on
+convolutions and linear layers: the arithmetic that dominates these models, and the basis of the
+latency floor. A layer's whole output counts, so a model that runs more than one pass per image
+inside (MobileAgeNet's ``flip_average``) is charged for each."""
 from __future__ import annotations
 
 import math
@@ -14,11 +16,11 @@ def count_macs(model: nn.Module, in_shape) -> int:
     def conv(module: nn.Conv2d, _inputs, output):
         nonlocal total
         per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-        total += output[0].numel() * per_output
+        total += output.numel() * per_output
 
     def linear(module: nn.Linear, _inputs, output):
         nonlocal total
-        total += output[0].numel() * module.in_features
+        total += output.numel() * module.in_features
 
     hooks = []
     for module in model.modules():
