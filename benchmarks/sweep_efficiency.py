@@ -45,9 +45,11 @@ from ab.nn.util import system
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 
 
-def arm_name(pruner: str, warmup: int) -> str:
-    """The arm's name and workspace folder: the pruner, and its warm-up when not the default."""
-    return pruner if pruner == "none" or warmup == 1 else f"{pruner}-warmup{warmup}"
+def arm_name(pruner: str, warmup: int, floor: float | None = None) -> str:
+    """The arm's name and workspace folder: the pruner, its warm-up when not the default and its floor."""
+    if pruner == "none":
+        return pruner
+    return pruner + (f"-warmup{warmup}" if warmup != 1 else "") + (f"-floor{floor:g}" if floor is not None else "")
 
 
 SAME_TIME = "-same-time"
@@ -56,12 +58,14 @@ SAME_TIME = "-same-time"
 def sweep(work: Path, args, pruner: str, folder: str | None = None, trials: int | None = None) -> None:
     """One arm's search in ``work/folder`` (default: the arm's name): ``trials`` is the runner's ``-t``
     (default ``--trials``; ``-N`` continues that folder's study with N more)."""
-    root = work / (folder or arm_name(pruner, args.pruner_warmup))
+    root = work / (folder or arm_name(pruner, args.pruner_warmup, args.pruner_floor))
     root.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", args.data, "-c", CONFIG,
                "-e", str(args.epochs), "-t", str(args.trials if trials is None else trials), "-f", args.transform,
                "--max-samples", str(args.max_samples), "-w", "0", "--quiet", "--export", "none", "--pretrained", "0",
                "--pruner", pruner, "--pruner-warmup", str(args.pruner_warmup), "--seed", str(args.seed)]
+    if pruner != "none" and args.pruner_floor is not None:
+        command += ["--pruner-floor", str(args.pruner_floor)]
     if args.fixed:
         command += ["-p", args.fixed]
     subprocess.run(command, check=True)
@@ -71,7 +75,7 @@ def same_time(work: Path, args) -> None:
     """Continue the pruning arm's search, in a copy of its workspace, until its trials have used the
     no-pruning arm's wall time, a few more trials at a time: half of what the arm's mean trial so far
     says would fit, as the search prunes more the longer it runs."""
-    name = arm_name(args.pruner, args.pruner_warmup)
+    name = arm_name(args.pruner, args.pruner_warmup, args.pruner_floor)
     if not arm_db(work, name).exists() or not arm_db(work).exists():
         raise SystemExit(f"--same-time continues finished arms: run --arm none and --arm {args.pruner} in {work} first")
     folder = name + SAME_TIME
@@ -135,7 +139,8 @@ def reached(trials: pd.DataFrame, target: float) -> float | None:
 def analyse(work: Path, args) -> tuple[dict[str, pd.DataFrame], tuple[float, float], list[dict]]:
     """One sampler seed's arms (the folders under ``work``), the no-pruning best's 95 % interval over
     validation images, and a row per arm: wall time, best validation MAE, time to reach that interval."""
-    arms = {name: recorded(work, name) for name in ["none", arm_name(args.pruner, args.pruner_warmup), *args.also]}
+    pruning = arm_name(args.pruner, args.pruner_warmup, args.pruner_floor)
+    arms = {name: recorded(work, name) for name in ["none", pruning, *args.also]}
     base = arms["none"]
     base_total = base.seconds.sum()
     arms = {name: trials[trials.elapsed <= base_total] if name.endswith(SAME_TIME) else trials
@@ -188,21 +193,23 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replays(works: list[Path], warmups: list[int]) -> str:
-    """Every pruner x warm-up replayed on each sampler seed's no-pruning arm; the bar as above."""
-    frames = [api.replay_pruners(config=CONFIG, warmups=warmups, db=arm_db(work))
+def replays(works: list[Path], warmups: list[int], floor: float | None = None) -> str:
+    """Every pruner x warm-up (each with ``floor`` when given) replayed on each sampler seed's
+    no-pruning arm; the bar as above."""
+    frames = [api.replay_pruners(config=CONFIG, warmups=warmups, db=arm_db(work), floor=floor)
               .assign(work=work.name) for work in works]
     frame = pd.concat(frames, ignore_index=True)
-    pruned = frame[frame.pruner != "none"]
-    lines = ["| pruner | warm-up | " + " | ".join(f"{w.name}: time, to target, bar" for w in works) + " | bar met |",
-             "|---|---|" + "---|" * len(works) + "---|"]
-    for (pruner, warmup), group in pruned.groupby(["pruner", "warmup"], sort=False):
+    pruned = frame[(frame.pruner != "none") | frame.floor.notna()]
+    floored = f" (each with --pruner-floor {floor:g})" if floor is not None else ""
+    lines = [f"| pruner{floored} | warm-up | " + " | ".join(f"{w.name}: time, to target, bar" for w in works)
+             + " | bar met |", "|---|---|" + "---|" * len(works) + "---|"]
+    for (pruner, warmup), group in pruned.groupby(["pruner", pruned.warmup.fillna(0)], sort=False):
         cells = []
         for work in works:
             r = group[group.work == work.name].iloc[0]
             to_target = "not reached" if pd.isna(r.minutes_to_target) else f"{r.target_ratio:.2f}"
             cells.append(f"{r.time_ratio:.2f}, {to_target}, {'met' if r.half_time_met else 'not met'}")
-        lines.append(f"| {pruner} | {int(warmup)} | " + " | ".join(cells)
+        lines.append(f"| {pruner} | {int(warmup) or '-'} | " + " | ".join(cells)
                      + f" | {int(group.half_time_met.sum())} of {len(group)} |")
     best_lost = pruned[~pruned.best_kept.astype(bool)]
     lines.append(f"\nreplays that stopped the recorded best trial: {len(best_lost)} of {len(pruned)}; "
@@ -244,6 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--transform", default="norm_64")
     p.add_argument("--pruner", default="hyperband")
     p.add_argument("--pruner-warmup", type=int, default=1, help="the runner's --pruner-warmup for the pruning arm")
+    p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
+                   help="the runner's --pruner-floor for the pruning arm (and for every --replay)")
     p.add_argument("--seed", type=int, default=42, help="the runner's --seed: training seeds and the sampler's")
     p.add_argument("--fixed", default=None, metavar="JSON",
                    help="hyperparameters fixed in both arms (the runner's -p), e.g. '{\"freeze\": 0}'")
@@ -261,6 +270,8 @@ def main(argv=None) -> int:
     p.add_argument("--arm", default=None, help="run only this arm (none or the pruner), e.g. both arms at once "
                                                "in two processes under the same load; then --analyse-only")
     args = p.parse_args(argv)
+    if args.pruner == "none":
+        p.error("--pruner is the pruning arm's pruner (the other arm is always none)")
     works = [Path(w).resolve() for w in args.work]
     if len(works) > 1 and not args.analyse_only:
         p.error("several --work folders are for --analyse-only; run each sampler seed in its own folder")
@@ -292,7 +303,7 @@ def main(argv=None) -> int:
     print(summary(rows))
     if args.replay:
         print(f"\nthe pruners replayed on each no-pruning arm's trials (time and time to the no-pruning best's "
-              f"interval as fractions of its wall time):\n{replays(works, args.replay)}")
+              f"interval as fractions of its wall time):\n{replays(works, args.replay, args.pruner_floor)}")
     if args.plot:
         plot(args.plot, analysed, described)
     return 0

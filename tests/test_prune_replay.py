@@ -84,6 +84,17 @@ def test_the_summary_says_whether_the_best_was_still_found_in_half_the_time():
     assert late.half_time_met[1] == (late.target_ratio[1] <= 0.5)
 
 
+def test_a_floor_is_replayed_alone_and_with_each_pruner_but_hyperband():
+    dead = [0.1, 0.1, 0.1, 0.1]
+    trials, epochs = recording([{"acc": GOOD}] * 4 + [{"acc": dead}] * 3 + [{"acc": [0.1, 0.3, 0.6, 0.9]}])
+    out = replay.replay(trials, epochs, Search("none", floor=0.2)).set_index("id")
+    assert out.status.tolist() == ["complete"] * 4 + ["pruned"] * 3 + ["complete"]
+    assert out.epochs[5:7].tolist() == [2, 2] and out.judged.all()  # judged from epoch 2, not before
+    table = replay.grid(trials, epochs, ["median", "hyperband"], [1], target=20 * (1 - 0.9), floor=0.2)
+    assert table.pruner.tolist() == ["none", "none", "median"] and table.floor.isna().tolist() == [True, False, False]
+    assert table.stopped[1] == 3 and table.half_time_met[0] is None and table.half_time_met[1] is not None
+
+
 def test_a_replay_is_of_one_single_objective_study():
     trials, epochs = recording([{"acc": GOOD}] * 2)
     with pytest.raises(ValueError, match="one study"):
@@ -109,6 +120,11 @@ def test_replaying_a_real_pruned_sweep_makes_its_decisions_again(root, utk_dir, 
                      "--pruner-warmup", "1", "2"]) == 0
     out = capsys.readouterr().out
     assert "5 trials" in out and "| none | - |" in out and "| median | 2 |" in out and "| hyperband | 1 |" in out
+    assert stat_cli(["replay-pruners", "--root", str(root), "-c", config, "--pruner", "median", "hyperband",
+                     "--pruner-warmup", "2", "--pruner-floor", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "| none | - | - |" in out and "| none | - | 0.2 |" in out and "| median | 2 | 0.2 |" in out
+    assert "hyperband" not in out  # takes no floor
 
     assert run(root, utk_dir, "-c", config, "-t", "1", "-e", "2", "-p", FIXED) == 0  # a second study (2 epochs)
     with pytest.raises(SystemExit) as stopped:

@@ -48,6 +48,17 @@ def test_no_trial_is_pruned_before_the_pruner_warmup(root, utk_dir, tiny_model):
     assert min(study.trials[-1].intermediate_values) == 1  # the warm-up epochs are still reported
 
 
+def test_a_trial_below_the_floor_is_stopped_from_epoch_2_even_without_a_pruner(root, utk_dir, tiny_model):
+    """No trial of a few tiny-model epochs reaches accuracy 0.99 (MAE 0.2 years): the floor stops it
+    after epoch 2, not after epoch 1, and the reason names the floor."""
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "1", "-e", "4", "--pruner-floor", "0.99", "-p", FIXED) == 0
+    trials, study = _study(root)
+    assert trials.status.tolist() == ["pruned"] and trials.epochs_done.tolist() == [2]
+    assert sorted(study.trials[0].intermediate_values) == [1, 2]
+    assert "pruned by --pruner-floor 0.99 after epoch 2" in study.trials[0].user_attrs["reason"]
+
+
 def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misbehaving, monkeypatch):
     monkeypatch.setenv("MISBEHAVE_HOW", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "2") == 0
@@ -131,6 +142,40 @@ def test_bad_search_settings_are_refused():
         Search.parse("none", "latency")
     with pytest.raises(SearchError, match="exported model"):
         Search.parse("none", "accuracy,latency").check(exporting=False)
+    for floor in (0.0, 1.0, 15.0):  # an MAE given where an accuracy is meant
+        with pytest.raises(SearchError, match="accuracy between 0 and 1"):
+            Search.parse("median", floor=floor)
+    with pytest.raises(SearchError, match="cannot go with hyperband"):
+        Search.parse("hyperband", floor=0.25)
+    with pytest.raises(SearchError, match="several objectives"):
+        Search.parse("none", "accuracy,macs", floor=0.25)
+    with pytest.raises(SearchError, match="-e of at least 3"):
+        Search.parse("none", floor=0.25).check(exporting=False, epochs=2)
+
+
+def _curve(study, accuracies) -> int | None:
+    """Reports a learning curve as the runner does; the epoch after which the trial is stopped."""
+    trial = study.ask()
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        trial.report(accuracy, epoch)
+        if epoch < len(accuracies) and trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch
+    study.tell(trial, accuracies[-1])
+    return None
+
+
+def test_the_floor_stops_only_trials_below_it_and_leaves_the_ranking_to_the_pruner():
+    search = Search.parse("successive-halving", warmup=3, floor=0.25)
+    study = optuna.create_study(direction="maximize", pruner=search.make_pruner(epochs=6))
+    assert _curve(study, [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) is None  # below the floor at epoch 1 only: exempt
+    assert _curve(study, [0.3, 0.24, 0.5, 0.5, 0.5, 0.5]) == 2  # below it at epoch 2
+    assert _curve(study, [0.3, 0.3, 0.1, 0.5, 0.5, 0.5]) == 3  # and at any later epoch
+    assert _curve(study, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3]) == 3  # above the floor, ranked at rung 3: not the best
+    rungs = [t.system_attrs.get("completed_rung_0") for t in study.trials]
+    assert rungs == [0.4, None, 0.1, 0.3]  # successive halving still saw the floored trial's rung value
+    alone = optuna.create_study(direction="maximize", pruner=Search.parse("none", floor=0.25).make_pruner(6))
+    assert [_curve(alone, c) for c in ([0.5] * 6, [0.3, 0.1, 0.5, 0.5, 0.5, 0.5], [0.3] * 6)] == [None, 2, None]
 
 
 @pytest.mark.parametrize("pruner, pruned_ranks", [("median", [3, 4]), ("percentile", [2, 3, 4])])

@@ -436,22 +436,24 @@ def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, frame
 
 
-def replay_pruner(config=None, pruner: str = "median", warmup: int = 1, study=None, db=None) -> pd.DataFrame:
-    """What ``--pruner`` with ``--pruner-warmup`` would have done to a finished study (``study``: its
-    Optuna name, needed when the trials of ``config`` belong to several): one row per trial with its
-    recorded and replayed status and epochs, the seconds charged and the study's elapsed time. The
-    sampled points are held fixed (see ``ab.nn.sweep.replay``)."""
+def replay_pruner(config=None, pruner: str = "median", warmup: int = 1, study=None, db=None,
+                  floor: float | None = None) -> pd.DataFrame:
+    """What ``--pruner`` with ``--pruner-warmup`` (and ``--pruner-floor``) would have done to a finished
+    study (``study``: its Optuna name, needed when the trials of ``config`` belong to several): one row
+    per trial with its recorded and replayed status and epochs, the seconds charged and the study's
+    elapsed time. The sampled points are held fixed (see ``ab.nn.sweep.replay``)."""
     rows, epochs = _recorded_study(config, study, db)
-    return replay.replay(rows, epochs, Search.parse(pruner, warmup=warmup))
+    return replay.replay(rows, epochs, Search.parse(pruner, warmup=warmup, floor=floor))
 
 
 def replay_pruners(config=None, pruners: Sequence[str] = PRUNERS[1:], warmups: Sequence[int] = (1, 2),
-                   study=None, db=None) -> pd.DataFrame:
+                   study=None, db=None, floor: float | None = None) -> pd.DataFrame:
     """Each pruner x warm-up replayed on a finished study (``replay_pruner``), one row each after the
-    recording's own row (pruner ``none``): trials stopped, minutes against the recording's, the best
-    validation MAE still trained to the end, and the minutes until a complete trial was within the
-    recorded best's 95 % interval over validation images (its high end; the best's own MAE where its
-    predictions are not stored), with ``half_time_met``: within half the recorded time."""
+    recording's own row (pruner ``none``), each with ``--pruner-floor floor`` when given (after a row
+    for the floor alone; hyperband, which takes no floor, left out): trials stopped, minutes against
+    the recording's, the best validation MAE still trained to the end, and the minutes until a complete
+    trial was within the recorded best's 95 % interval over validation images (its high end; the best's
+    own MAE where its predictions are not stored), with ``half_time_met``: within half the recorded time."""
     rows, epochs = _recorded_study(config, study, db)
     complete = rows[rows.status == "complete"]
     if complete.empty:
@@ -461,7 +463,7 @@ def replay_pruners(config=None, pruners: Sequence[str] = PRUNERS[1:], warmups: S
         target = uncertainty.bootstrap_mae(_errors([int(best.id)], "eval", db)[0][0])[1]
     except LookupError:
         target = float(best.eval_mae)
-    return replay.grid(rows, epochs, pruners, warmups, target)
+    return replay.grid(rows, epochs, pruners, warmups, target, floor)
 
 
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:

@@ -138,6 +138,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner-warmup", type=int, default=1, metavar="EPOCHS",
                    help="no trial is pruned before this epoch (Optuna's n_warmup_steps, or hyperband's and successive "
                         "halving's min_resource): from-scratch learning curves only separate after a few epochs")
+    p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
+                   help="from epoch 2 on, stop any trial whose validation accuracy is below this (for MAE: 1 - "
+                        "MAE/20, e.g. 0.25 = 15 years): the trials that have not started to learn; with any "
+                        "--pruner but hyperband, or alone")
     p.add_argument("--objectives", default="accuracy",
                    help="accuracy, or accuracy,latency (batch-1 latency of the exported model) or accuracy,macs "
                         "(multiply-adds: the proxy when --export none) for a two-objective study")
@@ -186,7 +190,8 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,
-                        search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup),
+                        search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup,
+                                            args.pruner_floor),
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)

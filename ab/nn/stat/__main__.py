@@ -36,6 +36,8 @@ def cli(argv=None) -> int:
                    help="replay-pruners: the pruners to replay (default: all)")
     p.add_argument("--pruner-warmup", nargs="+", type=int, default=[1, 2],
                    help="replay-pruners: the warm-ups to replay each pruner with (default: 1 2)")
+    p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
+                   help="replay-pruners: replay each with this --pruner-floor too (and the floor alone)")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p, data=False)
@@ -106,7 +108,7 @@ def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
 
     try:
         frame = api.replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
-                                   study=args.study, db=ws.db_url)
+                                   study=args.study, db=ws.db_url, floor=args.pruner_floor)
     except (FileNotFoundError, LookupError, ValueError, SearchError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     recorded = frame.iloc[0]
@@ -115,7 +117,10 @@ def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
     shown = frame.assign(warmup=frame.warmup.map(lambda w: "-" if pd.isna(w) else int(w)),
                          best_kept=frame.best_kept.map({True: "yes", False: "no"}),
                          half_time_met=frame.half_time_met.map({True: "yes", False: "no"}).fillna("-"))
-    print(table(shown[["pruner", "warmup", "stopped", "minutes", "time_ratio", "best_eval_mae", "best_kept",
+    if args.pruner_floor is not None:
+        shown = shown.assign(floor=frame.floor.map(lambda f: "-" if pd.isna(f) else f"{f:g}"))
+    floor = ["floor"] if args.pruner_floor is not None else []
+    print(table(shown[["pruner", "warmup", *floor, "stopped", "minutes", "time_ratio", "best_eval_mae", "best_kept",
                        "minutes_to_target", "target_ratio", "half_time_met", "beyond_record"]], digits=2))
     return 0
 

@@ -1,7 +1,7 @@
 """What a pruner would have done to a finished study: its trials' recorded learning curves replayed,
 one trial after another in the order they started, through the pruner the runner builds for
-``--pruner`` and ``--pruner-warmup`` (``Search.make_pruner``), deciding after each epoch as the
-runner does.
+``--pruner``, ``--pruner-warmup`` and ``--pruner-floor`` (``Search.make_pruner``), deciding after
+each epoch as the runner does.
 
 This answers "would pruning have paid on this search?" with the sampled points held fixed. A real
 pruned search samples other points once it has stopped its first trial, so the two differ by where
@@ -29,7 +29,7 @@ TRIAL_COLUMNS = ("id", "study", "number", "status", "epoch_max", "epochs_done", 
 EPOCH_COLUMNS = ("trial_id", "epoch", "accuracy", "duration_s")
 REPLAYED_COLUMNS = ("id", "number", "recorded_status", "status", "epochs_recorded", "epochs", "judged",
                     "beyond_record", "seconds_recorded", "seconds", "elapsed", "eval_mae_recorded")
-SUMMARY_COLUMNS = ("pruner", "warmup", "trials", "stopped", "minutes", "minutes_recorded", "time_ratio",
+SUMMARY_COLUMNS = ("pruner", "warmup", "floor", "trials", "stopped", "minutes", "minutes_recorded", "time_ratio",
                    "best_eval_mae", "best_kept", "target_eval_mae", "minutes_to_target", "target_ratio",
                    "half_time_met", "beyond_record")
 FINISHED = ("complete", "stopped", "pruned", "failed", "diverged", "interrupted")
@@ -70,7 +70,7 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
     for row in finished.itertuples(index=False):
         curve = curves.get(row.id, no_epochs)
         accuracies, ends = curve.accuracy.to_numpy(np.float64), curve.duration_s.to_numpy(np.float64)
-        judged = search.pruner != "none" and not pd.isna(row.number)
+        judged = search.prunes and not pd.isna(row.number)
         trial = study.ask()
         stop, wants = None, False
         for epoch, accuracy in enumerate(accuracies, start=1):
@@ -112,6 +112,7 @@ def summarise(replayed: pd.DataFrame, search: Search, target: float) -> dict:
     complete = replayed[replayed.recorded_status == "complete"]
     best_id = complete.id.loc[complete.eval_mae_recorded.idxmin()] if len(complete) else None
     return {"pruner": search.pruner, "warmup": search.warmup if search.pruner != "none" else math.nan,
+            "floor": search.floor if search.floor is not None else math.nan,
             "trials": len(replayed), "stopped": int((replayed.status != replayed.recorded_status).sum()),
             "minutes": minutes, "minutes_recorded": recorded,
             "time_ratio": minutes / recorded if recorded else math.nan,
@@ -120,16 +121,20 @@ def summarise(replayed: pd.DataFrame, search: Search, target: float) -> dict:
             "target_eval_mae": target, "minutes_to_target": reached,
             "target_ratio": reached / recorded if recorded and not math.isnan(reached) else math.nan,
             "half_time_met": (bool(not math.isnan(reached) and reached <= recorded / 2)
-                              if search.pruner != "none" else None),
+                              if search.prunes else None),
             "beyond_record": int(replayed.beyond_record.sum())}
 
 
-def grid(trials: pd.DataFrame, epochs: pd.DataFrame, pruners, warmups, target: float) -> pd.DataFrame:
-    """``summarise`` for the recording itself (pruner ``none``) and every pruner x warm-up; warm-ups
-    that leave no epoch to prune at are skipped, as the runner refuses them."""
+def grid(trials: pd.DataFrame, epochs: pd.DataFrame, pruners, warmups, target: float,
+         floor: float | None = None) -> pd.DataFrame:
+    """``summarise`` for the recording itself (pruner ``none``) and every pruner x warm-up, each with
+    ``floor`` (``--pruner-floor``) when given, after the floor alone; warm-ups that leave no epoch to
+    prune at, and hyperband with a floor, are skipped, as the runner refuses them."""
     epoch_max = int(trials.epoch_max.max())
-    searches = [Search("none")] + [Search(p, warmup=w) for p in pruners if p != "none" for w in warmups
-                                   if w < epoch_max]
+    searches = [Search("none")] + ([Search("none", floor=floor)] if floor is not None else []) + \
+        [Search(p, warmup=w, floor=floor) for p in pruners if p != "none" and not (floor is not None and
+                                                                                  p == "hyperband")
+         for w in warmups if w < epoch_max]
     return pd.DataFrame([summarise(replay(trials, epochs, s), s, target) for s in searches],
                         columns=SUMMARY_COLUMNS)
 

@@ -469,7 +469,7 @@ class Sweep:
             return State.PRUNED, None, ("stopped by LEMUR's early stop: validation accuracy not above 1.2 x the "
                                         "dataset's MINIMUM_ACCURACY")
         if status == PRUNED:
-            return State.PRUNED, None, f"pruned by --pruner {self.options.search.pruner} after epoch {row['epochs_done']}"
+            return State.PRUNED, None, f"pruned by {self.options.search.describe()} after epoch {row['epochs_done']}"
         values = [outcome.accuracy if outcome.accuracy is not None else 0.0]
         for objective in self.options.search.objectives[1:]:
             extra = self.store.latency_ms(row["id"]) if objective == "latency" else \

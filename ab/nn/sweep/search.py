@@ -9,6 +9,13 @@ latency constraint, and how a trial's outcome is told to Optuna.
   Optuna's ``n_warmup_steps``; hyperband and successive halving: their first rung,
   ``min_resource``), for learning curves that only separate after a warm-up, as from-scratch
   training does.
+* ``--pruner-floor A``: from epoch 2 on, a trial whose validation accuracy is below ``A`` stops
+  (Optuna's ``ThresholdPruner``), beside whatever ``--pruner`` decides (also with ``--pruner none``).
+  It stops the trials that have not started to learn (from scratch, those that still predict about
+  one age for every face) without ranking anyone, so a rank-based pruner can be given a long warm-up
+  while the dead trials still cost two epochs. The first epoch is exempt: trials that go on to learn
+  often end it at the constant predictor's level. Not with hyperband (its brackets, which Optuna's
+  samplers read, need it to be the study's only pruner).
 * ``--objectives accuracy,latency``: a two-objective study (maximise validation accuracy, minimise the
   trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
@@ -37,6 +44,7 @@ OBJECTIVES = ("accuracy", "latency", "macs")
 UNITS = {"accuracy": "accuracy = 1 - MAE/20 (validation)", "latency": "latency ms (batch 1, 1 thread)",
          "macs": "MMACs (batch 1)"}
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize"}
+FLOOR_EPOCH = 2  # the first epoch at which --pruner-floor judges
 
 
 class SearchError(ValueError):
@@ -49,6 +57,7 @@ class Search:
     objectives: tuple[str, ...] = ("accuracy",)
     max_latency_ms: float | None = None
     warmup: int = 1  # epochs every trial trains before the pruner may stop it
+    floor: float | None = None  # validation accuracy below which a trial stops from FLOOR_EPOCH on
 
     def __post_init__(self):
         if self.pruner not in PRUNERS:
@@ -63,13 +72,37 @@ class Search:
         if self.multi and self.pruner != "none":
             raise SearchError("Optuna's pruners do not work with several objectives: use --pruner none with "
                               "--objectives, or --max-latency-ms with one objective")
+        if self.floor is not None and not 0 < self.floor < 1:
+            raise SearchError(f"--pruner-floor is a validation accuracy between 0 and 1 (for MAE: 1 - MAE/20), "
+                              f"got {self.floor}")
+        if self.floor is not None and self.pruner == "hyperband":
+            raise SearchError("--pruner-floor cannot go with hyperband: Optuna's samplers keep to hyperband's "
+                              "brackets only when it is the study's pruner itself; use successive-halving, median "
+                              "or percentile with the floor")
+        if self.multi and self.floor is not None:
+            raise SearchError("--pruner-floor stops trials, which Optuna does not do with several objectives")
         if self.max_latency_ms is not None and (self.max_latency_ms <= 0 or self.multi):
             raise SearchError("--max-latency-ms must be positive and goes with the single accuracy objective")
 
     @classmethod
     def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None,
-              warmup: int = 1) -> "Search":
-        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup)
+              warmup: int = 1, floor: float | None = None) -> "Search":
+        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup,
+                   floor)
+
+    @property
+    def prunes(self) -> bool:
+        """Whether any trial may be stopped by the search (a pruner, a floor or both)."""
+        return self.pruner != "none" or self.floor is not None
+
+    def describe(self) -> str:
+        """The stopping rule as the CLI spells it, for reasons and tables."""
+        parts = [f"--pruner {self.pruner}"] if self.pruner != "none" else []
+        if self.pruner != "none" and self.warmup != 1:
+            parts.append(f"--pruner-warmup {self.warmup}")
+        if self.floor is not None:
+            parts.append(f"--pruner-floor {self.floor:g}")
+        return " ".join(parts) or "--pruner none"
 
     @property
     def multi(self) -> bool:
@@ -83,6 +116,9 @@ class Search:
         if self.pruner != "none" and epochs is not None and self.warmup >= epochs:
             raise SearchError(f"--pruner-warmup {self.warmup} leaves no epoch of {epochs} at which to prune: "
                               f"use a warm-up below -e, or --pruner none")
+        if self.floor is not None and epochs is not None and epochs <= FLOOR_EPOCH:
+            raise SearchError(f"--pruner-floor judges from epoch {FLOOR_EPOCH} and never at the last, so it needs "
+                              f"-e of at least {FLOOR_EPOCH + 1}; got {epochs}")
         if self.needs_latency and not exporting:
             raise SearchError("latency needs an exported model to time: keep --export (e.g. onnx), or use "
                               "--objectives accuracy,macs as the cheaper proxy")
@@ -94,6 +130,13 @@ class Search:
         return [UNITS[o] for o in self.objectives]
 
     def make_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
+        ranked = self._ranking_pruner(epochs)
+        if self.floor is None:
+            return ranked
+        floor = optuna.pruners.ThresholdPruner(lower=self.floor, n_warmup_steps=FLOOR_EPOCH)
+        return floor if self.pruner == "none" else EitherPruner(floor, ranked)
+
+    def _ranking_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
         if self.pruner == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=self.warmup)
         if self.pruner == "percentile":
@@ -104,6 +147,17 @@ class Search:
         if self.pruner == "successive-halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=self.warmup, reduction_factor=3)
         return optuna.pruners.NopPruner()
+
+
+class EitherPruner(optuna.pruners.BasePruner):
+    """Stops a trial when any of its pruners would. Every pruner is asked, so that successive halving
+    and hyperband record the trial's rung values even when the floor is what stops it."""
+
+    def __init__(self, *pruners: optuna.pruners.BasePruner):
+        self.pruners = pruners
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return any([pruner.prune(study, trial) for pruner in self.pruners])
 
 
 @contextmanager
@@ -184,7 +238,7 @@ class EpochReporter:
                                           pruner=self.link.search.make_pruner(self.link.epochs))
                 self._trial = optuna.trial.Trial(study, self.link.optuna_trial_id)
             self._trial.report(float(accuracy), epoch)
-            return self.link.search.pruner != "none" and self._trial.should_prune()
+            return self.link.search.prunes and self._trial.should_prune()
         except Exception as error:
             if engines.is_storage_error(error):
                 raise
