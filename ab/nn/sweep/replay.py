@@ -131,12 +131,22 @@ def grid(trials: pd.DataFrame, epochs: pd.DataFrame, pruners, warmups, target: f
     ``floor`` (``--pruner-floor``) when given, after the floor alone; warm-ups that leave no epoch to
     prune at, and hyperband with a floor, are skipped, as the runner refuses them."""
     epoch_max = int(trials.epoch_max.max())
-    searches = [Search("none")] + ([Search("none", floor=floor)] if floor is not None else []) + \
-        [Search(p, warmup=w, floor=floor) for p in pruners if p != "none" and not (floor is not None and
-                                                                                  p == "hyperband")
-         for w in warmups if w < epoch_max]
+    candidates = [("none", 1)] + [(p, w) for p in pruners if p != "none" for w in warmups]
+    searches = [Search("none")] + [s for s in (_allowed(p, w, floor, epoch_max) for p, w in candidates) if s]
     return pd.DataFrame([summarise(replay(trials, epochs, s), s, target) for s in searches],
                         columns=SUMMARY_COLUMNS)
+
+
+def _allowed(pruner: str, warmup: int, floor: float | None, epochs: int) -> Search | None:
+    """The search the runner would accept for these settings, or None where it refuses them."""
+    if pruner == "none" and floor is None:
+        return None  # the recording itself, already the first row
+    try:
+        search = Search(pruner, warmup=warmup, floor=floor)
+        search.check(exporting=False, epochs=epochs)
+    except SearchError:
+        return None
+    return search
 
 
 def _seconds(row) -> float:

@@ -151,7 +151,7 @@ class Search:
 
 class EitherPruner(optuna.pruners.BasePruner):
     """Stops a trial when any of its pruners would. Every pruner is asked, so that successive halving
-    and hyperband record the trial's rung values even when the floor is what stops it."""
+    records the trial's rung values even when the floor is what stops it."""
 
     def __init__(self, *pruners: optuna.pruners.BasePruner):
         self.pruners = pruners
