@@ -3,7 +3,7 @@
 An output is named after what the input was called: a file's name, or a folder's name and the path
 below it. A folder given as ``.``, ``..`` or ``photos/..`` is named by its real name, never by
 ``..``, so no name climbs out of ``--out``. Two inputs that would get one name (``a/x.jpg`` and
-``b/x.jpg``, or ``x.jpg`` and ``x.png`` both written as PNG) get ``x.jpg`` and ``x-1.jpg``; an
+``b/x.jpg``, or ``x.gif`` and ``x.png``, both written as PNG) get ``x.jpg`` and ``x-1.jpg``; an
 input that lies inside ``--out`` is never written over.
 
 Writing goes down from ``--out`` one folder at a time through directory descriptors opened with
@@ -76,9 +76,9 @@ class OutputFolder:
         parts = [part for part in PurePosixPath(relative).parts if part not in ("", ".", "..", "/")]
         if not parts:
             raise OutputRefused(f"{relative}: no name to write under {self.root}")
-        suffix = Path(parts[-1]).suffix.lower()
-        stem = parts[-1][: -len(suffix)] if suffix in WRITTEN else parts[-1]
-        suffix = suffix if suffix in WRITTEN else ".png"
+        suffix = Path(parts[-1]).suffix
+        stem = parts[-1][: -len(suffix)] if suffix and parts[-1] != suffix else parts[-1]
+        suffix = suffix if suffix.lower() in WRITTEN else ".png"
         fd = os.open(self.root, _DIRECTORY)
         temporary = None
         try:
@@ -94,7 +94,7 @@ class OutputFolder:
             temporary = f".{name}.{os.getpid()}.part"
             out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
             with os.fdopen(out, "wb") as stream:
-                image.save(stream, format=WRITTEN[suffix])
+                image.save(stream, format=WRITTEN[suffix.lower()])
             os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
             temporary = None
         except OSError as error:
