@@ -170,7 +170,7 @@ def test_a_revision_pinned_in_the_code_is_the_only_one_asked_for(hub, tmp_path, 
 def test_without_a_pin_main_is_resolved_to_a_commit_and_said(hub, tmp_path, capsys):
     assert download.UTKFACE.revision == download.UTKFACE_REVISION
     download.fetch(download.HubDataset("nu-delta/utkface"), tmp_path, progress=False)
-    assert f"no revision is pinned in this code; taking main's commit {COMMIT}" in capsys.readouterr().err
+    assert f"no revision is pinned in this code; taking the latest commit, {COMMIT}" in capsys.readouterr().err
     assert all(f"/resolve/{COMMIT}/" in p for p in hub.seen if p.startswith("/datasets/"))
 
 

@@ -109,3 +109,10 @@ def test_names_are_kept_inside_even_when_given_by_hand(tree):
 def test_an_out_that_is_a_file_is_refused(tree):
     with pytest.raises(OutputRefused, match="cannot create the folder|not a folder"):
         OutputFolder(tree / "in" / "photos" / "x.png")
+
+
+def test_out_itself_may_be_a_symlink_to_the_folder_chosen(tree):
+    (tree / "chosen").mkdir()
+    (tree / "link").symlink_to(tree / "chosen")
+    assert OutputFolder(tree / "link").save(_image(), PurePosixPath("a.png")) == tree / "link" / "a.png"
+    assert (tree / "chosen" / "a.png").is_file()

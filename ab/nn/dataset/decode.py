@@ -4,9 +4,10 @@ EPS, which runs Ghostscript, and a dozen rarer decoders), the size the header de
 before a pixel is decoded, and every failure of the decoder is one error, ``ImageUnreadable``.
 
 The cap, ``DEFAULT_MAX_PIXELS`` (70 million pixels: the 64-megapixel photos of current phone
-sensors pass, and a decoded image stays near 200 MB in RGB), can be changed per call (``max_pixels``,
+sensors pass, and decoding one peaks near 0.55 GB), can be changed per call (``limit``,
 ``predict --max-pixels``) or for every entry with ``$LEMUR_MAX_IMAGE_PIXELS``. Pillow's own hard
-limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 million pixels) stays above any cap set here.
+limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 million pixels) holds whatever the cap: a larger
+image is refused with the same error.
 """
 from __future__ import annotations
 

@@ -203,8 +203,8 @@ def fetch(dataset: HubDataset, folder: Path, progress: bool = True, revision: st
         wanted = revision or _recorded_revision(manifest)
         commit, remotes = hub_files(dataset, wanted)
         if wanted is None and dataset.revision is None:
-            print(f"{dataset.repo}: no revision is pinned in this code; taking main's commit {commit} (recorded in "
-                  f"{manifest})", file=sys.stderr)
+            print(f"{dataset.repo}: no revision is pinned in this code; taking the latest commit, {commit} "
+                  f"(recorded in {manifest})", file=sys.stderr)
         for remote in remotes:
             download(remote, folder / "data", progress=progress)
         manifest.write_text(json.dumps({"repo": dataset.repo, "split": dataset.split, "revision": commit,

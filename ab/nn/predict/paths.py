@@ -67,6 +67,7 @@ class OutputFolder:
             raise OutputRefused(f"--out {self.root}: cannot create the folder ({error.strerror})") from None
         if not self.root.is_dir():
             raise OutputRefused(f"--out {self.root}: not a folder")
+        self.real = self.root.resolve()  # --out itself may be a symlink: the folder chosen
         self.inputs = {identity for identity in map(_identity, inputs) if identity is not None}
         self.used: set[tuple[str, ...]] = set()
 
@@ -79,7 +80,7 @@ class OutputFolder:
         suffix = Path(parts[-1]).suffix
         stem = parts[-1][: -len(suffix)] if suffix and parts[-1] != suffix else parts[-1]
         suffix = suffix if suffix.lower() in WRITTEN else ".png"
-        fd = os.open(self.root, _DIRECTORY)
+        fd = os.open(self.real, _DIRECTORY)
         temporary = None
         try:
             for part in parts[:-1]:
@@ -98,7 +99,8 @@ class OutputFolder:
             os.replace(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
             temporary = None
         except OSError as error:
-            reason = "a symlink or a file is in the way" if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.strerror or str(error)
+            in_the_way = error.errno in (errno.ELOOP, errno.ENOTDIR)
+            reason = "a symlink or a file is in the way" if in_the_way else error.strerror or str(error)
             raise OutputRefused(f"cannot write {'/'.join(parts)} under {self.root}: {reason}") from None
         finally:
             if temporary is not None:
