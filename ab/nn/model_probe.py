@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ab.nn import sandbox
-from ab.nn.sandbox.limits import MiB, GiB
+from ab.nn.sandbox.limits import GiB, MiB
 
 PROBE_LIMITS = sandbox.Limits(wall_seconds=120, cpu_seconds=120, memory_bytes=4 * GiB, address_space_bytes=16 * GiB,
                               total_memory_bytes=6 * GiB, file_size_bytes=64 * MiB, processes=128, open_files=256,
@@ -84,17 +84,14 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
     if file.suffix != ".py" or not file.is_file():
         raise ValueError(f"probe: {file} is not a Python file")
     hub_binds, hub_env = _torch_hub()
-    request = {"type": "probe", "path": str(file)}
-    try:
-        with sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *binds],
-                            env={**hub_env, **(env or {})}, unsafe=unsafe) as box:
-            sandboxed = box.sandboxed
-            reply = box.request(request, FACTS_SCHEMA)
-    except (sandbox.SandboxUnavailable, sandbox.SandboxStartError):
-        raise
-    except sandbox.SandboxError as error:
-        return ModelFacts(str(file), f"probing the code failed: {error}", sandboxed=sandboxed)
-    return _facts(str(file), reply, sandboxed)
+    box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *binds],
+                         env={**hub_env, **(env or {})}, unsafe=unsafe)
+    with box:
+        try:
+            reply = box.request({"type": "probe", "path": str(file)}, FACTS_SCHEMA)
+        except sandbox.SandboxError as error:  # the code's doing: it hung, exited or sent nonsense
+            return ModelFacts(str(file), f"probing the code failed: {error}", sandboxed=box.sandboxed)
+    return _facts(str(file), reply, box.sandboxed)
 
 
 def _torch_hub() -> tuple[list, dict]:
@@ -146,9 +143,7 @@ def contract_error(module) -> str | None:
 
 
 def _scalar(value):
-    if value is None or isinstance(value, (bool, str)) or isinstance(value, int):
-        return value if not isinstance(value, str) else str(value)
-    if isinstance(value, float) and math.isfinite(value):
+    if value is None or isinstance(value, (bool, int, str)) or isinstance(value, float) and math.isfinite(value):
         return value
     raise ValueError(f"choice {value!r} is not a string, number, boolean or None")
 

@@ -136,7 +136,7 @@ class _Mounts:
         self.mirrors[target] = False
 
 
-def mounts(binds: list[Bind], scratch: str, tmpfs_bytes: int, devices: tuple[str, ...] = ()) -> list[str]:
+def mounts(binds: list[Bind], scratch: str, tmpfs_bytes: int) -> list[str]:
     m = _Mounts()
     m.add("--proc", "/proc")
     m.add("--dev", "/dev")
@@ -150,8 +150,6 @@ def mounts(binds: list[Bind], scratch: str, tmpfs_bytes: int, devices: tuple[str
             m.add("--ro-bind", path, path, mirror=True)
     for folder in python_folders():
         m.add("--ro-bind", folder, folder, mirror=True)
-    for device in devices:
-        m.add("--dev-bind", device, device)
     for bind in sorted(binds, key=lambda b: b.writable):
         source = os.path.abspath(bind.source)
         m.add("--bind" if bind.writable else "--ro-bind", bind.inside, source, mirror=source == bind.inside)
@@ -166,11 +164,11 @@ _USER_NAMESPACE = ["--unshare-user", "--disable-userns", "--uid", str(INSIDE_ID)
 
 
 def command(argv: list[str], env: dict[str, str], binds: list[Bind], scratch: str, tmpfs_bytes: int,
-            identity: Identity | None, devices: tuple[str, ...] = ()) -> list[str]:
+            identity: Identity | None) -> list[str]:
     """The full command that runs ``argv`` in a sandbox (``identity``: see ``sandbox_identity``)."""
     bwrap = shutil.which("bwrap") or "bwrap"
     setenv = ["--clearenv"] + [arg for name, value in env.items() for arg in ("--setenv", name, value)]
-    outer = [bwrap, *_NAMESPACES, *setenv, *mounts(binds, scratch, tmpfs_bytes, devices)]  # without --chdir: as
+    outer = [bwrap, *_NAMESPACES, *setenv, *mounts(binds, scratch, tmpfs_bytes)]  # without --chdir: as
     # root without CAP_DAC_OVERRIDE, the outer one may not enter the scratch folder, which is the sandbox user's
     if identity is None:
         return [bwrap, *_USER_NAMESPACE, *outer[1:], "--chdir", scratch, "--", *argv]

@@ -8,9 +8,11 @@ arguments. Everything up to ``ready`` is this project's own code.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import runpy
+import signal
 import sys
 
 from ab.nn.sandbox.limits import Limits, apply
@@ -28,9 +30,18 @@ def channel() -> Channel:
     return _channel
 
 
+def _die_with_parent() -> None:
+    """Linux's parent-death signal: bubblewrap sets it too; a run without a sandbox has only this."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     global _channel
     limits_json, cap, module, *args = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     apply(Limits.from_json(json.loads(limits_json)))
     read_fd, write_fd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -118,19 +119,9 @@ class Sandbox:
         return reply
 
     # -- ending --------------------------------------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the sandbox to end (killing it at the wall limit, or after ``timeout``); its exit code."""
-        deadline = self.deadline if timeout is None else min(self.deadline, time.monotonic() + timeout)
-        try:
-            return self.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self._kill("wall" if deadline >= self.deadline else f"still running after {timeout:g} s")
-            return self.process.wait()
-
     def close(self) -> None:
         """Kill whatever still runs in the sandbox, reap it, and remove the scratch folder if ours."""
-        if self.process.poll() is None:
-            self._kill(None)
+        self._kill(None)
         self.process.wait()
         self._closed.set()
         for thread in self._threads:
@@ -161,9 +152,9 @@ class Sandbox:
                 self._killed = reason
         try:
             if self.sandboxed:
-                self.process.kill()
+                self.process.kill()  # bubblewrap: the pid namespace, and everything in it, dies with it
             else:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(self.process.pid, signal.SIGKILL)  # its session's group, left or not by its leader
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -248,48 +239,47 @@ def _last_line(text: str) -> str:
 
 
 def _remove(folder: Path) -> None:
-    """Remove a scratch folder whatever the child did to its modes (symlinks are removed, never followed)."""
-    def unlock(function, path, _):
+    """Remove a scratch folder whatever its (dead) child did to the modes of its folders; symlinks are
+    removed, never followed."""
+    stack = [str(folder)]
+    while stack:
+        path = stack.pop()
         try:
-            os.chmod(os.path.dirname(path), 0o700)
-            os.chmod(path, 0o700, follow_symlinks=False)
-        except (OSError, NotImplementedError):
-            pass
-        try:
-            function(path)
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                os.chmod(path, 0o700)
+                stack += [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
         except OSError:
-            pass
-
-    shutil.rmtree(folder, onerror=unlock)
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def launch(module: str, args: tuple[str, ...] | list[str] = (), *, limits: Limits = Limits(),
            binds: tuple[Bind, ...] | list[Bind] = (), env: dict[str, str] | None = None,
-           scratch: str | Path | None = None, devices: tuple[str, ...] = (), unsafe: bool = False,
+           scratch: str | Path | None = None, unsafe: bool = False,
            max_message: int = MAX_MESSAGE) -> Sandbox:
     """Run ``python -m module args...`` in a sandbox and return it once the child said ``ready``.
 
     ``binds`` are extra host paths the child sees (read-only unless ``Bind(..., writable=True)``);
     ``scratch`` is its writable folder (a new temporary folder, removed on ``close``, when None; as root,
     the folder and writable binds are given to the sandbox user); ``env`` adds environment variables
-    to a scrubbed environment; ``devices`` are device files it may use (``/dev/nvidia0``...). Where no
-    sandbox can be had, ``SandboxUnavailable`` is raised unless ``unsafe=True``: then the module runs as
-    a plain child process with the same limits (but no process limit) and ``sandboxed`` is False."""
+    to a scrubbed environment. Where no sandbox can be had, ``SandboxUnavailable`` is raised unless
+    ``unsafe=True``: then the module runs as a plain child process (its own session, killed as a group)
+    with the same limits but the process count, and ``sandboxed`` is False."""
     from ab.nn.sandbox.availability import require
 
     sandboxed = require(unsafe).ok
-    return start(module, args, limits=limits, binds=binds, env=env, scratch=scratch, devices=devices,
-                 sandboxed=sandboxed, max_message=max_message)
+    return start(module, args, limits=limits, binds=binds, env=env, scratch=scratch, sandboxed=sandboxed,
+                 max_message=max_message)
 
 
-def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None, scratch=None, devices=(),
+def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None, scratch=None,
           sandboxed: bool = True, max_message: int = MAX_MESSAGE) -> Sandbox:
     """``launch`` without the availability check (``available`` uses it for its trial launch)."""
     own = scratch is None
     folder = Path(tempfile.mkdtemp(prefix="ab-nn-sandbox-") if own else scratch).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        process = _popen(module, list(args), limits, list(binds), env, folder, tuple(devices), sandboxed, max_message)
+        process = _popen(module, list(args), limits, list(binds), env, folder, sandboxed, max_message)
     except BaseException:
         if own:
             _remove(folder)
@@ -306,7 +296,7 @@ def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None
     return box
 
 
-def _popen(module, args, limits, binds, env, folder, devices, sandboxed, max_message) -> subprocess.Popen:
+def _popen(module, args, limits, binds, env, folder, sandboxed, max_message) -> subprocess.Popen:
     if not sandboxed:
         limits = limits.replace(processes=None)  # RLIMIT_NPROC would count every process of this user
     python = [sys.executable, "-s", "-P", "-c", BOOT, json.dumps(limits.to_json()), str(max_message), module, *args]
@@ -319,7 +309,7 @@ def _popen(module, args, limits, binds, env, folder, devices, sandboxed, max_mes
         for path in [folder, *(Path(b.source) for b in binds if b.writable)]:
             os.chown(path, identity.uid, identity.gid)
     command = bwrap.command(python, bwrap.environment(env, bwrap.HOME), binds, str(folder), limits.tmpfs_bytes,
-                            identity, devices)
+                            identity)
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
                             start_new_session=True, close_fds=True)
