@@ -301,3 +301,11 @@ def test_processes_opening_one_new_sqlite_database_together_all_succeed(tmp_path
     assert helpers.open_together(url, 6) == ["ok"] * 6
     assert _revision(url) == [versions.head()]
     assert len(_rows(url)["ab_nn_schema"]) == 1
+
+
+def test_listing_configs_of_a_new_workspace_creates_no_database(tmp_path, capsys):
+    from ab.nn import train
+
+    assert train.cli(["--list-configs", "--root", str(tmp_path)]) == 0
+    assert CONFIG in capsys.readouterr().out
+    assert not (tmp_path / "db" / "ab.nn.db").exists()
