@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.stat import engine as engines, mirror
+from ab.nn.stat import engine as engines, mirror, versions
 from ab.nn.stat import accuracy_scale
 from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export, Latency,
                                Metric, Nn, NnMinhash, Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
@@ -106,7 +106,9 @@ class StatStore:
     """The write side of the statistics database (reads live in ``ab.nn.stat.query``)."""
 
     def __init__(self, url: str, mirror_dir: Path | None = None):
-        """``mirror_dir`` (LEMUR's ``stat/train``) turns on the JSON mirror of every write."""
+        """``mirror_dir`` (LEMUR's ``stat/train``) turns on the JSON mirror of every write. The database must
+        be at this code's schema revision (``versions.upgrade`` makes it so); it is never upgraded here."""
+        versions.require_current(url)
         self.url = url
         self.mirror_dir = mirror_dir
         self.engine = engines.engine(url, writer=True)

@@ -24,7 +24,7 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
-from ab.nn.stat import engine as engines
+from ab.nn.stat import engine as engines, versions
 from ab.nn.stat.schema import DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import data as trial_data, hyperparameters, search
@@ -152,6 +152,7 @@ class Sweep:
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
+        versions.upgrade(self.url)  # once per open, before any trial process starts
         self.store = StatStore(self.url, self.workspace.stat_train_dir)
         transforms = registry.names(registry.TRANSFORM)
         if options.transform is not None:
