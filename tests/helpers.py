@@ -83,11 +83,11 @@ def remove_model(name: str) -> None:
 def open_optuna_storage(url: str, start, answers) -> None:
     """A worker process opening the sweep's Optuna storage when ``start`` lets all go at once; puts
     ``ok`` or the error's first line on ``answers``."""
-    from ab.nn.sweep import search
+    from ab.nn.stat import studies
 
     start.wait()
     try:
-        search.storage(url)
+        studies.storage(url)
         answers.put("ok")
     except Exception as error:
         answers.put(f"{type(error).__name__}: {error}".splitlines()[0])

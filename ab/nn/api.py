@@ -420,7 +420,7 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
 
 
 def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One study's trials and their epoch rows (accuracy, elapsed seconds), for a pruner replay."""
+    """One study's trials and their epoch rows (accuracy, MAE, elapsed seconds), for a pruner replay."""
     rows = trials(config=config, study=study, db=db)
     rows = rows[rows.status.isin(replay.FINISHED)]
     studies = sorted(rows.study.dropna().unique())
@@ -431,7 +431,7 @@ def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise ValueError(f"{len(studies)} studies have finished trials here; name one (study=..., or --study): "
                          f"{', '.join(studies)}")
     epochs = query.stat_rows(db_url(db), trial_id=[int(i) for i in rows.id], with_code=False)
-    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"],
+    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"], "mae": r["mae"],
                            "duration_s": _seconds(r["duration"])} for r in epochs], columns=replay.EPOCH_COLUMNS)
     return rows, frame
 

@@ -176,7 +176,7 @@ def _check(nn_code, config, prm, ws, quality, save_path, export_onnx, epoch_limi
     from ab.nn.workspace import active
 
     settings = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, progress=progress)
-    store = StatStore(ws.db_url, ws.stat_train_dir)
+    store = StatStore(ws.db_url)
     epochs = int(prm["epoch"])
     problem = validate(nn_code, validate_timeout)
     with active.use(ws):
