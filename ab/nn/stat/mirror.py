@@ -162,10 +162,14 @@ def read_list(path: Path) -> list:
     return records
 
 
-def _identity(record: dict):
-    """What makes a record the same record: its stat id (epoch files) or its trial uid (trial lists)."""
-    lemur = record.get("ab_nn") if isinstance(record, dict) else None
-    return ("stat", lemur.get("stat_id")) if isinstance(lemur, dict) else ("trial", record.get("uid"))
+def _identity(record) -> tuple | None:
+    """What makes a record the same record: its stat id (epoch files) or its trial uid (trial lists);
+    ``None`` for a record that has neither (it is never taken for another)."""
+    if not isinstance(record, dict):
+        return None
+    lemur = record.get("ab_nn")
+    key = ("stat", lemur.get("stat_id")) if isinstance(lemur, dict) else ("trial", record.get("uid"))
+    return key if key[1] is not None else None
 
 
 def _append(path: Path, records: list[dict]) -> None:
@@ -174,8 +178,8 @@ def _append(path: Path, records: list[dict]) -> None:
     if not records:
         return
     present = read_list(path) if path.exists() and path.stat().st_size else []
-    known = {_identity(r) for r in present}
-    _write(path, present + [r for r in records if _identity(r) not in known])
+    known = {_identity(r) for r in present} - {None}
+    _write(path, present + [r for r in records if _identity(r) is None or _identity(r) not in known])
 
 
 def trial_file(stat_dir: Path, config: Config) -> Path:

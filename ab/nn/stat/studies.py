@@ -459,9 +459,12 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
             else:
                 divergent.append(Finding(name, trial.id, f"{trial.status} here, {frozen.state.name} in Optuna"
                                                          f"{_values_note(frozen, derived)}"))
+        live = [t.id for t in ours if t.status == RUNNING]  # lapsed ones were reclaimed above
         for optuna_id, frozen in by_id.items():
             if optuna_id in linked_ids or any(optuna_id == pair[0] for pair in links.values()):
                 continue
+            if frozen.state == TrialState.RUNNING and live:
+                continue  # maybe asked a moment ago by a live runner that has not labelled it yet
             if frozen.state == TrialState.RUNNING:
                 findings.append(Finding(name, None, f"Optuna's trial #{frozen.number} runs with no trial of ours",
                                         repair))

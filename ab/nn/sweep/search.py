@@ -56,6 +56,7 @@ class Search:
     floor: float | None = None  # validation accuracy below which a trial stops from FLOOR_EPOCH on
 
     def __post_init__(self):
+        object.__setattr__(self, "objectives", tuple(ALIASES.get(o, o) for o in self.objectives))
         if self.pruner not in PRUNERS:
             raise SearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.warmup < 1:
@@ -83,8 +84,7 @@ class Search:
     @classmethod
     def parse(cls, pruner: str = "none", objectives: str = "mae", max_latency_ms: float | None = None,
               warmup: int = 1, floor: float | None = None) -> "Search":
-        names = tuple(ALIASES.get(o.strip(), o.strip()) for o in objectives.split(",") if o.strip())
-        return cls(pruner, names, max_latency_ms, warmup, floor)
+        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup, floor)
 
     @property
     def prunes(self) -> bool:

@@ -225,7 +225,9 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
                             model, data, in_shape, spec.workspace.face_template_path))
-    if not store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds, fence=spec.lease_id):
+    reason = f"pruned by {spec.link.search.describe()} after epoch {epoch}" if status == PRUNED else None
+    if not store.finish_trial(spec.trial_id, status, error=reason, bookkeeping_seconds=store.seconds,
+                              fence=spec.lease_id):
         recorded = store.trial_status(spec.trial_id)
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
                                                           f"while it ran; its result here is not recorded")
