@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from ab.nn.bundle import __main__ as bundle_cli
-from ab.nn.bundle.writer import BundleError, read_manifest
+from ab.nn.bundle.manifest import BundleError, read_manifest
 from ab.nn.face.detect import model_file
 from ab.nn.face.template import Template, measure
 from ab.nn.predict import AgeEstimator
@@ -133,3 +133,24 @@ def test_the_reference_implementation_gives_predict_s_answers(made, real_utkface
         assert np.abs(np.array(face.box) - ref["box"]).max() < 1e-3
         assert np.abs(np.asarray(face.landmarks) - ref["landmarks"]).max() < 1e-3
         assert abs(face.age - ref["age"]) < 1e-3 and abs(torch_age - ref["age"]) < 0.01
+
+
+def test_a_pipeline_json_naming_files_outside_the_bundle_is_refused(made, tmp_path, capsys):
+    """A written bundle whose pipeline.json is edited to take the age model and the detector from
+    elsewhere (an absolute path, a path up a folder) with their sha256 listed: refused, naming the entry."""
+    _, bundle, _ = made
+    for entry, outside in (("age_model", "/etc/hostname"), ("detector", "../face_detector.tflite")):
+        copy = shutil.copytree(bundle, tmp_path / entry)
+        shutil.copy(bundle / "face_detector.tflite", tmp_path / "face_detector.tflite")
+        manifest = json.loads((copy / "pipeline.json").read_text())
+        if entry == "age_model":
+            manifest["age_model"]["tflite"] = outside
+        else:
+            manifest["detector"]["file"] = outside
+        manifest["files"][outside] = {"sha256": "0" * 64, "bytes": 0}
+        (copy / "pipeline.json").write_text(json.dumps(manifest))
+        assert predict_cli.main(["x.jpg", "--model", str(copy)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{outside!r} is not a plain file name" in err
+        with pytest.raises(BundleError, match="is not a plain file name"):
+            read_manifest(copy)

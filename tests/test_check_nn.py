@@ -35,16 +35,16 @@ def test_the_name_is_lemurs():
     assert model_name(code) == lemur_name(code) == model_name(code.replace("\n", "\n\n  \t"))
     assert model_name(code, "rag") == f"rag-{lemur_name(code)}"
     assert model_name("import torch\nclass Net: pass\n") == "f052fa11ad960742c592faf66c76d3d2"  # LEMUR's vector
-    with pytest.raises(ValueError, match="config string"):
-        model_name(code, "my_prefix")
+    assert model_name(code, "my_prefix") == f"my_prefix-{lemur_name(code)}"  # LEMUR's; filed as my-prefix-<md5>
 
 
 def test_code_is_trained_recorded_stored_and_filed(root, utk_dir, tmp_path):
     prm = dict(PRM)
     result = check_nn(helpers.TINY_MODEL, *TASK, prm, True, "rag", str(tmp_path / "epochs"), **options(root, utk_dir))
     name, accuracy, accuracy_to_time, quality = result
-    assert name == f"rag-{lemur_name(helpers.TINY_MODEL)}" and prm == PRM  # the caller's prm is not modified
+    assert name == f"rag-{lemur_name(helpers.TINY_MODEL)}"
     trial = trials(root).iloc[0]
+    assert prm == dict(PRM, uid=trial.prm_id, duration=trial.duration, accuracy=accuracy)  # LEMUR fills the caller's
     assert trial.config == f"age-regression_utkface_mae_{name}" and trial.status == "complete"
     assert trial.epochs_done == 2 and trial.prm["lr"] == 0.01 and trial.prm["batch"] == 8
     assert accuracy == trial.eval_accuracy

@@ -39,6 +39,7 @@ class Hub(BaseHTTPRequestHandler):
     payload = b""
     files: dict = {}       # revision -> {rfilename: bytes}
     claimed: dict = {}     # rfilename -> the SHA-256 the API states (by default, the real one)
+    sizes: dict = {}       # rfilename -> the size the API states (by default, the real one; None: none)
     seen: list = []
 
     def log_message(self, *args):
@@ -54,9 +55,9 @@ class Hub(BaseHTTPRequestHandler):
             if files is None:
                 return self._send(404, b"{}")
             siblings = [{"rfilename": "README.md", "size": 10}]
-            siblings += [{"rfilename": name, "size": len(body),
+            siblings += [{"rfilename": name, "size": self.sizes.get(name, len(body)),
                           "lfs": {"sha256": self.claimed.get(name, hashlib.sha256(body).hexdigest()),
-                                  "size": len(body)}}
+                                  "size": self.sizes.get(name, len(body))}}
                          for name, body in files.items()]
             return self._send(200, json.dumps({"sha": COMMIT if revision in ("main", COMMIT) else "f" * 40,
                                                "siblings": siblings}).encode())
@@ -80,7 +81,7 @@ class Hub(BaseHTTPRequestHandler):
 @pytest.fixture
 def hub(monkeypatch):
     body = _parquet()
-    Hub.files, Hub.claimed, Hub.seen = {"main": {FILE: body}, COMMIT: {FILE: body}}, {}, []
+    Hub.files, Hub.claimed, Hub.sizes, Hub.seen = {"main": {FILE: body}, COMMIT: {FILE: body}}, {}, {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
@@ -154,3 +155,64 @@ def test_offline_the_download_fails_at_once_with_the_message(root, tmp_path, cap
 def test_the_download_command_prints_the_commit(hub, tmp_path, capsys):
     assert download.cli(["utkface", "--to", str(tmp_path / "d")]) == 0
     assert COMMIT in capsys.readouterr().out
+
+
+def test_a_revision_pinned_in_the_code_is_the_only_one_asked_for(hub, tmp_path, capsys):
+    hub.files["main"] = {}  # main moved on: the pin still names the commit
+    download.fetch(download.HubDataset("nu-delta/utkface", revision=COMMIT), tmp_path, progress=False)
+    assert [p for p in hub.seen if "/revision/" in p] == [f"/api/datasets/nu-delta/utkface/revision/{COMMIT}"]
+    assert [p for p in hub.seen if "/resolve/" in p] == [f"/datasets/nu-delta/utkface/resolve/{COMMIT}/{FILE}"]
+    assert "no revision is pinned" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match="40-digit commit"):
+        download.HubDataset("nu-delta/utkface", revision="main")
+
+
+def test_without_a_pin_main_is_resolved_to_a_commit_and_said(hub, tmp_path, capsys):
+    assert download.UTKFACE.revision == download.UTKFACE_REVISION
+    download.fetch(download.HubDataset("nu-delta/utkface"), tmp_path, progress=False)
+    assert f"no revision is pinned in this code; taking the latest commit, {COMMIT}" in capsys.readouterr().err
+    assert all(f"/resolve/{COMMIT}/" in p for p in hub.seen if p.startswith("/datasets/"))
+
+
+def test_an_answer_for_another_commit_is_refused(hub, tmp_path):
+    other = "a" * 40
+    hub.files[other] = hub.files[COMMIT]  # the fake Hub answers "f" * 40 for it
+    with pytest.raises(download.DownloadError, match=f"asked the Hub for nu-delta/utkface@{other}, it answered"):
+        download.fetch(download.HubDataset("nu-delta/utkface", revision=other), tmp_path, progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_file_larger_than_the_hub_states_is_stopped_and_nothing_is_kept(hub, tmp_path):
+    hub.sizes = {FILE: 1000}
+    with pytest.raises(download.DownloadTooLarge, match="the source stated 1,000"):
+        download.fetch(download.UTKFACE, tmp_path, progress=False)
+    assert list((tmp_path / "data").iterdir()) == [] and not (tmp_path / "SOURCE.json").exists()
+
+
+@pytest.mark.parametrize("sizes, names, message", [
+    ({FILE: None}, None, "no size"),
+    ({}, {"data/../train-0.parquet": b"x"}, "lists a file named"),
+    ({}, {"data/train-\n.parquet": b"x"}, "lists a file named"),
+    ({}, {"data/train-0.parquet": b"x", "data/train/train-0.parquet": b"y"}, "two parquet files of one name"),
+])
+def test_hub_listings_that_would_leave_the_bounds_are_refused(hub, tmp_path, sizes, names, message):
+    hub.sizes = sizes
+    if names is not None:
+        hub.files = {"main": names, COMMIT: names}
+    with pytest.raises(download.DownloadError, match=message):
+        download.fetch(download.UTKFACE, tmp_path, progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_hub_answer_too_large_or_a_broken_record_is_a_clear_error(hub, tmp_path, monkeypatch):
+    (tmp_path / "SOURCE.json").write_text("{not json")
+    with pytest.raises(download.DownloadError, match="SOURCE.json is not readable"):
+        download.fetch(download.UTKFACE, tmp_path, progress=False)
+    (tmp_path / "SOURCE.json").write_text(json.dumps({"revision": "../../etc"}))
+    with pytest.raises(download.DownloadError, match="records no commit"):
+        download.fetch(download.UTKFACE, tmp_path, progress=False)
+    (tmp_path / "SOURCE.json").unlink()
+    monkeypatch.setattr(download, "MAX_INFO_BYTES", 100)
+    with pytest.raises(download.DownloadError, match="larger than 100 bytes"):
+        download.fetch(download.UTKFACE, tmp_path, progress=False)
+    assert hub.seen and not [p for p in hub.seen if p.startswith("/datasets/")]

@@ -2,7 +2,9 @@
 TFLite, training's preprocessing reproduced, the command's outputs, and every --model form."""
 import io
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ from ab.nn.predict import metadata, models
 from ab.nn.transform._pipeline import ImagePipeline
 from ab.nn.workspace import Workspace
 from tests import photo
+from tests.crafted import declaring
+from tests.test_predict_paths import snapshot
 from tests.test_sweep_cli import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.package_models]  # installs photo's model
@@ -207,7 +211,8 @@ def test_best_and_trial_references_find_the_trial_s_files(trial, root, utk_dir):
 
 
 def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
-    from ab.nn.predict.estimator import ImageUnreadable, open_photo
+    from ab.nn.predict import ImageUnreadable
+    from ab.nn.predict.estimator import open_photo
 
     image = Image.new("RGB", (30, 20), (200, 10, 10))
     exif = image.getexif()
@@ -218,3 +223,55 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
     assert open_photo(Image.open(tmp_path / "sideways.jpg")).size == (20, 30)
     with pytest.raises(ImageUnreadable, match="not a readable image"):
         open_photo(b"GIF89a broken")
+
+
+def test_out_receives_every_annotated_image_and_nothing_outside_it_changes(trial, tmp_path, capsys, monkeypatch):
+    """Inputs named through ``..``, by absolute and relative path, through a symlink, twice by one
+    name; a folder symlink inside --out pointing out of it and a file symlink at an output's name."""
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    for name, seed in (("photos/a.png", 1), ("photos/sub/b.jpg", 2), ("other/a.png", 3)):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        photo.background(seed=seed).save(work / name)
+    outside.mkdir()
+    photo.background(seed=4).save(outside / "secret.png")
+    os.symlink(outside / "secret.png", work / "photos" / "link.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(outside, out / "photos")
+    os.symlink(outside / "secret.png", out / "a.png")
+    template_file = photo.generated_template().save(tmp_path / "template.json")
+    before = snapshot(tmp_path, skip=out)
+    monkeypatch.chdir(work)
+    code = cli.main([str(work / "photos" / ".."), "photos", str((work / "other" / "a.png").resolve()), "photos/a.png",
+                     "--model", str(trial), "--out", str(out), "--json", "--template", str(template_file), "--quiet",
+                     "--threads", "1"])
+    document = json.loads(capsys.readouterr().out)
+    assert snapshot(tmp_path, skip=out) == before  # inputs and the symlinked secret: byte-identical
+    written = sorted(str(Path(r["annotated"]).relative_to(out)) for r in document["images"] if "annotated" in r)
+    assert written == ["a-1.png", "a.png", "work/other/a.png", "work/photos/a.png", "work/photos/link.png",
+                       "work/photos/sub/b.jpg"]  # two inputs named a.png: a.png and a-1.png, none overwritten
+    refused = [r for r in document["images"] if r["error"]]  # the photos/ folder of --out is a symlink: refused
+    assert len(refused) == 3 and all("a symlink or a file is in the way" in r["error"] for r in refused)
+    assert document["summary"]["unwritten"] == 3 and code == 1
+    assert not (out / "a.png").is_symlink() and not (outside / "a.png").exists()
+
+
+def test_huge_images_are_per_file_errors_and_the_json_stays_whole(trial, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo.background(seed=5).save(folder / "nobody.png")
+    (folder / "a100mp.png").write_bytes(declaring("PNG", 10000, 10000))   # Pillow would decode it whole
+    (folder / "b192mp.jpg").write_bytes(declaring("JPEG", 16000, 12000))  # Pillow raises DecompressionBombError
+    template_file = photo.generated_template().save(tmp_path / "template.json")
+    common = ["--model", str(trial), "--json", "--template", str(template_file), "--quiet", "--threads", "1"]
+    assert cli.main([str(folder), *common]) == 1
+    document = json.loads(capsys.readouterr().out)
+    by_name = {Path(r["file"]).name: r for r in document["images"]}
+    assert "10000x10000 is 100,000,000 pixels, more than the cap of 70,000,000" in by_name["a100mp.png"]["error"]
+    assert "refused by Pillow before decoding" in by_name["b192mp.jpg"]["error"]
+    assert by_name["nobody.png"]["error"] is None and by_name["nobody.png"]["faces"] == []
+    assert document["summary"] == {"images": 3, "faces": 0, "without_face": 1, "unreadable": 2}
+    width, height = Image.open(folder / "nobody.png").size
+    assert cli.main([str(folder / "nobody.png"), *common, "--max-pixels", str(width * height - 1)]) == 1
+    (record,) = json.loads(capsys.readouterr().out)["images"]
+    assert f"more than the cap of {width * height - 1:,}" in record["error"]

@@ -72,16 +72,24 @@ def _frame(rows: list[dict], columns: Sequence[str] | None = None) -> pd.DataFra
     return frame
 
 
-def _lemur_call(function):
-    """Code columns for LEMUR-style calls: ``with_code=None`` (the default) becomes ``True`` when the call
-    passes any argument positionally (LEMUR's positional order) or uses ``sql=`` or
-    ``include_nn_stats=True``; otherwise the three code columns are left out (pass ``with_code=True``)."""
-    @functools.wraps(function)
-    def call(*args, **kwargs):
-        if kwargs.get("with_code") is None:
-            kwargs["with_code"] = bool(args) or kwargs.get("sql") is not None or bool(kwargs.get("include_nn_stats"))
-        return function(*args, **kwargs)
-    return call
+def _code_frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
+    """``_frame``, with the code columns kept as Python objects: the rows of one code version share its
+    one string (``query.stat_rows``), where pandas' string dtype would copy it into every row."""
+    codes = {c: [row.pop(c) for row in rows] for c in CODE_COLUMNS if c in columns}
+    frame = _frame(rows, columns)
+    for column, texts in codes.items():
+        frame[column] = pd.Series(texts, index=frame.index, dtype=object)
+    return frame
+
+
+def _uncached(function):
+    """LEMUR's query functions are ``functools.lru_cache``d, so LEMUR code calls ``data.cache_clear()``
+    before it reads what it has just written. Here nothing is cached (``lru_cache(maxsize=0)``: every
+    call queries the database and returns a new frame), so ``cache_clear()`` exists and has nothing to
+    clear: a sweep or ``check_nn`` writes rows at any time, from any process, and a cached frame would
+    miss them; LEMUR's cache also hands every caller the same mutable frame. ``cache_info().misses``
+    counts the calls."""
+    return functools.lru_cache(maxsize=0)(function)
 
 
 def _seconds(value):
@@ -122,10 +130,10 @@ def _data_columns(with_code: bool, include_nn_stats: bool) -> list[str]:
     return lemur + (list(NN_STAT_COLUMNS) if include_nn_stats else []) + ["prm"] + list(EXTRA_DATA_COLUMNS)
 
 
-@_lemur_call
+@_uncached
 def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None, nn=None, epoch=None,
          max_rows: int | None = None, sql: JoinConf | None = None, nn_prefixes: Sequence[str] | None = None,
-         unique_nn: bool = False, include_nn_stats: bool = False, *, status=None, with_code: bool | None = None,
+         unique_nn: bool = False, include_nn_stats: bool = False, *, status=None, with_code: bool = True,
          db=None) -> pd.DataFrame:
     """One row per trained epoch: LEMUR 2.2.11's ``data()`` (same positional order, arguments and columns:
     ``id, task, dataset, metric, metric_code, metric_id, nn, nn_code, nn_id, epoch, accuracy, duration,
@@ -137,10 +145,18 @@ def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None,
     ``include_nn_stats`` inserts LEMUR's ``nn_*`` architecture columns before ``prm`` (and ``nn_macs``),
     computed on first request for the row's model and hyperparameter set. A row's code is the version
     it was produced with (None where unknown, e.g. imported from LEMUR's JSON); the code columns are
-    left out unless ``with_code=True`` or the call is LEMUR-style (see ``_lemur_call``).
-    ``status`` filters by trial status.
+    there however the function is called, as in LEMUR (``with_code=False`` leaves them out; each code
+    version is one string shared by its rows: ``benchmarks/data_code_columns.py``).
+    ``status`` filters by trial status. Nothing is cached (``cache_clear()``: see ``_uncached``).
+    Without ``db=`` and before the workspace has a database, the frame is empty (LEMUR always has one;
+    NN-GPT asks ``data(nn=...)`` before its first ``check_nn``).
     """
-    url = db_url(db)
+    try:
+        url = db_url(db)
+    except FileNotFoundError:
+        if db is not None:
+            raise
+        return _frame([], _data_columns(with_code, include_nn_stats))
     rows = _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
                       include_nn_stats, status, with_code, url)
     columns = _data_columns(with_code, include_nn_stats)
@@ -150,20 +166,19 @@ def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None,
             named = {r["nn"] for r in rows} | ({sql.anchor_nn} if isinstance(sql.anchor_nn, str) else set())
             signatures = code_similarity.ensure(url, named)
         rows = join.apply(sql, rows, max_rows, signatures)
-        columns = list(dict.fromkeys([c for r in rows[:1] for c in r] or columns))
-    return _frame(rows, columns)
+        return _frame(rows, list(dict.fromkeys([c for r in rows[:1] for c in r] or columns)))
+    return _code_frame(rows, columns)
 
 
 REQUIRABLE_STAT = ("id", "task", "dataset", "metric", "nn", "epoch", "accuracy", "duration", "transform", "prm")
 """LEMUR's ``require_stat_nonnull`` names (``prm`` is the row's hyperparameter uid, ``prm_id`` here)."""
 
 
-@_lemur_call
 def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, metric=None, nn=None, epoch=None,
                           max_rows=None, nn_prefixes=None, sql=None, unique_nn=False, include_nn_stats=False,
                           include_prm=True, require_stat_nonnull=(), require_nn_stat_nonnull=(),
                           require_prm_nonnull=(), prm_as_columns=False, *, status=None,
-                          with_code: bool | None = None, db=None) -> pd.DataFrame:
+                          with_code: bool = True, db=None) -> pd.DataFrame:
     """LEMUR 2.2.11's ``data_withnonnullvalue`` (its positional order: ``nn_prefixes`` before ``sql``):
     ``data()``'s rows without those where a required field is NULL or NaN. ``require_stat_nonnull`` names
     stat fields (``REQUIRABLE_STAT``), ``require_nn_stat_nonnull`` ``nn_stat`` fields (LEMUR's ``nn_*``
@@ -204,7 +219,7 @@ def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, met
             prm = row.pop("prm")
             row.update({k: prm.get(k) for k in keys})
         columns = [c for c in columns if c != "prm"] + [k for k in keys if k not in columns]
-    return _frame(kept, columns)
+    return _code_frame(kept, columns)
 
 
 def _missing(value) -> bool:
@@ -223,6 +238,7 @@ RUN_EXTRA_COLUMNS = ("trial_id", "export_id", "config", "format", "runtime", "th
                      "p90_ms", "min_ms", "mean_ms", "eval_mae", "test_mae", "cpu_count", "host")
 
 
+@_uncached
 def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, trial_id=None, status=None,
              db=None) -> pd.DataFrame:
     """LEMUR 2.2.11's ``run_data`` (device runs of deployed models), from this project's latency rows:
@@ -264,6 +280,7 @@ def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, 
     return _frame(out[:max_rows] if max_rows else out, RUN_COLUMNS + RUN_EXTRA_COLUMNS)
 
 
+@_uncached
 def nn_stat_data(nn_name=None, prm_id=None, max_rows=None, *, db=None, progress: bool = True) -> pd.DataFrame:
     """LEMUR 2.2.11's ``nn_stat_data``: architecture statistics per (model, hyperparameter set) of the
     recorded epochs, in LEMUR's columns (``architecture.LEMUR_COLUMNS``, then ``meta`` as a dict), then

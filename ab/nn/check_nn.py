@@ -2,11 +2,16 @@
 for the NN-GPT generator, and record it like any other trial.
 
 1. The name is LEMUR's: the md5 of the code with every whitespace character removed
-   (``ab.nn.util.lemur_hash``), optionally ``<prefix>-<md5>``.
+   (``ab.nn.util.lemur_hash``), optionally ``<prefix>-<md5>``; ``check_nn`` returns it as LEMUR does.
+   The model is filed and recorded under that name with each ``_`` made a ``-``
+   (``registry_name``), because a config string splits on ``_``: NN-GPT's
+   ``prefix=f"{nn}_eval_{name}"`` returns ``ResNet_eval_B0-<md5>`` and trains
+   ``<task>_<dataset>_<metric>_ResNet-eval-B0-<md5>``.
 2. The code is checked in a child process (it may hang, exit or crash there without harm): it must
    parse, import, and satisfy the model contract (``supported_hyperparameters()`` giving names,
    class ``Net`` with ``train_setup``, ``learn`` and ``forward``). Code that does not is recorded as
-   a failed trial of its config (with its code in the ``nn`` table) and ``CheckNNError`` is raised.
+   a failed trial of its config (with its code in the ``nn`` table) and ``CheckNNError`` is raised
+   (a ``SyntaxError`` too where the code does not parse).
 3. Valid code is written to the workspace model folder (``<root>/nn/<name>.py``, where the registry
    finds it) and trained as one trial of ``<task>_<dataset>_<metric>_<name>`` by the sweep runner, in
    a child process: ``prm["epoch"]`` epochs, ``prm["transform"]``, ``prm["batch"]`` and the model's other
@@ -14,9 +19,14 @@ for the NN-GPT generator, and record it like any other trial.
    keys the model does not declare are not passed to it).
 4. It returns LEMUR's tuple ``(name, accuracy, accuracy_to_time, code_quality)``: the last epoch's
    accuracy on the evaluation part, LEMUR's ``max(0, accuracy - MINIMUM_ACCURACY) / (duration / 1e11)``
-   with the trial's duration in ns, and ``ab.nn.codequality.score``. As in LEMUR, a trial stopped by
-   the accuracy gate raises ``AccuracyException`` and a failed one an exception (``CheckNNError``,
-   naming the recorded trial); the caller's process never crashes and ``prm`` is not modified.
+   with the trial's duration in ns, and ``ab.nn.codequality.score``. As in LEMUR, the caller's
+   ``prm`` then holds ``uid`` (the hyperparameter set's id, ``data()``'s ``prm_id``), ``duration``
+   (ns) and ``accuracy``; LEMUR also merges its per-epoch diagnostics into it, which here are in
+   ``trials()`` and ``data()``. Failures raise LEMUR's classes (``ab.nn.util.Exception``, all
+   ``CheckNNError`` with the recorded ``trial_id``): code that does not parse a ``SyntaxError``
+   (``CodeSyntaxError``), a trial stopped by the accuracy gate ``AccuracyException`` (``.accuracy``,
+   ``.duration``), one stopped by a time limit ``LearnTimeException``, any other failure
+   ``CheckNNError``. The caller's process never crashes.
 
 Differences from LEMUR, on purpose: the trial is recorded (status, error, seed, split, data key) even
 when it fails; ``save_to_db=False`` trains in a throw-away workspace (sharing only the data and its
@@ -29,39 +39,40 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from ab.nn import codequality, registry
 from ab.nn.config import Config, ConfigError
+from ab.nn.util.Exception import AccuracyException, CheckNNError, CodeSyntaxError, LearnTimeException
 from ab.nn.util.lemur_hash import lemur_md5
+
+__all__ = ["AccuracyException", "CheckNNError", "CodeSyntaxError", "LearnTimeException", "check_nn", "model_name",
+           "registry_name", "validate"]
 
 VALIDATE_SECONDS = 120.0
 REQUIRED_PRM = ("epoch", "batch", "transform")
 NOT_HYPERPARAMETERS = ("epoch", "num_workers")
-
-
-class CheckNNError(RuntimeError):
-    """The code could not be trained; ``trial_id`` is the failed trial recorded for it (if any)."""
-
-    def __init__(self, message: str, trial_id: int | None = None):
-        super().__init__(message)
-        self.trial_id = trial_id
-
-
-class AccuracyException(CheckNNError):
-    """LEMUR's accuracy gate stopped the trial (accuracy not above 1.2 x the dataset's minimum)."""
+TIME_LIMIT = re.compile(r"\b(?:time|wall-clock) limit of [\d.]+ minutes?\b")
+"""How a trial's error says a time limit stopped it (``ab.nn.sweep.isolation``: "wall-clock limit of N
+minutes hit"), which ``check_nn`` raises as ``LearnTimeException``."""
 
 
 def model_name(nn_code: str, prefix: str | None = None) -> str:
     """LEMUR's name of generated code: ``uuid4(nn_code)``, optionally ``f"{prefix}-{name}"``."""
     name = lemur_md5(nn_code)
-    if prefix:
-        name = f"{prefix}-{name}"
-    if not registry.MODEL.valid(name):
-        raise ValueError(f"prefix {prefix!r} makes the model name {name!r} unusable in a config string "
-                         f"(letters, digits and '-' only)")
-    return name
+    return f"{prefix}-{name}" if prefix else name
+
+
+def registry_name(name: str) -> str:
+    """The name a model of LEMUR's name ``name`` is filed and recorded under: each ``_`` becomes ``-``,
+    since config strings split on ``_`` (two prefixes that differ only there name the same code alike)."""
+    safe = name.replace("_", "-")
+    if not registry.MODEL.valid(safe):
+        raise ValueError(f"model name {name!r} is unusable here even as {safe!r}: a model name starts with a letter "
+                         f"or digit and holds letters, digits, '-' and '_' only")
+    return safe
 
 
 def _probe(path: str, result: str) -> None:
@@ -139,18 +150,22 @@ def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save
                          f"transform)")
     name = model_name(nn_code, prefix)
     try:
-        config = Config.parse(f"{task}_{dataset}_{metric}_{name}")
-    except ConfigError as error:
+        config = Config.parse(f"{task}_{dataset}_{metric}_{registry_name(name)}")
+    except (ConfigError, ValueError) as error:
         raise ValueError(f"check_nn: {error}") from None
     quality = codequality.score(nn_code)
     home = Workspace.resolve(root, db, data_dir)
     if save_to_db:
-        return _check(nn_code, config, dict(prm), home, quality, save_path, export_onnx, epoch_limit_minutes,
-                      transform_dir, max_samples, split, split_seed, seed, device, progress, validate_timeout)
-    with tempfile.TemporaryDirectory(prefix="ab-nn-check_nn-") as folder:
-        return _check(nn_code, config, dict(prm), _throwaway(home, Path(folder), dataset), quality, save_path,
-                      export_onnx, epoch_limit_minutes, transform_dir, max_samples, split, split_seed, seed, device,
-                      progress, validate_timeout)
+        trial = _check(nn_code, config, dict(prm), home, save_path, export_onnx, epoch_limit_minutes, transform_dir,
+                       max_samples, split, split_seed, seed, device, progress, validate_timeout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ab-nn-check_nn-") as folder:
+            trial = _check(nn_code, config, dict(prm), _throwaway(home, Path(folder), dataset), save_path,
+                           export_onnx, epoch_limit_minutes, transform_dir, max_samples, split, split_seed, seed,
+                           device, progress, validate_timeout)
+    result = _result(config, trial, name, quality, epoch_limit_minutes)
+    prm.update(uid=trial["prm"], duration=trial["duration"], accuracy=result[1])  # LEMUR fills the caller's dict
+    return result
 
 
 def _throwaway(home, folder: Path, dataset: str):
@@ -164,8 +179,9 @@ def _throwaway(home, folder: Path, dataset: str):
     return Workspace(root=folder, db=None, data_dir=home.dataset_dir(dataset))
 
 
-def _check(nn_code, config, prm, ws, quality, save_path, export_onnx, epoch_limit_minutes, transform_dir,
-           max_samples, split, split_seed, seed, device, progress, validate_timeout):
+def _check(nn_code, config, prm, ws, save_path, export_onnx, epoch_limit_minutes, transform_dir, max_samples, split,
+           split_seed, seed, device, progress, validate_timeout) -> dict:
+    """Validate and train the code as one trial; its record (``Trial`` columns)."""
     from ab.nn.dataset.identity import DataIdentity
     from ab.nn.dataset.settings import DataSettings
     from ab.nn.deploy.pipeline import ExportOptions
@@ -190,7 +206,7 @@ def _check(nn_code, config, prm, ws, quality, save_path, export_onnx, epoch_limi
                                            pid=os.getpid(), nn_code_id=store.save_code(registry.MODEL, config.nn,
                                                                                          nn_code))
             store.finish_trial(trial_id, FAILED, error=f"InvalidModelCode: {problem}")
-            raise CheckNNError(f"check_nn: {config.nn}: {problem} (recorded as failed trial {trial_id})", trial_id)
+            raise _invalid(nn_code, f"check_nn: {config.nn}: {problem} (recorded as failed trial {trial_id})", trial_id)
         _write_model(ws.code_dir(registry.MODEL.folder), config.nn, nn_code)
         supported = set(registry.load(registry.MODEL, config.nn).supported_hyperparameters())
     fixed = {k: v for k, v in prm.items() if k in supported or k == "batch"}
@@ -207,7 +223,7 @@ def _check(nn_code, config, prm, ws, quality, save_path, export_onnx, epoch_limi
         raise CheckNNError(f"check_nn: {config.nn}: {reason.splitlines()[0]}")
     if save_path:
         _save_epochs(ws, trial["id"], config, Path(save_path))
-    return _result(config, trial, quality)
+    return trial
 
 
 def _install_transform(folder: Path, name: str, ws) -> None:
@@ -252,21 +268,35 @@ def _last_trial(store, config) -> dict | None:
         return None if trial is None else {c.name: getattr(trial, c.name) for c in Trial.__table__.c}
 
 
-def _result(config, trial: dict, quality: float) -> tuple[str, float, float, float]:
+def _invalid(nn_code: str, message: str, trial_id: int) -> CheckNNError:
+    """The exception for code that failed validation: LEMUR's ``SyntaxError`` when it does not parse."""
+    try:
+        compile(nn_code, "<nn_code>", "exec")
+    except SyntaxError as error:
+        return CodeSyntaxError(message, trial_id, error)
+    return CheckNNError(message, trial_id)
+
+
+def _result(config, trial: dict, name: str, quality: float,
+            epoch_limit_minutes: float) -> tuple[str, float, float, float]:
+    """LEMUR's result tuple of a trained trial (``name`` is LEMUR's name), or LEMUR's exception."""
     from ab.nn.stat.schema import COMPLETE, DIVERGED, STOPPED
 
     minimum = float(getattr(registry.load(registry.LOADER, config.dataset), "MINIMUM_ACCURACY", 0.0) or 0.0)
     accuracy = trial["eval_accuracy"] if trial["eval_accuracy"] is not None else 0.0
+    duration = trial["duration"]
     if trial["status"] in (STOPPED, DIVERGED):
-        raise AccuracyException(f"Accuracy is too low: {accuracy}. The minimum accepted accuracy for the "
-                                f"'{config.dataset}' dataset is {minimum} (trial {trial['id']}, {trial['status']})",
-                                trial["id"])
+        raise AccuracyException(accuracy, duration, f"Accuracy is too low: {accuracy}. The minimum accepted accuracy "
+                                f"for the '{config.dataset}' dataset is {minimum} (trial {trial['id']}, "
+                                f"{trial['status']})", trial["id"])
     if trial["status"] != COMPLETE:
         error = (trial["error"] or trial["status"]).splitlines()[0]
-        raise CheckNNError(f"check_nn: {config.nn}: trial {trial['id']} {trial['status']}: {error}", trial["id"])
-    duration = trial["duration"] or 0
+        message = f"check_nn: {config.nn}: trial {trial['id']} {trial['status']}: {error}"
+        if TIME_LIMIT.search(error):
+            raise LearnTimeException(None, epoch_limit_minutes, duration, message, trial["id"])
+        raise CheckNNError(message, trial["id"])
     to_time = max(0.0, accuracy - minimum) / (duration / 1e11) if duration else 0.0
-    return config.nn, float(accuracy), float(to_time), float(quality)
+    return name, float(accuracy), float(to_time), float(quality)
 
 
 def _save_epochs(ws, trial_id: int, config, folder: Path) -> None:

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
-    from ab.nn.bundle.writer import read_manifest
+    from ab.nn.bundle.manifest import read_manifest
 
     try:
         folder = write_bundle(args.model, args.to, args.precision, args.template, workspace.from_arguments(args),

@@ -3,6 +3,8 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
 
     python reference.py photo.jpg [more.jpg ...]        # one JSON line per face
 
+0. Files: only files listed in ``pipeline.json`` by a plain name, with the sha256 they have, are
+   opened.
 1. Detect: letterbox the photo into the detector's square input (scaled to fit with PIL bilinear,
    centred on black, pixels to [-1, 1]); BlazeFace gives 16 numbers and a logit per anchor: box
    centre, size and six keypoints (x, y), relative to the anchor, in input pixels. Keep scores
@@ -16,6 +18,7 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
 3. Age: resize the crop to the model's input (PIL bilinear), scale to [0, 1], subtract the mean,
    divide by the std, feed the TFLite model (NHWC), read the age in years.
 """
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -73,18 +76,30 @@ def warp(image, m, size):
                            resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
 
 
+def bundle_file(folder, config, name):
+    """A file of the bundle: a plain name listed in pipeline.json, with the sha256 listed there."""
+    entry = config["files"].get(name) if isinstance(name, str) else None
+    path = folder / str(name)
+    if entry is None or Path(name).name != name or name in (".", "..") or path.is_symlink() or not path.is_file():
+        raise ValueError(f"pipeline.json names {name!r}, which is not a file of this bundle listed with its sha256")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{name} does not match its sha256 in pipeline.json")
+    return str(path)
+
+
 class Pipeline:
     def __init__(self, folder=HERE, threads=1):
         folder = Path(folder)
         self.config = json.loads((folder / "pipeline.json").read_text())
         det = self.config["detector"]
-        self.det = Interpreter(model_path=str(folder / det["file"]), num_threads=threads)
+        self.det = Interpreter(model_path=bundle_file(folder, self.config, det["file"]), num_threads=threads)
         self.det.allocate_tensors()
         outputs = self.det.get_output_details()
         self.det_boxes = next(o["index"] for o in outputs if o["shape"][-1] == 16)
         self.det_scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
         self.anchors = anchors(det["input_size"], det["strides"], det["anchors_per_cell"])
-        self.age_model = Interpreter(model_path=str(folder / self.config["age_model"]["tflite"]), num_threads=threads)
+        self.age_model = Interpreter(model_path=bundle_file(folder, self.config, self.config["age_model"]["tflite"]),
+                                     num_threads=threads)
         self.age_model.allocate_tensors()
         template = self.config["template"]
         self.template = np.array(template["mean"], np.float64)[template["align_points"]]

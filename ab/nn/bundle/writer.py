@@ -3,7 +3,8 @@
 sha256 of every file) and ``reference.py``, the pipeline in numpy, Pillow and LiteRT only.
 
 The folder is written under a temporary name and renamed into place, so a bundle is complete or
-absent; ``read_manifest`` checks every file's checksum before a bundle is used.
+absent; ``ab.nn.bundle.manifest.read_manifest`` checks its entries and every file's checksum before
+a bundle is used.
 """
 from __future__ import annotations
 
@@ -15,38 +16,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from ab.nn import __version__
+from ab.nn.bundle.manifest import FORMAT, PIPELINE_FILE, VERSION, BundleError
 from ab.nn.face.aligner import REFINE
 from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, MODELS, NMS_IOU, PACKAGE, model_file
-from ab.nn.predict.metadata import PIPELINE_FILE, TEMPLATE_KEY
+from ab.nn.predict.metadata import TEMPLATE_KEY
 from ab.nn.util.digest import sha256_of
 
-FORMAT = "ab.nn photo-to-age bundle"
-VERSION = 1
 AGE_TFLITE, AGE_ONNX, DETECTOR_FILE, REFERENCE_FILE = "age_model.tflite", "age_model.onnx", "face_detector.tflite", \
     "reference.py"
 PRECISIONS = ("fp32", "fp16")
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be written or trusted; the message says why."""
-
-
-def read_manifest(folder: Path) -> dict:
-    """``pipeline.json`` of a bundle, after checking that every file it lists has its sha256."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / PIPELINE_FILE).read_text())
-    except (OSError, ValueError) as error:
-        raise BundleError(f"{folder}: no readable {PIPELINE_FILE} ({error})") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{folder / PIPELINE_FILE}: not a {FORMAT}")
-    for name, entry in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise BundleError(f"{folder}: {name} is missing")
-        if sha256_of(path) != entry["sha256"]:
-            raise BundleError(f"{folder}: {name} does not match its sha256 in {PIPELINE_FILE} (altered or truncated)")
-    return manifest
 
 
 def _onnx_for(model, work: Path) -> Path | None:

@@ -7,7 +7,6 @@ and yields encoded bytes in whatever order reads them fastest (an archive is rea
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 import zipfile
 from collections import Counter
@@ -15,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from ab.nn.dataset.decode import open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -344,12 +345,3 @@ class WildSource(ImageSource):
         crop = aligner.align(image, min(inside, key=lambda pair: pair[0])[1]).crop
         return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
-
-def open_image(data: bytes, box=None):
-    """Decode to an RGB PIL image, cropping first if a box is given; raises on a broken file."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        image = image.convert("RGB")
-    return image.crop(box) if box is not None else image

@@ -7,51 +7,24 @@
 
 --model: best:<config>, trial:<id>, a trial folder, a bundle folder, or an .onnx/.tflite file.
 Output: one line per face (file, box x0,y0,x1,y1 in pixels, age in years, detector score), a line
-for an image without a face; unreadable files are reported on stderr and skipped. --json prints
-one JSON document instead. Exit status: 0, or 1 if any file could not be read, 2 for a bad model
-or argument.
+for an image without a face; unreadable files and images over --max-pixels are reported on stderr
+and skipped. --json prints one JSON document instead, with an "error" for each such file. --out
+writes annotated copies under that folder and nowhere else (see ab.nn.predict.paths). Exit status:
+0, or 1 if any file could not be read or written, 2 for a bad model or argument.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
+import warnings
 
 from tqdm.auto import tqdm
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-def walk(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """``(file, name for --out)`` for every input file and every image file under input folders
-    (sorted, hidden files skipped); a path that does not exist is kept, to be reported."""
-    found = []
-    for text in inputs:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                               and not any(part.startswith(".") for part in p.relative_to(path).parts)):
-                found.append((file, Path(path.name) / file.relative_to(path)))
-        else:
-            found.append((path, Path(path.name)))
-    return found
-
-
-def _output_path(out: Path, relative: Path, used: set) -> Path:
-    target = out / relative
-    if target.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        target = target.with_suffix(".png")
-    stem, n = target.with_suffix(""), 1
-    while target in used:
-        target = stem.with_name(f"{stem.name}-{n}").with_suffix(target.suffix)
-        n += 1
-    used.add(target)
-    return target
 
 
 def main(argv=None) -> int:
     from ab.nn import workspace
+    from ab.nn.dataset.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
     from ab.nn.face.detect import MIN_SCORE, MODELS
     from ab.nn.predict.models import RUNTIMES
 
@@ -71,6 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--detector", choices=sorted(MODELS), default=None, help="BlazeFace variant (default: the "
                                                                             "template's)")
     p.add_argument("--min-score", type=float, default=MIN_SCORE, help="detector score threshold")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help=f"largest image decoded, in pixels (default ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
@@ -78,11 +53,17 @@ def main(argv=None) -> int:
         p.error("--threads must be at least 1")
     if not 0 < args.min_score < 1:
         p.error("--min-score must be between 0 and 1")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        p.error("--max-pixels must be at least 1")
 
-    from ab.nn.predict.draw import annotate
-    from ab.nn.predict.estimator import AgeEstimator, ImageUnreadable, open_photo
+    from PIL import Image
+
+    from ab.nn.dataset.decode import max_pixels
+    from ab.nn.predict.estimator import AgeEstimator
+    from ab.nn.predict.paths import OutputFolder, OutputRefused, walk
 
     try:
+        limit = max_pixels(args.max_pixels)
         estimator = AgeEstimator.from_model(args.model, runtime=args.runtime, threads=args.threads,
                                             template=args.template, detector=args.detector,
                                             min_score=args.min_score, workspace=workspace.from_arguments(args))
@@ -90,42 +71,60 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     files = walk(args.inputs)
-    out = Path(args.out) if args.out else None
-    used: set = set()
-    records, unreadable = [], 0
+    try:
+        out = OutputFolder(args.out, [path for path, _ in files]) if args.out else None
+    except OutputRefused as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our cap, below Pillow's, decides
+        records = _predict_each(files, estimator, out, limit, args)
+    unreadable = sum(1 for r in records if r["error"] is not None and "width" not in r)
+    unwritten = sum(1 for r in records if r["error"] is not None and "width" in r)
+    summary = {"images": len(records), "faces": sum(len(r["faces"]) for r in records),
+               "without_face": sum(1 for r in records if "width" in r and not r["faces"]),
+               "unreadable": unreadable, **({"unwritten": unwritten} if out is not None else {})}
+    if args.json:
+        print(json.dumps({**estimator.describe(), "images": records, "summary": summary}, indent=1))
+    elif not args.quiet:
+        print(f"{summary['images']} images: {summary['faces']} faces, {summary['without_face']} without a face, "
+              f"{summary['unreadable']} unreadable" + (f", {unwritten} not written" if unwritten else ""),
+              file=sys.stderr)
+    return 1 if unreadable or unwritten else 0
+
+
+def _predict_each(files, estimator, out, limit: int, args) -> list[dict]:
+    """One record per input file: its faces, or the error that stopped it (the batch goes on)."""
+    from ab.nn.dataset.decode import ImageUnreadable
+    from ab.nn.predict.draw import annotate
+    from ab.nn.predict.estimator import open_photo
+    from ab.nn.predict.paths import OutputRefused
+
+    records = []
     for path, relative in tqdm(files, desc="photos", unit="img", disable=args.quiet or len(files) < 2):
         record = {"file": str(path), "faces": [], "error": None}
+        records.append(record)
         try:
-            photo = open_photo(path)
+            photo = open_photo(path, limit)
             faces = estimator.predict(photo)
         except ImageUnreadable as error:
-            unreadable += 1
             record["error"] = str(error)
             tqdm.write(f"skipped {error}", file=sys.stderr)
-            records.append(record)
             continue
         record.update(width=photo.width, height=photo.height, faces=[face.to_json() for face in faces])
         if out is not None:
-            target = _output_path(out, relative, used)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            annotate(photo, faces).save(target)
-            record["annotated"] = str(target)
+            try:
+                record["annotated"] = str(out.save(annotate(photo, faces), relative))
+            except OutputRefused as error:
+                record["error"] = str(error)
+                tqdm.write(f"not written: {error}", file=sys.stderr)
         if not args.json:
             if not faces:
                 tqdm.write(f"{path}\tno face found")
             for face in faces:
                 tqdm.write(f"{path}\tbox {','.join(f'{v:.0f}' for v in face.box)}\tage {face.age:.1f}"
                            f"\tscore {face.score:.2f}")
-        records.append(record)
-    summary = {"images": len(records), "faces": sum(len(r["faces"]) for r in records),
-               "without_face": sum(1 for r in records if r["error"] is None and not r["faces"]),
-               "unreadable": unreadable}
-    if args.json:
-        print(json.dumps({**estimator.describe(), "images": records, "summary": summary}, indent=1))
-    elif not args.quiet:
-        print(f"{summary['images']} images: {summary['faces']} faces, {summary['without_face']} without a face, "
-              f"{summary['unreadable']} unreadable", file=sys.stderr)
-    return 1 if unreadable else 0
+    return records
 
 
 if __name__ == "__main__":

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ab.nn.dataset.decode import open_image
 from ab.nn.face.aligner import REFINE, FaceAligner
 from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, FaceDetector
 from ab.nn.face.template import Template, TemplateMissing, default_path
 from ab.nn.predict import models
 from ab.nn.predict.models import ResolvedModel
-
-
-class ImageUnreadable(ValueError):
-    """A file that is not a readable image; the message says which and why."""
 
 
 @dataclass
@@ -38,25 +35,15 @@ class Face:
                 "score": round(float(self.score), 4), "age": round(float(self.age), 3)}
 
 
-def open_photo(source):
-    """An RGB PIL image from a path, bytes or a PIL image, turned upright by its EXIF orientation."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def open_photo(source, max_pixels: int | None = None):
+    """An RGB PIL image from a path, bytes or a PIL image, turned upright by its EXIF orientation.
+    A path or bytes is decoded by ``ab.nn.dataset.decode`` (at most ``max_pixels`` pixels, else
+    ``ImageTooLarge``; anything else wrong, ``ImageUnreadable``)."""
+    from PIL import Image, ImageOps
 
     if isinstance(source, Image.Image):
         return ImageOps.exif_transpose(source).convert("RGB")
-    try:
-        raw = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-        with raw:
-            raw.load()
-            image = ImageOps.exif_transpose(raw).convert("RGB")
-    except FileNotFoundError:
-        raise ImageUnreadable(f"{source}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageUnreadable(f"{source if not isinstance(source, bytes) else 'image'}: not a readable image "
-                              f"({type(error).__name__}: {error})") from None
-    return image
+    return open_image(source, upright=True, limit=max_pixels)
 
 
 def _age_runtime(model: ResolvedModel, runtime: str, threads: int):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ab.nn.bundle.manifest import PIPELINE_FILE
 from ab.nn.face.template import Template
 
-PIPELINE_FILE = "pipeline.json"
 META_FILE = "meta.json"
 ONNX_FILE = "model.onnx"
 TEMPLATE_KEY = "align_template"
@@ -161,7 +161,7 @@ def from_pipeline_json(path: Path) -> ModelInfo:
                          age_range=tuple(values["age_range"]) if values.get("age_range") else None,
                          template=Template.from_json(values["template"], str(path)),
                          provenance=dict(values.get("provenance", {})))
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as error:
         raise MetadataError(f"cannot read the bundle's {path}: {error}") from None
 
 

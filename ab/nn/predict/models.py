@@ -75,7 +75,7 @@ def _from_trial_folder(reference: str, folder: Path) -> ResolvedModel:
 
 
 def _from_bundle(reference: str, folder: Path) -> ResolvedModel:
-    from ab.nn.bundle.writer import read_manifest
+    from ab.nn.bundle.manifest import read_manifest
 
     manifest = read_manifest(folder)  # checks every file's sha256
     info = metadata.from_pipeline_json(folder / metadata.PIPELINE_FILE)

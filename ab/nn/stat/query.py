@@ -55,18 +55,14 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
               epoch=None, max_rows: int | None = None, nn_prefixes: Sequence[str] | None = None,
               unique_nn: bool = False, status=None, trial_id=None, with_code: bool = True) -> Rows:
     """LEMUR's ``data()`` rows. A row's code is the version its own code ids name (``code_version``), so
-    rows of an older file, or imported without code, never show today's file of the same name."""
+    rows of an older file, or imported without code, never show today's file of the same name. Each
+    version's text is read once and shared by its rows (``code_texts``), where a join would copy it
+    into every row (``benchmarks/data_code_columns.py``)."""
     test_mae = StatMetric.__table__.alias("test_mae")
-    code = {kind: CodeVersion.__table__.alias(f"{kind}_code") for kind in ("nn", "transform", "metric")}
-
-    def code_of(kind: str):
-        return [code[kind].c.code.label(f"{kind}_code")] if with_code else []
-
     query = (
-        select(Stat.id, Stat.task, Stat.dataset, Stat.metric, *code_of("metric"),
-               Stat.metric_code_id.label("metric_id"), Stat.nn, *code_of("nn"), Stat.nn_code_id.label("nn_id"),
-               Stat.epoch, Stat.accuracy, Stat.duration, Stat.prm.label("prm_id"),
-               *code_of("transform"), Stat.transform_code_id.label("transform_id"), Stat.transform,
+        select(Stat.id, Stat.task, Stat.dataset, Stat.metric, Stat.metric_code_id.label("metric_id"), Stat.nn,
+               Stat.nn_code_id.label("nn_id"), Stat.epoch, Stat.accuracy, Stat.duration, Stat.prm.label("prm_id"),
+               Stat.transform_code_id.label("transform_id"), Stat.transform,
                Stat.mae, test_mae.c.value.label("test_mae"), Stat.accuracy_scale, Stat.trial_id, Trial.status,
                Trial.error, Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study, Trial.number)
         .select_from(Stat)
@@ -74,10 +70,6 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
         .outerjoin(test_mae, and_(test_mae.c.stat_id == Stat.id, test_mae.c.split == "test",
                                   test_mae.c.name == "mae"))
     )
-    if with_code:
-        for kind, column in (("nn", Stat.nn_code_id), ("transform", Stat.transform_code_id),
-                             ("metric", Stat.metric_code_id)):
-            query = query.outerjoin(code[kind], and_(code[kind].c.kind == kind, code[kind].c.id == column))
     prefix = None
     if nn_prefixes:
         prefix = or_(*[Stat.nn.startswith(p, autoescape=True) for p in nn_prefixes])
@@ -99,7 +91,25 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
     for row in rows:
         row["prm"] = prms.get(row["prm_id"], {})
     rows.columns.append("prm")
+    if with_code:
+        for kind in ("metric", "nn", "transform"):
+            texts = code_texts(url, kind, (r[f"{kind}_id"] for r in rows))
+            for row in rows:
+                row[f"{kind}_code"] = texts.get(row[f"{kind}_id"])
+            rows.columns.insert(rows.columns.index(f"{kind}_id"), f"{kind}_code")
     return rows
+
+
+def code_texts(url: str, kind: str, ids: Iterable[str | None]) -> dict[str, str]:
+    """The code of each given version of one kind (``nn``, ``transform``, ``metric``), one string per
+    version."""
+    ids = sorted({i for i in ids if i})
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        query = select(CodeVersion.id, CodeVersion.code).where(CodeVersion.kind == kind,
+                                                               CodeVersion.id.in_(ids[start:start + _CHUNK]))
+        found.update((row["id"], row["code"]) for row in _rows(url, query))
+    return found
 
 
 def nn_stat_rows(url: str, *, nn_name=None, prm_id=None, max_rows: int | None = None) -> Rows:

@@ -1,0 +1,322 @@
+"""Start a module of this project in a sandbox and talk to it: ``launch`` (a running ``Sandbox``) and
+``call`` (one request, one reply).
+
+The parent holds the limits that the child cannot lift: a watchdog thread kills the whole sandbox at
+the wall-clock limit and when the unique memory (PSS) of all its processes passes
+``Limits.total_memory_bytes``; a ``receive`` with a timeout kills it too when nothing came in time.
+Killing bubblewrap's own process ends everything in the sandbox (its pid namespace dies with it). The
+child's stderr is drained by a thread that keeps the last 64 KiB, so a chatty child never blocks.
+
+Launch from a thread that outlives the sandbox: the kernel's parent-death signal, which ends the
+sandbox when the parent dies, follows the launching thread.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ab.nn.sandbox import bwrap
+from ab.nn.sandbox.bwrap import Bind
+from ab.nn.sandbox.child import BOOT
+from ab.nn.sandbox.errors import (ProtocolError, SandboxError, SandboxExited, SandboxStartError,
+                                  SandboxTimeout)
+from ab.nn.sandbox.limits import GiB, Limits, signal_reason
+from ab.nn.sandbox.protocol import MAX_MESSAGE, Channel, validate
+
+START_SECONDS = 60.0
+"""How long the child may take to say ``ready`` (Python's start on a loaded machine), within the wall limit."""
+EXIT_SECONDS = 5.0
+"""How long a child that closed its channel may take to exit before it is killed."""
+WATCH_SECONDS = 0.25
+STDERR_TAIL = 64 * 1024
+_READY = {"type": "object", "properties": {"type": {"enum": ["ready"]}}, "required": ["type"],
+          "additionalProperties": False}
+
+
+class Sandbox:
+    """A module running in a sandbox (see ``launch``). ``scratch`` is its writable folder, ``sandboxed``
+    is False only for a run that ``unsafe=True`` let go without one."""
+
+    def __init__(self, process: subprocess.Popen, limits: Limits, scratch: Path, own_scratch: bool, sandboxed: bool,
+                 max_message: int):
+        self.process, self.limits, self.scratch, self.sandboxed = process, limits, scratch, sandboxed
+        self._own_scratch = own_scratch
+        self._started = time.monotonic()
+        self._killed: str | None = None  # why the parent killed it
+        self._lock = threading.Lock()
+        self._stderr = collections.deque()
+        self._stderr_size = 0
+        for stream in (process.stdin, process.stdout):
+            os.set_blocking(stream.fileno(), False)
+        self.channel = Channel(process.stdout.fileno(), process.stdin.fileno(), max_message)
+        self._closed = threading.Event()
+        self._threads = [threading.Thread(target=self._drain, name=f"sandbox-{process.pid}-stderr", daemon=True),
+                         threading.Thread(target=self._watch, name=f"sandbox-{process.pid}-watch", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    # -- talking -------------------------------------------------------------------------------------
+    @property
+    def deadline(self) -> float:
+        return self._started + self.limits.wall_seconds
+
+    def send(self, message: dict) -> None:
+        """Send one message; a child that stopped reading or ended is a ``SandboxError``."""
+        try:
+            self.channel.send(message, self.deadline)
+        except TimeoutError:
+            self._kill("wall")
+            raise self._ended("") from None
+        except OSError as error:  # BrokenPipeError: it ended or closed its end
+            raise self._ended(f"stopped reading its messages ({type(error).__name__})") from None
+
+    def receive(self, schema: dict, timeout: float | None = None) -> dict:
+        """The next message, checked against ``schema``. At the wall limit, or ``timeout`` seconds from
+        now if sooner, the sandbox is killed and ``SandboxTimeout`` raised; a malformed, oversize or
+        schema-breaking message kills it and raises ``ProtocolError``; an end of the child before a
+        message raises ``SandboxExited`` (or ``SandboxTimeout`` if the wall limit ended it)."""
+        deadline = self.deadline if timeout is None else min(self.deadline, time.monotonic() + timeout)
+        try:
+            message = self.channel.receive(deadline)
+        except TimeoutError:
+            wall = deadline >= self.deadline
+            self._kill("wall" if wall else f"no message within {timeout:g} s")
+            raise self._ended("") from None
+        except ProtocolError as error:
+            self._kill("protocol")
+            raise ProtocolError(f"the sandboxed process sent {error}") from None
+        except OSError as error:
+            raise self._ended(f"its channel broke ({type(error).__name__})") from None
+        if message is None:
+            raise self._ended("")
+        try:
+            validate(message, schema)
+        except ProtocolError as error:
+            self._kill("protocol")
+            raise ProtocolError(f"the sandboxed process sent a bad message: {error}") from None
+        return message
+
+    def request(self, message: dict, schema: dict, timeout: float | None = None) -> dict:
+        """Send ``message`` with a fresh ``id`` and return the reply, which must carry the same ``id``."""
+        ident = secrets.token_hex(16)
+        self.send({**message, "id": ident})
+        reply = self.receive(schema, timeout)
+        if reply.get("id") != ident:
+            self._kill("protocol")
+            raise ProtocolError(f"the sandboxed process sent a reply to an unknown request (id "
+                                f"{json.dumps(reply.get('id'))[:40]})")
+        return reply
+
+    # -- ending --------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Kill whatever still runs in the sandbox, reap it, and remove the scratch folder if ours."""
+        self._kill(None)
+        self.process.wait()
+        self._closed.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self._own_scratch:
+            _remove(self.scratch)
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def stderr(self) -> str:
+        with self._lock:
+            return b"".join(self._stderr)[-STDERR_TAIL:].decode("utf-8", "replace")
+
+    def _kill(self, reason: str | None) -> None:
+        with self._lock:
+            if self._killed is None and reason is not None:
+                self._killed = reason
+        try:
+            if self.sandboxed:
+                self.process.kill()  # bubblewrap: the pid namespace, and everything in it, dies with it
+            else:
+                os.killpg(self.process.pid, signal.SIGKILL)  # its session's group, left or not by its leader
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _ended(self, what: str) -> SandboxError:
+        """The exception for a child that ended (or was ended) before the expected message."""
+        try:
+            code = self.process.wait(EXIT_SECONDS)
+        except subprocess.TimeoutExpired:  # closed its channel but goes on
+            self._kill("closed")
+            code = self.process.wait()
+        tail = _last_line(self.stderr)
+        killed = self._killed
+        if killed == "wall":
+            return SandboxTimeout(f"the wall-clock limit of {self.limits.wall_seconds:g} s passed; the sandbox was "
+                                  f"killed")
+        if killed and killed.startswith("no message"):
+            return SandboxTimeout(f"{killed}; the sandbox was killed")
+        if killed == "memory":
+            return SandboxExited(f"the sandbox's processes passed the memory limit of "
+                                 f"{self.limits.total_memory_bytes / GiB:g} GiB together and were killed", code, self.stderr)
+        if killed == "closed":
+            return ProtocolError("the sandboxed process closed its channel but did not exit")
+        number = -code if code < 0 else code - 128 if code > 128 else None
+        how = signal_reason(number, self.limits) if number else f"exited with code {code}"
+        what = what or "ended before sending the expected message"
+        return SandboxExited(f"the sandboxed process {what}: {how}" + (f" (last stderr line: {tail})" if tail else ""),
+                             code, self.stderr)
+
+    # -- threads -------------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        fd = self.process.stderr.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self._lock:
+                self._stderr.append(chunk)
+                self._stderr_size += len(chunk)
+                while self._stderr_size - len(self._stderr[0]) >= STDERR_TAIL:
+                    self._stderr_size -= len(self._stderr.popleft())
+
+    def _watch(self) -> None:
+        total = self.limits.total_memory_bytes
+        while not self._closed.wait(WATCH_SECONDS):
+            if self.process.poll() is not None:
+                return
+            if time.monotonic() >= self.deadline:
+                self._kill("wall")
+                return
+            if total is not None and unique_memory(self.process.pid) > total:
+                self._kill("memory")
+                return
+
+
+def unique_memory(pid: int) -> int:
+    """Proportional set size of a process and all its descendants, in bytes (resident size where PSS
+    cannot be read): a page shared by N processes counts 1/N in each."""
+    import psutil
+
+    try:
+        leader = psutil.Process(pid)
+        group = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    used = 0
+    for process in group:
+        try:
+            info = process.memory_full_info()
+            used += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            continue
+    return used
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = "".join(c if c.isprintable() else "?" for c in (lines[-1] if lines else ""))
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _remove(folder: Path) -> None:
+    """Remove a scratch folder whatever its (dead) child did to the modes of its folders; symlinks are
+    removed, never followed."""
+    stack = [str(folder)]
+    while stack:
+        path = stack.pop()
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                os.chmod(path, 0o700)
+                stack += [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def launch(module: str, args: tuple[str, ...] | list[str] = (), *, limits: Limits = Limits(),
+           binds: tuple[Bind, ...] | list[Bind] = (), env: dict[str, str] | None = None,
+           scratch: str | Path | None = None, unsafe: bool = False,
+           max_message: int = MAX_MESSAGE) -> Sandbox:
+    """Run ``python -m module args...`` in a sandbox and return it once the child said ``ready``.
+
+    ``binds`` are extra host paths the child sees (read-only unless ``Bind(..., writable=True)``);
+    ``scratch`` is its writable folder (a new temporary folder, removed on ``close``, when None; as root,
+    the folder and writable binds are given to the sandbox user); ``env`` adds environment variables
+    to a scrubbed environment. Where no sandbox can be had, ``SandboxUnavailable`` is raised unless
+    ``unsafe=True``: then the module runs as a plain child process (its own session, killed as a group)
+    with the same limits but the process count, and ``sandboxed`` is False."""
+    from ab.nn.sandbox.availability import require
+
+    sandboxed = require(unsafe).ok
+    return start(module, args, limits=limits, binds=binds, env=env, scratch=scratch, sandboxed=sandboxed,
+                 max_message=max_message)
+
+
+def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None, scratch=None,
+          sandboxed: bool = True, max_message: int = MAX_MESSAGE) -> Sandbox:
+    """``launch`` without the availability check (``available`` uses it for its trial launch)."""
+    own = scratch is None
+    folder = Path(tempfile.mkdtemp(prefix="ab-nn-sandbox-") if own else scratch).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        process = _popen(module, list(args), limits, list(binds), env, folder, sandboxed, max_message)
+    except BaseException:
+        if own:
+            _remove(folder)
+        raise
+    box = Sandbox(process, limits, folder, own, sandboxed, max_message)
+    try:
+        box.receive(_READY, timeout=START_SECONDS)
+    except SandboxError as error:
+        box.close()
+        raise SandboxStartError(f"the sandbox did not start ({error})") from None
+    except BaseException:
+        box.close()
+        raise
+    return box
+
+
+def _popen(module, args, limits, binds, env, folder, sandboxed, max_message) -> subprocess.Popen:
+    if not sandboxed:
+        limits = limits.replace(processes=None)  # RLIMIT_NPROC would count every process of this user
+    python = [sys.executable, "-s", "-P", "-c", BOOT, json.dumps(limits.to_json()), str(max_message), module, *args]
+    if not sandboxed:
+        child_env = bwrap.environment(env, str(folder))
+        return subprocess.Popen(python, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_env, cwd=folder, start_new_session=True, close_fds=True)
+    identity = bwrap.sandbox_identity()
+    if identity is not None:
+        for path in [folder, *(Path(b.source) for b in binds if b.writable)]:
+            os.chown(path, identity.uid, identity.gid)
+    command = bwrap.command(python, bwrap.environment(env, bwrap.HOME), binds, str(folder), limits.tmpfs_bytes,
+                            identity)
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                            start_new_session=True, close_fds=True)
+
+
+def call(module: str, request: dict, schema: dict, args=(), **options) -> dict:
+    """Launch ``module``, send it ``request`` (with a fresh ``id``), return its reply (checked against
+    ``schema`` and carrying the same ``id``) and kill the sandbox. ``options`` are ``launch``'s."""
+    with launch(module, args, **options) as box:
+        return box.request(request, schema)
