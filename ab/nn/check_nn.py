@@ -185,6 +185,7 @@ def _check(nn_code, config, prm, ws, save_path, export_onnx, epoch_limit_minutes
     from ab.nn.dataset.identity import DataIdentity
     from ab.nn.dataset.settings import DataSettings
     from ab.nn.deploy.pipeline import ExportOptions
+    from ab.nn.stat import versions
     from ab.nn.stat.schema import FAILED
     from ab.nn.stat.store import StatStore
     from ab.nn.sweep.runner import SweepOptions, run
@@ -192,6 +193,7 @@ def _check(nn_code, config, prm, ws, save_path, export_onnx, epoch_limit_minutes
     from ab.nn.workspace import active
 
     settings = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, progress=progress)
+    versions.upgrade(ws.db_url)  # a new throwaway database, as the runner would make it
     store = StatStore(ws.db_url)
     epochs = int(prm["epoch"])
     problem = validate(nn_code, validate_timeout)

@@ -267,14 +267,18 @@ def cli(argv=None) -> int:
 def list_configs(ws: Workspace) -> str:
     """Every config a pattern can select (model files x what each loader serves, and configs already in the
     database), with its trials in the database."""
+    from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore
     from ab.nn.sweep.configs import known_configs
     from ab.nn.workspace import active
 
-    store = StatStore(ws.db_url)
+    try:
+        store = StatStore(ws.db_url)
+        recorded, counts = set(store.configs()), store.trial_counts()
+    except versions.Missing:  # a new workspace: nothing recorded yet
+        recorded, counts = set(), {}
     with active.use(ws):  # the workspace's own model files count too, as in the run
-        configs = sorted(known_configs() | set(store.configs()))
-    counts = store.trial_counts()
+        configs = sorted(known_configs() | recorded)
     rows = [f"{'config':<58} {'trials':>6} {'trained':>7}"]
     for config in configs:
         total, trained = counts.get(config.name, (0, 0))
