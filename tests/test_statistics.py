@@ -9,6 +9,7 @@ import pytest
 from ab.nn import api, train
 from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli
+from ab.nn.stat import filters
 from ab.nn.stat.store import StatStore
 from tests.test_sweep_cli import CONFIG, run
 
@@ -113,10 +114,30 @@ def test_query_filters_and_types(swept):
     ranked = api.ranked_trials(config=CONFIG, db=path)
     assert len(ranked) == 2 and ranked.eval_accuracy.is_monotonic_decreasing
     assert ranked.eval_accuracy.iloc[0] == api.trials(config=CONFIG, db=path).eval_accuracy.max()
-    assert api.ranked_trials(config="age-regression_utkface_mae_Nothing", db=path).empty
+    with pytest.raises(filters.UnknownValue, match="config='age-regression_utkface_mae_Nothing' names nothing"):
+        api.ranked_trials(config="age-regression_utkface_mae_Nothing", db=path)
+    _filters_name_what_exists(path)
     first, second = api.data(db=path), api.data(db=path)
     first.loc[0, "accuracy"] = -1
     assert second.loc[0, "accuracy"] != -1  # a fresh frame every call
+
+
+def _filters_name_what_exists(path):
+    """A filter naming nothing is an error with a hint; one naming a known model with no trials is empty."""
+    refused = {
+        lambda: api.data(nn="MobileAgNet", db=path): "nn='MobileAgNet' names nothing .*did you mean 'MobileAgeNet'",
+        lambda: api.data(task="age_regression", db=path): "did you mean 'age-regression'",
+        lambda: api.trials(config=CONFIG + "x", db=path): f"did you mean '{CONFIG}'",
+        lambda: api.ranked_trials(config="MobileAgeNet", db=path): f"configs are task_dataset_metric_nn, e.g. '{CONFIG}'",
+        lambda: api.metrics(name="MAE", db=path): "name='MAE' names nothing",
+        lambda: api.latency(nn=["TinyAge", "TinyAg3"], db=path): "nn='TinyAg3'",
+    }
+    for call, message in refused.items():
+        with pytest.raises(filters.UnknownValue, match=message):
+            call()
+    assert api.trials(config="age-regression_utkface_mae_ResNet18", db=path).empty  # a model file, not yet trained
+    assert api.data(nn="b7c0f3a1e9d2", db=path).empty  # LEMUR's answer for a new model (NN-GPT asks this)
+    assert not api.metrics(name="mae", split="eval", db=path).empty
 
 
 def test_store_and_api_agree_on_the_best_trial_and_skip_diverged_ones(swept):

@@ -28,7 +28,7 @@ from ab.nn import workspace
 from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.deploy import converters
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import architecture, code_similarity, engine as engines, join, query, ranking, uncertainty, versions, vocabulary
+from ab.nn.stat import architecture, code_similarity, engine as engines, filters, join, query, ranking, uncertainty, versions, vocabulary
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
@@ -99,6 +99,7 @@ def _seconds(value):
 def _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
                include_nn_stats, status, with_code, url) -> list[dict]:
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
+    filters.check(url, lenient=True, task=task, dataset=dataset, metric=metric, nn=nn)
     rows = query.stat_rows(url, only_best_accuracy=only_best_accuracy, task=task, dataset=dataset, metric=metric,
                            nn=nn, epoch=epoch, max_rows=max_rows or None, nn_prefixes=nn_prefixes,
                            unique_nn=unique_nn, status=status, with_code=with_code)
@@ -301,6 +302,7 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``);
     ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds."""
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
+    filters.check(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
     for row in rows:
@@ -493,6 +495,7 @@ def replay_pruners(config=None, pruners: Sequence[str] = PRUNERS[1:], warmups: S
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:
     """Every recorded metric value in long form (``split`` is ``eval`` or ``test``)."""
     vocabulary.check("split", split, vocabulary.SPLITS)
+    filters.check(db_url(db), config=config, nn=nn, name=name)
     return _frame(query.metric_rows(db_url(db), config=config, nn=nn, split=split, name=name, trial_id=trial_id),
                   ("trial_id", "config", "nn", "epoch", "split", "name", "value", "stat_id"))
 
@@ -528,6 +531,7 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
     vocabulary.check("precision", precision, vocabulary.PRECISIONS)
     vocabulary.check("status", status, vocabulary.EXPORT_STATUS)
     vocabulary.check("converter", converter, converters.CONVERTERS)
+    filters.check(db_url(db), config=config, nn=nn)
     frame = _frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
                                      precision=precision, status=status))
     if converter is not None and not frame.empty:
@@ -542,5 +546,6 @@ def latency(trial_id=None, config=None, nn=None, runtime=None, threads=None, sta
     ``export_id``, with ``trials()`` on ``trial_id``."""
     vocabulary.check("runtime", runtime, vocabulary.RUNTIMES)
     vocabulary.check("status", status, vocabulary.LATENCY_STATUS)
+    filters.check(db_url(db), config=config, nn=nn)
     return _frame(query.latency_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, runtime=runtime,
                                      threads=threads, status=status))
