@@ -377,6 +377,26 @@ class Prediction(Base):
     predicted: Mapped[float | None] = mapped_column(Float)
 
 
+class ImageAttribute(Base):
+    """What a dataset's labels say about an image besides its age (UTKFace: gender and race), keyed by
+    the image's content id, so that it joins ``prediction.image_id`` (with ``trial.dataset``) whatever
+    layout the images were read from. ``gender``/``race`` are ``unknown`` where the label is missing or
+    malformed (never guessed); ``*_from`` says where each value was read (``file name``, ``parquet
+    column 'gender'``) or why it is unknown. Written by a trial for its eval and test images, or by
+    ``python -m ab.nn.stat attributes`` for trials recorded before; the first reading of an image stays."""
+
+    __tablename__ = "image_attribute"
+
+    dataset: Mapped[str] = mapped_column(Text, primary_key=True)
+    image_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    age: Mapped[float | None] = mapped_column(Float)
+    gender: Mapped[str] = mapped_column(String(16))
+    race: Mapped[str] = mapped_column(String(16))
+    age_from: Mapped[str | None] = mapped_column(Text)
+    gender_from: Mapped[str | None] = mapped_column(Text)
+    race_from: Mapped[str | None] = mapped_column(Text)
+
+
 class Lease(Base):
     """A runner's claim to be alive (``ab.nn.sweep.lease``): its trials are reclaimed by other runners
     only once this heartbeat has lapsed, was released, or its process is certainly gone."""

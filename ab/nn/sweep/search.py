@@ -21,6 +21,12 @@ latency constraint, and how a trial's outcome is told to Optuna.
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
   forward pass, in millions) is the cheaper proxy. ``--max-latency-ms X`` instead keeps one objective
   and makes latency a constraint (Optuna's ``set_constraint``: feasible at <= X ms).
+* ``--max-group-gap YEARS`` (with ``--group-gap-by race``, ``gender``, ``age_group`` or a combination such
+  as ``race,gender``): a constraint on the gap between the best and the worst group of a trial's
+  **validation** part (never its test part): of the age-standardised MAE for gender and race, of the
+  MAE for age groups (``ab.nn.stat.groups.validation_gaps``); feasible at a gap <= YEARS, infeasible
+  where the gap is unknown (no stored predictions, or fewer than two groups of ``groups.MIN_GROUP``
+  images). Optuna's constraint name is ``GAP_CONSTRAINT``.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ab.nn.stat import engine as engines
+from ab.nn.stat import groups
 
 STORAGE_ATTEMPTS = 5
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ UNITS = {"accuracy": "accuracy = 1 - MAE/20 (validation)", "latency": "latency m
          "macs": "MMACs (batch 1)"}
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize"}
 FLOOR_EPOCH = 2  # the first epoch at which --pruner-floor judges
+GAP_CONSTRAINT = "group_gap_years"
 
 
 class SearchError(ValueError):
@@ -58,6 +66,8 @@ class Search:
     max_latency_ms: float | None = None
     warmup: int = 1  # epochs every trial trains before the pruner may stop it
     floor: float | None = None  # validation accuracy below which a trial stops from FLOOR_EPOCH on
+    max_group_gap: float | None = None  # years: largest validation gap between groups of group_gap_by
+    group_gap_by: tuple[str, ...] = ("race",)
 
     def __post_init__(self):
         if self.pruner not in PRUNERS:
@@ -83,12 +93,20 @@ class Search:
             raise SearchError("--pruner-floor stops trials, which Optuna does not do with several objectives")
         if self.max_latency_ms is not None and (self.max_latency_ms <= 0 or self.multi):
             raise SearchError("--max-latency-ms must be positive and goes with the single accuracy objective")
+        if self.max_group_gap is not None and not self.max_group_gap > 0:
+            raise SearchError(f"--max-group-gap is a gap in years and must be positive, got {self.max_group_gap}")
+        try:
+            groups.parse_by(self.group_gap_by)
+        except ValueError:
+            raise SearchError(f"--group-gap-by takes {', '.join(groups.DIMENSIONS)} or a combination joined by commas "
+                              f"(race,gender); got {','.join(self.group_gap_by)}") from None
 
     @classmethod
     def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None,
-              warmup: int = 1, floor: float | None = None) -> "Search":
+              warmup: int = 1, floor: float | None = None, max_group_gap: float | None = None,
+              group_gap_by: str = "race") -> "Search":
         return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup,
-                   floor)
+                   floor, max_group_gap, tuple(p.strip() for p in group_gap_by.split(",") if p.strip()))
 
     @property
     def prunes(self) -> bool:
@@ -122,6 +140,10 @@ class Search:
         if self.needs_latency and not exporting:
             raise SearchError("latency needs an exported model to time: keep --export (e.g. onnx), or use "
                               "--objectives accuracy,macs as the cheaper proxy")
+        if self.max_group_gap is not None:
+            raise SearchError("--max-group-gap: the runner does not apply this constraint yet (its gap is computed "
+                              "by ab.nn.stat.groups.validation_gaps; python -m ab.nn.stat groups --split eval shows "
+                              "it for a trial)")
 
     def directions(self) -> list[str]:
         return [DIRECTIONS[o] for o in self.objectives]

@@ -203,6 +203,7 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set))
+    store.record_attributes(config.dataset, _image_attributes(eval_set) + _image_attributes(test_set))
     if test_loader is not None and status not in (DIVERGED, PRUNED):
         tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
         interval = bootstrap_mae(np.abs(tested.predicted - tested.labels)) if tested.samples else None
@@ -232,6 +233,12 @@ def _size(model, in_shape) -> dict:
 def _image_ids(dataset) -> list[str] | None:
     ids = getattr(dataset, "image_ids", None)
     return list(ids) if ids is not None and len(ids) == len(dataset) else None
+
+
+def _image_attributes(dataset) -> list[tuple[str, object]]:
+    """(content id, gender and race labels) of each image of a part whose loader states them."""
+    ids, found = _image_ids(dataset) if dataset is not None else None, getattr(dataset, "attributes", None)
+    return list(zip(ids, found)) if ids is not None and found is not None and len(found) == len(ids) else []
 
 
 def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
