@@ -107,6 +107,12 @@ def test_labels_are_stored_once_counted_and_read_back(tmp_path):
     assert list(table.race) == race[:5] + ["unknown"]
     assert list(table.race_from) == ["file name"] * 5 + ["not recorded"]
 
+    from ab.nn.stat.copy import copy_database
+
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    assert copy_database(url, copy)["image_attribute"] == 5
+    assert api.attributes(trial_id=1, split="test", db=copy).race.tolist() == table.race.tolist()
+
 
 # -- group numbers against NumPy, written out ------------------------------------------------------
 def _judged(n=3000, seed=0, replicas=1):
@@ -309,3 +315,53 @@ def test_a_trial_stores_its_images_labels_and_a_backfill_restores_them(root, utk
     assert restored[["gender", "race"]].equals(table[["gender", "race"]])
     assert stat_cli.cli(["groups", "--trial", "1", "--by", "gender", "--split", "eval", "--root", str(root)]) == 0
     assert "false_adult@18" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_figures_have_a_panel_per_grouping_and_a_point_per_model(root, utk_dir, tiny_model):
+    import matplotlib.pyplot as plt
+
+    from ab.nn.report import groups as report_groups, plots
+    from tests.test_sweep_cli import CONFIG, run
+
+    for config, fixed in ((CONFIG, ["-p", '{"head": "regression"}']), (f"age-regression_utkface_mae_{tiny_model}", [])):
+        assert run(root, utk_dir, "-c", config, "-t", "1", *fixed) == 0
+    from ab.nn import api
+
+    db = str(root / "db" / "ab.nn.db")
+    key = api.trials(db=db).data_key.iloc[0]
+    collected = report_groups.collect(db, key, api.trials(db=db).iloc[:0])
+    entries = collected.entries
+    assert [e.label for e in entries] == [e.label for e in collected.labelled] and len(entries) == 2
+
+    panels = [("gender", "mae", "MAE by gender", "MAE"), ("race", "mae", "MAE by race", "MAE"),
+              ("gender", "std_mae", "std by gender", "MAE"), ("race", "std_mae", "std by race", "MAE")]
+    figure = plots.group_errors_figure(entries, panels, "who", columns=2)
+    for ax, (by, metric, *_) in zip(figure.axes, panels):
+        shown = {label.get_text().split("\n")[0] for label in ax.get_xticklabels()}
+        frame = entries[0].frames[by]
+        assert shown == set(frame[(frame.metric == metric) & frame.value.notna()].group) - {"all", "gap"}
+        if not shown:  # 12 test images: no group is big enough to be age-standardised, and the panel says so
+            assert metric == "std_mae" and [t.get_text() for t in ax.texts] == [plots.NO_GROUPS]
+            continue
+        assert len(ax.containers) == len(entries)  # one error-bar series per model: none left out
+        assert all("n=" in label.get_text() for label in ax.get_xticklabels())
+        offsets = [c.lines[0].get_xdata()[0] for c in ax.containers]
+        assert len(set(offsets)) == len(entries)  # dodged: no model drawn over another
+    plt.close(figure)
+
+    figure = plots.predicted_vs_true_figure(entries)
+    panels_drawn = [ax for ax in figure.axes if ax.get_xlabel() == "true age (years)"]
+    assert len(panels_drawn) == len(entries)
+    for ax in panels_drawn:
+        lines = [line.get_xdata() for line in ax.get_lines()] + [line.get_ydata() for line in ax.get_lines()]
+        assert any(np.all(np.asarray(values) == 18) for values in lines)  # the 18-year lines are marked
+        assert "under 18, predicted 18+" in " ".join(t.get_text() for t in ax.texts)
+    plt.close(figure)
+
+    figure = plots.minors_figure(entries)
+    assert len(figure.axes) == 2
+    for ax in figure.axes:
+        assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["T = 13 years", "T = 18 years", "T = 21 years"]
+        assert len(ax.containers) == len(entries)
+    plt.close(figure)
