@@ -12,7 +12,6 @@ from ab.nn.dataset.sources import ParquetSource
 from ab.nn.dataset.utkface import attributes
 from ab.nn.stat import engine as engines, groups
 from ab.nn.stat.schema import ImageAttribute
-from ab.nn.stat.store import StatStore
 from ab.nn.sweep.search import Search, SearchError
 from tests import helpers
 
@@ -66,7 +65,7 @@ def test_parquet_rows_carry_their_label_columns_into_the_catalog(tmp_path):
     assert set(by_id) == set(cat.ids)
 
 
-def _store_trial(store: StatStore, split_predictions: dict, labels, dataset="utkface") -> int:
+def _store_trial(store, split_predictions: dict, labels, dataset="utkface") -> int:
     from ab.nn.config import Config
 
     config = Config.parse("age-regression_utkface_mae_TinyAge")
@@ -78,13 +77,13 @@ def _store_trial(store: StatStore, split_predictions: dict, labels, dataset="utk
 
 
 def _labels(n, race, gender, ages):
-    return [(f"img{i}", attributes.Attributes(float(ages[i]), gender[i], race[i], "file name", "file name", "file name"))
-            for i in range(n)]
+    read = ("file name",) * 3
+    return [(f"img{i}", attributes.Attributes(float(ages[i]), gender[i], race[i], *read)) for i in range(n)]
 
 
 def test_labels_are_stored_once_counted_and_read_back(tmp_path):
     url = f"sqlite:///{tmp_path / 'ab.nn.db'}"
-    store = StatStore(url)
+    store = helpers.new_store(url)
     ages = np.array([5, 15, 25, 35, 45, 55], dtype=float)
     race = ["White", "Black", "unknown", "White", "Asian", "Black"]
     gender = ["male", "female", "female", "unknown", "male", "female"]
@@ -154,7 +153,8 @@ def test_group_numbers_match_a_numpy_computation():
     known = [np.abs(predicted - ages)[race == r].mean() for r in attributes.RACES]
     gap = _value(frame, "gap", "mae")
     assert gap.value == pytest.approx(max(known) - min(known))
-    assert (gap.highest, gap.lowest) == (attributes.RACES[int(np.argmax(known))], attributes.RACES[int(np.argmin(known))])
+    assert gap.highest == attributes.RACES[int(np.argmax(known))]
+    assert gap.lowest == attributes.RACES[int(np.argmin(known))]
     assert gap.n == 5  # the unknown race is counted, never in a gap
     assert frame.attrs["standard_bins"] == [b[0] for b in groups.AGE_BINS] and frame.attrs["coverage"] == 1.0
     defined = frame[frame.value.notna()]  # a rate of the 7 unknown images may have no minors
@@ -248,7 +248,7 @@ def test_paired_comparison_on_groups():
 
 def test_validation_gap_uses_the_validation_part_only(tmp_path):
     url = f"sqlite:///{tmp_path / 'ab.nn.db'}"
-    store = StatStore(url)
+    store = helpers.new_store(url)
     rng = np.random.default_rng(0)
     n = 600
     ages = rng.integers(20, 60, n).astype(float)
@@ -362,6 +362,7 @@ def test_report_figures_have_a_panel_per_grouping_and_a_point_per_model(root, ut
     figure = plots.minors_figure(entries)
     assert len(figure.axes) == 2
     for ax in figure.axes:
-        assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["T = 13 years", "T = 18 years", "T = 21 years"]
+        ticks = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+        assert ticks == ["T = 13 years", "T = 18 years", "T = 21 years"]
         assert len(ax.containers) == len(entries)
     plt.close(figure)

@@ -546,7 +546,7 @@ def _trial_list(trials) -> list[int]:
 
 
 def _judged(trials, split: str, db):
-    from ab.nn.stat import groups as group_stats
+    from ab.nn.stat import engine as engines, groups as group_stats
 
     vocabulary.check("split", split, vocabulary.SPLITS)
     with engines.engine(db_url(db), writer=False).connect() as connection:
@@ -558,7 +558,7 @@ def attributes(trial_id=None, split=None, db=None) -> pd.DataFrame:
     each was read: ``unknown`` where the label is missing or malformed, ``not recorded`` in ``*_from``
     where the image has no attribute row (trials recorded before labels were stored: ``python -m
     ab.nn.stat attributes`` fills them in)."""
-    from ab.nn.stat import groups as group_stats
+    from ab.nn.stat import engine as engines, groups as group_stats
 
     frame = predictions(trial_id=trial_id, split=split, db=db)
     columns = ["gender", "race", "gender_from", "race_from"]

@@ -151,7 +151,7 @@ def _groups(p: argparse.ArgumentParser, args, ws) -> int:
              if attrs["unrecorded"] else "")
           + (f"; age-standardised over {', '.join(attrs['standard_bins'])} ({attrs['coverage']:.1%} of the images)"
              if attrs["standard_bins"] else ""))
-    shown = frame.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" if lo == lo else ""
+    shown = frame.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
                                    for lo, hi in zip(frame.low, frame.high)])
     columns = ["group", "metric", "value", "interval", "n", "highest", "lowest"]
     print(table(shown[columns].astype(object).fillna(""), digits=3))

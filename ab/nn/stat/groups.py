@@ -371,8 +371,9 @@ def _extremes(setup: _Setup, name: str) -> tuple[str | None, str | None]:
 
 def _basic(point: float, samples: np.ndarray, level: float) -> tuple[float, float]:
     """The basic (reverse percentile) bootstrap interval, ``2 x point - the resampled quantiles``: used for
-    the paired difference of two gaps, whose upward biases largely cancel (coverage 92-94 % in a
-    simulation with 5 groups of 300 images)."""
+    the paired difference of two gaps, whose upward biases largely cancel when both models have a gap
+    (it held the truth in 86-96 % of ``benchmarks/group_intervals.py``'s simulated cases, the 86 % where
+    one model had none)."""
     low, high = _interval(samples[:, None], level)
     return float(2 * point - high[0]), float(2 * point - low[0])
 
@@ -381,8 +382,9 @@ def _range_interval(point: np.ndarray, samples: np.ndarray, level: float) -> tup
     """Interval of the largest minus the smallest of several group values, from simultaneous intervals
     of all their pairwise differences (Tukey's studentised range, calibrated on the resamples): the
     gap is the largest |difference|, so it lies between the largest lower end and the largest upper
-    end. A percentile interval of a largest-minus-smallest would miss a true gap of 0 nearly always
-    (its resamples are biased upwards); this one holds it at the nominal level, at the price of width."""
+    end. A percentile interval of a largest-minus-smallest misses a true gap of 0 nearly always (its
+    resamples are biased upwards); this one held the truth in 89-97 % of ``benchmarks/group_intervals.py``'s
+    simulated cases (92 % for a true gap of 0 with 2,000 resamples), at the price of width."""
     if point.size < 2:
         return float("nan"), float("nan")
     i, j = np.triu_indices(point.size, 1)

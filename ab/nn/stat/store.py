@@ -303,6 +303,8 @@ class StatStore:
                            "race_from": found.race_from}
                 for image_id, found in images if image_id is not None}
         ordered = list(rows.values())
+        if not ordered:
+            return 0
         with self.transaction() as session:
             for start in range(0, len(ordered), ATTRIBUTE_CHUNK):
                 insert_ignore(session, ImageAttribute, ordered[start:start + ATTRIBUTE_CHUNK])
