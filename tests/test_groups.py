@@ -106,9 +106,11 @@ def test_labels_are_stored_once_counted_and_read_back(tmp_path):
     assert list(table.race) == race[:5] + ["unknown"]
     assert list(table.race_from) == ["file name"] * 5 + ["not recorded"]
 
+    from ab.nn.stat import versions
     from ab.nn.stat.copy import copy_database
 
     copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    versions.upgrade(copy)  # as `python -m ab.nn.stat copy` does to its target
     assert copy_database(url, copy)["image_attribute"] == 5
     assert api.attributes(trial_id=1, split="test", db=copy).race.tolist() == table.race.tolist()
 
