@@ -80,26 +80,25 @@ def remove_model(name: str) -> None:
     importlib.invalidate_caches()
 
 
-def new_store(url: str, mirror_dir: Path | None = None):
+def new_store(url: str):
     """A ``StatStore`` on ``url``, made current first as the runner makes it (``versions.upgrade``): the
     one way for tests to write to a database of their own."""
     from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore
 
     versions.upgrade(url)
-    return StatStore(url, mirror_dir)
+    return StatStore(url)
 
 
 def open_new_database(url: str, start, answers) -> None:
     """A worker process opening a new database as the runner does (our schema, then Optuna's storage)
     when ``start`` lets all go at once; puts ``ok`` or the error's first line on ``answers``."""
-    from ab.nn.stat import versions
-    from ab.nn.sweep import search
+    from ab.nn.stat import studies, versions
 
     start.wait()
     try:
         versions.upgrade(url)
-        search.storage(url)
+        studies.storage(url)
         answers.put("ok")
     except Exception as error:
         answers.put(f"{type(error).__name__}: {error}".splitlines()[0])

@@ -55,7 +55,7 @@ def test_an_export_crash_is_recorded_on_the_export_and_the_trained_trial_stands(
     assert crashes.error.str.contains("died from signal SIGSEGV after training; the trained result is kept").all()
     study = optuna.load_study(study_name=trials.study[0], storage=f"sqlite:///{db}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    assert all(t.value == pytest.approx(a) for t, a in zip(study.trials, trials.eval_accuracy))
+    assert all(t.value == pytest.approx(mae) for t, mae in zip(study.trials, trials.eval_mae))
 
 
 def test_a_timeout_ends_the_trials_whole_process_group(root, utk_dir, misbehaving, monkeypatch, tmp_path):
@@ -204,7 +204,7 @@ def test_kill_9_of_the_runner_then_the_same_command_resumes(root, utk_dir, misbe
     db = root / "db" / "ab.nn.db"
     try:  # wait until one trial is done and the next one is half-way
         _wait_for(db, "select (select count(*) from trial where status='complete') >= 1 and "
-                      "(select count(*) from trial where status='running' and epochs_done >= 1) = 1", seconds=240)
+                      "(select count(*) from trial where status='running' and epochs_done >= 1) = 1", seconds=900)
     except BaseException:
         os.killpg(runner.pid, signal.SIGKILL)
         raise
@@ -242,8 +242,8 @@ def test_four_workers_share_one_sqlite_study_and_never_sample_the_same_point(roo
     errors = _workers(root, utk_dir, config, ["-b", "6"], total=12, count=4)  # batch 16, 32 or 64
     assert "locked" not in errors.lower()
     trials = api.trials(db=root / "db" / "ab.nn.db")
-    assert (trials.status == "complete").sum() == 12 and len(trials) == 12
-    assert sorted(trials.number) == list(range(12)) and trials.pid.nunique() >= 2
+    assert (trials.status == "complete").sum() == 12 and len(trials) == 12, trials.error.dropna().tolist()
+    assert trials.pid.nunique() >= 2
     points = {(p["lr"], p["momentum"], p["batch"]) for p in trials.prm}
     assert len(points) == 12  # every worker sampled its own points
     assert len(api.data(db=root / "db" / "ab.nn.db")) == 12

@@ -66,19 +66,23 @@ def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misb
     sys.modules.pop("ab.nn.nn.Misbehaves")  # it reads $MISBEHAVE_HOW when imported
     assert run(root, utk_dir, "-c", misbehaving, "-t", "-1", "-e", "2") == 0
     trials, study = _study(root)
-    assert study.metric_names == ["accuracy = 1 - MAE/20 (validation)"]
+    assert study.metric_names == ["val MAE (years)"] and study.direction.name == "MINIMIZE"
     failed, complete, stopped = study.trials
     assert failed.state.name == "FAIL" and "forward exploded" in failed.user_attrs["reason"]
     assert complete.state.name == "COMPLETE" and complete.intermediate_values.keys() == {1, 2}
     attrs = complete.user_attrs
-    row = trials.set_index("id").loc[attrs["trial_id"]]
+    row = trials.set_index("id").loc[attrs["ab_nn_trial"]]
     assert attrs["eval_mae"] == pytest.approx(row.eval_mae) and attrs["test_mae"] == pytest.approx(row.test_mae)
     assert attrs["status"] == "complete" and attrs["split"] == "paper/42" and attrs["n_train"] == row.n_train
     assert attrs["data_key"] == row.data_key and attrs["epochs_done"] == 2
+    assert complete.value == pytest.approx(row.eval_mae)  # Optuna optimises the validation MAE in years
+    epochs = api.data(db=root / "db" / "ab.nn.db")
+    assert complete.intermediate_values[2] == pytest.approx(
+        epochs[(epochs.trial_id == attrs["ab_nn_trial"]) & (epochs.epoch == 2)].eval_mae.iloc[0])
     assert stopped.state.name == "PRUNED" and "LEMUR's early stop" in stopped.user_attrs["reason"]
     notes = "".join(str(v) for k, v in study._storage.get_study_system_attrs(study._study_id).items()
                     if k.startswith("dashboard:"))
-    assert f"**ab.nn trial {attrs['trial_id']}**: complete after 2 of 2 epochs" in notes  # the dashboard's note
+    assert f"**ab.nn trial {attrs['ab_nn_trial']}**: complete after 2 of 2 epochs" in notes  # the dashboard's note
     assert f"validation MAE {row.eval_mae:.2f} years" in notes and "reason: RuntimeError: forward exploded" in notes
 
 
@@ -98,7 +102,7 @@ def test_model_switches_are_categorical_and_model_ranges_are_used(root, utk_dir,
 
 def test_two_objectives_record_both_values_and_a_pareto_front(root, utk_dir, tiny_model):
     config = f"age-regression_utkface_mae_{tiny_model}"
-    assert run(root, utk_dir, "-c", config, "-t", "3", "--objectives", "accuracy,macs") == 0
+    assert run(root, utk_dir, "-c", config, "-t", "3", "--objectives", "mae,macs") == 0
     trials, study = _study(root)
     assert len(study.directions) == 2 and study.metric_names[1] == "MMACs (batch 1)"
     assert all(len(t.values) == 2 and t.values[1] == pytest.approx(t.user_attrs["macs"] / 1e6) for t in study.trials)
@@ -107,7 +111,7 @@ def test_two_objectives_record_both_values_and_a_pareto_front(root, utk_dir, tin
 
 def test_latency_objective_is_the_measured_latency(root, utk_dir, tiny_model):
     config = f"age-regression_utkface_mae_{tiny_model}"
-    assert run(root, utk_dir, "-c", config, "-t", "1", "--objectives", "accuracy,latency", "--export", "onnx",
+    assert run(root, utk_dir, "-c", config, "-t", "1", "--objectives", "mae,latency", "--export", "onnx",
                "--latency-runs", "3", "--latency-warmup", "0") == 0
     trials, study = _study(root)
     latency = api.latency(trial_id=int(trials.id[0]), threads=1, db=root / "db" / "ab.nn.db")
@@ -138,7 +142,7 @@ def test_bad_search_settings_are_refused():
         Search.parse("hyperband", warmup=4).check(exporting=False, epochs=4)
     with pytest.raises(SearchError, match="pruners do not work with several objectives"):
         Search.parse("median", "accuracy,latency")
-    with pytest.raises(SearchError, match="accuracy first"):
+    with pytest.raises(SearchError, match="mae .* first"):
         Search.parse("none", "latency")
     with pytest.raises(SearchError, match="exported model"):
         Search.parse("none", "accuracy,latency").check(exporting=False)
@@ -154,27 +158,29 @@ def test_bad_search_settings_are_refused():
 
 
 def _curve(study, accuracies) -> int | None:
-    """Reports a learning curve as the runner does; the epoch after which the trial is stopped."""
+    """Reports a learning curve as the runner does (validation MAE, from accuracies written as the CLI's
+    --pruner-floor reads them); the epoch after which the trial is stopped."""
     trial = study.ask()
-    for epoch, accuracy in enumerate(accuracies, start=1):
-        trial.report(accuracy, epoch)
-        if epoch < len(accuracies) and trial.should_prune():
+    maes = [(1 - a) * 20 for a in accuracies]
+    for epoch, mae in enumerate(maes, start=1):
+        trial.report(mae, epoch)
+        if epoch < len(maes) and trial.should_prune():
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return epoch
-    study.tell(trial, accuracies[-1])
+    study.tell(trial, maes[-1])
     return None
 
 
 def test_the_floor_stops_only_trials_below_it_and_leaves_the_ranking_to_the_pruner():
     search = Search.parse("successive-halving", warmup=3, floor=0.25)
-    study = optuna.create_study(direction="maximize", pruner=search.make_pruner(epochs=6))
+    study = optuna.create_study(direction="minimize", pruner=search.make_pruner(epochs=6))
     assert _curve(study, [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) is None  # below the floor at epoch 1 only: exempt
     assert _curve(study, [0.3, 0.24, 0.5, 0.5, 0.5, 0.5]) == 2  # below it at epoch 2
     assert _curve(study, [0.3, 0.3, 0.1, 0.5, 0.5, 0.5]) == 3  # and at any later epoch
     assert _curve(study, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3]) == 3  # above the floor, ranked at rung 3: not the best
     rungs = [t.system_attrs.get("completed_rung_0") for t in study.trials]
-    assert rungs == [0.4, None, 0.1, 0.3]  # successive halving still saw the floored trial's rung value
-    alone = optuna.create_study(direction="maximize", pruner=Search.parse("none", floor=0.25).make_pruner(6))
+    assert rungs == pytest.approx([12, None, 18, 14])  # the rung values (MAE) include the floored trial's
+    alone = optuna.create_study(direction="minimize", pruner=Search.parse("none", floor=0.25).make_pruner(6))
     assert [_curve(alone, c) for c in ([0.5] * 6, [0.3, 0.1, 0.5, 0.5, 0.5, 0.5], [0.3] * 6)] == [None, 2, None]
 
 
@@ -183,15 +189,15 @@ def test_median_stops_the_worse_half_and_percentile_all_but_the_best_quarter(pru
     """Eight finished trials with validation accuracies 0.1 ... 0.8 at the judged epoch; a new trial
     at each quarter's accuracy (rank 1 is the best quarter) is stopped or kept as the README says."""
     search = Search.parse(pruner, warmup=1)
-    study = optuna.create_study(direction="maximize", pruner=search.make_pruner(epochs=4))
+    study = optuna.create_study(direction="minimize", pruner=search.make_pruner(epochs=4))
     for accuracy in [0.1 * i for i in range(1, 9)]:
         trial = study.ask()
-        trial.report(accuracy, step=1)
-        study.tell(trial, accuracy)
+        trial.report((1 - accuracy) * 20, step=1)
+        study.tell(trial, (1 - accuracy) * 20)
     stopped = []
     for rank, accuracy in enumerate([0.75, 0.55, 0.35, 0.15], start=1):
         trial = study.ask()
-        trial.report(accuracy, step=1)
+        trial.report((1 - accuracy) * 20, step=1)
         if trial.should_prune():
             stopped.append(rank)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)

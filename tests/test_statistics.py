@@ -60,18 +60,22 @@ def test_the_appended_mirror_holds_what_export_rewrites(swept):
     assert records[0]["accuracy"] >= records[1]["accuracy"]
 
 
-def test_appending_touches_only_the_end_of_a_file(tmp_path):
-    from ab.nn.stat.mirror import _append
+def test_appending_keeps_the_list_whole_and_adds_a_record_once(tmp_path):
+    from ab.nn.stat.mirror import Malformed, _append
 
     path = tmp_path / "1.json"
     _append(path, [{"a": 1}])
     _append(path, [{"a": 2}, {"a": 3}])
     assert json.loads(path.read_text()) == [{"a": 1}, {"a": 2}, {"a": 3}]
     path.write_text("[]")
-    _append(path, [{"b": 1}])
-    assert json.loads(path.read_text()) == [{"b": 1}]
+    record = {"accuracy": 0.5, "ab_nn": {"stat_id": "s1"}}
+    _append(path, [record])
+    _append(path, [record, {"uid": "t1"}])  # a flush cut short before its entry was marked done, repeated
+    _append(path, [{"uid": "t1"}])
+    assert json.loads(path.read_text()) == [record, {"uid": "t1"}]
+    assert not list(tmp_path.glob(".*tmp*"))  # every write was a rename of a finished file
     path.write_text('{"not": "a list"}')
-    with pytest.raises(ValueError, match="JSON list"):
+    with pytest.raises(Malformed, match="not a list"):
         _append(path, [{"c": 1}])
 
 

@@ -59,7 +59,7 @@ def test_second_run_continues_the_study(root, utk_dir):
     study = optuna.load_study(study_name=trials.study[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert sorted(trials.number) == [0, 1, 2]
-    assert [t.user_attrs["trial_id"] for t in study.trials] == sorted(trials.id)
+    assert [t.user_attrs["ab_nn_trial"] for t in study.trials] == sorted(trials.id)
 
 
 def test_fixed_zero_is_used_as_given(root, utk_dir):

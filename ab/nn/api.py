@@ -28,7 +28,7 @@ from ab.nn import workspace
 from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.deploy import converters
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import architecture, code_similarity, join, query, uncertainty, versions, vocabulary
+from ab.nn.stat import architecture, code_similarity, engine as engines, join, query, ranking, uncertainty, versions, vocabulary
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
@@ -356,18 +356,25 @@ def default_data_keys(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def ranked_trials(config=None, data_key=None, all_data: bool = False, db=None) -> pd.DataFrame:
-    """Trained trials (complete, or stopped early), best first by validation accuracy (LEMUR's
-    selection metric; never the test split), ties to the earlier trial.
+    """Trained trials (complete, or stopped early), best first as ``ab.nn.stat.ranking`` ranks them
+    everywhere (by validation MAE, never the test split; within each study's latency limit, the
+    ``feasible`` column; Pareto front first in a two-objective study), ties to the earlier trial.
 
     Trials are comparable only on the same data: by default each config keeps its default data key
     (``default_data_keys``); ``data_key`` picks one, ``all_data=True`` mixes them (explicitly)."""
     rows = trials(config=config, status=TRAINED, data_key=data_key, db=db)
     if rows.empty:
-        return rows
+        return rows.assign(feasible=pd.Series(dtype=bool))
     if data_key is None and not all_data:
         keys = default_data_keys(rows)
         rows = rows[rows.data_key == rows.config.map(keys)]
-    return rows.sort_values(["eval_accuracy", "id"], ascending=[False, True]).reset_index(drop=True)
+    from sqlalchemy.orm import Session
+
+    with Session(engines.engine(db_url(db), writer=False)) as session:
+        order = ranking.rank(session, sorted(rows.config.unique()), data_key)
+    position = {r.trial_id: (i, r.feasible) for i, r in enumerate(order)}
+    rows = rows[rows.id.isin(position)].assign(feasible=lambda f: f.id.map(lambda i: position[i][1]))
+    return rows.iloc[rows.id.map(lambda i: position[i][0]).argsort()].reset_index(drop=True)
 
 
 def predictions(trial_id=None, split=None, db=None) -> pd.DataFrame:
@@ -437,7 +444,7 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
 
 
 def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One study's trials and their epoch rows (accuracy, elapsed seconds), for a pruner replay."""
+    """One study's trials and their epoch rows (accuracy, MAE, elapsed seconds), for a pruner replay."""
     rows = trials(config=config, study=study, db=db)
     rows = rows[rows.status.isin(replay.FINISHED)]
     studies = sorted(rows.study.dropna().unique())
@@ -448,7 +455,7 @@ def _recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise ValueError(f"{len(studies)} studies have finished trials here; name one (study=..., or --study): "
                          f"{', '.join(studies)}")
     epochs = query.stat_rows(db_url(db), trial_id=[int(i) for i in rows.id], with_code=False)
-    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"],
+    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"], "mae": r["mae"],
                            "duration_s": _seconds(r["duration"])} for r in epochs], columns=replay.EPOCH_COLUMNS)
     return rows, frame
 

@@ -194,7 +194,7 @@ def _check(nn_code, config, prm, ws, save_path, export_onnx, epoch_limit_minutes
 
     settings = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, progress=progress)
     versions.upgrade(ws.db_url)  # a new throwaway database, as the runner would make it
-    store = StatStore(ws.db_url, ws.stat_train_dir)
+    store = StatStore(ws.db_url)
     epochs = int(prm["epoch"])
     problem = validate(nn_code, validate_timeout)
     with active.use(ws):

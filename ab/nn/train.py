@@ -21,7 +21,7 @@ from ab.nn.registry import RegistryError
 from ab.nn.stat.engine import DatabaseError, is_storage_error
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
 from ab.nn.sweep.isolation import Limits
-from ab.nn.sweep.lease import HEARTBEAT_SECONDS, LAPSE_BEATS
+from ab.nn.stat.lease import HEARTBEAT_SECONDS, LAPSE_BEATS
 from ab.nn.sweep.search import PRUNERS, Search
 from ab.nn.sweep.runner import SweepOptions, SweepSummary, plan, run
 from ab.nn import workspace
@@ -211,7 +211,10 @@ def report(summary: SweepSummary) -> str:
     years with the test interval, folder), and why nothing ran when nothing did."""
     lines = []
     for r in summary.results:
-        lines.append(f"{r.config.name}: this run trained {r.trained}, failed {r.failed}")
+        lines.append(f"{r.config.name}: this run trained {r.trained}, failed {r.failed}"
+                     + (f", lost {r.lost} to other runners" if r.lost else ""))
+        for finding in r.repaired:
+            lines.append(f"  repaired: {finding}")
         if r.data:
             lines.append(f"  data: {r.data}")
         if r.statuses:
@@ -224,6 +227,8 @@ def report(summary: SweepSummary) -> str:
                          + (f", files in {r.folder}" if r.folder else ""))
         if r.note:
             lines.append(f"  {r.note}")
+        if r.mirror:
+            lines.append(f"  JSON mirror: {r.mirror}")
         if r.gave_up:
             lines.append("  gave up: " + r.gave_up.replace("\n", "\n  "))
     return "\n".join(lines)
@@ -269,14 +274,16 @@ def list_configs(ws: Workspace) -> str:
     database), with its trials in the database."""
     from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore
-    from ab.nn.sweep.runner import known_configs
+    from ab.nn.sweep.configs import known_configs
+    from ab.nn.workspace import active
 
     try:
         store = StatStore(ws.db_url)
         recorded, counts = set(store.configs()), store.trial_counts()
     except versions.Missing:  # a new workspace: nothing recorded yet
         recorded, counts = set(), {}
-    configs = sorted(known_configs() | recorded)
+    with active.use(ws):  # the workspace's own model files count too, as in the run
+        configs = sorted(known_configs() | recorded)
     rows = [f"{'config':<58} {'trials':>6} {'trained':>7}"]
     for config in configs:
         total, trained = counts.get(config.name, (0, 0))

@@ -34,7 +34,7 @@ def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
     config = Config.parse(trial["config"])
     in_shape = tuple(meta["in_shape"])
     metadata = metadata_for(config, int(trial["id"]), in_shape, data, model, ws.face_template_path)
-    store = StatStore(ws.db_url, ws.stat_train_dir)
+    store = StatStore(ws.db_url)
     source = NetSource.of(config, meta["prm"], meta["out_shape"])
     Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape, source).run(model, data, metadata)
 

@@ -25,6 +25,7 @@ from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
 from ab.nn.deploy.tflite_convert import PRECISIONS
+from ab.nn.stat import ranking
 from ab.nn.stat.schema import COMPLETE, STOPPED
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep.data import DataSpec, TrialData
@@ -112,8 +113,10 @@ class Reference:
 
 class Deployment:
     def __init__(self, store: StatStore, trial_id: int, config: Config, folder: Path, options: ExportOptions,
-                 data_spec: DataSpec, in_shape: tuple, source: NetSource | None = None):
-        self.store, self.trial_id, self.config = store, trial_id, config
+                 data_spec: DataSpec, in_shape: tuple, source: NetSource | None = None, fence: int | None = None):
+        """``fence``: the lease of the runner that trained the trial (its rows are written only while it
+        owns the trial); ``None`` for a deployment of a finished trial from the command line."""
+        self.store, self.trial_id, self.config, self.fence = store, trial_id, config, fence
         self.folder, self.options, self.data_spec, self.source = folder, options, data_spec, source
         self.in_shape = tuple(in_shape)
         self.shape_text = "x".join(map(str, self.in_shape))
@@ -147,13 +150,13 @@ class Deployment:
 
     def _latency_rows(self, export_id: int, runtime_name: str, rows: list[dict]) -> None:
         for timing in rows:
-            self.store.add_latency(export_id, self.trial_id, runtime=runtime_name, batch=1,
+            self.store.add_latency(export_id, self.trial_id, fence=self.fence, runtime=runtime_name, batch=1,
                                    input_shape=self.shape_text, cpu=system.cpu_model(),
                                    cpu_count=system.cpu_count(), host=system.host(), versions=self.versions,
                                    status=OK, **timing)
 
     def _latency_failed(self, export_id: int, runtime_name: str, error) -> None:
-        self.store.add_latency(export_id, self.trial_id, runtime=runtime_name, threads=0, batch=1,
+        self.store.add_latency(export_id, self.trial_id, fence=self.fence, runtime=runtime_name, threads=0, batch=1,
                                input_shape=self.shape_text, cpu=system.cpu_model(), cpu_count=system.cpu_count(),
                                host=system.host(), versions=self.versions, status=FAILED, error=_short(error))
 
@@ -198,7 +201,7 @@ class Deployment:
         weights = self.folder / "model.pth"
         size = weights.stat().st_size if weights.exists() else len(_state_bytes(cpu_model))
         export_id = self.store.add_export(
-            self.trial_id, format="pytorch", precision="fp32", converter=f"torch {torch.__version__}",
+            self.trial_id, fence=self.fence, format="pytorch", precision="fp32", converter=f"torch {torch.__version__}",
             path=str(weights) if weights.exists() else None,
             sha256=sha256_of(weights) if weights.exists() else None, size_bytes=size, layout="NCHW",
             input_shape=self.shape_text, status=OK, **self._fidelity(reference, reference.ages))
@@ -221,11 +224,11 @@ class Deployment:
         try:
             export_onnx(model, self.in_shape, path, metadata=metadata)
         except Exception as error:
-            self.store.add_export(self.trial_id, format="onnx", precision="fp32", converter=_onnx_converter(),
+            self.store.add_export(self.trial_id, fence=self.fence, format="onnx", precision="fp32", converter=_onnx_converter(),
                                   layout="NCHW", input_shape=self.shape_text, status=FAILED, error=_short(error))
             return None
         row = self._artifact("onnx", "fp32", path, _onnx_converter(), "NCHW", time.perf_counter() - start)
-        export_id = self.store.add_export(self.trial_id, status=OK, **row)
+        export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **row)
         try:
             runtime = OnnxRuntime(path, system.cpu_count())
             ages = {split: np.concatenate([runtime.predict(x.numpy()) for x, _ in
@@ -253,7 +256,7 @@ class Deployment:
     def _tflite(self, converter: str, model: torch.nn.Module, onnx_path: Path | None, precisions: list[str],
                 reference: Reference, data: TrialData, metadata: dict) -> None:
         def failed(precision: str, error, name: str = converter) -> None:
-            self.store.add_export(self.trial_id, format="tflite", precision=precision, converter=name,
+            self.store.add_export(self.trial_id, fence=self.fence, format="tflite", precision=precision, converter=name,
                                   input_shape=self.shape_text, status=FAILED, error=_short(error))
 
         if converter == converters.ONNX2TF and onnx_path is None:
@@ -298,7 +301,7 @@ class Deployment:
                 failed(precision, result["error"], converted["converter"])
                 continue
             path = Path(result["path"])
-            export_id = self.store.add_export(self.trial_id, status=OK, **self._artifact(
+            export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **self._artifact(
                 "tflite", precision, path, converted["converter"], "NHWC", result["seconds"]))
             self.bar.update(1)
             self._step(f"TFLite {precision}: fidelity and latency")
@@ -374,15 +377,17 @@ def inside(path: str | Path, folder: Path) -> Path | None:
 
 
 def keep_best_only(store: StatStore, config: Config, data_key: str, out_dir: Path) -> list[Path]:
-    """Delete the artifact files of every trial of ``config`` on the data ``data_key`` but the best;
-    rows stay, marked. Only files of this machine (the row's host) under this workspace's ``out_dir``
-    are touched; a path from the database that leads elsewhere is left alone, whatever it names.
-    Returns the files deleted."""
-    best = store.best_trial(config, data_key)
+    """Delete the artifact files of every trial of ``config`` on the data ``data_key`` but the best (the
+    ranking's ``best_set``: within the study's latency constraint; the whole Pareto front of a
+    two-objective study); rows stay, marked. Only files of this machine (the row's host) under this
+    workspace's ``out_dir`` are touched; a path from the database that leads elsewhere is left alone,
+    whatever it names. Returns the files deleted."""
+    with store.transaction() as session:
+        keep = ranking.best_set(session, config.name, data_key)
     here = system.host()
     deleted = []
     for row in store.exports_of(store.trial_ids(config, data_key)):
-        if row.trial_id == best or row.status != OK or not row.path or row.host not in (None, here):
+        if row.trial_id in keep or row.status != OK or not row.path or row.host not in (None, here):
             continue
         path = inside(row.path, out_dir)
         if path is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ab.nn.moe import fusion as fusion_module
 from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
 from ab.nn.moe.fusion import AgeMoE
 from ab.nn.dataset.identity import PARTS
+from ab.nn.stat import mirror
 from ab.nn.stat.schema import COMPLETE, FAILED, Fusion
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
@@ -29,6 +31,8 @@ from ab.nn.sweep.trial import describe_error
 from ab.nn.util import system
 from ab.nn.util.digest import sha256_of
 from ab.nn.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 CONFIG = Config("age-regression", "utkface", "mae", "AgeMoE")
 FILE = "agemoe.pt"
@@ -76,13 +80,18 @@ def fit(references: list[str], workspace: Workspace, settings: DataSettings, cal
         raise ExpertError(f"each expert must be named once, got {names}")
     for expert in experts:
         expert.check(identity)
-    store = StatStore(workspace.db_url, workspace.stat_train_dir)
+    store = StatStore(workspace.db_url)
     trial_id = _reserve(store, identity, seed)
     try:
         result = _fit(store, trial_id, experts, workspace, identity, calibrator, spread, steps, seed, progress)
     except BaseException as error:
         store.finish_trial(trial_id, FAILED, error=describe_error(error))
         raise
+    finally:
+        try:
+            mirror.flush(workspace.db_url, workspace.stat_train_dir)  # a failing entry stays queued, logged
+        except Exception as error:  # the mirror never decides the mixture's outcome
+            log.warning("JSON mirror not written (`python -m ab.nn.stat check --repair` writes it): %s", error)
     return result
 
 

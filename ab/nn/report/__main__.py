@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.report import groups, plots, tables
-from ab.nn.stat.store import PREFERRED_RUNTIMES
+from ab.nn.stat.ranking import PREFERRED_RUNTIMES
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace

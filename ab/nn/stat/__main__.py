@@ -1,5 +1,8 @@
 """``python -m ab.nn.stat``: move statistics between databases and LEMUR's JSON mirror.
 
+  check         compare the database (the authority) with its copies: Optuna's studies, trials whose
+                runner is gone, the JSON mirror; --repair brings the copies back to the database. Exits 0
+                when everything agrees (after repair), 1 when something disagrees that was not repaired
   upgrade       bring the database's schema to this code's revision (a new one gets every table)
   export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
   import-json   load such files (or LEMUR's own stat/train tree) into a database
@@ -34,9 +37,10 @@ from ab.nn.sweep.search import PRUNERS
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
+    p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
                                        "replay-pruners", "attributes", "groups"))
-    p.add_argument("-c", "--config", default=None, help="trials, keys, replicas: only this config")
+    p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
+    p.add_argument("-c", "--config", default=None, help="check, trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
     p.add_argument("--study", default=None, help="replay-pruners: the Optuna study (as trials list it)")
     p.add_argument("--pruner", nargs="+", default=list(PRUNERS[1:]), choices=PRUNERS[1:],
@@ -118,6 +122,12 @@ def _run(p: argparse.ArgumentParser, args) -> int:
                 out[column] = out[column].map(lambda v: "all" if column == "max_samples" and v != v
                                               else ("-" if v != v else f"{int(v):,}"))
             print(table(out))
+    elif args.command == "check":
+        from ab.nn.stat.check import check
+
+        report = check(ws.db_url, folder, repair=args.repair, config=args.config)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
     elif args.command == "export-json":
         versions.require_current(ws.db_url)
         print(f"wrote {mirror.export_tree(ws.db_url, folder)} files under {folder.parent}")

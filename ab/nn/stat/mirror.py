@@ -10,31 +10,44 @@ from the mirror as from the original. Finished trials themselves, failed ones in
 in ``stat/trial/<config>.json``, and every code version in ``stat/code/<kind>/<id>.json``, outside the
 folder LEMUR's importer walks.
 
-The database is the source of truth. When a trial finishes, its records are *appended* to those
-files in place, so the cost is that trial's rows, never the config's history (a sweep's
-bookkeeping stays flat however many trials a config already has); ``export-json`` rewrites every
-file from the database, best accuracy first as LEMUR sorts them. ``ab.nn.stat.json_import``
-rebuilds a database from such files.
+The database is the source of truth and the mirror is derived from it, never part of a commit: when a
+trial finishes, the transaction that records its end also queues it in ``outbox``, and ``flush`` (run by
+the runner after each trial and when it starts, and by ``python -m ab.nn.stat check --repair``) adds its
+records to the files afterwards. A mirror that cannot be written (full disk, permissions) leaves the
+entry queued with its error and the trial's outcome as recorded. Every file is replaced atomically
+(written beside it, flushed to disk, renamed), so a crash leaves the old file or the new one, never a
+torn one; a file that does not parse (written by something else) is rewritten from the database, never
+spliced into; records already present (a flush cut short before its entry was marked done) are not
+added twice. ``export-json`` rewrites every file from the database, best accuracy first as LEMUR sorts
+them. ``ab.nn.stat.json_import`` rebuilds a database from such files.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import CodeVersion, Prm, Stat, StatMetric, TrainStat, Trial
+from ab.nn.stat.schema import CodeVersion, Outbox, Prm, Stat, StatMetric, TrainStat, Trial
+from ab.nn.util import system
 from ab.nn.util.filelock import locked
+
+log = logging.getLogger(__name__)
 
 TRAIN_STAT_COLUMNS = [c.name for c in TrainStat.__table__.c if c.name != "stat_id"]
 TRIAL_COLUMNS = [c.name for c in Trial.__table__.c]
 CODE_KINDS = ("nn", "transform", "metric")
-_TAIL = 4096  # bytes read back from the end of a file to find its closing bracket
+
+
+class Malformed(ValueError):
+    """A mirror file that is not a JSON list (written or cut short by something other than this module)."""
 
 
 def _json_value(value):
@@ -108,35 +121,65 @@ def _dump(records: list[dict]) -> str:
 
 
 def _write(path: Path, records: list[dict] | dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if isinstance(records, dict):
-        tmp.write_text(json.dumps(records, indent=1))
-    else:
-        tmp.write_text("[\n" + _dump(records) + "\n]" if records else "[]")
-    os.replace(tmp, path)
+    """Replace ``path`` atomically: a temporary file in the same folder, flushed to disk, renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{system.host()}-{os.getpid()}")
+    text = json.dumps(records, indent=1) if isinstance(records, dict) else (
+        "[\n" + _dump(records) + "\n]" if records else "[]")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
     return path
 
 
+def _sync_folder(folder: Path) -> None:
+    """The rename itself survives a power cut only once the folder is flushed too."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_list(path: Path) -> list:
+    """A mirror file's records; ``Malformed`` when it is not a JSON list."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Malformed(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(records, list):
+        raise Malformed(f"{path} holds a JSON {type(records).__name__}, not a list")
+    return records
+
+
+def _identity(record) -> tuple | None:
+    """What makes a record the same record: its stat id (epoch files) or its trial uid (trial lists);
+    ``None`` for a record that has neither (it is never taken for another)."""
+    if not isinstance(record, dict):
+        return None
+    lemur = record.get("ab_nn")
+    key = ("stat", lemur.get("stat_id")) if isinstance(lemur, dict) else ("trial", record.get("uid"))
+    return key if key[1] is not None else None
+
+
 def _append(path: Path, records: list[dict]) -> None:
-    """Add ``records`` to the JSON list in ``path`` by rewriting only its closing bracket."""
+    """Add ``records`` to the JSON list in ``path`` (the whole file replaced atomically), leaving out
+    those it already holds; ``Malformed`` when the file is not a JSON list."""
     if not records:
         return
-    if not path.exists() or path.stat().st_size == 0:
-        _write(path, records)
-        return
-    with open(path, "r+b") as f:
-        end = f.seek(0, os.SEEK_END)
-        start = max(0, end - _TAIL)
-        f.seek(start)
-        tail = f.read()
-        close = tail.rstrip().rfind(b"]")
-        if close < 0:
-            raise ValueError(f"{path} does not end like a JSON list; rewrite it with "
-                             f"`python -m ab.nn.stat export-json`")
-        empty = start == 0 and tail[:close].strip() == b"["
-        f.seek(start + close)
-        f.write((b"\n" if empty else b",\n") + _dump(records).encode() + b"\n]")
-        f.truncate()
+    present = read_list(path) if path.exists() and path.stat().st_size else []
+    known = {_identity(r) for r in present} - {None}
+    _write(path, present + [r for r in records if _identity(r) is None or _identity(r) not in known])
 
 
 def trial_file(stat_dir: Path, config: Config) -> Path:
@@ -146,7 +189,8 @@ def trial_file(stat_dir: Path, config: Config) -> Path:
 
 def append_trial(url: str, stat_dir: Path, trial_id: int) -> None:
     """Add a finished trial to the mirror: its epochs' records to ``<epoch>.json`` and the trial to
-    ``stat/trial/<config>.json``; reads and writes only this trial's rows."""
+    ``stat/trial/<config>.json``; reads only this trial's rows. A file that does not parse is rewritten
+    from the database instead (which includes this trial)."""
     with Session(engines.engine(url, writer=False)) as session:
         trial = session.get(Trial, trial_id)
         config = Config.parse(trial.config)
@@ -158,13 +202,23 @@ def append_trial(url: str, stat_dir: Path, trial_id: int) -> None:
         write_code(session, stat_dir, _code_ids(stats))
     folder = stat_dir / config.name
     folder.mkdir(parents=True, exist_ok=True)
-    with locked(folder / ".lock"):
-        for epoch, records in by_epoch.items():
-            _append(folder / f"{epoch}.json", records)
+    for epoch, records in by_epoch.items():
+        with locked(folder / ".lock"):
+            try:
+                _append(folder / f"{epoch}.json", records)
+                continue
+            except Malformed as error:
+                log.warning("JSON mirror: %s; rewriting it from the database", error)
+        write_epoch(url, stat_dir, config, epoch)
     path = trial_file(stat_dir, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path.parent / ".lock"):
-        _append(path, [trial_record])
+        try:
+            _append(path, [trial_record])
+            return
+        except Malformed as error:
+            log.warning("JSON mirror: %s; rewriting it from the database", error)
+    write_trials(url, stat_dir, config)
 
 
 def write_epoch(url: str, stat_dir: Path, config: Config, epoch: int) -> Path:
@@ -196,12 +250,75 @@ def write_trials(url: str, stat_dir: Path, config: Config) -> Path:
 
 
 def export_tree(url: str, stat_dir: Path) -> int:
-    """Write every config's trial list and epoch files; returns the number of files written."""
+    """Write every config's trial list and epoch files (and mark what was queued for the mirror before
+    this began as done: the files now hold it); returns the number of files written."""
     with Session(engines.engine(url, writer=False)) as session:
+        queued = session.scalar(select(func.max(Outbox.id)))
         keys = session.execute(select(Stat.task, Stat.dataset, Stat.metric, Stat.nn, Stat.epoch).distinct()).all()
         configs = set(session.scalars(select(Trial.config).distinct()))
     for name in sorted(configs):
         write_trials(url, stat_dir, Config.parse(name))
     for task, dataset, metric, nn, epoch in keys:
         write_epoch(url, stat_dir, Config(task, dataset, metric, nn), epoch)
+    if queued is not None:
+        with engines.engine(url, writer=True).begin() as connection:
+            connection.execute(update(Outbox).where(Outbox.id <= queued, Outbox.done_at.is_(None))
+                               .values(done_at=datetime.now(timezone.utc)))
     return len(keys) + len(configs)
+
+
+@dataclass
+class Flushed:
+    done: int = 0
+    errors: list[str] = field(default_factory=list)  # one line per entry that failed (it stays queued)
+
+    def __str__(self) -> str:
+        text = f"{self.done} trial(s) mirrored"
+        return text + (f"; {len(self.errors)} still queued: {self.errors[0]}" if self.errors else "")
+
+
+def flush(url: str, stat_dir: Path, host: str | None = None, limit: int | None = None) -> Flushed:
+    """Write what ``outbox`` queued for this host's mirror (oldest first) and mark each done; a failure is
+    recorded on its entry (attempts, error) and the entry stays queued for the next flush."""
+    host = host or system.host()
+    result = Flushed()
+    engine = engines.engine(url, writer=True)
+    with Session(engine) as session:
+        query = select(Outbox.id, Outbox.trial_id).where(Outbox.kind == "mirror", Outbox.done_at.is_(None),
+                                                         Outbox.host == host).order_by(Outbox.id)
+        pending = session.execute(query.limit(limit) if limit else query).all()
+    for entry_id, trial_id in pending:
+        try:
+            append_trial(url, stat_dir, trial_id)
+        except Exception as error:  # the mirror's failure is never the trial's
+            message = f"trial {trial_id}: {type(error).__name__}: {error}".splitlines()[0][:500]
+            result.errors.append(message)
+            log.warning("JSON mirror: %s (queued; `python -m ab.nn.stat check --repair` retries it)", message)
+            with engine.begin() as connection:
+                connection.execute(update(Outbox).where(Outbox.id == entry_id).values(
+                    attempts=Outbox.attempts + 1, last_error=message))
+            continue
+        with engine.begin() as connection:
+            connection.execute(update(Outbox).where(Outbox.id == entry_id).values(
+                done_at=datetime.now(timezone.utc), attempts=Outbox.attempts + 1, last_error=None))
+        result.done += 1
+    return result
+
+
+def malformed_files(stat_dir: Path) -> list[Path]:
+    """Mirror files (epoch files and trial lists) that are not JSON lists."""
+    bad = []
+    for path in sorted(list(stat_dir.glob("*/*.json")) + list((stat_dir.parent / "trial").glob("*.json"))):
+        try:
+            read_list(path)
+        except Malformed:
+            bad.append(path)
+    return bad
+
+
+def rewrite(url: str, stat_dir: Path, path: Path) -> None:
+    """Rewrite one mirror file (an epoch file or a trial list) from the database."""
+    if path.parent.name == "trial" and path.parent.parent == stat_dir.parent:
+        write_trials(url, stat_dir, Config.parse(path.stem))
+    else:
+        write_epoch(url, stat_dir, Config.parse(path.parent.name), int(path.stem))

@@ -141,9 +141,10 @@ class Trial(Base):
     host: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
-    lease_id: Mapped[int | None] = mapped_column(Integer)  # the runner that runs it (ab.nn.sweep.lease)
+    lease_id: Mapped[int | None] = mapped_column(Integer)  # the runner that runs it (ab.nn.stat.lease)
     nn_code_id: Mapped[str | None] = mapped_column(Text)
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
+    search_params: Mapped[str | None] = mapped_column(Text)  # JSON: the sampled values and their distributions
 
 
 class Stat(Base):
@@ -319,6 +320,7 @@ class Export(Base):
     error: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str | None] = mapped_column(Text)        # the machine whose disk holds ``path``
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    key: Mapped[str | None] = mapped_column(Text, index=True, unique=True)  # the writer's request key: a retried insert adds one row
 
 
 class Latency(Base):
@@ -346,6 +348,7 @@ class Latency(Base):
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    key: Mapped[str | None] = mapped_column(Text, index=True, unique=True)  # the writer's request key
 
 
 class Fusion(Base):
@@ -398,7 +401,7 @@ class ImageAttribute(Base):
 
 
 class Lease(Base):
-    """A runner's claim to be alive (``ab.nn.sweep.lease``): its trials are reclaimed by other runners
+    """A runner's claim to be alive (``ab.nn.stat.lease``): its trials are reclaimed by other runners
     only once this heartbeat has lapsed, was released, or its process is certainly gone."""
 
     __tablename__ = "lease"
@@ -413,3 +416,37 @@ class Lease(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     beat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the database's clock
     released_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Study(Base):
+    """What a sweep's Optuna study optimises, as the runner that created it asked: the authority from
+    which the Optuna study (a derived copy, ``ab.nn.stat.studies``) is rebuilt, and which ranking reads
+    for the constraint and the objectives."""
+
+    __tablename__ = "study"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    config: Mapped[str] = mapped_column(Text, index=True)
+    data_key: Mapped[str | None] = mapped_column(Text)
+    epoch_max: Mapped[int | None] = mapped_column(Integer)
+    objectives: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["mae"] or ["mae", "latency"]
+    max_latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(Base):
+    """Work that follows a commit but can fail on its own (the JSON mirror of a finished trial): written
+    in the same transaction as the fact it follows, done afterwards and retried from here, so that a
+    failure there never changes what the database says."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "done_at", "host"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # mirror
+    trial_id: Mapped[int] = mapped_column(Integer, index=True)
+    host: Mapped[str | None] = mapped_column(Text)  # whose mirror folder it goes to
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

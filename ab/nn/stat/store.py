@@ -1,5 +1,12 @@
-"""Writes to the statistics database. Each public method is one transaction: a crash leaves
-either all of a write or none of it, never half a trial or half an epoch."""
+"""Writes to the statistics database, the one authority on what happened to a trial.
+
+Each public method is one transaction: a crash leaves either all of a write or none of it. Writes that
+are retried after a dropped connection (where the first commit may have been applied) have the effect
+of one: inserts carry a key chosen before the first attempt, updates are conditional. Writes about a
+running trial can be *fenced* with the lease of the runner that owns it (``fence=lease_id``): once
+another runner has reclaimed the trial they are refused (``LeaseLost``), so a runner that was thought
+dead can no longer change the record. Nothing that can fail on its own (the JSON mirror) happens inside
+a write: it is queued in ``outbox`` by the same transaction and done afterwards (``ab.nn.stat.mirror``)."""
 from __future__ import annotations
 
 import functools
@@ -11,24 +18,23 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator, Mapping
 
+import psutil
 from sqlalchemy import Integer, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.stat import engine as engines, mirror, versions
-from ab.nn.stat import accuracy_scale
-from ab.nn.stat.schema import (FINAL_STATES, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export,
-                               ImageAttribute, Latency, Metric, Nn, NnMinhash, Prediction, Prm, Stat, StatMetric,
-                               TrainStat, Transform, Trial)
+from ab.nn.stat import engine as engines, versions
+from ab.nn.stat import accuracy_scale, ranking
+from ab.nn.stat.lease import states as lease_states
+from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion,
+                               Export, ImageAttribute, Latency, Metric, Nn, NnMinhash, Outbox, Prediction, Prm, Stat,
+                               StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
-PREFERRED_RUNTIMES = ("litert", "onnxruntime", "pytorch")
-"""Where a trial's deployment latency is read, in order: how a phone would run it first."""
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
 log = logging.getLogger(__name__)
 
@@ -104,25 +110,71 @@ def add_metrics(session: Session, stat_id: str, split: str, metrics: Mapping[str
                     for name, value in sorted(metrics.items()))
 
 
+class LeaseLost(RuntimeError):
+    """A fenced write about a trial that its runner no longer owns (another runner reclaimed it): the
+    write is refused and the trial's work does not count."""
+
+    def __init__(self, trial_id: int, status: str | None):
+        super().__init__(f"trial {trial_id} is no longer this runner's (recorded {status or 'missing'} by another "
+                         f"process, which found this runner's lease lapsed); its work here is not recorded")
+        self.trial_id, self.status = trial_id, status
+
+
+def fenced(session: Session, trial_id: int, fence: int | None, running: bool = True) -> Trial:
+    """The trial, locked for this transaction, after checking that the runner holding lease ``fence``
+    still owns it (and, with ``running``, that it is still running); ``fence=None`` checks nothing."""
+    trial = session.get(Trial, trial_id, with_for_update=True)
+    if fence is not None and (trial is None or trial.lease_id != fence or (running and trial.status != RUNNING)):
+        raise LeaseLost(trial_id, getattr(trial, "status", None))
+    return trial
+
+
+def reclaim_lapsed(session: Session, study: str | None = None, *, config: str | None = None,
+                   dry_run: bool = False) -> list[tuple[int, str]]:
+    """Running trials (of ``study`` or ``config``) whose runner is gone are recorded ``interrupted``, so that
+    they stop holding slots: their lease lapsed, was released or belongs to a process certainly gone
+    (``ab.nn.stat.lease``), or, for trials recorded before leases, their process is gone from this host.
+    A live runner's trials are never touched. Returns (trial id, reason) for each."""
+    query = select(Trial).where(Trial.status == RUNNING)
+    if study is not None:
+        query = query.where(Trial.study == study)
+    if config is not None:
+        query = query.where(Trial.config == config)
+    running = list(session.scalars(query))
+    alive = lease_states(session, [t.lease_id for t in running])
+    reclaimed = []
+    for trial in running:
+        if trial.lease_id is not None:
+            state = alive[trial.lease_id]
+            if state.alive:
+                continue
+            reason = f"interrupted: {state.reason}"
+        elif trial.host == system.host() and trial.pid and not psutil.pid_exists(trial.pid):
+            reason = f"interrupted: its runner (process {trial.pid} on {trial.host}) is gone"
+        else:
+            continue
+        if dry_run:
+            reclaimed.append((trial.id, reason))
+            continue
+        done = session.execute(update(Trial).where(Trial.id == trial.id, Trial.status == RUNNING).values(
+            status=INTERRUPTED, error=reason, finished_at=now())).rowcount
+        if done:
+            session.add(Outbox(kind="mirror", trial_id=trial.id, host=system.host(), created_at=now(), attempts=0))
+            reclaimed.append((trial.id, reason))
+    return reclaimed
+
+
 class StatStore:
     """The write side of the statistics database (reads live in ``ab.nn.stat.query``)."""
 
-    def __init__(self, url: str, mirror_dir: Path | None = None):
-        """``mirror_dir`` (LEMUR's ``stat/train``) turns on the JSON mirror of every write. The database must
-        be at this code's schema revision (``versions.upgrade`` makes it so); it is never upgraded here."""
+    def __init__(self, url: str):
+        """The database must be at this code's schema revision (``versions.upgrade`` makes it so); it is never
+        upgraded here."""
         versions.require_current(url)
         self.url = url
-        self.mirror_dir = mirror_dir
         self.engine = engines.engine(url, writer=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        self.seconds = 0.0  # time spent writing (database and mirror): the sweep's bookkeeping cost
-
-    def _mirror(self, trial_id: int) -> None:
-        """Append a finished trial to the LEMUR JSON mirror (its own rows only)."""
-        if self.mirror_dir is not None:
-            start = time.perf_counter()
-            mirror.append_trial(self.url, self.mirror_dir, trial_id)
-            self.seconds += time.perf_counter() - start
+        self.seconds = 0.0  # time spent writing: the sweep's bookkeeping cost
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -166,29 +218,39 @@ class StatStore:
         return uid
 
     # -- trials --------------------------------------------------------------------------------
-    @retried
     def reserve_trials(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
                        study: str | None = None, count: int = 1, **fields) -> list[int]:
         """Claim up to ``count`` slots for more trials of ``config`` on the data ``data_key``; fewer
         (or none) when ``total`` trials of that key and ``epoch_max`` are already trained or running.
-        Several workers calling this together never claim more than ``total``."""
-        with self.transaction() as session:
-            engines.hold_transaction_lock(session, f"{config.name}|{data_key}")
-            slots = [{}] * max(0, self._room(session, config, epoch_max, total, data_key, count))
-            return [trial.id for trial in self._add_slots(session, config, epoch_max, data_key, study, slots, fields)]
+        Several workers calling this together never claim more than ``total``, and a retried call whose
+        first commit was applied returns the slots that commit made instead of making more."""
+        uids = [uuid.uuid4().hex for _ in range(count)]
+        return [trial_id for trial_id, _ in self._reserve(config, epoch_max, total, data_key, study, uids,
+                                                          [{}] * count, None, fields)]
 
     def reserve_replicas(self, config: Config, epoch_max: int, total: int | None, *, data_key: str, group: int,
                          seeds: list[int], study: str | None = None, **fields) -> list[tuple[int, int]]:
         """Claim slots for the missing ``seeds`` of replica group ``group``, (trial id, seed) each; a seed
         another worker trained, or is training, in the meantime is left out (checked under the lock)."""
+        uids = [uuid.uuid4().hex for _ in seeds]
+        return self._reserve(config, epoch_max, total, data_key, study, uids,
+                             [{"seed": seed, "replica_of": group} for seed in seeds], group, fields)
+
+    @retried
+    def _reserve(self, config: Config, epoch_max: int, total: int | None, data_key: str, study: str | None,
+                 uids: list[str], slots: list[dict], group: int | None, fields: Mapping) -> list[tuple[int, int]]:
         with self.transaction() as session:
+            made = session.execute(select(Trial.id, Trial.seed).where(Trial.uid.in_(uids)).order_by(Trial.id)).all()
+            if made:  # an earlier attempt committed before its answer was lost
+                return [(row.id, row.seed) for row in made]
             engines.hold_transaction_lock(session, f"{config.name}|{data_key}")
-            taken = set(session.scalars(select(Trial.seed).where(
-                Trial.replica_of == group, Trial.status.in_(RESULT_STATES + (RUNNING,)))))
-            free = [seed for seed in seeds if seed not in taken]
-            free = free[:max(0, self._room(session, config, epoch_max, total, data_key, len(free)))]
-            trials = self._add_slots(session, config, epoch_max, data_key, study,
-                                     [{"seed": seed, "replica_of": group} for seed in free], fields)
+            chosen = list(zip(uids, slots))
+            if group is not None:
+                taken = set(session.scalars(select(Trial.seed).where(
+                    Trial.replica_of == group, Trial.status.in_(RESULT_STATES + (RUNNING,)))))
+                chosen = [(uid, slot) for uid, slot in chosen if slot["seed"] not in taken]
+            chosen = chosen[:max(0, self._room(session, config, epoch_max, total, data_key, len(chosen)))]
+            trials = self._add_slots(session, config, epoch_max, data_key, study, chosen, fields)
             return [(trial.id, trial.seed) for trial in trials]
 
     @staticmethod
@@ -202,11 +264,11 @@ class StatStore:
 
     @staticmethod
     def _add_slots(session: Session, config: Config, epoch_max: int, data_key: str, study: str | None,
-                   slots: list[dict], fields: Mapping) -> list[Trial]:
+                   slots: list[tuple[str, dict]], fields: Mapping) -> list[Trial]:
         trials = [Trial(config=config.name, task=config.task, dataset=config.dataset, metric=config.metric,
-                        nn=config.nn, study=study or config.name, number=None, status=RUNNING, uid=uuid.uuid4().hex,
+                        nn=config.nn, study=study or config.name, number=None, status=RUNNING, uid=uid,
                         epoch_max=epoch_max, epochs_done=0, started_at=now(), data_key=data_key, **fields, **slot)
-                  for slot in slots]
+                  for uid, slot in slots]
         session.add_all(trials)
         session.flush()
         return trials
@@ -219,41 +281,55 @@ class StatStore:
 
     @retried
     def assign_trial(self, trial_id: int, *, number: int | None, optuna_trial_id: int | None,
-                     prm: Mapping[str, object], **fields) -> None:
+                     prm: Mapping[str, object], fence: int | None = None, **fields) -> None:
         """Attach the Optuna trial and its sampled hyperparameters to a reserved trial."""
         with self.transaction() as session:
+            fenced(session, trial_id, fence)
             uid = self.save_prm(session, prm)
             session.execute(update(Trial).where(Trial.id == trial_id).values(
                 number=number, optuna_trial_id=optuna_trial_id, prm=uid, transform=prm.get("transform"),
                 **fields))
 
     @retried
-    def update_trial(self, trial_id: int, **fields) -> None:
+    def update_trial(self, trial_id: int, *, fence: int | None = None, **fields) -> None:
         if "status" in fields:
             raise ValueError("a trial's status changes only through finish_trial")
         with self.transaction() as session:
+            fenced(session, trial_id, fence)
             session.execute(update(Trial).where(Trial.id == trial_id).values(**fields))
 
     @retried
-    def finish_trial(self, trial_id: int, status: str, error: str | None = None, **fields) -> bool:
+    def finish_trial(self, trial_id: int, status: str, error: str | None = None, *, fence: int | None = None,
+                     **fields) -> bool:
         """Move a trial from ``running`` to its final ``status``, once: the condition is in the UPDATE
         itself, so a trial another process already finished (or reclaimed) is left as it is and
-        ``False`` is returned."""
+        ``False`` is returned; with ``fence``, only while the runner of that lease owns it. A trial already
+        in ``status`` answers ``True`` (a retry whose first commit was applied, or another process that
+        recorded the same end). The JSON
+        mirror of the finished trial is queued in the same transaction."""
         if status not in FINAL_STATES:
             raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATES)})")
         with self.transaction() as session:
-            done = session.execute(update(Trial).where(Trial.id == trial_id, Trial.status == RUNNING).values(
+            condition = [Trial.id == trial_id, Trial.status == RUNNING]
+            if fence is not None:
+                condition.append(Trial.lease_id == fence)
+            done = session.execute(update(Trial).where(*condition).values(
                 status=status, error=error, finished_at=now(), **fields)).rowcount
-        if done:
-            self._mirror(trial_id)
-        return bool(done)
+            if done:
+                session.add(Outbox(kind="mirror", trial_id=trial_id, host=system.host(), created_at=now(), attempts=0))
+                return True
+            return session.scalar(select(Trial.status).where(Trial.id == trial_id)) == status
 
     @retried
     def record_epoch(self, trial_id: int, epoch: int, *, accuracy: float, duration: int,
-                     metrics: Mapping[str, float], train_stat: Mapping[str, object]) -> str:
-        """One epoch: the LEMUR ``stat`` row, its ``train_stat`` and every eval metric value."""
+                     metrics: Mapping[str, float], train_stat: Mapping[str, object], fence: int | None = None) -> str:
+        """One epoch: the LEMUR ``stat`` row, its ``train_stat`` and every eval metric value. Recording an
+        epoch that is already recorded (a retry) returns its row."""
         with self.transaction() as session:
-            trial = session.get(Trial, trial_id)
+            trial = fenced(session, trial_id, fence)
+            known = session.scalar(select(Stat.id).where(Stat.trial_id == trial_id, Stat.epoch == epoch))
+            if known is not None:
+                return known
             stat_id = uuid.uuid4().hex
             session.add(Stat(id=stat_id, accuracy=_finite(accuracy), epoch=epoch, duration=duration,
                              task=trial.task, dataset=trial.dataset, nn=trial.nn, transform=trial.transform,
@@ -271,24 +347,27 @@ class StatStore:
 
     @retried
     def record_test(self, trial_id: int, stat_id: str, accuracy: float, metrics: Mapping[str, float],
-                    interval: tuple[float, float] | None = None) -> None:
-        """Held-out test numbers of the final model, attached to its last epoch; ``interval`` is the
-        95 % bootstrap interval of the test MAE."""
+                    interval: tuple[float, float] | None = None, *, fence: int | None = None) -> None:
+        """Held-out test numbers of the final model, attached to its last epoch (replacing any recorded
+        before: a retry writes the same); ``interval`` is the 95 % bootstrap interval of the test MAE."""
         with self.transaction() as session:
+            trial = fenced(session, trial_id, fence)
+            session.execute(delete(StatMetric).where(StatMetric.stat_id == stat_id, StatMetric.split == "test"))
             add_metrics(session, stat_id, "test", metrics)
-            trial = session.get(Trial, trial_id)
             trial.test_accuracy = _finite(accuracy)
             trial.test_mae = _finite(metrics.get("mae"))
             if interval is not None:
                 trial.test_mae_low, trial.test_mae_high = (_finite(v) for v in interval)
 
     @retried
-    def record_predictions(self, trial_id: int, split: str, ages, predicted, image_ids=None) -> None:
+    def record_predictions(self, trial_id: int, split: str, ages, predicted, image_ids=None, *,
+                           fence: int | None = None) -> None:
         """Per-image predictions of the final evaluation on ``split`` (replacing earlier ones)."""
         rows = [{"trial_id": trial_id, "split": split, "position": i, "age": float(age),
                  "predicted": _finite(value), "image_id": image_ids[i] if image_ids is not None else None}
                 for i, (age, value) in enumerate(zip(ages, predicted))]
         with self.transaction() as session:
+            fenced(session, trial_id, fence)
             session.execute(delete(Prediction).where(Prediction.trial_id == trial_id, Prediction.split == split))
             for start in range(0, len(rows), 5000):
                 session.execute(insert(Prediction), rows[start:start + 5000])
@@ -325,9 +404,9 @@ class StatStore:
     # -- questions the runner asks -------------------------------------------------------------
     def replica_groups(self, config: Config, epoch_max: int, data_key: str) -> list[dict]:
         """Replica groups (``--seeds``) of this config, budget and data whose first trial trained or is
-        training: its id, seed and Optuna trial, and the seeds its trials trained or are training with."""
+        training: its id, seed and sampled values, and the seeds its trials trained or are training with."""
         with self.transaction() as session:
-            firsts = session.execute(select(Trial.id, Trial.seed, Trial.optuna_trial_id).where(
+            firsts = session.execute(select(Trial.id, Trial.seed, Trial.search_params).where(
                 Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.data_key == data_key,
                 Trial.replica_of == Trial.id, Trial.seed.is_not(None),
                 Trial.status.in_(RESULT_STATES + (RUNNING,)))
@@ -338,8 +417,14 @@ class StatStore:
         used: dict[int, set] = {}
         for group, seed in seeds:
             used.setdefault(group, set()).add(seed)
-        return [{"id": row.id, "seed": row.seed, "optuna_trial_id": row.optuna_trial_id, "seeds": used.get(row.id, set())}
+        return [{"id": row.id, "seed": row.seed, "search_params": row.search_params, "seeds": used.get(row.id, set())}
                 for row in firsts]
+
+    def trial_prm(self, trial_id: int) -> dict:
+        """The hyperparameters a trial was given (its ``prm`` set)."""
+        with self.transaction() as session:
+            uid = session.scalar(select(Trial.prm).where(Trial.id == trial_id))
+            return {p.name: p.value for p in session.scalars(select(Prm).where(Prm.uid == uid))} if uid else {}
 
     def count_results(self, config: Config, epoch_max: int, data_key: str | None = None) -> int:
         """Trials of a config at this ``epoch_max`` (on the data ``data_key``, if given) that trained;
@@ -350,23 +435,29 @@ class StatStore:
                 *([Trial.data_key == data_key] if data_key is not None else [])))
 
     # -- deployment ----------------------------------------------------------------------------
-    @retried
-    def add_export(self, trial_id: int, **fields) -> int:
-        with self.transaction() as session:
-            row = Export(trial_id=trial_id, created_at=now(), host=system.host(), **fields)
-            session.add(row)
-            session.flush()
-            return row.id
+    def add_export(self, trial_id: int, *, fence: int | None = None, **fields) -> int:
+        """One artifact row; with ``fence``, only while the runner of that lease owns the trial (it may
+        have finished)."""
+        return self._add_keyed(Export, uuid.uuid4().hex, trial_id, fence, dict(host=system.host(), **fields))
 
     @retried
     def update_export(self, export_id: int, **fields) -> None:
         with self.transaction() as session:
             session.execute(update(Export).where(Export.id == export_id).values(**fields))
 
+    def add_latency(self, export_id: int, trial_id: int, *, fence: int | None = None, **fields) -> int:
+        return self._add_keyed(Latency, uuid.uuid4().hex, trial_id, fence, dict(export_id=export_id, **fields))
+
     @retried
-    def add_latency(self, export_id: int, trial_id: int, **fields) -> int:
+    def _add_keyed(self, table, key: str, trial_id: int, fence: int | None, fields: Mapping) -> int:
+        """Insert a row whose ``key`` was chosen before the first attempt: a retry after a commit that was
+        applied finds it and returns its id instead of adding a second."""
         with self.transaction() as session:
-            row = Latency(export_id=export_id, trial_id=trial_id, created_at=now(), **fields)
+            found = session.scalar(select(table.id).where(table.key == key))
+            if found is not None:
+                return found
+            fenced(session, trial_id, fence, running=False)
+            row = table(trial_id=trial_id, created_at=now(), key=key, **fields)
             session.add(row)
             session.flush()
             return row.id
@@ -375,20 +466,15 @@ class StatStore:
         with self.transaction() as session:
             return list(session.scalars(select(Export).where(Export.trial_id.in_(list(trial_ids)))))
 
-    def ranked_trials(self, config: Config, data_key: str) -> list[int]:
-        """Trained trials of ``config`` on the data ``data_key``, best eval accuracy first (LEMUR's selection
-        metric); the same order as ``api.ranked_trials``."""
+    def ranked_trials(self, config: Config, data_key: str, **kwargs) -> list[int]:
+        """Trained trials of ``config`` on the data ``data_key``, best first (``ab.nn.stat.ranking``)."""
         with self.transaction() as session:
-            return list(session.scalars(select(Trial.id).where(
-                Trial.config == config.name, Trial.data_key == data_key, Trial.status.in_(TRAINED_STATES),
-                Trial.eval_accuracy.is_not(None)).order_by(Trial.eval_accuracy.desc(), Trial.id)))
+            return [r.trial_id for r in ranking.rank(session, config.name, data_key, **kwargs)]
 
-    def best_trial(self, config: Config, data_key: str, max_latency_ms: float | None = None) -> int | None:
-        """The first of ``ranked_trials``; with ``max_latency_ms``, the first whose latency meets it."""
-        for trial_id in self.ranked_trials(config, data_key):
-            if max_latency_ms is None or (self.latency_ms(trial_id) or float("inf")) <= max_latency_ms:
-                return trial_id
-        return None
+    def best_trial(self, config: Config, data_key: str, **kwargs) -> int | None:
+        """The best trial (``ab.nn.stat.ranking.best``): by validation MAE, within its study's constraint."""
+        with self.transaction() as session:
+            return ranking.best(session, config.name, data_key, **kwargs)
 
     def trial_ids(self, config: Config, data_key: str | None = None) -> list[int]:
         with self.transaction() as session:
@@ -429,17 +515,9 @@ class StatStore:
             return list(session.scalars(select(Stat.accuracy).where(Stat.trial_id == trial_id).order_by(Stat.epoch)))
 
     def latency(self, trial_id: int) -> tuple[float, str] | None:
-        """The trial's deployment latency and its runtime: batch 1, 1 thread, median, fp32, in its preferred
-        runtime (LiteRT, else onnxruntime, else PyTorch), the latest measurement."""
+        """The trial's deployment latency and its runtime (``ab.nn.stat.ranking.latencies``)."""
         with self.transaction() as session:
-            rows = session.execute(select(Latency.runtime, Latency.median_ms).join(Export, Export.id == Latency.export_id)
-                                   .where(Latency.trial_id == trial_id, Latency.threads == 1, Latency.status == "ok",
-                                          Export.precision == "fp32").order_by(Latency.id.desc())).all()
-        for runtime in PREFERRED_RUNTIMES:
-            for found, median in rows:
-                if found == runtime and median is not None:
-                    return float(median), runtime
-        return None
+            return ranking.latencies(session, [trial_id]).get(trial_id)
 
     def latency_ms(self, trial_id: int) -> float | None:
         found = self.latency(trial_id)

@@ -37,9 +37,9 @@ class Limits:
     memory_gb: float | None = None  # unique memory (PSS) limit of the trial's process group
 
 
-def _child(spec: TrialSpec, result: str) -> None:
+def _child(spec: TrialSpec, result: str, parent: int) -> None:
     os.setsid()  # the trial leads its own process group: ended as a whole
-    processes.die_with_parent()
+    processes.die_with_parent(parent)
 
     def report(outcome: TrialOutcome, exported: bool) -> None:
         tmp = Path(f"{result}.tmp")
@@ -90,7 +90,7 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits()) -> TrialOutcome:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="ab-nn-trial-") as folder:
         result = Path(folder) / "outcome.pkl"
-        process = context.Process(target=_child, args=(spec, str(result)), name=f"trial-{spec.trial_id}")
+        process = context.Process(target=_child, args=(spec, str(result), os.getpid()), name=f"trial-{spec.trial_id}")
         process.start()
         started = time.monotonic()
         reason = None
@@ -107,13 +107,13 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits()) -> TrialOutcome:
             _end(process)
         reason = reason or (None if process.exitcode == 0 else _exit_reason(process.exitcode))
         reported = pickle.loads(result.read_bytes()) if result.exists() else None
-    store = StatStore(spec.db_url, spec.workspace.stat_train_dir)
+    store = StatStore(spec.db_url)
     if reported is not None:
         outcome, exported = reported
         if reason and not exported:
-            store.add_export(spec.trial_id, format="export", precision="-", status=FAILED,
+            store.add_export(spec.trial_id, fence=spec.lease_id, format="export", precision="-", status=FAILED,
                              error=f"ExportCrashed: {reason} after training; the trained result is kept")
         return outcome
     reason = reason or _exit_reason(process.exitcode)
-    store.finish_trial(spec.trial_id, FAILED, error=f"TrialCrashed: {reason}")
+    store.finish_trial(spec.trial_id, FAILED, error=f"TrialCrashed: {reason}", fence=spec.lease_id)
     return TrialOutcome(FAILED, error=f"TrialCrashed: {reason}")

@@ -22,11 +22,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from ab.nn.sweep.search import Search, SearchError, quiet
+from ab.nn.stat.studies import quiet
+from ab.nn.sweep.search import MAE_SCALE, Search, SearchError
 
 TRIAL_COLUMNS = ("id", "study", "number", "status", "epoch_max", "epochs_done", "eval_mae", "eval_accuracy",
                  "started_at", "finished_at")
-EPOCH_COLUMNS = ("trial_id", "epoch", "accuracy", "duration_s")
+EPOCH_COLUMNS = ("trial_id", "epoch", "accuracy", "mae", "duration_s")
 REPLAYED_COLUMNS = ("id", "number", "recorded_status", "status", "epochs_recorded", "epochs", "judged",
                     "beyond_record", "seconds_recorded", "seconds", "elapsed", "eval_mae_recorded")
 SUMMARY_COLUMNS = ("pruner", "warmup", "floor", "trials", "stopped", "minutes", "minutes_recorded", "time_ratio",
@@ -61,7 +62,7 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
     epoch_max = int(finished.epoch_max.max()) if len(finished) else 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(study_name=name, direction="maximize",
+        study = optuna.create_study(study_name=name, direction="minimize",
                                     storage=optuna.storages.InMemoryStorage(),
                                     pruner=search.make_pruner(epoch_max))
     curves = {trial_id: group.sort_values("epoch") for trial_id, group in epochs.groupby("trial_id")}
@@ -69,35 +70,42 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
     rows, elapsed = [], 0.0
     for row in finished.itertuples(index=False):
         curve = curves.get(row.id, no_epochs)
-        accuracies, ends = curve.accuracy.to_numpy(np.float64), curve.duration_s.to_numpy(np.float64)
+        maes, ends = _maes(curve), curve.duration_s.to_numpy(np.float64)
         judged = search.prunes and not pd.isna(row.number)
         trial = study.ask()
         stop, wants = None, False
-        for epoch, accuracy in enumerate(accuracies, start=1):
-            trial.report(float(accuracy), epoch)
+        for epoch, mae in enumerate(maes, start=1):
+            trial.report(float(mae), epoch)
             wants = judged and trial.should_prune()
             # the runner's order after an epoch: diverged, then LEMUR's gate, then the pruner, never at the
             # last epoch; a trial that failed later would have been stopped before it failed
-            ended_here = epoch == len(accuracies) and row.status not in ("failed", "interrupted")
+            ended_here = epoch == len(maes) and row.status not in ("failed", "interrupted")
             if wants and epoch < row.epoch_max and not ended_here:
                 stop = epoch
                 break
         recorded = _seconds(row)
-        status, done = ("pruned", stop) if stop is not None else (row.status, len(accuracies))
+        status, done = ("pruned", stop) if stop is not None else (row.status, len(maes))
         beyond = stop is None and row.status == "pruned" and not wants
         seconds = recorded - (ends[-1] - ends[done - 1]) if stop is not None else recorded
         if status == "complete":
-            value = row.eval_accuracy if not pd.isna(row.eval_accuracy) else \
-                accuracies[-1] if len(accuracies) else 0.0
+            value = row.eval_mae if not pd.isna(row.eval_mae) else maes[-1] if len(maes) else MAE_SCALE
             study.tell(trial, float(value))
         else:
             study.tell(trial, state=_STATE[status])
         elapsed += seconds
         rows.append({"id": int(row.id), "number": row.number, "recorded_status": row.status, "status": status,
-                     "epochs_recorded": len(accuracies), "epochs": done, "judged": judged, "beyond_record": beyond,
+                     "epochs_recorded": len(maes), "epochs": done, "judged": judged, "beyond_record": beyond,
                      "seconds_recorded": recorded, "seconds": seconds, "elapsed": elapsed,
                      "eval_mae_recorded": row.eval_mae})
     return pd.DataFrame(rows, columns=REPLAYED_COLUMNS)
+
+
+def _maes(curve: pd.DataFrame) -> np.ndarray:
+    """Each epoch's validation MAE, as the runner reports it to Optuna; from the accuracy (``1 - MAE/20``)
+    where a row has none."""
+    accuracy = curve.accuracy.to_numpy(np.float64)
+    mae = curve["mae"].to_numpy(np.float64) if "mae" in curve else np.full(len(curve), np.nan)
+    return np.where(np.isnan(mae), (1.0 - accuracy) * MAE_SCALE, mae)
 
 
 def summarise(replayed: pd.DataFrame, search: Search, target: float) -> dict:

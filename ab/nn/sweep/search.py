@@ -1,5 +1,6 @@
-"""How a sweep searches: its Optuna pruner, its objectives (accuracy, or accuracy and speed) and
-latency constraint, and how a trial's outcome is told to Optuna.
+"""How a sweep searches: its Optuna pruner, its objectives (validation MAE, or MAE and speed) and
+latency constraint. Optuna sees validation MAE in years, minimised (LEMUR's accuracy stays in our tables
+and LEMUR's API); what Optuna is told about a trial is derived from our record (``ab.nn.stat.studies``).
 
 * ``--pruner``: ``none`` (LEMUR: every trial runs all its epochs), ``median`` (stops a trial below the
   median of earlier trials at the same epoch), ``percentile`` (stops all but the best quarter: Optuna's
@@ -8,16 +9,17 @@ latency constraint, and how a trial's outcome is told to Optuna.
   epochs it ran. ``--pruner-warmup W``: no trial is judged before its epoch W (median/percentile:
   Optuna's ``n_warmup_steps``; hyperband and successive halving: their first rung,
   ``min_resource``), for learning curves that only separate after a warm-up, as from-scratch
-  training does.
-* ``--pruner-floor A``: from epoch 2 on, a trial whose validation accuracy is below ``A`` stops
-  (Optuna's ``ThresholdPruner``), beside whatever ``--pruner`` decides (also with ``--pruner none``).
+  training does. Every epoch's validation MAE is reported to Optuna, whose pruners compare them.
+* ``--pruner-floor A``: from epoch 2 on, a trial whose validation accuracy is below ``A`` (its MAE above
+  ``(1 - A) x 20`` years, the scale of the ``mae`` metric) stops (Optuna's ``ThresholdPruner`` on the
+  MAE), beside whatever ``--pruner`` decides (also with ``--pruner none``).
   It stops the trials that have not started to learn (from scratch, those that still predict about
   one age for every face) without ranking anyone, so a rank-based pruner can be given a long warm-up
   while the dead trials still cost two epochs. The first epoch is exempt: trials that go on to learn
   often end it at the constant predictor's level. Not with hyperband (its brackets, which Optuna's
   samplers read, need it to be the study's only pruner).
-* ``--objectives accuracy,latency``: a two-objective study (maximise validation accuracy, minimise the
-  trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
+* ``--objectives mae,latency`` (``accuracy`` is accepted for ``mae``): a two-objective study (minimise
+  validation MAE and the trial's batch-1 latency at 1 thread in its deployment runtime: TFLite fp32, else onnxruntime, else
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
   forward pass, in millions) is the cheaper proxy. ``--max-latency-ms X`` instead keeps one objective
   and makes latency a constraint (Optuna's ``set_constraint``: feasible at <= X ms).
@@ -31,28 +33,21 @@ latency constraint, and how a trial's outcome is told to Optuna.
 from __future__ import annotations
 
 import logging
-import time
-import warnings
-from contextlib import contextmanager
+import math
 from dataclasses import dataclass
 
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ab.nn.stat import engine as engines
 from ab.nn.stat import groups
+from ab.nn.stat.studies import DIRECTIONS, METRIC_NAMES, OBJECTIVES, storage
 
-STORAGE_ATTEMPTS = 5
 log = logging.getLogger(__name__)
 
 PRUNERS = ("none", "median", "percentile", "hyperband", "successive-halving")
-OBJECTIVES = ("accuracy", "latency", "macs")
-UNITS = {"accuracy": "accuracy = 1 - MAE/20 (validation)", "latency": "latency ms (batch 1, 1 thread)",
-         "macs": "MMACs (batch 1)"}
-DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize"}
 FLOOR_EPOCH = 2  # the first epoch at which --pruner-floor judges
-GAP_CONSTRAINT = "group_gap_years"
+MAE_SCALE = 20.0  # the ``mae`` metric's accuracy = 1 - MAE/20: how --pruner-floor's accuracy becomes an MAE
+ALIASES = {"accuracy": "mae"}
 
 
 class SearchError(ValueError):
@@ -62,7 +57,7 @@ class SearchError(ValueError):
 @dataclass(frozen=True)
 class Search:
     pruner: str = "none"
-    objectives: tuple[str, ...] = ("accuracy",)
+    objectives: tuple[str, ...] = ("mae",)
     max_latency_ms: float | None = None
     warmup: int = 1  # epochs every trial trains before the pruner may stop it
     floor: float | None = None  # validation accuracy below which a trial stops from FLOOR_EPOCH on
@@ -70,15 +65,16 @@ class Search:
     group_gap_by: tuple[str, ...] = ("race",)
 
     def __post_init__(self):
+        object.__setattr__(self, "objectives", tuple(ALIASES.get(o, o) for o in self.objectives))
         if self.pruner not in PRUNERS:
             raise SearchError(f"--pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.warmup < 1:
             raise SearchError(f"--pruner-warmup must be at least 1 epoch, got {self.warmup}")
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
-        if unknown or not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != \
+        if unknown or not self.objectives or self.objectives[0] != "mae" or len(set(self.objectives)) != \
                 len(self.objectives):
-            raise SearchError(f"--objectives: accuracy first, then optionally latency or macs "
-                              f"(e.g. accuracy,latency); got {','.join(self.objectives)}")
+            raise SearchError(f"--objectives: mae (validation MAE; 'accuracy' means the same) first, then optionally "
+                              f"latency or macs (e.g. mae,latency); got {','.join(self.objectives)}")
         if self.multi and self.pruner != "none":
             raise SearchError("Optuna's pruners do not work with several objectives: use --pruner none with "
                               "--objectives, or --max-latency-ms with one objective")
@@ -92,7 +88,7 @@ class Search:
         if self.multi and self.floor is not None:
             raise SearchError("--pruner-floor stops trials, which Optuna does not do with several objectives")
         if self.max_latency_ms is not None and (self.max_latency_ms <= 0 or self.multi):
-            raise SearchError("--max-latency-ms must be positive and goes with the single accuracy objective")
+            raise SearchError("--max-latency-ms must be positive and goes with the single mae objective")
         if self.max_group_gap is not None and not self.max_group_gap > 0:
             raise SearchError(f"--max-group-gap is a gap in years and must be positive, got {self.max_group_gap}")
         try:
@@ -102,7 +98,7 @@ class Search:
                               f"(race,gender); got {','.join(self.group_gap_by)}") from None
 
     @classmethod
-    def parse(cls, pruner: str = "none", objectives: str = "accuracy", max_latency_ms: float | None = None,
+    def parse(cls, pruner: str = "none", objectives: str = "mae", max_latency_ms: float | None = None,
               warmup: int = 1, floor: float | None = None, max_group_gap: float | None = None,
               group_gap_by: str = "race") -> "Search":
         return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup,
@@ -149,13 +145,18 @@ class Search:
         return [DIRECTIONS[o] for o in self.objectives]
 
     def metric_names(self) -> list[str]:
-        return [UNITS[o] for o in self.objectives]
+        return [METRIC_NAMES[o] for o in self.objectives]
+
+    @property
+    def mae_ceiling(self) -> float | None:
+        """``--pruner-floor``'s accuracy as the validation MAE above which a trial stops."""
+        return None if self.floor is None else (1.0 - self.floor) * MAE_SCALE
 
     def make_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
         ranked = self._ranking_pruner(epochs)
         if self.floor is None:
             return ranked
-        floor = optuna.pruners.ThresholdPruner(lower=self.floor, n_warmup_steps=FLOOR_EPOCH)
+        floor = optuna.pruners.ThresholdPruner(upper=self.mae_ceiling, n_warmup_steps=FLOOR_EPOCH)
         return floor if self.pruner == "none" else EitherPruner(floor, ranked)
 
     def _ranking_pruner(self, epochs: int) -> optuna.pruners.BasePruner:
@@ -182,54 +183,6 @@ class EitherPruner(optuna.pruners.BasePruner):
         return any([pruner.prune(study, trial) for pruner in self.pruners])
 
 
-@contextmanager
-def quiet():
-    """Optuna's own INFO lines (each trial told, each study made) would drown the progress bars."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-
-
-@contextmanager
-def _one_creator_at_a_time(url: str):
-    """On PostgreSQL, Optuna's table creation is check-then-create: two workers starting together
-    both find no ``studies`` table and the second fails with ``relation "studies" already exists``
-    (DuplicateTable, not retried as a storage error). An advisory lock held by a transaction around
-    the creation makes them take turns, as reservations and migrations do. SQLite serialises writers
-    itself; its collisions are the OperationalErrors retried below."""
-    if make_url(url).get_backend_name() != "postgresql":
-        yield
-        return
-    with engines.engine(url, writer=False).begin() as connection:
-        engines.hold_transaction_lock(connection, "ab_nn_optuna_tables")
-        yield
-
-
-def storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's tables in the statistics database. Trials are asked and told by the runner (whose
-    lease tells other runners whether it is alive); trial processes report epochs through it."""
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
-        try:
-            with warnings.catch_warnings(), _one_creator_at_a_time(url):
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-            break
-        except (IntegrityError, OperationalError):
-            if attempt == STORAGE_ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    if url.startswith("sqlite"):
-        # several workers on one file: Optuna's read-then-write transactions must take the write lock
-        # up front, or SQLite answers "database is locked" instead of waiting
-        engines.configure_sqlite(made.engine, immediate=True)
-        made.engine.dispose()
-    return made
-
-
 @dataclass(frozen=True)
 class Link:
     """What a trial process needs to report its epochs to its Optuna trial and ask about pruning."""
@@ -242,57 +195,27 @@ class Link:
 
 
 class EpochReporter:
-    """Reports each epoch's validation accuracy to Optuna (learning curves in the dashboard) and asks
-    the study's pruner whether to stop."""
+    """Reports each epoch's validation MAE to Optuna (learning curves in the dashboard) and asks the
+    study's pruner whether to stop."""
 
     def __init__(self, link: Link | None):
         self.link = link
         self._trial = None
 
-    def report(self, epoch: int, accuracy: float) -> bool:
+    def report(self, epoch: int, mae: float | None) -> bool:
         """True when the trial should be pruned. Optuna keeps no per-epoch values in a study of several
         objectives; a report that fails is logged and never stops the training."""
-        if self.link is None or self.link.search.multi:
+        if self.link is None or self.link.search.multi or mae is None or not math.isfinite(mae):
             return False
         try:
             if self._trial is None:
                 study = optuna.load_study(study_name=self.link.study, storage=storage(self.link.db_url),
                                           pruner=self.link.search.make_pruner(self.link.epochs))
                 self._trial = optuna.trial.Trial(study, self.link.optuna_trial_id)
-            self._trial.report(float(accuracy), epoch)
+            self._trial.report(float(mae), epoch)
             return self.link.search.prunes and self._trial.should_prune()
         except Exception as error:
             if engines.is_storage_error(error):
                 raise
             log.warning("epoch %d could not be reported to Optuna: %s", epoch, error)
             return False
-
-
-def note_text(attrs: dict) -> str:
-    """The few lines a person looks for first: our trial id, outcome, MAE in years, why it ended."""
-    head = f"**ab.nn trial {attrs['trial_id']}**: {attrs.get('status', '?')}"
-    if attrs.get("epochs_done") is not None:
-        head += f" after {attrs['epochs_done']} of {attrs.get('epoch_max', '?')} epochs"
-    lines = [head]
-    if attrs.get("eval_mae") is not None:
-        mae = f"validation MAE {attrs['eval_mae']:.2f} years"
-        if attrs.get("test_mae") is not None:
-            mae += f", test MAE {attrs['test_mae']:.2f}"
-            if attrs.get("test_mae_low") is not None:
-                mae += f" [95% CI {attrs['test_mae_low']:.2f}, {attrs['test_mae_high']:.2f}]"
-        lines.append(mae)
-    if attrs.get("reason"):
-        lines.append(f"reason: {attrs['reason']}")
-    if attrs.get("data_key"):
-        lines.append(f"data {attrs['data_key']} ({attrs.get('split', '?')})")
-    return "\n\n".join(lines)
-
-
-def note(trial: optuna.Trial, attrs: dict) -> None:
-    """optuna-dashboard shows a trial's note at the top of its page, where the user attributes are a
-    scrolled list; written where optuna-dashboard is installed (the ``dashboard`` extra)."""
-    try:
-        from optuna_dashboard import save_note
-    except ImportError:
-        return
-    save_note(trial, note_text(attrs))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -22,15 +24,15 @@ from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, keep_best_only, metadata_for
 from ab.nn.stat.engine import is_storage_error
-from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, PRUNED, STOPPED
-from ab.nn.stat.store import StatStore
+from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
+from ab.nn.stat.store import LeaseLost, StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
 from ab.nn.sweep.search import EpochReporter, Link
-from ab.nn.util import checkpoint, malloc, system
+from ab.nn.util import checkpoint, faults, malloc, system
 from ab.nn.util.macs import count_macs
 from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
@@ -59,6 +61,7 @@ class TrialSpec:
     progress: bool = True
     identity: DataIdentity | None = None  # the data the runner planned for this trial (its data key)
     link: Link | None = None  # its Optuna trial, for epoch reports and pruning (None: a replica, or no study)
+    lease_id: int | None = None  # the runner's lease: every write about the trial is fenced with it
 
     @property
     def data_spec(self) -> DataSpec:
@@ -90,19 +93,23 @@ def good(accuracy: float, minimum_accuracy: float) -> bool:
 
 def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None = None) -> TrialOutcome:
     """Train, record the outcome, call ``on_trained`` (isolation reports the outcome to the runner at
-    this point, so a crash in what follows can no longer change it), then export."""
-    store = StatStore(spec.db_url, spec.workspace.stat_train_dir)
+    this point, so a crash in what follows can no longer change it), then export. A trial another runner
+    reclaimed meanwhile (this runner's lease had lapsed) stops at its next write, recorded as that runner
+    left it."""
+    store = StatStore(spec.db_url)
     try:
         outcome, trained = _train(spec, store)
+    except LeaseLost as lost:
+        return TrialOutcome(lost.status or INTERRUPTED, error=str(lost))
     except Exception as error:
         message = describe_error(error)
         if is_storage_error(error) and not isinstance(error, SETUP_ERRORS):  # nothing more can be recorded
             try:
-                store.finish_trial(spec.trial_id, FAILED, error=message)
+                store.finish_trial(spec.trial_id, FAILED, error=message, fence=spec.lease_id)
             except Exception:
                 pass
             raise
-        store.finish_trial(spec.trial_id, FAILED, error=message)
+        store.finish_trial(spec.trial_id, FAILED, error=message, fence=spec.lease_id)
         return TrialOutcome(FAILED, error=message, fatal=isinstance(error, SETUP_ERRORS))
     if on_trained is not None:
         on_trained(outcome)
@@ -115,7 +122,7 @@ def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.d
     workers = getattr(dataset, "num_workers", spec.workers)
     return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
                       collate_fn=getattr(dataset, "collate_fn", None), generator=generator(spec.seed),
-                      worker_init_fn=worker_init, persistent_workers=workers > 0,
+                      worker_init_fn=partial(worker_init, parent=os.getpid()), persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda")
 
 
@@ -155,7 +162,7 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     model = model_module.Net(in_shape, out_shape, copy.deepcopy(prm), device).to(device)
     names = list(config.metrics) + [m for m in EXTRA_METRICS.get(config.task, ()) if m not in config.metrics]
     metrics = {name: registry.load(registry.METRIC, name).create_metric(out_shape) for name in names}
-    store.update_trial(spec.trial_id, n_train=len(train_set), n_eval=len(eval_set),
+    store.update_trial(spec.trial_id, fence=spec.lease_id, n_train=len(train_set), n_eval=len(eval_set),
                        n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)), device=str(device),
                        **_size(model, in_shape))
     reporter = EpochReporter(spec.link)
@@ -186,11 +193,12 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
                                 gpu_memory_kb=(torch.cuda.max_memory_allocated(device) // 1024
                                                if device.type == "cuda" else None),
                                 lr=_current_lr(model), train_seconds=train_seconds,
-                                eval_seconds=evaluation.seconds, truncated=roll.truncated))
+                                eval_seconds=evaluation.seconds, truncated=roll.truncated), fence=spec.lease_id)
             bar.set_postfix(acc=f"{evaluation.accuracy:.4f}", **({"mae": f"{evaluation.mae:.2f}"}
                                                                   if evaluation.mae is not None else {}))
             bar.update(1)
-            prune = reporter.report(epoch, evaluation.accuracy)  # every epoch: the study's learning curves
+            faults.point("train")
+            prune = reporter.report(epoch, evaluation.mae)  # every epoch: the study's learning curves
             if diverged:
                 status = DIVERGED
                 break
@@ -202,20 +210,25 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
                 break
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
-    store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set))
+    store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set),
+                             fence=spec.lease_id)
     store.record_attributes(config.dataset, _image_attributes(eval_set) + _image_attributes(test_set))
     if test_loader is not None and status not in (DIVERGED, PRUNED):
+        faults.point("test")
         tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
         interval = bootstrap_mae(np.abs(tested.predicted - tested.labels)) if tested.samples else None
-        store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values, interval)
-        store.record_predictions(spec.trial_id, "test", tested.labels, tested.predicted, _image_ids(test_set))
+        store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values, interval, fence=spec.lease_id)
+        store.record_predictions(spec.trial_id, "test", tested.labels, tested.predicted, _image_ids(test_set),
+                                 fence=spec.lease_id)
         outcome.test_mae = tested.mae
     folder = spec.workspace.trial_dir(config.name, spec.trial_id)
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
                             model, data, in_shape, spec.workspace.face_template_path))
-    if not store.finish_trial(spec.trial_id, status, bookkeeping_seconds=store.seconds):
+    reason = f"pruned by {spec.link.search.describe()} after epoch {epoch}" if status == PRUNED else None
+    if not store.finish_trial(spec.trial_id, status, error=reason, bookkeeping_seconds=store.seconds,
+                              fence=spec.lease_id):
         recorded = store.trial_status(spec.trial_id)
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
                                                           f"while it ran; its result here is not recorded")
@@ -245,12 +258,14 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
     """Export after the trial's result is recorded: whatever fails here is recorded on the
     artifacts' rows and leaves the trial as it is."""
     folder = spec.workspace.trial_dir(spec.config.name, spec.trial_id)
+    faults.point("export")
     try:
         metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
         Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec, in_shape,
-                   NetSource.of(spec.config, spec.prm, data.out_shape)).run(model, data, metadata, spec.progress)
+                   NetSource.of(spec.config, spec.prm, data.out_shape), fence=spec.lease_id).run(
+            model, data, metadata, spec.progress)
         if spec.export.keep_best_only:
             keep_best_only(store, spec.config, data.identity.key, spec.workspace.out_dir)
     except Exception as error:
-        store.add_export(spec.trial_id, format="pipeline", precision="-", status="failed",
+        store.add_export(spec.trial_id, fence=spec.lease_id, format="pipeline", precision="-", status="failed",
                          error=describe_error(error)[:4000])

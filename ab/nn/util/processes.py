@@ -19,12 +19,17 @@ TEMP = ".tmp-"
 """What ``temp_path`` puts between a file's name and its writer's machine and pid."""
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: this process gets ``sig`` when its parent dies (a worker never outlives its trial)."""
+def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> None:
+    """Linux: this process gets ``sig`` when its parent dies (a worker never outlives its trial). The
+    parent may already have died before this call (it is made after the process started), in which case
+    this process was handed to another and no signal would ever come: given the ``parent`` pid it was
+    started by, it then exits at once."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         pass  # not Linux: the process group is still ended by whoever owns it
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 @functools.lru_cache(maxsize=1)

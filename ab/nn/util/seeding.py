@@ -20,11 +20,14 @@ def seed_worker(_worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seeds, and the worker dies with its trial (never an orphan)."""
+def worker_init(worker_id: int, parent: int | None = None) -> None:
+    """DataLoader ``worker_init_fn`` (bind ``parent``, the trial process's pid): seeds, and the worker dies
+    with its trial (never an orphan, even when the trial died while the worker was starting)."""
+    from ab.nn.util import faults
     from ab.nn.util.processes import die_with_parent
 
-    die_with_parent()
+    faults.point("workers")  # a fault test kills the trial here, before the worker could bind to it
+    die_with_parent(parent)
     seed_worker(worker_id)
 
 

@@ -1,11 +1,12 @@
-"""Leases: how runners tell each other they are alive.
+"""Leases: how runners tell each other they are alive, and who may still write about a trial.
 
 Each runner holds a row in ``lease`` (host, pid, machine boot, pid namespace, start) and renews its
 heartbeat from a background thread. A trial records the lease of the runner that reserved it, and
 another runner reclaims a ``running`` trial only when that lease has lapsed (no heartbeat for
 ``ttl`` seconds, by the database's clock), was released, or belongs to a process that is certainly
 gone (same boot and pid namespace, no such process). A host name and a pid alone prove nothing:
-containers with host networking share the name, not the pids.
+containers with host networking share the name, not the pids. Once a trial is reclaimed, writes
+fenced with its old lease are refused (``ab.nn.stat.store.LeaseLost``).
 """
 from __future__ import annotations
 
@@ -83,14 +84,13 @@ class RunnerLease:
             log.warning("lease %s: could not be released (it will lapse): %s", self.id, error)
 
 
-def states(store, lease_ids) -> dict[int, LeaseState]:
-    """Whether each lease's runner is alive, judged by the database's clock."""
+def states(session, lease_ids) -> dict[int, LeaseState]:
+    """Whether each lease's runner is alive, judged by the database's clock (``session``'s)."""
     ids = sorted({int(i) for i in lease_ids if i is not None})
     if not ids:
         return {}
-    with store.transaction() as session:
-        now = _utc(session.scalar(select(func.now())))
-        rows = {row.id: row for row in session.scalars(select(Lease).where(Lease.id.in_(ids)))}
+    now = _utc(session.scalar(select(func.now())))
+    rows = {row.id: row for row in session.scalars(select(Lease).where(Lease.id.in_(ids)))}
     out = {}
     for lease_id in ids:
         row = rows.get(lease_id)

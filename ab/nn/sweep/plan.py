@@ -1,0 +1,59 @@
+"""``--dry-run``: what a sweep would do, without reserving or training anything."""
+from __future__ import annotations
+
+from ab.nn import registry
+from ab.nn.dataset import DataError
+from ab.nn.sweep.hyperparameters import SearchSpace
+from ab.nn.sweep.models import ModelInfo
+
+
+def describe_space(model: ModelInfo, space: SearchSpace, fixed: dict) -> list[str]:
+    """How each hyperparameter of a model will be chosen, one line each."""
+    lines = []
+    own = {k: v for k, v in model.own.items() if k not in space.explicit}
+    for name in sorted(model.supported) + ["batch", "transform"]:
+        if name in fixed:
+            how = f"fixed at {fixed[name]!r}"
+        elif name == "pretrained" and space.pretrained is not None:
+            how = f"fixed at {space.pretrained} (--pretrained)"
+        elif name in own:
+            rule = own[name]
+            how = (f"one of {list(rule['choices'])} (the model's own)" if "choices" in rule else
+                   f"{'log-' if rule.get('log') else ''}uniform in [{rule['low']:g}, {rule['high']:g}] (the model's own)")
+        elif name == "lr":
+            how = f"log-uniform in [{space.min_lr:g}, {space.max_lr:g}]"
+        elif name in ("momentum", "dropout"):
+            low, high = getattr(space, f"min_{name}"), getattr(space, f"max_{name}")
+            how = f"uniform in [{low:g}, {high:g}]"
+        elif name == "batch":
+            how = f"one of {space.batches}"
+        elif name == "transform":
+            how = f"one of {list(space.transforms)}"
+        elif name == "pretrained":
+            how = "one of [0, 1]"
+        else:
+            how = "uniform in [0, 1] (LEMUR's default)"
+        lines.append(f"    {name}: {how}")
+    return lines
+
+
+def plan(sweep) -> str:
+    """What ``sweep.run()`` would do: the configs, the data each is judged on, how many trials would run,
+    and how hyperparameters are chosen."""
+    lines = []
+    for config in sweep.configs:
+        lines.append(config.name)
+        try:
+            identity = sweep.identity(config)
+            model = sweep.model(config.nn)
+        except (DataError, registry.RegistryError) as error:
+            lines.append(f"  cannot run: {str(error).splitlines()[0]}")
+            continue
+        total, wanted = sweep.total(config, identity.key)
+        epochs = sweep.options.epochs
+        lines.append(f"  data: {identity.describe()}")
+        lines.append(f"  trials: {wanted} to run ({'no total' if total is None else f'{total} wanted in all'}, "
+                     f"{epochs} epoch{'' if epochs == 1 else 's'} each), study {sweep.study_name(config, identity)!r}")
+        lines.append("  hyperparameters:")
+        lines += describe_space(model, sweep.space, sweep.fixed_for(config.nn))
+    return "\n".join(lines) if lines else "no config selected"
