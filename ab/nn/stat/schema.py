@@ -145,6 +145,7 @@ class Trial(Base):
     nn_code_id: Mapped[str | None] = mapped_column(Text)
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
     search_params: Mapped[str | None] = mapped_column(Text)  # JSON: the sampled values and their distributions
+    eval_group_gap: Mapped[float | None] = mapped_column(Float)  # years, on the validation part: see Study
 
 
 class Stat(Base):
@@ -431,6 +432,8 @@ class Study(Base):
     epoch_max: Mapped[int | None] = mapped_column(Integer)
     objectives: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["mae"] or ["mae", "latency"]
     max_latency_ms: Mapped[float | None] = mapped_column(Float)
+    max_group_gap: Mapped[float | None] = mapped_column(Float)  # years, between the groups of group_gap_by
+    group_gap_by: Mapped[str | None] = mapped_column(Text)  # "race", "gender", "age_group" or e.g. "race,gender"
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
