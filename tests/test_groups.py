@@ -267,17 +267,106 @@ def test_validation_gap_uses_the_validation_part_only(tmp_path):
     assert test_gap == pytest.approx(4.0)
 
 
-def test_max_group_gap_flag_is_parsed_and_checked():
+def test_max_group_gap_flag_is_parsed_and_checked(tmp_path, capsys):
     from ab.nn import train
 
     args = train.parser().parse_args(["--max-group-gap", "1.5", "--group-gap-by", "race,gender"])
     search = train.options_from(args).search
     assert (search.max_group_gap, search.group_gap_by) == (1.5, ("race", "gender"))
+    assert search.gap_constraint == (1.5, ("race", "gender"))
     with pytest.raises(SearchError, match="must be positive"):
         Search.parse(max_group_gap=0)
     with pytest.raises(SearchError, match="--group-gap-by takes"):
         Search.parse(max_group_gap=1, group_gap_by="hair")
-    assert Search.parse().max_group_gap is None
+    assert Search.parse().max_group_gap is None and Search.parse().gap_constraint == (None, None)
+    with pytest.raises(SystemExit) as exited:
+        train.cli(["--root", str(tmp_path), "-c", "age-regression_utkface_mae_MobileAgeNet", "--max-group-gap", "-2"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "python -m ab.nn.train: error: --max-group-gap is a gap in years and must be positive, got -2.0"]
+
+
+def test_a_gap_limit_makes_trials_over_it_or_without_a_gap_infeasible_in_the_ranking_and_in_optuna(tmp_path):
+    """The ranking and Optuna's copy read the limit from our study table and each trial's recorded
+    validation gap: a trial over it, or whose gap is unknown, is infeasible whatever its MAE."""
+    import dataclasses
+
+    from sqlalchemy.orm import Session
+
+    from ab.nn import registry
+    from ab.nn.config import Config
+    from ab.nn.stat import ranking, studies
+    from ab.nn.stat.schema import Trial
+
+    url = f"sqlite:///{tmp_path / 'ab.nn.db'}"
+    store = helpers.new_store(url)
+    config = Config.parse("age-regression_utkface_mae_TinyAge")
+    store.save_code(registry.MODEL, config.nn, "class Net: pass\n")
+    store.save_code(registry.METRIC, config.metric, "def create_metric(out_shape): pass\n")
+    definition = studies.StudyDef("gap study", config.name, "k", 1, ("mae",), None, 1.0, ("race",))
+    with store.transaction() as session:
+        studies.define(session, definition)
+    made = studies.open_study(studies.storage(url), definition)
+    ids = {}
+    for gap, mae in ((0.5, 6.0), (3.0, 4.0), (None, 3.0)):
+        trial_id = store.reserve_trial(config, 1, None, data_key="k", study=definition.name)
+        store.record_epoch(trial_id, 1, accuracy=1 - mae / 20, duration=1, metrics={"mae": mae},
+                           train_stat={"epoch_max": 1})
+        assert store.finish_trial(trial_id, "complete", eval_group_gap=gap)
+        ids[gap] = trial_id
+    with Session(engines.engine(url, writer=False)) as session:
+        ranked = ranking.rank(session, config.name, "k")
+        constraints = {}
+        for gap, trial_id in ids.items():
+            optuna_id, _ = studies.add(session, made, session.get(Trial, trial_id), definition)
+            constraints[gap] = made._storage.get_trial(optuna_id).constraints
+    assert [(r.trial_id, r.feasible) for r in ranked] == [(ids[0.5], True), (ids[None], False), (ids[3.0], False)]
+    assert constraints == {0.5: {"group_gap_years": -0.5}, 3.0: {"group_gap_years": 2.0}, None: {}}
+    with pytest.raises(studies.StudyMismatch, match="created with --max-group-gap 1 --group-gap-by race; this run "
+                                                    "asks for --max-group-gap 1 --group-gap-by race,gender"):
+        with store.transaction() as session:
+            studies.define(session, dataclasses.replace(definition, group_gap_by=("race", "gender")))
+
+
+@pytest.mark.slow
+def test_a_sweep_under_a_gap_limit_records_each_trials_validation_gap_and_ranks_it_infeasible_over_it(
+        root, tmp_path, tiny_model, capsys):
+    """Black faces at the far ends of their age bins, White ones near 40: a tiny model that has learned
+    little answers about 40 years for every face, so it is about 10 years worse on the Black faces,
+    age-standardised. kfold with 3 folds puts 40 images of each race in the validation part."""
+    import optuna
+
+    from ab.nn import api
+    from tests.test_sweep_cli import run
+
+    data = tmp_path / "utk" / "UTKFace"
+    data.mkdir(parents=True)
+    index = 0
+    for white, black in ((29, 20), (39, 30), (41, 49), (50, 69)):
+        for _ in range(30):
+            for race, age in ((0, white), (1, black)):
+                helpers.make_face(age, 32, index).save(data / helpers.utk_name(age, 0, race, index), quality=90)
+                index += 1
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    split = ["--split", "kfold", "--folds", "3"]
+    assert run(root, data.parent, "-c", config, "-t", "1", *split, "--max-group-gap", "1", "--group-gap-by", "race") == 0
+    assert "best: trial" not in capsys.readouterr().out  # no trial within the limit: none is named best
+    db = root / "db" / "ab.nn.db"
+    trial = api.ranked_trials(db=db).iloc[0]
+    with engines.engine(f"sqlite:///{db}", writer=False).connect() as connection:
+        validation = groups.validation_gaps(connection, [trial.id], "race")[trial.id]
+        test = groups.gap(groups.load(connection, [trial.id], "test"), "race")
+    assert trial.eval_group_gap == pytest.approx(validation) and trial.eval_group_gap > 5
+    assert abs(test - validation) > 1e-6  # what was recorded is the validation part's, not the test part's
+    assert not trial.feasible
+    study = optuna.load_study(study_name=trial.study, storage=f"sqlite:///{db}")
+    assert study.trials[0].constraints == {"group_gap_years": pytest.approx(trial.eval_group_gap - 1)}
+    with pytest.raises(ValueError):
+        study.best_trial  # Optuna names no infeasible trial best either
+    with pytest.raises(SystemExit):  # the study keeps its limit: another one is refused, in one line
+        run(root, data.parent, "-c", config, "-t", "1", *split, "--max-group-gap", "20")
+    assert "was created with --max-group-gap 1 --group-gap-by race; this run asks for --max-group-gap 20 " \
+           "--group-gap-by race" in capsys.readouterr().err
 
 
 # -- end to end: a sweep stores its images' labels; older trials are backfilled --------------------

@@ -26,9 +26,10 @@ and LEMUR's API); what Optuna is told about a trial is derived from our record (
 * ``--max-group-gap YEARS`` (with ``--group-gap-by race``, ``gender``, ``age_group`` or a combination such
   as ``race,gender``): a constraint on the gap between the best and the worst group of a trial's
   **validation** part (never its test part): of the age-standardised MAE for gender and race, of the
-  MAE for age groups (``ab.nn.stat.groups.validation_gaps``); feasible at a gap <= YEARS, infeasible
-  where the gap is unknown (no stored predictions, or fewer than two groups of ``groups.MIN_GROUP``
-  images). Optuna's constraint name is ``GAP_CONSTRAINT``.
+  MAE for age groups (``ab.nn.stat.groups.validation_gaps``, computed by each trial when it ends and
+  kept as ``trial.eval_group_gap``); feasible at a gap <= YEARS, infeasible where the gap is unknown
+  (a diverged trial, or fewer than two groups of ``groups.MIN_GROUP`` validation images). Optuna's
+  constraint is named ``group_gap_years`` (``ab.nn.stat.studies.GAP_CONSTRAINT``).
 """
 from __future__ import annotations
 
@@ -123,6 +124,11 @@ class Search:
         return len(self.objectives) > 1
 
     @property
+    def gap_constraint(self) -> tuple[float | None, tuple[str, ...] | None]:
+        """``(max_group_gap, group_gap_by)`` as a study records them: ``(None, None)`` without the constraint."""
+        return (self.max_group_gap, self.group_gap_by) if self.max_group_gap is not None else (None, None)
+
+    @property
     def needs_latency(self) -> bool:
         return "latency" in self.objectives or self.max_latency_ms is not None
 
@@ -136,10 +142,6 @@ class Search:
         if self.needs_latency and not exporting:
             raise SearchError("latency needs an exported model to time: keep --export (e.g. onnx), or use "
                               "--objectives accuracy,macs as the cheaper proxy")
-        if self.max_group_gap is not None:
-            raise SearchError("--max-group-gap: the runner does not apply this constraint yet (its gap is computed "
-                              "by ab.nn.stat.groups.validation_gaps; python -m ab.nn.stat groups --split eval shows "
-                              "it for a trial)")
 
     def directions(self) -> list[str]:
         return [DIRECTIONS[o] for o in self.objectives]
