@@ -348,8 +348,8 @@ def test_a_sweep_under_a_gap_limit_records_each_trials_validation_gap_and_ranks_
                 helpers.make_face(age, 32, index).save(data / helpers.utk_name(age, 0, race, index), quality=90)
                 index += 1
     config = f"age-regression_utkface_mae_{tiny_model}"
-    split = ["--split", "kfold", "--folds", "3"]
-    assert run(root, data.parent, "-c", config, "-t", "1", *split, "--max-group-gap", "1", "--group-gap-by", "race") == 0
+    sweep = ["-c", config, "-t", "1", "--split", "kfold", "--folds", "3"]
+    assert run(root, data.parent, *sweep, "--max-group-gap", "1", "--group-gap-by", "race") == 0
     assert "best: trial" not in capsys.readouterr().out  # no trial within the limit: none is named best
     db = root / "db" / "ab.nn.db"
     trial = api.ranked_trials(db=db).iloc[0]
@@ -364,7 +364,7 @@ def test_a_sweep_under_a_gap_limit_records_each_trials_validation_gap_and_ranks_
     with pytest.raises(ValueError):
         study.best_trial  # Optuna names no infeasible trial best either
     with pytest.raises(SystemExit):  # the study keeps its limit: another one is refused, in one line
-        run(root, data.parent, "-c", config, "-t", "1", *split, "--max-group-gap", "20")
+        run(root, data.parent, *sweep, "--max-group-gap", "20")
     assert "was created with --max-group-gap 1 --group-gap-by race; this run asks for --max-group-gap 20 " \
            "--group-gap-by race" in capsys.readouterr().err
 

@@ -357,8 +357,9 @@ def default_data_keys(frame: pd.DataFrame) -> dict[str, str]:
 
 def ranked_trials(config=None, data_key=None, all_data: bool = False, db=None) -> pd.DataFrame:
     """Trained trials (complete, or stopped early), best first as ``ab.nn.stat.ranking`` ranks them
-    everywhere (by validation MAE, never the test split; within each study's latency limit, the
-    ``feasible`` column; Pareto front first in a two-objective study), ties to the earlier trial.
+    everywhere (by validation MAE, never the test split; within each study's latency and group gap
+    limits, the ``feasible`` column; Pareto front first in a two-objective study), ties to the earlier
+    trial.
 
     Trials are comparable only on the same data: by default each config keeps its default data key
     (``default_data_keys``); ``data_key`` picks one, ``all_data=True`` mixes them (explicitly)."""

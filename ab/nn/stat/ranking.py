@@ -5,10 +5,10 @@ A trial is ranked within its config and data key by validation MAE (LEMUR's sele
 the test set), and honours what its study was asked for (our ``study`` table): under
 ``--max-latency-ms X`` a trial whose deployment latency is unknown or above ``X`` is infeasible and
 ranks after every feasible one, and so is, under ``--max-group-gap Y``, a trial whose validation group
-gap (``trial.eval_group_gap``) is unknown or above ``Y``; in a study of two objectives (MAE and latency or MACs) the trials
-that no other feasible trial beats on both (the Pareto front) rank first, each part by MAE. The
-first trial is "the best"; ``best_set`` is what ``--keep-best-only`` keeps: the best trial, or the
-whole front of a two-objective study.
+gap (``trial.eval_group_gap``) is unknown or above ``Y``; in a study of two objectives (MAE and
+latency or MACs) the trials that no other feasible trial beats on both (the Pareto front) rank first,
+each part by MAE. The first trial is "the best"; ``best_set`` is what ``--keep-best-only`` keeps: the
+best trial, or the whole front of a two-objective study.
 """
 from __future__ import annotations
 

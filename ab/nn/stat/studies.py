@@ -22,10 +22,11 @@ interrupted    FAIL         -
 =============  ===========  =======================================================================
 
 A complete trial whose study has a second objective it lacks (no latency measured: its export failed)
-is FAIL, with the reason. A study's constraints are Optuna's named constraints of every finished trial
+is FAIL, with the reason. A study's limits become Optuna's named constraints of every finished trial
 whose value is known (feasible at <= 0): ``latency_ms`` (its latency minus ``--max-latency-ms``) and
-``group_gap_years`` (its validation group gap minus ``--max-group-gap``). Every Optuna trial carries our trial id as the user attribute ``ab_nn_trial``
-(and our outcome, MAE and reason, also as optuna-dashboard's note): that is the number people read.
+``group_gap_years`` (its validation group gap minus ``--max-group-gap``). Every Optuna trial carries our
+trial id as the user attribute ``ab_nn_trial`` (and our outcome, MAE and reason, also as
+optuna-dashboard's note): that is the number people read.
 """
 from __future__ import annotations
 
