@@ -26,13 +26,16 @@ def test_report_has_tables_and_plots(root, utk_dir, tiny_model):
     folder = root / "report"
     text = (folder / "README.md").read_text()
     assert "| model | trials |" in text and "MobileAgeNet" in text and tiny_model in text
-    for name in ("predicted_vs_true.png", "mae_by_age_group.png", "mae_vs_latency.png",
-                 f"history_{CONFIG}.png"):
+    for name in ("predicted_vs_true.png", "mae_by_age_group.png", "bias_by_age.png", "minors.png",
+                 "mae_by_gender_race.png", "mae_vs_latency.png", f"history_{CONFIG}.png"):
         assert f"]({name})" in text
         with Image.open(folder / name) as image:
             assert image.size[0] > 300
     table = next(chunk for chunk in text.split("\n\n") if chunk.startswith("| model |"))
     assert "3.218" in table  # MobileAgeNet's parameters (millions)
+    key = api.trials(db=root / "db" / "ab.nn.db").data_key.iloc[0]
+    for caption in ("Summary.", "By race.", "By gender.", "Minors and adults at three ages."):
+        assert f"{caption} Data key `{key}`, test part" in text  # every group table names its data key
 
 
 def test_ablation_commands_and_table(root, utk_dir):

@@ -147,6 +147,11 @@ def parser() -> argparse.ArgumentParser:
                         "(multiply-adds: the proxy when --export none) for a two-objective study")
     p.add_argument("--max-latency-ms", type=float, default=None,
                    help="latency constraint (ms, batch 1, 1 thread) with the single accuracy objective")
+    p.add_argument("--max-group-gap", type=float, default=None, metavar="YEARS",
+                   help="constraint on the gap between the best and the worst group (--group-gap-by) of a trial's "
+                        "validation part: age-standardised MAE for race and gender, MAE for age groups")
+    p.add_argument("--group-gap-by", default="race", metavar="GROUPS",
+                   help="the groups of --max-group-gap: race, gender, age_group, or a combination (race,gender)")
     return p
 
 
@@ -191,7 +196,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,
                         search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup,
-                                            args.pruner_floor),
+                                            args.pruner_floor, args.max_group_gap, args.group_gap_by),
                         isolate=not args.in_process,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)

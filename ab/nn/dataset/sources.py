@@ -28,6 +28,7 @@ class Entry:
     key: str
     age: int | None = None
     box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) before resizing
+    columns: tuple[tuple[str, object], ...] | None = None  # a table row's label columns besides the age
 
 
 def is_image_name(name: str) -> bool:
@@ -152,10 +153,12 @@ class ArchiveSource(ImageSource):
 @dataclass
 class ParquetSource(ImageSource):
     """Hugging Face's parquet layout (``nu-delta/utkface``): an image column of encoded bytes and
-    an ``age`` column, in one or more ``*.parquet`` files read in sorted order."""
+    an ``age`` column, in one or more ``*.parquet`` files read in sorted order. The label columns of
+    ``LABEL_COLUMNS`` that a file has ride along on each entry (``Entry.columns``)."""
 
     files: tuple[Path, ...]
     kind = "parquet"
+    LABEL_COLUMNS = ("gender", "sex", "race", "ethnicity")
 
     @property
     def location(self) -> Path:
@@ -183,10 +186,13 @@ class ParquetSource(ImageSource):
         out = []
         for path in self.files:
             _, age = self._columns(path)
-            ages = pq.read_table(path, columns=[age]).column(age).to_pylist()
-            for row, value in enumerate(ages):
+            labels = [c for c in self.LABEL_COLUMNS if c in pq.ParquetFile(path).schema_arrow.names]
+            table = pq.read_table(path, columns=[age, *labels])
+            values = {c: table.column(c).to_pylist() for c in labels}
+            for row, value in enumerate(table.column(age).to_pylist()):
                 out.append(Entry(name=f"{path.stem}#{row}", key=f"{path.name}#{row}",
-                                 age=None if value is None else int(value)))
+                                 age=None if value is None else int(value),
+                                 columns=tuple((c, values[c][row]) for c in labels)))
         return out
 
     def fingerprint(self) -> str:

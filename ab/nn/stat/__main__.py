@@ -15,6 +15,11 @@
   replay-pruners  what each --pruner and --pruner-warmup would have done to a finished study (-c CONFIG,
                 --study NAME where the config has several): its learning curves replayed with the sampled
                 points held fixed; trials stopped, minutes saved, and whether the best was still found
+  attributes    store the gender and race labels of the images that trials were judged on and that have
+                none yet (trials recorded before labels were stored), read from the data folder
+  groups        who a trial fails (--trial ID, or replicas ID,ID,ID; --by race|gender|age_group|race,gender;
+                --split test|eval): MAE, bias, CS@5, age-standardised MAE, false-adult and false-minor rates
+                at 13, 18 and 21, each with its 95 % interval, and the gap between groups
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
-                                       "replay-pruners"))
+                                       "replay-pruners", "attributes", "groups"))
     p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
     p.add_argument("-c", "--config", default=None, help="check, trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
@@ -44,9 +49,12 @@ def cli(argv=None) -> int:
                    help="replay-pruners: the warm-ups to replay each pruner with (default: 1 2)")
     p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
                    help="replay-pruners: replay each with this --pruner-floor too (and the floor alone)")
+    p.add_argument("--trial", default=None, help="groups: a trial id, or replica trial ids joined by commas")
+    p.add_argument("--by", default="age_group", help="groups: age_group, gender, race, or a combination (race,gender)")
+    p.add_argument("--split", default="test", choices=("test", "eval"), help="groups: the part judged")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
-    workspace.add_arguments(p, data=False)
+    workspace.add_arguments(p)
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
     p.add_argument("--lemur-mae-scale", type=float, default=15.0,
                    help="import-json: the MAE scale of LEMUR records of the mae metric without test_mae "
@@ -82,6 +90,16 @@ def _run(p: argparse.ArgumentParser, args) -> int:
         print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
     elif args.command == "replay-pruners":
         return _replay_pruners(p, args, ws)
+    elif args.command == "attributes":
+        from ab.nn.stat.attributes import backfill
+        from ab.nn.util.markdown import table
+
+        import pandas as pd
+
+        done = pd.DataFrame(backfill(ws, progress=True))
+        print(table(done) if not done.empty else "every image that trials were judged on has its labels")
+    elif args.command == "groups":
+        return _groups(p, args, ws)
     elif args.command in ("trials", "keys"):
         from ab.nn import api
         from ab.nn.util.markdown import table
@@ -122,6 +140,31 @@ def _run(p: argparse.ArgumentParser, args) -> int:
         except ValueError as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(f"imported {added} epoch records into {ws.db_url}")
+    return 0
+
+
+def _groups(p: argparse.ArgumentParser, args, ws) -> int:
+    from ab.nn import api
+    from ab.nn.util.markdown import table
+
+    if not args.trial:
+        p.exit(2, f"{p.prog}: error: groups needs --trial ID (or replicas ID,ID,ID)\n")
+    try:
+        ids = [int(t) for t in args.trial.split(",")]
+        frame = api.groups(ids, by=args.by, split=args.split, db=ws.db_url)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    attrs = frame.attrs
+    print(f"trials {', '.join(map(str, attrs['trial_ids']))} ({attrs['replicas']} replica(s)), {args.split} part, "
+          f"{attrs['images']:,} images"
+          + (f"; {attrs['unrecorded']:,} without stored labels (python -m ab.nn.stat attributes)"
+             if attrs["unrecorded"] else "")
+          + (f"; age-standardised over {', '.join(attrs['standard_bins'])} ({attrs['coverage']:.1%} of the images)"
+             if attrs["standard_bins"] else ""))
+    shown = frame.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+                                   for lo, hi in zip(frame.low, frame.high)])
+    columns = ["group", "metric", "value", "interval", "n", "highest", "lowest"]
+    print(table(shown[columns].astype(object).fillna(""), digits=3))
     return 0
 
 

@@ -5,7 +5,8 @@ Rows never mix: a trial is recognised by its ``uid`` (a uuid4 given at reservati
 before uids get one derived from their fields, the same every time), so copying into a non-empty
 database gives copied trials new ids where needed and maps every reference to them (epochs,
 artifacts, latencies, predictions, mixtures, replica groups), and copying the same source again
-adds nothing. Code, hyperparameter sets and epoch rows are keyed by content and inserted once.
+adds nothing. Code, hyperparameter sets, image labels and epoch rows are keyed by content and
+inserted once.
 Every Optuna study with new trials is copied with ``optuna.copy_study`` (under a new name when the
 target already holds a study of that name) and the copied trials point at their copied Optuna trials.
 """
@@ -17,8 +18,8 @@ import optuna
 from sqlalchemy import inspect, select, update
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import (CodeVersion, Export, Fusion, Latency, Metric, Nn, NnStat, Prediction, Prm, Stat,
-                               StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat.schema import (CodeVersion, Export, Fusion, ImageAttribute, Latency, Metric, Nn, NnStat, Prediction,
+                               Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 from ab.nn.stat.store import StatStore, insert_ignore
 
 CHUNK = 200  # rows per INSERT: SQLite allows at most 32,766 bound values per statement
@@ -61,7 +62,7 @@ def copy_database(source: str, target: str) -> dict[str, int]:
     """Rows read per table and trials added (``trials added``); ``optuna studies`` counts studies copied."""
     src, store = _Source(source), StatStore(target)
     counts: dict[str, int] = {}
-    for table in (Nn, Transform, Metric, Prm, CodeVersion, NnStat):
+    for table in (Nn, Transform, Metric, Prm, CodeVersion, NnStat, ImageAttribute):
         _insert(store, table, list(src.rows(table)), counts)
 
     trial_map: dict[int, int] = {}

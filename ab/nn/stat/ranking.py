@@ -4,10 +4,11 @@
 A trial is ranked within its config and data key by validation MAE (LEMUR's selection metric, never
 the test set), and honours what its study was asked for (our ``study`` table): under
 ``--max-latency-ms X`` a trial whose deployment latency is unknown or above ``X`` is infeasible and
-ranks after every feasible one; in a study of two objectives (MAE and latency or MACs) the trials
-that no other feasible trial beats on both (the Pareto front) rank first, each part by MAE. The
-first trial is "the best"; ``best_set`` is what ``--keep-best-only`` keeps: the best trial, or the
-whole front of a two-objective study.
+ranks after every feasible one, and so is, under ``--max-group-gap Y``, a trial whose validation group
+gap (``trial.eval_group_gap``) is unknown or above ``Y``; in a study of two objectives (MAE and
+latency or MACs) the trials that no other feasible trial beats on both (the Pareto front) rank first,
+each part by MAE. The first trial is "the best"; ``best_set`` is what ``--keep-best-only`` keeps: the
+best trial, or the whole front of a two-objective study.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Ranked:
     eval_mae: float | None
     latency_ms: float | None
     macs: int | None
-    feasible: bool      # meets its study's latency constraint (or has none)
+    feasible: bool      # meets its study's latency and group gap constraints (or it has none)
     on_front: bool      # no feasible trial of a two-objective study beats it on both objectives
 
 
@@ -63,7 +64,8 @@ def rank(session: Session, configs, data_key: str | None = None, *, max_latency_
     name or names), on ``data_key`` if given, best first. ``max_latency_ms`` overrides every study's own
     constraint (``None``: no constraint)."""
     names = [configs] if isinstance(configs, str) else list(configs)
-    query = select(Trial.id, Trial.eval_mae, Trial.eval_accuracy, Trial.macs, Trial.study).where(
+    query = select(Trial.id, Trial.eval_mae, Trial.eval_accuracy, Trial.macs, Trial.study,
+                   Trial.eval_group_gap).where(
         Trial.config.in_(names), Trial.status.in_(TRAINED_STATES),
         (Trial.eval_mae.is_not(None)) | (Trial.eval_accuracy.is_not(None)))
     if data_key is not None:
@@ -78,7 +80,9 @@ def rank(session: Session, configs, data_key: str | None = None, *, max_latency_
         study = studies.get(row.study)
         limit = (study.max_latency_ms if study else None) if max_latency_ms is UNSET else max_latency_ms
         latency = timed.get(row.id, (None, None))[0]
-        feasible = limit is None or (latency is not None and latency <= limit)
+        gap_limit = study.max_group_gap if study else None
+        feasible = (limit is None or (latency is not None and latency <= limit)) and (
+            gap_limit is None or (row.eval_group_gap is not None and row.eval_group_gap <= gap_limit))
         ranked.append((row, study, latency, feasible))
     fronts = _fronts(ranked)
 

@@ -200,7 +200,8 @@ class Sweep:
 
     def _open_study(self, config: Config, identity: DataIdentity, storage) -> SweepStudy:
         wanted = studies.StudyDef(self.study_name(config, identity), config.name, identity.key, self.options.epochs,
-                                  self.options.search.objectives, self.options.search.max_latency_ms)
+                                  self.options.search.objectives, self.options.search.max_latency_ms,
+                                  *self.options.search.gap_constraint)
         return SweepStudy.open(self.store, storage, wanted, self.options.search, self.options.epochs,
                                sampler(self.options.seed, self.lease.id))
 
@@ -347,7 +348,8 @@ class Sweep:
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
                              workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
-                             progress=self.options.progress, identity=identity, lease_id=fence)
+                             progress=self.options.progress, identity=identity, lease_id=fence,
+                             group_gap_by=study.definition.group_gap_by)
             outcome = self.execute(spec)
         except Exception as error:
             if engines.is_storage_error(error) or engines.is_database_bug(error):

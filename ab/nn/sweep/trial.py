@@ -23,7 +23,8 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, keep_best_only, metadata_for
-from ab.nn.stat.engine import is_storage_error
+from ab.nn.stat.engine import engine, is_storage_error
+from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import LeaseLost, StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
@@ -62,6 +63,7 @@ class TrialSpec:
     identity: DataIdentity | None = None  # the data the runner planned for this trial (its data key)
     link: Link | None = None  # its Optuna trial, for epoch reports and pruning (None: a replica, or no study)
     lease_id: int | None = None  # the runner's lease: every write about the trial is fenced with it
+    group_gap_by: tuple[str, ...] | None = None  # its study's --group-gap-by: the trial records its validation gap
 
     @property
     def data_spec(self) -> DataSpec:
@@ -212,6 +214,7 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set),
                              fence=spec.lease_id)
+    store.record_attributes(config.dataset, _image_attributes(eval_set) + _image_attributes(test_set))
     if test_loader is not None and status not in (DIVERGED, PRUNED):
         faults.point("test")
         tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
@@ -226,8 +229,9 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
                             model, data, in_shape, spec.workspace.face_template_path))
     reason = f"pruned by {spec.link.search.describe()} after epoch {epoch}" if status == PRUNED else None
+    gap = {"eval_group_gap": _validation_gap(spec)} if spec.group_gap_by else {}
     if not store.finish_trial(spec.trial_id, status, error=reason, bookkeeping_seconds=store.seconds,
-                              fence=spec.lease_id):
+                              fence=spec.lease_id, **gap):
         recorded = store.trial_status(spec.trial_id)
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
                                                           f"while it ran; its result here is not recorded")
@@ -245,6 +249,19 @@ def _size(model, in_shape) -> dict:
 def _image_ids(dataset) -> list[str] | None:
     ids = getattr(dataset, "image_ids", None)
     return list(ids) if ids is not None and len(ids) == len(dataset) else None
+
+
+def _validation_gap(spec: TrialSpec) -> float | None:
+    """The gap ``--max-group-gap`` constrains, from the validation predictions and labels just recorded
+    (never the test part's)."""
+    with engine(spec.db_url, writer=False).connect() as connection:
+        return validation_gaps(connection, [spec.trial_id], spec.group_gap_by)[spec.trial_id]
+
+
+def _image_attributes(dataset) -> list[tuple[str, object]]:
+    """(content id, gender and race labels) of each image of a part whose loader states them."""
+    ids, found = _image_ids(dataset) if dataset is not None else None, getattr(dataset, "attributes", None)
+    return list(zip(ids, found)) if ids is not None and found is not None and len(found) == len(ids) else []
 
 
 def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:

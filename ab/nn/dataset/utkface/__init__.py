@@ -14,6 +14,7 @@ from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.sources import (ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource, WildSource,
                                    is_image_name)
+from ab.nn.dataset.utkface import attributes
 from ab.nn.dataset.utkface.names import Unparseable, parse
 
 NAME = "utkface"
@@ -115,7 +116,8 @@ def _located(folder: Path, settings: DataSettings) -> ImageSource:
 
 @dataclass
 class Catalog:
-    """The labelled, readable entries of a source, their content ids, and what was skipped."""
+    """The labelled, readable entries of a source, their content ids, their gender and race labels
+    (``attributes``), and what was skipped."""
 
     source: ImageSource
     entries: list[Entry]
@@ -123,6 +125,7 @@ class Catalog:
     ids: list[str]
     skipped: Counter = field(default_factory=Counter)
     total: int = 0
+    attributes: list[attributes.Attributes] = field(default_factory=list)
 
 
 _catalogs: dict[str, Catalog] = {}
@@ -152,9 +155,19 @@ def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Cata
         skipped["unreadable file"] += len(labelled) - len(readable)
     skipped += source.skip_counts()
     result = Catalog(source, [labelled[i] for i in readable], np.asarray([ages[i] for i in readable], np.float32),
-                     [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()))
+                     [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()),
+                     [attributes.of_entry(labelled[i], ages[i]) for i in readable])
     _catalogs[fingerprint] = result
     return result
+
+
+def labels(folder: Path, cache_dir: Path, settings: DataSettings, template: Path | None = None) -> dict:
+    """Gender and race labels (``attributes.Attributes``) of every labelled, readable image in ``folder``,
+    by content id, as ``settings`` read them (``--align`` changes the ids); nothing is decoded or
+    downloaded."""
+    source = available(folder, replace(settings, download=False), template)
+    cat = catalog(source, cache_dir, settings.progress)
+    return dict(zip(cat.ids, cat.attributes))
 
 
 @dataclass
@@ -226,7 +239,8 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
         rows = [position[int(i)] for i in parts[part] if position[int(i)] not in bad]
         cache = caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
         return CachedImages(cache, np.asarray(rows, dtype=np.int64), cat.ages[selected[rows]] if rows else np.zeros(0),
-                            transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows])
+                            transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows],
+                            [cat.attributes[selected[r]] for r in rows])
 
     fingerprint = cat.source.fingerprint()
     _report(cat, failures, f"{fingerprint}:{len(chosen)}")
