@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -96,14 +97,29 @@ def _one_creator_at_a_time(url: str):
         yield
 
 
+_servers: dict[str, optuna.storages.RDBStorage] = {}
+_servers_lock = threading.Lock()
+
+
 def storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's tables in the statistics database (where optuna-dashboard finds them)."""
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    """Optuna's tables in the statistics database (where optuna-dashboard finds them). On a database
+    server, one storage per URL per process: its pool is one of the two a process holds (pre-ping and
+    bounds of ``engine.PoolSettings``), however many trials the process runs. An SQLite file gets a new one
+    each call (no server connections to count; a test's file may be replaced at the same path)."""
+    if url.startswith("sqlite"):
+        return _made(url)
+    with _servers_lock:
+        if url not in _servers:
+            _servers[url] = _made(url)
+        return _servers[url]
+
+
+def _made(url: str) -> optuna.storages.RDBStorage:
     for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
         try:
             with warnings.catch_warnings(), _one_creator_at_a_time(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                made = optuna.storages.RDBStorage(url, engine_kwargs=engines.engine_kwargs(url))
             break
         except (IntegrityError, OperationalError):
             if attempt == STORAGE_ATTEMPTS - 1:
