@@ -5,6 +5,7 @@ server's max_connections), and the SLURM script is parsed by bash and its worker
 array variables set. The pools are bounded for real on PostgreSQL."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,22 @@ def test_manifests_are_objects_of_the_right_kinds_that_refer_to_each_other():
     [claim] = [v["persistentVolumeClaim"]["claimName"] for v in loader["spec"]["volumes"]]
     assert claim == volumes["data"]["persistentVolumeClaim"]["claimName"]
     assert loader["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/data"
+
+
+def test_kustomize_renders_the_same_objects_with_the_image_set():
+    """What ``kubectl apply -k`` would send, rendered by kubectl's own kustomize (offline), where kubectl
+    is installed: the objects the other tests check, and the worker image rewritten to the registry's."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the manifests are checked by the other tests only")
+    rendered = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    made = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(rendered.stdout)}
+    assert set(made) == set(_objects())
+    [image] = _kustomization()["images"]
+    [worker] = _pod(made[("Job", "ab-nn-sweep")])["containers"]
+    assert worker["image"] == f"{image['newName']}:{image['newTag']}"
+    assert made[("ConfigMap", "ab-nn-sweep")]["data"] == _objects()[("ConfigMap", "ab-nn-sweep")]["data"]
 
 
 def test_the_job_runs_the_train_cli_with_arguments_it_accepts():
@@ -261,3 +278,63 @@ def test_a_process_never_holds_more_connections_than_its_pools_allow(postgres_ur
     finally:
         admin.dispose()
         engines.dispose_all()
+
+
+# -- the total trial cap ------------------------------------------------------------------------------
+RESERVER = """
+import sys
+import time
+from ab.nn.config import Config
+from ab.nn.stat.store import StatStore
+
+url, total = sys.argv[1], int(sys.argv[2])
+store, config = StatStore(url), Config.parse("age-regression_utkface_mae_Fake")
+store.count_results(config, 1)  # connected
+print("ready", flush=True)
+sys.stdin.readline()  # every process is ready: reserve together
+taken = 0
+while True:
+    ids = store.reserve_trials(config, 1, total, data_key="k" * 12, count=2)
+    if not ids:
+        break
+    taken += len(ids)
+    time.sleep(0.02)  # a worker trains between reservations
+print(taken)
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_total_cap_holds_however_many_processes_reserve_at_once(backend, request, tmp_path):
+    """``-t N`` is a total per config, data key and epoch count, shared by every worker on every host:
+    processes racing to reserve (2 slots at a time) together take exactly what is left of N. Trials that
+    trained (or are running) count; failed and interrupted ones do not, so their slots are run again;
+    another epoch count is another total."""
+    from ab.nn.stat.schema import COMPLETE, FAILED, INTERRUPTED, PRUNED
+    from tests import helpers
+
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'ab.nn.db'}"
+    store, config = helpers.new_store(url), Config.parse("age-regression_utkface_mae_Fake")
+    before = store.reserve_trials(config, 1, None, data_key="k" * 12, count=6)
+    for trial_id, status in zip(before, (COMPLETE, COMPLETE, PRUNED, FAILED, INTERRUPTED)):
+        assert store.finish_trial(trial_id, status)  # the sixth stays running: it holds its slot
+    other_epochs = store.reserve_trials(config, 2, None, data_key="k" * 12, count=4)
+    total, processes = 30, 4
+    racers = [subprocess.Popen([sys.executable, "-c", RESERVER, url, str(total)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    assert [racer.stdout.readline() for racer in racers] == ["ready\n"] * processes
+    for racer in racers:
+        racer.stdin.write("go\n")
+        racer.stdin.flush()
+    taken = [int(racer.communicate(timeout=120)[0]) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers)
+    assert sum(taken) == total - 4  # 3 results and 1 running were there; the failed and interrupted do not count
+    assert sum(1 for t in taken if t) >= 2  # a real race: more than one process got slots
+    from sqlalchemy import create_engine, func, select
+    from ab.nn.stat.schema import RESULT_STATES, RUNNING, Trial
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        held = connection.scalar(select(func.count()).select_from(Trial).where(
+            Trial.epoch_max == 1, Trial.status.in_(RESULT_STATES + (RUNNING,))))
+    engine.dispose()
+    assert held == total and len(other_epochs) == 4

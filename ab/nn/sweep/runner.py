@@ -277,8 +277,9 @@ class Sweep:
                                                     study=study.name, count=1, **owner)
                     slot = (ids[0], 0) if ids else None
                 if slot is None:
-                    held = self._held_elsewhere(config, identity.key)
-                    if held:  # they may still fail or die: wait until each ends or is reclaimed, then take its slot
+                    held = self.store.held_by_live_runners(config, self.options.epochs, identity.key)
+                    if held:  # another runner's (this one runs none now): it may fail, or its runner die and
+                        # study.reclaim() above free its slot; so wait for each to end, rather than end short of -t
                         if not waiting:
                             tqdm.write(f"{config}: waiting for {held} trial(s) other runners hold (the rest of the "
                                        f"{total} wanted on this data are trained)")
@@ -322,13 +323,6 @@ class Sweep:
                            f"they are trained (-t -N asks for N more)")
         self._summarise(result, config, identity)
         return result
-
-    def _held_elsewhere(self, config: Config, data_key: str) -> int:
-        """Running trials of this config, data and epoch count (another runner's: this one runs none now).
-        While any is held, ``-t N`` is not reached for certain: it may fail, or its runner may die and have
-        it reclaimed (``study.reclaim``), and then one of the waiting runners runs the slot again."""
-        return sum(1 for trial in self.store.running_trials(config)
-                   if trial.data_key == data_key and trial.epoch_max == self.options.epochs)
 
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
