@@ -18,11 +18,11 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, event, text, update
 
 from ab.nn import api
 from ab.nn.config import Config
-from ab.nn.stat import mirror, studies
+from ab.nn.stat import engine as engines, mirror, studies
 from ab.nn.stat.__main__ import cli as stat_cli
 from ab.nn.stat.check import check
 from ab.nn.stat.engine import PoolSettings
@@ -270,3 +270,33 @@ def test_a_stalled_host_that_was_asking_optuna_leaves_one_optuna_trial(tmp_path)
         assert session.get(Trial, trial_id).optuna_trial_id == asked._trial_id
     mirror.flush(url, tmp_path / "stat" / "train")  # as the runner does after each trial
     assert check(url, tmp_path / "stat" / "train").ok
+
+
+def test_a_worker_joining_late_leaves_alone_the_point_another_runner_just_asked_for(tmp_path):
+    """A runner that starts reconciles the study while others run: one of them may reserve a trial and ask
+    Optuna for its point in the middle of it. That Optuna trial runs and is not linked yet; taking it for an
+    orphan (and failing it) fails the other runner's trial ("Trial#0 has already finished and can not be
+    updated"), as a pod or array task joining a fleet late did."""
+    url = f"sqlite:///{tmp_path / 'ab.nn.db'}"
+    store = helpers.new_store(url)
+    config, key = Config.parse("age-regression_utkface_mae_Fake"), "k" * 12
+    definition = studies.StudyDef(f"{config.name}@{key}/e1", config.name, key, 1)
+    storage = studies.storage(url)
+    reader, asked = engines.engine(url, writer=False), []
+
+    def meanwhile(_connection, _cursor, statement, *_):  # while the joining runner reads our trials
+        if not asked and re.search(r"\bFROM trial\b", statement):
+            trial_id = store.reserve_trials(config, 1, 4, data_key=key, study=definition.name, lease_id=running.id)[0]
+            asked.append(other.ask(trial_id))
+
+    with RunnerLease(store, heartbeat=3600) as running, RunnerLease(store, heartbeat=3600) as joining:
+        other = SweepStudy.open(store, storage, definition, Search(), 1, sampler(42, running.id))
+        event.listen(reader, "after_cursor_execute", meanwhile)
+        try:
+            findings = SweepStudy.open(store, storage, definition, Search(), 1, sampler(42, joining.id)).findings
+        finally:
+            event.remove(reader, "after_cursor_execute", meanwhile)
+        assert asked, "the joining runner never read our trials"
+        [frozen] = optuna.load_study(study_name=definition.name, storage=storage).trials
+        assert frozen.state.name == "RUNNING" and not findings, findings
+        asked[0].set_user_attr("still", "ours")  # what the other runner does next: it still can

@@ -433,21 +433,23 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
     with Session(engines.engine(url, writer=True)) as session, session.begin():
         for trial_id, reason in reclaim_lapsed(session, name, dry_run=not repair):
             findings.append(Finding(name, trial_id, f"running, but {reason.removeprefix('interrupted: ')}", repair))
+    try:
+        made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
+    except KeyError:
+        made = None
+    # Optuna's trials are read before ours: a live runner reserves its trial here before it asks Optuna for
+    # a point, so every point asked before this read has its trial (running, or linked) in ours, read after
+    by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)} if made is not None else {}
     with Session(engines.engine(url, writer=False)) as session:
         study = definition(session, name)
         if study is None:
             return findings + [Finding(name, None, "no definition in our study table")]
         ours = list(session.scalars(select(Trial).where(Trial.study == name).order_by(Trial.id)))
-        try:
-            made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
-        except KeyError:
-            made = None
         if made is None or not _directions_match(made, study):
             problem = "no Optuna copy" if made is None else "its Optuna copy optimises other directions"
             return findings + _rebuild_if_idle(url, session, storage, study, ours, made, problem, repair,
                                                study_kwargs, quiet=made is None and not ours)
         links: dict[int, tuple] = {}
-        by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)}
         linked_ids, divergent = set(), []
         for trial in ours:
             frozen = by_id.get(trial.optuna_trial_id) if trial.optuna_trial_id is not None else None
