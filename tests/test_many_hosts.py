@@ -272,11 +272,13 @@ def test_a_stalled_host_that_was_asking_optuna_leaves_one_optuna_trial(tmp_path)
     assert check(url, tmp_path / "stat" / "train").ok
 
 
-def test_a_worker_joining_late_leaves_alone_the_point_another_runner_just_asked_for(tmp_path):
-    """A runner that starts reconciles the study while others run: one of them may reserve a trial and ask
-    Optuna for its point in the middle of it. That Optuna trial runs and is not linked yet; taking it for an
-    orphan (and failing it) fails the other runner's trial ("Trial#0 has already finished and can not be
-    updated"), as a pod or array task joining a fleet late did."""
+@pytest.mark.parametrize("meanwhile", ["asked", "finished"])
+def test_a_worker_joining_late_agrees_with_what_another_runner_does_meanwhile(tmp_path, meanwhile):
+    """A runner that starts reconciles the study while others run. One of them may reserve a trial and ask
+    Optuna for its point in the middle of it: that Optuna trial runs and is not linked yet, and taking it for
+    an orphan (failing it) fails the other runner's trial ("Trial#0 has already finished and can not be
+    updated"), as a pod or array task joining a fleet late did. Or it may ask, link and finish a trial
+    between the reads of the two stores: that trial is not "missing in Optuna" (no second Optuna trial)."""
     url = f"sqlite:///{tmp_path / 'ab.nn.db'}"
     store = helpers.new_store(url)
     config, key = Config.parse("age-regression_utkface_mae_Fake"), "k" * 12
@@ -284,19 +286,27 @@ def test_a_worker_joining_late_leaves_alone_the_point_another_runner_just_asked_
     storage = studies.storage(url)
     reader, asked = engines.engine(url, writer=False), []
 
-    def meanwhile(_connection, _cursor, statement, *_):  # while the joining runner reads our trials
-        if not asked and re.search(r"\bFROM trial\b", statement):
-            trial_id = store.reserve_trials(config, 1, 4, data_key=key, study=definition.name, lease_id=running.id)[0]
-            asked.append(other.ask(trial_id))
+    def other_runner(_connection, _cursor, statement, *_):
+        if asked or (meanwhile == "asked" and not re.search(r"\bFROM trial\b", statement)):
+            return
+        trial_id = store.reserve_trials(config, 1, 4, data_key=key, study=definition.name, lease_id=running.id)[0]
+        asked.append(other.ask(trial_id))
+        if meanwhile == "finished":
+            store.assign_trial(trial_id, number=asked[0].number, optuna_trial_id=asked[0]._trial_id, prm={},
+                               fence=running.id)
+            assert store.finish_trial(trial_id, "failed", error="RuntimeError: boom", fence=running.id)
+            other.tell(trial_id)
 
+    # "asked": once the joining runner has read our trials; "finished": as it starts reading them
+    hook = "after_cursor_execute" if meanwhile == "asked" else "before_cursor_execute"
     with RunnerLease(store, heartbeat=3600) as running, RunnerLease(store, heartbeat=3600) as joining:
         other = SweepStudy.open(store, storage, definition, Search(), 1, sampler(42, running.id))
-        event.listen(reader, "after_cursor_execute", meanwhile)
+        event.listen(reader, hook, other_runner)
         try:
             findings = SweepStudy.open(store, storage, definition, Search(), 1, sampler(42, joining.id)).findings
         finally:
-            event.remove(reader, "after_cursor_execute", meanwhile)
+            event.remove(reader, hook, other_runner)
         assert asked, "the joining runner never read our trials"
+        assert not findings, findings
         [frozen] = optuna.load_study(study_name=definition.name, storage=storage).trials
-        assert frozen.state.name == "RUNNING" and not findings, findings
-        asked[0].set_user_attr("still", "ours")  # what the other runner does next: it still can
+        assert frozen.state.name == ("RUNNING" if meanwhile == "asked" else "FAIL")

@@ -449,6 +449,9 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
             problem = "no Optuna copy" if made is None else "its Optuna copy optimises other directions"
             return findings + _rebuild_if_idle(url, session, storage, study, ours, made, problem, repair,
                                                study_kwargs, quiet=made is None and not ours)
+        late = {t.optuna_trial_id for t in ours if t.optuna_trial_id is not None} - by_id.keys()
+        if late:  # asked and linked after Optuna's trials were read above: there now, unless really lost
+            by_id.update({t._trial_id: t for t in made.get_trials(deepcopy=False) if t._trial_id in late})
         links: dict[int, tuple] = {}
         linked_ids, divergent = set(), []
         for trial in ours:
