@@ -19,7 +19,7 @@ from sqlalchemy import inspect, select, update
 
 from ab.nn.stat import engine as engines
 from ab.nn.stat.schema import (CodeVersion, Export, Fusion, ImageAttribute, Latency, Metric, Nn, NnStat, Prediction,
-                               Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+                               Prm, Stat, StatMetric, Study, TrainStat, Transform, Trial)
 from ab.nn.stat.store import StatStore, insert_ignore
 
 CHUNK = 200  # rows per INSERT: SQLite allows at most 32,766 bound values per statement
@@ -131,12 +131,13 @@ def copy_database(source: str, target: str) -> dict[str, int]:
     _insert(store, Fusion, list(mapped(src.rows(Fusion))), counts)
     _insert(store, Prediction, list(mapped(src.rows(Prediction))), counts)
     store.advance_id_sequences()
-    counts["optuna studies"] = _copy_studies(source, target, store, {trial_map[i] for i in copied})
+    counts["optuna studies"] = _copy_studies(src, source, target, store, {trial_map[i] for i in copied})
     return counts
 
 
-def _copy_studies(source: str, target: str, store: StatStore, copied_trials: set[int]) -> int:
-    """Copy the Optuna studies of the copied trials; re-point those trials at the copied Optuna trials."""
+def _copy_studies(src: _Source, source: str, target: str, store: StatStore, copied_trials: set[int]) -> int:
+    """Copy the Optuna studies of the copied trials, with our definition of each (what it optimises);
+    re-point those trials at the copied Optuna trials."""
     if not copied_trials:
         return 0
     with store.transaction() as session:
@@ -154,6 +155,11 @@ def _copy_studies(source: str, target: str, store: StatStore, copied_trials: set
         optuna.copy_study(from_study_name=name, from_storage=source, to_storage=target, to_study_name=new_name)
         existing.add(new_name)
         renamed[name] = new_name
+    definitions = {row["name"]: row for row in src.rows(Study)}
+    with store.transaction() as session:
+        for name, new_name in renamed.items():
+            if name in definitions and session.get(Study, new_name) is None:
+                session.add(Study(**{**definitions[name], "name": new_name}))
     for name, new_name in renamed.items():
         numbers = {t.number: t._trial_id for t in optuna.load_study(study_name=new_name, storage=target).trials}
         with store.transaction() as session:

@@ -434,6 +434,18 @@ class StatStore:
                 Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES),
                 *([Trial.data_key == data_key] if data_key is not None else [])))
 
+    def held_by_live_runners(self, config: Config, epoch_max: int, data_key: str) -> int:
+        """Running trials of a config at this ``epoch_max`` on the data ``data_key`` whose runner's lease is
+        alive: each still ends with a result, a failure, or a lapse that frees its slot. Running trials
+        without such a lease (recorded before leases, on another host) never end by themselves and are
+        not counted."""
+        with self.transaction() as session:
+            leases = list(session.scalars(select(Trial.lease_id).where(
+                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.data_key == data_key,
+                Trial.status == RUNNING, Trial.lease_id.is_not(None))))
+            alive = lease_states(session, set(leases))
+        return sum(1 for lease_id in leases if alive[lease_id].alive)
+
     # -- deployment ----------------------------------------------------------------------------
     def add_export(self, trial_id: int, *, fence: int | None = None, **fields) -> int:
         """One artifact row; with ``fence``, only while the runner of that lease owns the trial (it may

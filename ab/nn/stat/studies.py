@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -102,14 +103,29 @@ def _one_creator_at_a_time(url: str):
         yield
 
 
+_servers: dict[str, optuna.storages.RDBStorage] = {}
+_servers_lock = threading.Lock()
+
+
 def storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's tables in the statistics database (where optuna-dashboard finds them)."""
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    """Optuna's tables in the statistics database (where optuna-dashboard finds them). On a database
+    server, one storage per URL per process: its pool is one of the two a process holds (pre-ping and
+    bounds of ``engine.PoolSettings``), however many trials the process runs. An SQLite file gets a new one
+    each call (no server connections to count; a test's file may be replaced at the same path)."""
+    if url.startswith("sqlite"):
+        return _made(url)
+    with _servers_lock:
+        if url not in _servers:
+            _servers[url] = _made(url)
+        return _servers[url]
+
+
+def _made(url: str) -> optuna.storages.RDBStorage:
     for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
         try:
             with warnings.catch_warnings(), _one_creator_at_a_time(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                made = optuna.storages.RDBStorage(url, engine_kwargs=engines.engine_kwargs(url))
             break
         except (IntegrityError, OperationalError):
             if attempt == STORAGE_ATTEMPTS - 1:
@@ -439,21 +455,26 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
     with Session(engines.engine(url, writer=True)) as session, session.begin():
         for trial_id, reason in reclaim_lapsed(session, name, dry_run=not repair):
             findings.append(Finding(name, trial_id, f"running, but {reason.removeprefix('interrupted: ')}", repair))
+    try:
+        made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
+    except KeyError:
+        made = None
+    # Optuna's trials are read before ours: a live runner reserves its trial here before it asks Optuna for
+    # a point, so every point asked before this read has its trial (running, or linked) in ours, read after
+    by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)} if made is not None else {}
     with Session(engines.engine(url, writer=False)) as session:
         study = definition(session, name)
         if study is None:
             return findings + [Finding(name, None, "no definition in our study table")]
         ours = list(session.scalars(select(Trial).where(Trial.study == name).order_by(Trial.id)))
-        try:
-            made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
-        except KeyError:
-            made = None
         if made is None or not _directions_match(made, study):
             problem = "no Optuna copy" if made is None else "its Optuna copy optimises other directions"
             return findings + _rebuild_if_idle(url, session, storage, study, ours, made, problem, repair,
                                                study_kwargs, quiet=made is None and not ours)
+        late = {t.optuna_trial_id for t in ours if t.optuna_trial_id is not None} - by_id.keys()
+        if late:  # asked and linked after Optuna's trials were read above: there now, unless really lost
+            by_id.update({t._trial_id: t for t in made.get_trials(deepcopy=False) if t._trial_id in late})
         links: dict[int, tuple] = {}
-        by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)}
         linked_ids, divergent = set(), []
         for trial in ours:
             frozen = by_id.get(trial.optuna_trial_id) if trial.optuna_trial_id is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -40,6 +41,9 @@ from ab.nn.util import faults, system
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+HELD_POLL_SECONDS = 5.0
+"""How often a runner with no slot left looks again while other runners hold the remaining ones."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ class Sweep:
             tqdm.write(f"{config}: {error}")
             return result
         total, wanted = self.total(config, identity.key)
-        failures_in_row = 0
+        failures_in_row, waiting = 0, False
         reservation = dict(split=self.options.data.label, split_seed=self.options.data.split_seed,
                            max_samples=self.options.data.max_samples, nn_code_id=nn_code_id,
                            **{f"{part}_digest": (identity.digests or {}).get(part) for part in PARTS})
@@ -274,6 +278,15 @@ class Sweep:
                                                     study=study.name, count=1, **owner)
                     slot = (ids[0], 0) if ids else None
                 if slot is None:
+                    held = self.store.held_by_live_runners(config, self.options.epochs, identity.key)
+                    if held:  # another runner's (this one runs none now): it may fail, or its runner die and
+                        # study.reclaim() above free its slot; so wait for each to end, rather than end short of -t
+                        if not waiting:
+                            tqdm.write(f"{config}: waiting for {held} trial(s) other runners hold (the rest of the "
+                                       f"{total} wanted on this data are trained)")
+                        waiting = True
+                        time.sleep(min(self.options.heartbeat_seconds, HELD_POLL_SECONDS))
+                        continue
                     result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
                                    f"wanted on this data")
                     break
