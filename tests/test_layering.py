@@ -1,0 +1,188 @@
+"""The dependency direction of the library (docs/guide/architecture.md, "Layers"), read from the code:
+every ``import`` and ``from ... import`` of every module under ``ab/`` (at module level and inside
+functions) is mapped to its floor; no module imports a higher floor, no module imports ``ab.nn.api``,
+and no two packages import each other.
+
+``FLOORS`` is where each module's place is written down: a new package or top-level module has to
+be put on a floor here before this test passes."""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+API = "ab.nn.api"
+
+FLOORS = (
+    ("base", ("ab", "ab.nn", "ab.nn.util", "ab.nn.nn", "ab.nn.metric", "ab.nn.transform")),
+    ("core", ("ab.nn.config", "ab.nn.workspace", "ab.nn.registry", "ab.nn.checkpoint", "ab.nn.codequality")),
+    ("domain", ("ab.nn.dataset", "ab.nn.face", "ab.nn.stat")),
+    ("loaders", ("ab.nn.loader",)),
+    ("services", ("ab.nn.sweep", "ab.nn.deploy", "ab.nn.predict", "ab.nn.moe", "ab.nn.bundle", "ab.nn.report",
+                  "ab.nn.check_nn")),
+    ("entry points", ("ab.nn.train", API, "__main__")),
+)
+"""Bottom to top; a module may import its own floor and the floors below it. A name stands for the
+module and everything under it (``ab`` and ``ab.nn`` only for the package files themselves);
+``__main__`` for every command-line module (``python -m ...``)."""
+EXACT = {"ab", "ab.nn"}
+NOT_JUDGED = {"ab.nn.ablations"}
+"""Scripts that live in the package today but are no part of the library (being moved out of it)."""
+KNOWN_CYCLES = {frozenset({"ab.nn.bundle", "ab.nn.predict"})}
+"""Package cycles being removed elsewhere (bundle <-> predict: a manifest module below both); each
+entry must still exist, so that it is struck from here once it is gone."""
+
+RANK = {name: rank for rank, (_, names) in enumerate(FLOORS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((ROOT / "ab").rglob("*.py"))}
+
+
+KNOWN = modules()
+
+
+def floor(module: str) -> int:
+    """The rank of ``module``'s floor (index into ``FLOORS``)."""
+    if module.rsplit(".", 1)[-1] == "__main__":
+        return RANK["__main__"]
+    if module in EXACT:
+        return RANK[module]
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix in RANK and prefix not in EXACT:
+            return RANK[prefix]
+    raise LookupError(f"{module} is on no floor: put it on one in FLOORS (tests/test_layering.py) and in "
+                      f"docs/guide/architecture.md")
+
+
+def imports(module: str, path: Path) -> list[tuple[int, str, str]]:
+    """``(line, imported module, source text)`` of each import of the library in ``path``: ``from a
+    import b`` is ``a.b`` when that is a module, else ``a``; relative imports are resolved."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    text = path.read_text()
+    found = []
+    for node in ast.walk(ast.parse(text, str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in KNOWN else base for alias in node.names]
+        else:
+            continue
+        source = ast.get_source_segment(text, node) or ""
+        found += [(node.lineno, target, source) for target in dict.fromkeys(targets)
+                  if target == "ab" or target.startswith("ab.")]
+    return found
+
+
+def where(module: str, line: int) -> str:
+    return f"{KNOWN[module].relative_to(ROOT)}:{line} ({module})"
+
+
+def judged():
+    for module, path in KNOWN.items():
+        if module not in NOT_JUDGED:
+            for line, target, source in imports(module, path):
+                yield module, line, target, source
+
+
+@pytest.mark.package_models  # reads ab/nn/nn/, where other tests write model files for a while
+def test_no_module_imports_a_higher_floor_or_the_public_api():
+    problems = []
+    for module, line, target, source in judged():
+        if target == API or target.startswith(API + "."):
+            if module != API:
+                problems.append(f"{where(module, line)}: `{source}`: nothing in the library imports {API}; "
+                                f"call the module it takes the function from")
+            continue
+        mine, theirs = floor(module), floor(target)
+        if theirs > mine:
+            problems.append(f"{where(module, line)}: `{source}`: a {FLOORS[mine][0]} module imports {target}, "
+                            f"on the higher floor {FLOORS[theirs][0]}")
+    assert not problems, "imports against the layering:\n" + "\n".join(problems)
+
+
+def unit(module: str) -> str:
+    """The package (or top-level module) a module belongs to; each command-line module is its own."""
+    if module.rsplit(".", 1)[-1] == "__main__" or module in EXACT:
+        return module
+    return ".".join(module.split(".")[:3])
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+@pytest.mark.package_models
+def test_no_two_packages_import_each_other():
+    """A floor says what may be imported, not that two packages of one floor stay apart: ``dataset``
+    and ``face`` (or ``sweep`` and ``deploy``) importing each other is a cycle even on one floor."""
+    graph, evidence = defaultdict(set), defaultdict(list)
+    for module, line, target, source in judged():
+        a, b = unit(module), unit(target)
+        if a != b:
+            graph[a].add(b)
+            evidence[a, b].append(f"{where(module, line)}: `{source}`")
+    found = [c for c in cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
+    report = []
+    for component in found:
+        report.append(" <-> ".join(component))
+        report += [f"  {e}" for a in component for b in component if (a, b) in evidence for e in evidence[a, b]]
+    assert not found, "packages that import each other:\n" + "\n".join(report)
+    gone = [sorted(c) for c in KNOWN_CYCLES if not any(c <= set(component) for component in cycles(graph))]
+    assert not gone, f"no longer cycles, strike them from KNOWN_CYCLES: {gone}"
+
+
+def test_every_module_is_on_a_floor_and_imports_are_read():
+    """The test reads what it claims to: every module has a floor, and known imports are found (one at
+    module level, one inside a function, one relative-free ``from ab.nn import x``)."""
+    for module in KNOWN:
+        if module not in NOT_JUDGED:
+            floor(module)
+    found = {(module, target) for module, _, target, _ in judged()}
+    assert ("ab.nn.train", "ab.nn.sweep.runner") in found
+    assert ("ab.nn.registry", "ab.nn.workspace") in found
+    assert floor("ab.nn.util.digest") < floor("ab.nn.registry") < floor("ab.nn.stat.store") \
+        < floor("ab.nn.loader.utkface") < floor("ab.nn.sweep.runner") < floor("ab.nn.stat.__main__") == floor(API)
+    with pytest.raises(LookupError, match="on no floor"):
+        floor("ab.nn.somewhere_new")
