@@ -8,6 +8,7 @@ be put on a floor here before this test passes."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,11 +44,11 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
+    """Every module of the package by name, listed when first asked (inside a test of the package-models
+    group, so that no model file written by another test is half there)."""
     return {module_name(p): p for p in sorted((ROOT / "ab").rglob("*.py"))}
-
-
-KNOWN = modules()
 
 
 def floor(module: str) -> int:
@@ -79,7 +80,8 @@ def imports(module: str, path: Path) -> list[tuple[int, str, str]]:
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in KNOWN else base for alias in node.names]
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules() else base
+                       for alias in node.names]
         else:
             continue
         source = ast.get_source_segment(text, node) or ""
@@ -88,30 +90,37 @@ def imports(module: str, path: Path) -> list[tuple[int, str, str]]:
     return found
 
 
-def where(module: str, line: int) -> str:
-    return f"{KNOWN[module].relative_to(ROOT)}:{line} ({module})"
+def where(module: str, line: int, path: Path | None = None) -> str:
+    path = path or modules()[module]
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line} ({module})"
 
 
 def judged():
-    for module, path in KNOWN.items():
+    for module, path in modules().items():
         if module not in NOT_JUDGED:
             for line, target, source in imports(module, path):
-                yield module, line, target, source
+                yield module, path, line, target, source
 
 
-@pytest.mark.package_models  # reads ab/nn/nn/, where other tests write model files for a while
-def test_no_module_imports_a_higher_floor_or_the_public_api():
+def against_layering(found) -> list[str]:
+    """One message per import of ``found`` (``judged()``'s tuples) that goes up a floor or to the API."""
     problems = []
-    for module, line, target, source in judged():
+    for module, path, line, target, source in found:
         if target == API or target.startswith(API + "."):
             if module != API:
-                problems.append(f"{where(module, line)}: `{source}`: nothing in the library imports {API}; "
+                problems.append(f"{where(module, line, path)}: `{source}`: nothing in the library imports {API}; "
                                 f"call the module it takes the function from")
             continue
         mine, theirs = floor(module), floor(target)
         if theirs > mine:
-            problems.append(f"{where(module, line)}: `{source}`: a {FLOORS[mine][0]} module imports {target}, "
+            problems.append(f"{where(module, line, path)}: `{source}`: a {FLOORS[mine][0]} module imports {target}, "
                             f"on the higher floor {FLOORS[theirs][0]}")
+    return problems
+
+
+@pytest.mark.package_models  # reads ab/nn/nn/, where other tests write model files for a while
+def test_no_module_imports_a_higher_floor_or_the_public_api():
+    problems = against_layering(judged())
     assert not problems, "imports against the layering:\n" + "\n".join(problems)
 
 
@@ -158,11 +167,11 @@ def test_no_two_packages_import_each_other():
     """A floor says what may be imported, not that two packages of one floor stay apart: ``dataset``
     and ``face`` (or ``sweep`` and ``deploy``) importing each other is a cycle even on one floor."""
     graph, evidence = defaultdict(set), defaultdict(list)
-    for module, line, target, source in judged():
+    for module, path, line, target, source in judged():
         a, b = unit(module), unit(target)
         if a != b:
             graph[a].add(b)
-            evidence[a, b].append(f"{where(module, line)}: `{source}`")
+            evidence[a, b].append(f"{where(module, line, path)}: `{source}`")
     found = [c for c in cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
     report = []
     for component in found:
@@ -173,16 +182,30 @@ def test_no_two_packages_import_each_other():
     assert not gone, f"no longer cycles, strike them from KNOWN_CYCLES: {gone}"
 
 
-def test_every_module_is_on_a_floor_and_imports_are_read():
-    """The test reads what it claims to: every module has a floor, and known imports are found (one at
-    module level, one inside a function, one relative-free ``from ab.nn import x``)."""
-    for module in KNOWN:
+@pytest.mark.package_models
+def test_every_module_is_on_a_floor():
+    for module in modules():
         if module not in NOT_JUDGED:
             floor(module)
-    found = {(module, target) for module, _, target, _ in judged()}
-    assert ("ab.nn.train", "ab.nn.sweep.runner") in found
-    assert ("ab.nn.registry", "ab.nn.workspace") in found
     assert floor("ab.nn.util.digest") < floor("ab.nn.registry") < floor("ab.nn.stat.store") \
         < floor("ab.nn.loader.utkface") < floor("ab.nn.sweep.runner") < floor("ab.nn.stat.__main__") == floor(API)
     with pytest.raises(LookupError, match="on no floor"):
         floor("ab.nn.somewhere_new")
+
+
+@pytest.mark.package_models
+def test_imports_are_read_wherever_they_are_and_judged(tmp_path):
+    """What the test reads: module-level and in-function imports, ``from a import b`` as module ``a.b``
+    or as ``a``, relative imports; and what it flags: a domain module importing a service, and the API."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nfrom ab.nn import workspace, __version__\n\n\ndef f():\n"
+                     "    from . import query\n    from ..sweep.search import Search\n    import ab.nn.api\n")
+    found = imports("ab.nn.stat.probe", probe)
+    assert sorted((line, target) for line, target, _ in found) == [
+        (2, "ab.nn"), (2, "ab.nn.workspace"), (6, "ab.nn.stat.query"), (7, "ab.nn.sweep.search"), (8, API)]
+    problems = against_layering(("ab.nn.stat.probe", probe, *entry) for entry in found)
+    assert len(problems) == 2
+    assert any(p.endswith("probe.py:7 (ab.nn.stat.probe): `from ..sweep.search import Search`: a domain module "
+                          "imports ab.nn.sweep.search, on the higher floor services") for p in problems)
+    assert any("probe.py:8" in p and "nothing in the library imports ab.nn.api" in p for p in problems)
+    assert ("ab.nn.api", "ab.nn.checkpoint") in {(m, t) for m, _, _, t, _ in judged()}  # inside load_model

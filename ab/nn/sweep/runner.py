@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config, Pattern, select
-from ab.nn.dataset import DataError
+from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
 from ab.nn.stat import engine as engines, versions
 from ab.nn.stat.schema import DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import data as trial_data, hyperparameters, search
+from ab.nn.sweep import hyperparameters, search
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated
 from ab.nn.sweep.lease import HEARTBEAT_SECONDS, RunnerLease, states as lease_states
