@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ab.nn import workspace
 from ab.nn.dataset import DataError, utkface
 from ab.nn.dataset.settings import PROTOCOLS, DataSettings
-from ab.nn.dataset.sources import open_image
+from ab.nn.dataset.decode import open_image
 from ab.nn.face.align import CROP_SIZE
 from ab.nn.face.detect import DEFAULT_MODEL, MODELS, FaceDetector
 from ab.nn.face.template import (DEFAULT_IMAGES, FILE_NAME, SAMPLE_SEED, Template, default_path, landmarks_in_crop,
