@@ -75,7 +75,7 @@ def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
     from ab.nn.deploy.onnx_export import export_onnx
     from ab.nn.deploy.pipeline import metadata_for
     from ab.nn.transform._pipeline import ImagePipeline
-    from ab.nn.util import checkpoint
+    from ab.nn import checkpoint
 
     torch.manual_seed(0)
     in_shape = (1, 3, SIZE, SIZE)

@@ -13,7 +13,8 @@ import pytest
 from ab.nn.bundle import __main__ as bundle_cli
 from ab.nn.bundle.manifest import BundleError, read_manifest
 from ab.nn.face.detect import model_file
-from ab.nn.face.template import Template, measure
+from ab.nn.face.template import Template
+from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
 from ab.nn.predict import __main__ as predict_cli
 from ab.nn.util.digest import sha256_of

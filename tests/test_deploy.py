@@ -7,7 +7,7 @@ import torch
 from ab.nn import api
 from ab.nn.deploy import pipeline
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
-from ab.nn.util import checkpoint
+from ab.nn import checkpoint
 from tests import helpers
 from tests.test_sweep_cli import FAST, run
 

@@ -14,7 +14,8 @@ from PIL import Image
 from ab.nn import api
 from ab.nn.dataset import utkface
 from ab.nn.dataset.cache import decode_resized
-from ab.nn.face.template import TemplateMissing, default_path, measure
+from ab.nn.face.template import TemplateMissing, default_path
+from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
 from ab.nn.predict import __main__ as cli
 from ab.nn.predict import metadata, models

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.report import plots, tables
+from ab.nn.stat import frames, ranking
 from ab.nn.stat.ranking import PREFERRED_RUNTIMES
+from ab.nn.stat.schema import TRAINED_STATES
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -32,27 +33,27 @@ def _predictions(best: pd.DataFrame, db) -> dict[str, tuple[np.ndarray, np.ndarr
     """Stored test predictions of each best trial (true, predicted), by model name."""
     out = {}
     for trial in best.itertuples():
-        rows = api.predictions(trial_id=int(trial.id), split="test", db=db)
+        rows = frames.predictions(trial_id=int(trial.id), split="test", db=db)
         if not rows.empty:
             out[Config.parse(trial.config).nn] = (rows.age.to_numpy(), rows.predicted.to_numpy())
     return out
 
 
 def _group_rows(best: pd.DataFrame, mixtures: pd.DataFrame, db) -> pd.DataFrame:
-    frames = []
+    found = []
     ids = list(best.id) + ([int(mixtures.id.max())] if not mixtures.empty else [])
     for trial_id in ids:
-        groups = api.age_groups(trial_id=trial_id, split="test", db=db)
+        groups = frames.age_groups(trial_id=trial_id, split="test", db=db)
         if not groups.empty:
             groups["label"] = Config.parse(groups.config.iloc[0]).nn
-            frames.append(groups)
-    return pd.concat(frames) if frames else pd.DataFrame()
+            found.append(groups)
+    return pd.concat(found) if found else pd.DataFrame()
 
 
 def _latency_points(trials: pd.DataFrame, db) -> tuple[pd.DataFrame, str]:
     """Every trial's fp32 batch-1 latency at 1 thread in one runtime (the one most trials were timed in,
     so that the points compare), its latest measurement; and that runtime's name."""
-    latency = api.latency(threads=1, status="ok", db=db)
+    latency = frames.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
         return pd.DataFrame(), ""
     latency = latency[(latency.precision == "fp32") & latency.trial_id.isin(trials.id)]
@@ -78,7 +79,7 @@ def describe_data(trials: pd.DataFrame) -> str:
 
 def _keys(trained: pd.DataFrame) -> list[str]:
     """Data keys with trained trials: the default ones first, then by number of trials."""
-    defaults = set(api.default_data_keys(trained).values())
+    defaults = set(ranking.default_data_keys(trained).values())
     counts = trained.data_key.value_counts()
     return sorted(counts.index, key=lambda k: (k not in defaults, -counts[k], k))
 
@@ -86,7 +87,7 @@ def _keys(trained: pd.DataFrame) -> list[str]:
 def write(ws: Workspace, out: Path) -> Path:
     db = ws.db_url
     out.mkdir(parents=True, exist_ok=True)
-    trained = api.trials(status=api.TRAINED, db=db)
+    trained = frames.trials(status=TRAINED_STATES, db=db)
     models = trained[~trained.config.str.endswith(f"_{MIXTURE}")] if not trained.empty else trained
     lines = ["# Report", "", f"Database: `{db}`. Results are compared only on the same data (one section per data "
              f"key). Best trial per config, chosen on validation MAE; its test MAE is shown with its 95 % bootstrap "
@@ -152,7 +153,7 @@ def cli(argv=None) -> int:
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
-        api.db_url(ws.db_url)
+        frames.db_url(ws.db_url)
     except FileNotFoundError as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     print(write(ws, Path(args.out) if args.out else ws.report_dir))

@@ -72,22 +72,22 @@ def _run(p: argparse.ArgumentParser, args) -> int:
         copied = copy_database(args.source, args.target)
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
     elif args.command == "replicas":
-        from ab.nn import api
+        from ab.nn.stat.comparison import replicas
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.replicas(config=args.config, db=ws.db_url)
+            frame = replicas(config=args.config, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
     elif args.command == "replay-pruners":
         return _replay_pruners(p, args, ws)
     elif args.command in ("trials", "keys"):
-        from ab.nn import api
+        from ab.nn.stat.frames import trials
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.trials(config=args.config, status=args.status, db=ws.db_url)
+            frame = trials(config=args.config, status=args.status, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         if frame.empty:
@@ -128,13 +128,13 @@ def _run(p: argparse.ArgumentParser, args) -> int:
 def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
     import pandas as pd
 
-    from ab.nn import api
+    from ab.nn.sweep.replay import replay_pruners
     from ab.nn.sweep.search import SearchError
     from ab.nn.util.markdown import table
 
     try:
-        frame = api.replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
-                                   study=args.study, db=ws.db_url, floor=args.pruner_floor)
+        frame = replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
+                               study=args.study, db=ws.db_url, floor=args.pruner_floor)
     except (FileNotFoundError, LookupError, ValueError, SearchError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     recorded = frame.iloc[0]
