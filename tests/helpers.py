@@ -27,11 +27,13 @@ def experiment(name: str):
 
 
 def _script(folder: Path, name: str):
-    """A script as a module (the folder is not a package; a script may import a sibling)."""
+    """A script as a module (the folder is not a package; a script may import a sibling). Registered in
+    ``sys.modules`` like an imported module, which dataclasses and pickle need."""
     sys.path.insert(0, str(folder))
     try:
         spec = importlib.util.spec_from_file_location(f"{name}_{folder.name}", folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
     finally:

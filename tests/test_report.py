@@ -34,6 +34,9 @@ def test_report_has_tables_and_plots(root, utk_dir, tiny_model):
             assert image.size[0] > 300
     table = next(chunk for chunk in text.split("\n\n") if chunk.startswith("| model |"))
     assert "3.218" in table  # MobileAgeNet's parameters (millions)
+    header, _, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines())
+    tiny = next(row for row in rows if tiny_model in row[0])
+    assert tiny[header.index("params (M)")] != "-"  # built from the nn/ folder of the report's --root
 
 
 def test_ablation_commands_and_table(root, utk_dir):
