@@ -31,7 +31,6 @@ def exact(a: str, b: str) -> float:
     return len(x & y) / len(x | y)
 
 
-@pytest.mark.package_models  # lists them
 def test_signatures_estimate_the_jaccard_of_the_codes_token_shingles():
     assert exact(ANCHOR, TWIN) == 1.0  # comments, docstrings and layout are not architecture
     assert code_similarity.signature(TWIN) == code_similarity.signature(ANCHOR)

@@ -252,8 +252,8 @@ def test_our_mirror_carries_the_code_of_each_row(tmp_path, root, utk_dir, tiny_m
 
     config = f"age-regression_utkface_mae_{tiny_model}"
     assert run(root, utk_dir, "-c", config, "-t", "1", "--max-samples", "16") == 0
-    trained_code = registry.source(registry.MODEL, tiny_model)
-    path = registry.path(registry.MODEL, tiny_model)
+    path = root / "nn" / f"{tiny_model}.py"
+    trained_code = path.read_text()
     path.write_text(trained_code + "\n# changed after training\n")
     ws_db = root / "db" / "ab.nn.db"
     folder = tmp_path / "exported" / "stat" / "train"

@@ -156,7 +156,8 @@ def cli(argv=None) -> int:
         frames.db_url(ws.db_url)
     except FileNotFoundError as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
-    print(write(ws, Path(args.out) if args.out else ws.report_dir))
+    with workspace.active.use(ws):  # the model table builds models of that workspace's nn/ folder too
+        print(write(ws, Path(args.out) if args.out else ws.report_dir))
     return 0
 
 
