@@ -209,6 +209,11 @@ def test_copies_of_two_machines_merge_and_running_trials_arrive_reclaimable(tmp_
     assert copy_database(a_url, target)["trials added"] == 0 and copy_database(b_url, target)["trials added"] == 0
     assert _counts(target) == before  # twice adds nothing
 
+    back = f"sqlite:///{tmp_path / 'back.db'}"  # and the merged database (PostgreSQL too) copies out whole
+    copy_database(target, back)
+    same_trials(target, back)
+    assert list(api.trials(db=back).id) == list(api.trials(db=target).id) and _counts(back) == before
+
 
 def _lemur_tree(folder: Path, records: dict[str, list[dict]]) -> Path:
     """stat/train/<config>/<epoch>.json files with these records ({"<config>/<epoch>": [...]})."""

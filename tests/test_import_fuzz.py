@@ -68,6 +68,8 @@ trial = st.fixed_dictionaries({
     "started_at": either(st.just("2026-12-06T10:00:00"), st.text(max_size=8) | values), "nn_code_id": code_ids,
     "prm": either(st.just("p1")), "prm_values": either(st.dictionaries(text, scalars, max_size=2)),
     "eval_mae": either(st.floats() | st.none()), "seed": either(st.integers(0, 2 ** 31 - 1)),
+    "epochs_done": either(st.integers(0, 5) | st.none()), "lease_id": either(st.integers(0, 5)),
+    "number": either(st.integers(0, 5)), "optuna_trial_id": either(st.integers(0, 5)),
     "params": either(st.integers(0, 2 ** 63 - 1))})
 
 

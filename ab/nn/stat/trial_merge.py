@@ -32,6 +32,8 @@ TRIAL = Trial.__table__
 NOT_CARRIED = ("id", "number", "optuna_trial_id", "replica_of", "lease_id")
 """Columns whose values mean something only in the source database."""
 REQUIRED = tuple(c.name for c in TRIAL.columns if not c.nullable and not c.primary_key and c.default is None)
+DEFAULTED = frozenset(c.name for c in TRIAL.columns if not c.nullable and c.default is not None)
+"""Columns that take their default where a record has none (``epochs_done``)."""
 STATUSES = (RUNNING, *FINAL_STATES)
 
 
@@ -102,7 +104,7 @@ class TrialMerger:
                 new[row["uid"]] = row
         groups: dict[tuple, list[tuple[dict, dict]]] = {}
         for row in new.values():
-            values = {k: v for k, v in row.items() if k not in NOT_CARRIED}
+            values = {k: v for k, v in row.items() if k not in NOT_CARRIED and not (v is None and k in DEFAULTED)}
             values["lease_id"] = self._released_lease(session, row) if row["status"] == RUNNING else None
             keep = self.keep_ids and row["id"] not in self._taken
             if keep:
