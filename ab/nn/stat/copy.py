@@ -30,7 +30,6 @@ from ab.nn.stat.trial_merge import TrialMerger, derived_uid
 
 BATCH = 5000
 """Rows per transaction (and per fetch from the source)."""
-_CODE_KINDS = {"nn": registry.MODEL, "transform": registry.TRANSFORM, "metric": registry.METRIC}
 
 
 class _Source:
@@ -86,26 +85,26 @@ class _Copy:
             yield row
 
 
-def _check_code(kind: str):
-    def check(row: dict, where: str) -> None:
-        for part in row["name"].split(",") if kind == "metric" and isinstance(row["name"], str) else [row["name"]]:
-            untrusted.name(_CODE_KINDS[kind], part, where)
+def _check_code(table: str):
+    def check(row: dict, where) -> None:
+        untrusted.code_name(table, row["name"], where)
         if row.get("id") != "":  # a name whose code is unknown (imported from LEMUR's JSON)
             untrusted.code_id(row.get("id"), where)
     return check
 
 
-def _check_version(row: dict, where: str) -> None:
-    if row.get("kind") not in _CODE_KINDS:
-        raise untrusted.BadRecord(where, f"kind {untrusted.shown(row.get('kind'))} is not one of nn, transform, metric")
-    _check_code(row["kind"])(row, where)
+def _check_version(row: dict, where) -> None:
+    _check_code(row.get("kind"))(row, where)
 
 
 class _Names:
-    """Names and code ids of epoch rows, each distinct value checked once."""
+    """Names and code ids of epoch rows, checked; the last ``REMEMBERED`` distinct ones are not checked again
+    (rows come grouped by config, and memory stays bounded however many configs there are)."""
+
+    REMEMBERED = 4096
 
     def __init__(self):
-        self.seen: set = set()
+        self.seen: dict[tuple, None] = {}
 
     def __call__(self, row: dict, where: str) -> None:
         key = (row.get("task"), row.get("dataset"), row.get("metric"), row.get("nn"), row.get("transform"),
@@ -116,7 +115,9 @@ class _Names:
         untrusted.optional_name(registry.TRANSFORM, key[4], where)
         for code_id in key[5:]:
             untrusted.code_id(code_id, where)
-        self.seen.add(key)
+        if len(self.seen) >= self.REMEMBERED:
+            del self.seen[next(iter(self.seen))]
+        self.seen[key] = None
 
 
 def copy_database(source: str, target: str) -> dict[str, int]:

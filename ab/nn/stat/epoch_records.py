@@ -60,7 +60,6 @@ _RESERVED = {"accuracy", "duration", "uid", "train_stat", "ab_nn"}
 _FLAT_TRAIN_STAT = {"lr_now": "lr"}
 """Flat-layout names of a train_stat column that differ from the column's."""
 _CODE_TABLES = {"nn": Nn, "transform": Transform, "metric": Metric}
-_CODE_KINDS = {"nn": registry.MODEL, "transform": registry.TRANSFORM, "metric": registry.METRIC}
 _TRAIN_COLUMNS = {c.name: c for c in TrainStat.__table__.c if c.name != "stat_id"}
 _TRAIN_TYPES = {name: column.type.python_type for name, column in _TRAIN_COLUMNS.items()}
 _SPLIT_LENGTH = StatMetric.__table__.c.split.type.length
@@ -157,8 +156,7 @@ class CodeFiles:
                 code, name = found.get("code"), found.get("name")
                 if not isinstance(code, str) or registry.checksum(code) != code_id:
                     raise BadRecord(path, f"its code does not have the checksum {code_id}")
-                for part in str(name).split(",") if kind == "metric" else [name]:
-                    untrusted.name(_CODE_KINDS[kind], part, path)
+                untrusted.code_name(kind, name, path)
             self.versions[key] = found
         return self.versions[key]
 

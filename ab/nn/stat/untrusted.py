@@ -68,6 +68,19 @@ def name(kind: registry.Kind, text, where) -> str:
     return text
 
 
+CODE_KINDS = {"nn": registry.MODEL, "transform": registry.TRANSFORM, "metric": registry.METRIC}
+"""The code tables (``nn``, ``transform``, ``metric``; ``code_version.kind``) and the registry kind of their names."""
+
+
+def code_name(table: str, text, where) -> str:
+    """The name of a code-table row: a model or transform name, or a config's metric part (a comma list)."""
+    if table not in CODE_KINDS:
+        raise BadRecord(where, f"kind {shown(table)} is not one of {', '.join(CODE_KINDS)}")
+    for part in text.split(",") if table == "metric" and isinstance(text, str) else [text]:
+        name(CODE_KINDS[table], part, where)
+    return text
+
+
 def optional_name(kind: registry.Kind, text, where) -> str | None:
     """A name or nothing (``None``; LEMUR writes ``""`` for a missing transform)."""
     return None if text is None or text == "" else name(kind, text, where)
