@@ -3,11 +3,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ab.nn import ablations, api, train
+from ab.nn import api, train
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.deploy.report import deployment_table
 from ab.nn.report import __main__ as report_cli
 from ab.nn.report.plots import best_so_far, pareto_front
+from tests.helpers import experiment
 from tests.test_sweep_cli import CONFIG, run
 
 pytestmark = pytest.mark.slow
@@ -36,9 +37,13 @@ def test_report_has_tables_and_plots(root, utk_dir, tiny_model):
     key = api.trials(db=root / "db" / "ab.nn.db").data_key.iloc[0]
     for caption in ("Summary.", "By race.", "By gender.", "Minors and adults at three ages."):
         assert f"{caption} Data key `{key}`, test part" in text  # every group table names its data key
+    header, _, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines())
+    tiny = next(row for row in rows if tiny_model in row[0])
+    assert tiny[header.index("params (M)")] != "-"  # built from the nn/ folder of the report's --root
 
 
 def test_ablation_commands_and_table(root, utk_dir):
+    ablations = experiment("ablations")
     commands = [ablations.command(v, 1, 32, []) for v in ablations.VARIANTS]
     assert len(commands) == 5 and len({tuple(c) for c in commands}) == 5
     reference = commands[0][3:]  # what follows python -m ab.nn.train

@@ -20,10 +20,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ab.nn import api
 from ab.nn.config import Config
 from ab.nn.report import groups, plots, tables
+from ab.nn.stat import frames, ranking
 from ab.nn.stat.ranking import PREFERRED_RUNTIMES
+from ab.nn.stat.schema import TRAINED_STATES
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -34,7 +35,7 @@ MIXTURE = "AgeMoE"
 def _latency_points(trials: pd.DataFrame, db) -> tuple[pd.DataFrame, str]:
     """Every trial's fp32 batch-1 latency at 1 thread in one runtime (the one most trials were timed in,
     so that the points compare), its latest measurement; and that runtime's name."""
-    latency = api.latency(threads=1, status="ok", db=db)
+    latency = frames.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
         return pd.DataFrame(), ""
     latency = latency[(latency.precision == "fp32") & latency.trial_id.isin(trials.id)]
@@ -60,7 +61,7 @@ def describe_data(trials: pd.DataFrame) -> str:
 
 def _keys(trained: pd.DataFrame) -> list[str]:
     """Data keys with trained trials: the default ones first, then by number of trials."""
-    defaults = set(api.default_data_keys(trained).values())
+    defaults = set(ranking.default_data_keys(trained).values())
     counts = trained.data_key.value_counts()
     return sorted(counts.index, key=lambda k: (k not in defaults, -counts[k], k))
 
@@ -68,7 +69,7 @@ def _keys(trained: pd.DataFrame) -> list[str]:
 def write(ws: Workspace, out: Path) -> Path:
     db = ws.db_url
     out.mkdir(parents=True, exist_ok=True)
-    trained = api.trials(status=api.TRAINED, db=db)
+    trained = frames.trials(status=TRAINED_STATES, db=db)
     models = trained[~trained.config.str.endswith(f"_{MIXTURE}")] if not trained.empty else trained
     lines = ["# Report", "", f"Database: `{db}`. Results are compared only on the same data (one section per data "
              f"key). Best trial per config, chosen on validation MAE; its test MAE is shown with its 95 % bootstrap "
@@ -167,10 +168,11 @@ def cli(argv=None) -> int:
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
-        api.db_url(ws.db_url)
+        frames.db_url(ws.db_url)
     except FileNotFoundError as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
-    print(write(ws, Path(args.out) if args.out else ws.report_dir))
+    with workspace.active.use(ws):  # the model table builds models of that workspace's nn/ folder too
+        print(write(ws, Path(args.out) if args.out else ws.report_dir))
     return 0
 
 

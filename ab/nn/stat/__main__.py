@@ -5,9 +5,11 @@
                 when everything agrees (after repair), 1 when something disagrees that was not repaired
   upgrade       bring the database's schema to this code's revision (a new one gets every table)
   export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
-  import-json   load such files (or LEMUR's own stat/train tree) into a database
-  copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file),
-                Optuna studies included: --from URL --to URL
+  import-json   load such files (or LEMUR's own stat/train tree) into a database; LEMUR records of the
+                mae metric without a raw MAE need --lemur-mae-scale
+  copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file):
+                --from URL --to URL; Optuna's studies are rebuilt from the copied trials by the
+                reconciler (check --repair, or the next runner start)
   trials        list trials (-c CONFIG, --status S): id, status, epochs, MAE with its interval, data key
   keys          list the data keys each config was judged on, with their split, sizes and trial counts
   replicas      training-seed replicas grouped (-c CONFIG): n, seeds, val/test MAE mean and std, and the
@@ -56,9 +58,10 @@ def cli(argv=None) -> int:
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p)
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
-    p.add_argument("--lemur-mae-scale", type=float, default=15.0,
-                   help="import-json: the MAE scale of LEMUR records of the mae metric without test_mae "
-                        "(accuracy = 1 - MAE/scale; LEMUR's shipped age results use 15)")
+    p.add_argument("--lemur-mae-scale", type=float, default=None, metavar="YEARS",
+                   help="import-json: the accuracy scale of LEMUR records of the mae metric that carry no raw MAE "
+                        "(test_mae): accuracy = 1 - MAE/scale; LEMUR's mae.py today writes 20, the age results "
+                        "LEMUR 2.2.11 ships use 15. No default: records with a raw MAE have their scale detected")
     args = p.parse_args(argv)
     try:
         return _run(p, args)
@@ -77,14 +80,17 @@ def _run(p: argparse.ArgumentParser, args) -> int:
             p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
         versions.require_current(args.source)
         versions.upgrade(args.target)
-        copied = copy_database(args.source, args.target)
+        try:
+            copied = copy_database(args.source, args.target)
+        except ValueError as error:
+            p.exit(2, f"{p.prog}: error: {error}\n")
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
     elif args.command == "replicas":
-        from ab.nn import api
+        from ab.nn.stat.comparison import replicas
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.replicas(config=args.config, db=ws.db_url)
+            frame = replicas(config=args.config, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
@@ -101,11 +107,11 @@ def _run(p: argparse.ArgumentParser, args) -> int:
     elif args.command == "groups":
         return _groups(p, args, ws)
     elif args.command in ("trials", "keys"):
-        from ab.nn import api
+        from ab.nn.stat.frames import trials
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.trials(config=args.config, status=args.status, db=ws.db_url)
+            frame = trials(config=args.config, status=args.status, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         if frame.empty:
@@ -136,10 +142,10 @@ def _run(p: argparse.ArgumentParser, args) -> int:
             p.exit(2, f"{p.prog}: error: no such folder {folder}\n")
         versions.upgrade(ws.db_url)
         try:
-            added = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
+            summary = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
         except ValueError as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
-        print(f"imported {added} epoch records into {ws.db_url}")
+        print(f"{ws.db_url}: {summary}")
     return 0
 
 
@@ -171,13 +177,13 @@ def _groups(p: argparse.ArgumentParser, args, ws) -> int:
 def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
     import pandas as pd
 
-    from ab.nn import api
+    from ab.nn.sweep.replay import replay_pruners
     from ab.nn.sweep.search import SearchError
     from ab.nn.util.markdown import table
 
     try:
-        frame = api.replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
-                                   study=args.study, db=ws.db_url, floor=args.pruner_floor)
+        frame = replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
+                               study=args.study, db=ws.db_url, floor=args.pruner_floor)
     except (FileNotFoundError, LookupError, ValueError, SearchError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     recorded = frame.iloc[0]

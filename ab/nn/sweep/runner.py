@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError
+from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions
@@ -30,7 +30,7 @@ from ab.nn.stat import engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import data as trial_data, groups, hyperparameters, search
+from ab.nn.sweep import groups, hyperparameters, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_isolated

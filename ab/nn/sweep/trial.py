@@ -17,23 +17,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ab.nn import registry
+from ab.nn import checkpoint, registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError
+from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
+from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, keep_best_only, metadata_for
 from ab.nn.stat.engine import engine, is_storage_error
 from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import LeaseLost, StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
-from ab.nn.sweep import data as trial_data
-from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
 from ab.nn.sweep.search import EpochReporter, Link
-from ab.nn.util import checkpoint, faults, malloc, system
+from ab.nn.util import faults, malloc, system
 from ab.nn.util.macs import count_macs
 from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace

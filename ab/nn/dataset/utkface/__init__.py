@@ -12,8 +12,8 @@ from ab.nn.dataset import DataError, identity, splits
 from ab.nn.dataset.cache import open_or_build
 from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.dataset.sources import (ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource, WildSource,
-                                   is_image_name)
+from ab.nn.dataset.sources import (Alignment, ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource,
+                                   WildSource, is_image_name)
 from ab.nn.dataset.utkface import attributes
 from ab.nn.dataset.utkface.names import Unparseable, parse
 
@@ -67,34 +67,31 @@ def _find_source(folder: Path) -> ImageSource:
         f"  python -m ab.nn.dataset.download utkface --to {folder}")
 
 
-def available(folder: Path, settings: DataSettings, template: Path | None = None) -> ImageSource:
+def available(folder: Path, settings: DataSettings, alignment: Alignment | None = None) -> ImageSource:
     """The images in ``folder``; when there are none and ``settings.download``, LEMUR's parquet files of
     UTKFace are downloaded there first (``ab.nn.dataset.download``). Offline, or with ``--no-download``,
     the error is ``find_source``'s, which says where to put which files. With ``settings.align`` the
-    in-the-wild photos are aligned onto ``template`` (``aligned``)."""
+    in-the-wild photos are aligned by ``alignment`` (``aligned``)."""
     source = _located(folder, settings)
-    return aligned(source, template) if settings.align else source
+    return aligned(source, alignment) if settings.align else source
 
 
-def aligned(source: ImageSource, template: Path | None) -> WildSource:
+def aligned(source: ImageSource, alignment: Alignment | None) -> WildSource:
     """``--align``: the in-the-wild photos detected and aligned onto the face template as
     ``python -m ab.nn.predict`` does, instead of cropped around their landmark lists."""
-    from ab.nn.face.detect import DetectorUnavailable
-    from ab.nn.face.template import TemplateMissing
-
     if not isinstance(source, WildSource):
         raise DataError(f"--align aligns UTKFace's in-the-wild photos (part1/ part2/ part3/ with their landmark "
                         f"lists); {source.describe()} holds {source.kind} images, which are aligned already: "
                         f"train without --align")
-    if template is None:
+    if alignment is None:
         raise DataError("--align needs a face alignment template, and none was given")
-    source = replace(source, template=Path(template))
+    source = replace(source, alignment=alignment)
     try:
         source.recipe()
-    except (TemplateMissing, DetectorUnavailable) as error:
-        raise DataError(f"--align: {error}") from None
     except ValueError as error:
         raise DataError(f"--align: {error}; measure it again with python -m ab.nn.face.template") from None
+    except (OSError, RuntimeError) as error:  # no template, no detector (Alignment.recipe)
+        raise DataError(f"--align: {error}") from None
     return source
 
 
@@ -186,8 +183,8 @@ class SplitPlan:
 
 
 def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True,
-         template: Path | None = None) -> SplitPlan:
-    cat = catalog(available(folder, settings, template), cache_dir, progress)
+         alignment: Alignment | None = None) -> SplitPlan:
+    cat = catalog(available(folder, settings, alignment), cache_dir, progress)
     parts = splits.assign(cat.ids, cat.ages.tolist(), settings)
     parts = {k: splits.sample(v, cat.ids, settings.max_samples, settings.split_seed) for k, v in parts.items()}
     digests = {k: identity.part_digest(cat.ids[i] for i in v) for k, v in parts.items()}
@@ -217,11 +214,11 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
 
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
-         progress: bool | None = None, template: Path | None = None) -> Parts:
-    """The split's three parts, decoded once into the cache; ``template``: the face template that
-    ``settings.align`` aligns in-the-wild photos onto (the workspace's)."""
+         progress: bool | None = None, alignment: Alignment | None = None) -> Parts:
+    """The split's three parts, decoded once into the cache; ``alignment``: how ``settings.align``
+    aligns in-the-wild photos (onto the workspace's face template)."""
     progress = settings.progress if progress is None else progress
-    split = plan(folder, cache_dir, settings, progress, template)
+    split = plan(folder, cache_dir, settings, progress, alignment)
     cat, parts = split.catalog, split.parts
     selected = np.unique(np.concatenate(list(parts.values())))
     chosen = [cat.entries[i] for i in selected]

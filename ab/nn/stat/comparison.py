@@ -1,0 +1,72 @@
+"""Trials compared on the same images, from their stored per-image predictions: a paired comparison
+of two trials (or two groups of replicas), and training-seed replicas grouped with the interval of
+their test MAE (the arithmetic is ``ab.nn.stat.uncertainty``'s)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ab.nn.dataset.identity import DataMismatch
+from ab.nn.stat import uncertainty
+from ab.nn.stat.frames import predictions, trials
+from ab.nn.stat.uncertainty import Comparison
+
+
+def paired_errors(trial_ids: Sequence[int], split: str, db) -> tuple[np.ndarray, list]:
+    """Per-image absolute errors, (len(trial_ids), images), aligned by image; all must share images."""
+    frame = predictions(trial_id=list(trial_ids), split=split, db=db)
+    rows, images = [], None
+    for trial_id in trial_ids:
+        mine = frame[frame.trial_id == trial_id].sort_values("position")
+        if mine.empty:
+            raise LookupError(f"trial {trial_id} has no stored {split} predictions (trials recorded before "
+                              f"per-image predictions, or without a {split} part)")
+        if images is None:
+            images = list(mine.image_id)
+        elif list(mine.image_id) != images:
+            raise DataMismatch(f"trial {trial_id} was judged on other {split} images than trial {trial_ids[0]}: "
+                               f"a paired comparison needs the same images")
+        rows.append(np.abs(mine.predicted.to_numpy(np.float64) - mine.age.to_numpy(np.float64)))
+    return np.stack(rows), images
+
+
+def compare(a, b, split: str = "test", db=None) -> Comparison:
+    """Paired comparison of trial(s) ``a`` against ``b`` on the same images: MAE difference (a - b)
+    with its 95 % paired-bootstrap interval and the Wilcoxon p-value; ``.verdict`` says ``tie`` when
+    the interval contains 0. ``a`` and ``b`` are trial ids or lists of replica trial ids."""
+    ids_a = [int(a)] if np.isscalar(a) else [int(t) for t in a]
+    ids_b = [int(b)] if np.isscalar(b) else [int(t) for t in b]
+    errors_a, images = paired_errors(ids_a, split, db)
+    errors_b, other = paired_errors(ids_b, split, db)
+    if images != other:
+        raise DataMismatch(f"trials {ids_a} and {ids_b} were judged on different {split} images; compare trials "
+                           f"of the same data key")
+    return uncertainty.compare(errors_a, errors_b)
+
+
+def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
+    """Training-seed replicas grouped: one row per (config, data key, epochs, hyperparameter set) of the
+    trials that trained every epoch (``complete``; one stopped early is another budget), with ``n``,
+    the seeds, mean ± std of the eval and test MAE across replicas, and the 95 % interval of the group's
+    test MAE with images and replicas resampled (``test_mae_low``/``high``; from the stored per-image
+    predictions, NaN where a trial has none)."""
+    rows = trials(config=config, status="complete", data_key=data_key, db=db)
+    columns = ["config", "data_key", "epoch_max", "prm_id", "n", "seeds", "trial_ids", "eval_mae_mean",
+               "eval_mae_std", "test_mae_mean", "test_mae_std", "test_mae_low", "test_mae_high"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for (cfg, key, epochs, prm_id), group in rows.groupby(["config", "data_key", "epoch_max", "prm_id"], dropna=False):
+        eval_mean, eval_std, n = uncertainty.mean_std(group.eval_mae)
+        test_mean, test_std, _ = uncertainty.mean_std(group.test_mae)
+        try:
+            low, high = uncertainty.bootstrap_replicas(paired_errors(sorted(group.id), "test", db)[0])
+        except (LookupError, DataMismatch):
+            low = high = float("nan")
+        out.append({"config": cfg, "data_key": key, "epoch_max": epochs, "prm_id": prm_id, "n": n,
+                    "seeds": sorted(int(s) for s in group.seed.dropna()), "trial_ids": sorted(group.id),
+                    "eval_mae_mean": eval_mean, "eval_mae_std": eval_std, "test_mae_mean": test_mean,
+                    "test_mae_std": test_std, "test_mae_low": low, "test_mae_high": high})
+    return pd.DataFrame(out, columns=columns).sort_values(["config", "eval_mae_mean"]).reset_index(drop=True)
