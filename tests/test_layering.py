@@ -25,7 +25,7 @@ FLOORS = (
     ("loaders", ("ab.nn.loader",)),
     ("services", ("ab.nn.sweep", "ab.nn.deploy", "ab.nn.predict", "ab.nn.moe", "ab.nn.bundle", "ab.nn.report",
                   "ab.nn.check_nn")),
-    ("entry points", ("ab.nn.train", API, "ab.nn.util.Const", "ab.nn.nn_template", "__main__")),
+    ("entry points", ("ab.nn.train", API, "ab.nn.util.Const", "ab.nn.nn_template", "ab.nn.cli", "__main__")),
 )
 """Bottom to top; a module may import its own floor and the floors below it. A name stands for the
 module and everything under it, the longest name that fits deciding (``ab`` and ``ab.nn`` only for

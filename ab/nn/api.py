@@ -19,14 +19,13 @@ import functools
 import math
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from ab.nn import workspace
 from ab.nn.check_nn import check_nn
 from ab.nn.deploy import converters
 from ab.nn.stat import architecture, code_similarity, filters, frames, join, query, vocabulary
-from ab.nn.stat.comparison import compare, replicas
+from ab.nn.stat.comparison import attributes, compare, groups, replicas
 from ab.nn.stat.frames import age_groups, as_frame as _frame, db_url, latency, metrics, predictions, \
     seconds as _seconds, trial, trials
 from ab.nn.stat.join import JoinConf
@@ -301,76 +300,3 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
         wanted = [converter] if isinstance(converter, str) else list(converter)
         frame = frame[frame.converter.map(converters.family).isin(wanted)].reset_index(drop=True)
     return frame
-
-
-
-# -- who the models fail: errors by age group, gender and race (ab.nn.stat.groups) ----------------
-def _trial_list(trials) -> list[int]:
-    return [int(trials)] if np.isscalar(trials) else [int(t) for t in trials]
-
-
-def _judged(trials, split: str, db):
-    from ab.nn.stat import engine as engines, groups as group_stats
-
-    vocabulary.check("split", split, vocabulary.SPLITS)
-    with engines.engine(db_url(db), writer=False).connect() as connection:
-        return group_stats.load(connection, _trial_list(trials), split)
-
-
-def attributes(trial_id=None, split=None, db=None) -> pd.DataFrame:
-    """Per-image predictions (as ``predictions()``) with the images' gender and race labels and where
-    each was read: ``unknown`` where the label is missing or malformed, ``not recorded`` in ``*_from``
-    where the image has no attribute row (trials recorded before labels were stored: ``python -m
-    ab.nn.stat attributes`` fills them in)."""
-    from ab.nn.stat import engine as engines, groups as group_stats
-
-    frame = predictions(trial_id=trial_id, split=split, db=db)
-    columns = ["gender", "race", "gender_from", "race_from"]
-    if frame.empty:
-        return frame.reindex(columns=list(frame.columns) + columns)
-    datasets = trials(trial_id=[int(t) for t in frame.trial_id.unique()], db=db).set_index("id").dataset
-    stored = []
-    with engines.engine(db_url(db), writer=False).connect() as connection:
-        for dataset in datasets.unique():
-            ids = [i for i in frame[frame.trial_id.map(datasets) == dataset].image_id.unique() if i is not None]
-            stored += [{"dataset": dataset, "image_id": i, **row}
-                       for i, row in group_stats.attribute_rows(connection, dataset, ids).items()]
-    stored = pd.DataFrame(stored, columns=["dataset", "image_id", *columns])
-    frame = frame.assign(dataset=frame.trial_id.map(datasets)).merge(stored, on=["dataset", "image_id"], how="left")
-    frame[["gender", "race"]] = frame[["gender", "race"]].fillna("unknown")
-    frame[["gender_from", "race_from"]] = frame[["gender_from", "race_from"]].fillna("not recorded")
-    return frame.drop(columns="dataset")
-
-
-def groups(trials, by="age_group", split: str = "test", thresholds=(13, 18, 21), min_group: int = 30,
-           db=None) -> pd.DataFrame:
-    """Who a trial fails: for each group of ``by`` (``age_group``, ``gender``, ``race`` or a combination
-    such as ``("race", "gender")``), ``n``, ``mae``, ``bias`` (mean predicted - true), ``cs5``, the
-    age-standardised ``std_mae`` (gender and race), ``false_adult@T`` (true age < T, predicted >= T) and
-    ``false_minor@T`` for each threshold, each with its 95 % bootstrap interval (``low``, ``high``); a
-    row ``all`` (every image) and a row ``gap`` per number (largest group minus smallest, with the groups
-    it is between in ``highest``/``lowest``). ``trials``: a trial id, or the ids of training-seed replicas
-    judged on the same images (the interval then holds the seed-to-seed spread too). Long form: one row
-    per (group, metric); ``frame.attrs`` holds the age bins of the standardisation and the share of
-    images they cover. See ``ab.nn.stat.groups`` and docs/guide/groups.md."""
-    from ab.nn.stat import groups as group_stats
-
-    return group_stats.summarise(_judged(trials, split, db), by=by, thresholds=tuple(thresholds),
-                                 min_group=min_group)
-
-
-_compare_mae = compare
-
-
-def compare(a, b, split: str = "test", db=None, *, by=None, thresholds=(13, 18, 21), min_group: int = 30):
-    """Paired comparison of trial(s) ``a`` against ``b`` on the same images. Without ``by``: the MAE
-    difference (a - b) as a ``Comparison`` (95 % paired-bootstrap interval, Wilcoxon p, ``.verdict``).
-    With ``by`` (as ``groups()``): a DataFrame with every number of ``groups()`` for each group and each
-    gap, ``a``, ``b``, ``difference`` with its interval and ``verdict`` (``tie`` when the interval holds
-    0). ``a`` and ``b`` are trial ids or lists of replica trial ids."""
-    if by is None:
-        return _compare_mae(a, b, split=split, db=db)
-    from ab.nn.stat import groups as group_stats
-
-    return group_stats.compare(_judged(a, split, db), _judged(b, split, db), by=by, thresholds=tuple(thresholds),
-                               min_group=min_group)

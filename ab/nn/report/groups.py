@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ab.nn import api
+from ab.nn.stat import comparison, frames as stat_frames
 from ab.nn.config import Config
 from ab.nn.dataset.utkface.attributes import UNKNOWN
 from ab.nn.report import tables
@@ -48,7 +48,7 @@ def _models(db, key: str) -> list[tuple[str, list[int]]]:
     best = best[~best.config.str.endswith("_AgeMoE")] if not best.empty else best
     if best.empty:
         return []
-    every = api.trials(config=list(best.config), data_key=key, db=db)
+    every = stat_frames.trials(config=list(best.config), data_key=key, db=db)
     out = []
     for trial in best.sort_values(["eval_mae", "id"]).itertuples():
         ids = tables.replicas_of(trial, every)
@@ -66,11 +66,11 @@ def collect(db, key: str, mixtures: pd.DataFrame) -> Collected:
     out = Collected()
     for label, ids in wanted:
         try:
-            frames = {by: api.groups(ids, by=by, split=SPLIT, db=db) for by in BY}
+            frames = {by: comparison.groups(ids, by=by, split=SPLIT, db=db) for by in BY}
         except (LookupError, ValueError) as error:
             out.notes.append(f"{label}: no group numbers ({str(error).split(';')[0]})")
             continue
-        rows = api.predictions(trial_id=ids, split=SPLIT, db=db)
+        rows = stat_frames.predictions(trial_id=ids, split=SPLIT, db=db)
         attrs = frames["race"].attrs
         entry = Entry(label, ids, frames, rows.age.to_numpy(np.float64), rows.predicted.to_numpy(np.float64),
                       labelled=attrs["unrecorded"] < attrs["images"])

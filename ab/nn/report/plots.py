@@ -14,7 +14,6 @@ import optuna  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ab.nn.metric._age import AGE_GROUPS  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -150,14 +150,14 @@ def _run(p: argparse.ArgumentParser, args) -> int:
 
 
 def _groups(p: argparse.ArgumentParser, args, ws) -> int:
-    from ab.nn import api
+    from ab.nn.stat import comparison
     from ab.nn.util.markdown import table
 
     if not args.trial:
         p.exit(2, f"{p.prog}: error: groups needs --trial ID (or replicas ID,ID,ID)\n")
     try:
         ids = [int(t) for t in args.trial.split(",")]
-        frame = api.groups(ids, by=args.by, split=args.split, db=ws.db_url)
+        frame = comparison.groups(ids, by=args.by, split=args.split, db=ws.db_url)
     except (FileNotFoundError, LookupError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     attrs = frame.attrs
