@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -207,3 +209,11 @@ def test_imports_are_read_wherever_they_are_and_judged(tmp_path):
                           "imports ab.nn.sweep.search, on the higher floor services") for p in problems)
     assert any("probe.py:8" in p and "nothing in the library imports ab.nn.api" in p for p in problems)
     assert ("ab.nn.api", "ab.nn.checkpoint") in {(m, t) for m, _, _, t, _ in judged()}  # inside load_model
+
+
+def test_the_statistics_commands_start_without_torch():
+    """``python -m ab.nn.stat`` (import, copy, check, trials) reads and writes rows: importing torch would
+    add ~400 MiB and seconds to every command and hide what an import's own memory does."""
+    code = "import sys, ab.nn.stat.__main__, ab.nn.stat.groups; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -28,7 +28,6 @@ import random
 from collections import defaultdict
 
 import numpy as np
-import torch
 
 from ab.nn.dataset.identity import PARTS
 from ab.nn.dataset.settings import DataSettings
@@ -86,6 +85,8 @@ def assign(ids: list[str], ages: list[int], settings: DataSettings) -> dict[str,
         parts = lemur_stratified([float(ages[i]) for i in kept], settings.split_seed)
         return _as_parts(*([kept[j] for j in part] for part in parts))
     if settings.split == "lemur-random":
+        import torch  # only for LEMUR's older split: reading labels and splits needs no torch
+
         generator = torch.Generator().manual_seed(settings.split_seed)
         train, eval_ = torch.utils.data.random_split(range(len(ids)), [0.7, 0.3], generator=generator)
         return _as_parts(list(train), list(eval_), [])

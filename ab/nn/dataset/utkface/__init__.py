@@ -5,17 +5,20 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ab.nn.dataset import DataError, identity, splits
 from ab.nn.dataset.cache import open_or_build
-from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.sources import (Alignment, ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource,
                                    WildSource, is_image_name)
 from ab.nn.dataset.utkface import attributes
 from ab.nn.dataset.utkface.names import Unparseable, parse
+
+if TYPE_CHECKING:  # torch comes with the images, not with the labels (stat commands read labels only)
+    from ab.nn.dataset.images import CachedImages
 
 NAME = "utkface"
 NATIVE_SIZE = 200
@@ -233,6 +236,8 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
     bad = {i for cache in caches.values() for i in cache.failures}
 
     def dataset(part: str, transform) -> CachedImages:
+        from ab.nn.dataset.images import CachedImages
+
         rows = [position[int(i)] for i in parts[part] if position[int(i)] not in bad]
         cache = caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
         return CachedImages(cache, np.asarray(rows, dtype=np.int64), cat.ages[selected[rows]] if rows else np.zeros(0),
