@@ -67,6 +67,12 @@ class ModelFacts:
     def ok(self) -> bool:
         return self.error is None
 
+    @classmethod
+    def of_module(cls, path: str | Path, module) -> "ModelFacts":
+        """The facts of a module imported in this process (the package's own, trusted models): what the
+        probe would report of its file, read the same way; ``sandboxed`` is False."""
+        return _facts(str(path), read(module), sandboxed=False)
+
     def to_json(self) -> dict:
         return {"path": self.path, "error": self.error, "sandboxed": self.sandboxed,
                 "supported_hyperparameters": None if self.supported_hyperparameters is None
@@ -83,7 +89,7 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
     file = Path(path).absolute()
     if file.suffix != ".py" or not file.is_file():
         raise ValueError(f"probe: {file} is not a Python file")
-    hub_binds, hub_env = _torch_hub()
+    hub_binds, hub_env = torch_hub()
     box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *binds],
                          env={**hub_env, **(env or {})}, unsafe=unsafe)
     with box:
@@ -94,7 +100,7 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
     return _facts(str(file), reply, box.sandboxed)
 
 
-def _torch_hub() -> tuple[list, dict]:
+def torch_hub() -> tuple[list, dict]:
     """The torch hub cache, read-only, where the sandbox's torch looks for it."""
     try:
         from torch.hub import get_dir
@@ -177,24 +183,29 @@ def declared_sizes(module) -> list[list[int]] | None:
     return found
 
 
+def read(module) -> dict:
+    """An imported model module's facts, as plain JSON (this calls the module's functions); a function
+    that raises, raises."""
+    facts = {"error": contract_error(module), "supported_hyperparameters": None}
+    if facts["error"] is None:
+        facts["supported_hyperparameters"] = sorted(str(n) for n in module.supported_hyperparameters())
+    facts["search_space"] = declared_space(module)
+    available = getattr(module, "pretrained_available", None)
+    facts["pretrained_available"] = None if available is None else bool(available())
+    facts["input_sizes"] = declared_sizes(module)
+    return facts
+
+
 def inspect(path: str) -> dict:
     """Import the file and read its facts (this runs its code: only in a sandbox)."""
-    facts = {"error": None, "supported_hyperparameters": None, "search_space": None, "pretrained_available": None,
-             "input_sizes": None}
     try:
         spec = importlib.util.spec_from_file_location(f"_ab_nn_probed_{Path(path).stem.replace('-', '_')}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        facts["error"] = contract_error(module)
-        if facts["error"] is None:
-            facts["supported_hyperparameters"] = sorted(str(n) for n in module.supported_hyperparameters())
-        facts["search_space"] = declared_space(module)
-        available = getattr(module, "pretrained_available", None)
-        facts["pretrained_available"] = None if available is None else bool(available())
-        facts["input_sizes"] = declared_sizes(module)
+        return read(module)
     except BaseException as raised:  # the code's own failure is the answer
-        facts["error"] = facts["error"] or f"{type(raised).__name__}: {raised}".strip()[:ERROR_CHARS]
-    return facts
+        return {"error": f"{type(raised).__name__}: {raised}".strip()[:ERROR_CHARS], "supported_hyperparameters": None,
+                "search_space": None, "pretrained_available": None, "input_sizes": None}
 
 
 def _serve() -> None:

@@ -145,6 +145,7 @@ class Trial(Base):
     nn_code_id: Mapped[str | None] = mapped_column(Text)
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
     search_params: Mapped[str | None] = mapped_column(Text)  # JSON: the sampled values and their distributions
+    sandbox: Mapped[str | None] = mapped_column(Text)  # how its code ran: bubblewrap, or none and why (ab.nn.sweep.isolation)
 
 
 class Stat(Base):

@@ -6,6 +6,10 @@ through the trial process, every epoch and the end), then tells Optuna what our 
 (``ab.nn.sweep.study``), then mirrors it to JSON (``ab.nn.stat.mirror.flush``). A crash between any two
 of these steps leaves copies behind the record, never ahead of it, and the next runner start (or
 ``python -m ab.nn.stat check --repair``) brings them up to date.
+
+Model code that the project did not write (workspace and staged files) never runs in the runner's
+process: the runner learns about it from the sandboxed probe (``ab.nn.sweep.models``) and trains it only
+in a sandboxed trial child (``ab.nn.sweep.isolation``); ``--in-process`` is for the package's models.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from ab.nn.config import Config
 from ab.nn.dataset import DataError
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import ExportOptions
+from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
 from ab.nn.stat import engine as engines, mirror, studies
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
@@ -36,7 +40,7 @@ from ab.nn.sweep.isolation import Limits, run_isolated
 from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
-from ab.nn.util import faults, system
+from ab.nn.util import faults, system, tempdirs
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class SweepOptions:
     data: DataSettings = field(default_factory=DataSettings)
     workspace: Workspace = field(default_factory=Workspace.resolve)
     progress: bool = True
+    unsafe: bool = False  # run workspace model code without a sandbox where none can be had
 
 
 @dataclass
@@ -108,7 +113,8 @@ def resolve_device(name: str) -> str:
 class Sweep:
     def __init__(self, options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None):
         self.options = options
-        self.execute = execute or (partial(run_isolated, limits=options.limits) if options.isolate else run_trial)
+        self.execute = execute or (partial(run_isolated, limits=options.limits, unsafe=options.unsafe)
+                                   if options.isolate else run_trial)
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
@@ -119,6 +125,12 @@ class Sweep:
             transforms = [options.transform]
         self.space = SearchSpace(**{**options.space.__dict__, "transforms": tuple(transforms)})
         self.configs = resolve_configs(options.configs, self.store.configs())
+        if execute is None and not options.isolate:
+            outside = sorted({c.nn for c in self.configs if registry.origin(registry.MODEL, c.nn) != registry.PACKAGE})
+            if outside:
+                raise ValueError(f"--in-process runs the package's own models only: {', '.join(outside)} "
+                                 f"{'is' if len(outside) == 1 else 'are'} workspace code, which runs only in a "
+                                 f"sandboxed trial child (leave out --in-process)")
         if options.train_missing_pipelines:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
         if options.seeds < 1:
@@ -131,20 +143,19 @@ class Sweep:
         if options.transform is not None:
             self.fixed.setdefault("transform", options.transform)
         self.models: dict[str, ModelInfo] = {}
-        supported, choices = set(), {}
-        for nn in sorted({config.nn for config in self.configs}):
-            try:
-                model = self.models[nn] = describe(nn)
-            except registry.RegistryError:
-                continue  # recorded as a failed trial when its turn comes
-            supported |= model.supported
-            for name, values in model.choices.items():
-                choices.setdefault(name, []).extend(values)
-        hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
-        for nn, model in self.models.items():
-            if self._without_weights(model):
-                tqdm.write(f"{nn}: no pretrained weights on this machine, so pretrained is fixed to 0 "
-                           f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
+        if set(self.fixed) - set(hyperparameters.FRAMEWORK):  # -p names a model's own: check it against them all
+            supported, choices = set(), {}
+            for nn in sorted({config.nn for config in self.configs}):
+                try:
+                    model = self.model(nn)
+                except registry.RegistryError:
+                    continue  # recorded as a failed trial when its turn comes
+                supported |= model.supported
+                for name, values in model.choices.items():
+                    choices.setdefault(name, []).extend(values)
+            hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
+        else:
+            hyperparameters.check_fixed(self.fixed, (), registry.names(registry.TRANSFORM))
 
     def _without_weights(self, model: ModelInfo) -> bool:
         """``pretrained`` is not sampled where the model says no ImageNet weights can be had here (a trial
@@ -153,9 +164,13 @@ class Sweep:
                 and model.pretrained_available is False)
 
     def model(self, nn: str) -> ModelInfo:
-        """What the runner knows about a model; a ``RegistryError`` when its file cannot be read."""
+        """What the runner knows about a model (read once, when first needed: workspace models by the
+        sandboxed probe); a ``RegistryError`` when its file cannot be used."""
         if nn not in self.models:
-            self.models[nn] = describe(nn)
+            model = self.models[nn] = describe(nn, unsafe=self.options.unsafe)
+            if self._without_weights(model):
+                tqdm.write(f"{nn}: no pretrained weights on this machine, so pretrained is fixed to 0 "
+                           f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
         return self.models[nn]
 
     def fixed_for(self, nn: str) -> dict:
@@ -164,6 +179,7 @@ class Sweep:
         return {**({"pretrained": 0} if model is not None and self._without_weights(model) else {}), **self.fixed}
 
     def run(self) -> SweepSummary:
+        tempdirs.clean_abandoned()  # what trials of runners killed on this host left behind
         storage = studies.storage(self.url)
         with studies.quiet(), RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
             return SweepSummary([self.run_config(config, storage) for config in self.configs])
@@ -346,8 +362,11 @@ class Sweep:
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
                              workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
-                             progress=self.options.progress, identity=identity, lease_id=fence)
+                             progress=self.options.progress, identity=identity, lease_id=fence,
+                             model_file=registry.path(registry.MODEL, config.nn))
             outcome = self.execute(spec)
+            if self.options.export.enabled and self.options.export.keep_best_only:
+                keep_best_only(self.store, config, identity.key, self.workspace.out_dir)
         except Exception as error:
             if engines.is_storage_error(error) or engines.is_database_bug(error):
                 self._interrupted(trial_id, study, error)  # as far as the database still lets us

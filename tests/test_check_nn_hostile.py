@@ -1,0 +1,286 @@
+"""check_nn with hostile generated code (issue 40): each case is one real check_nn call whose code
+misbehaves where it runs, in the sandboxed trial child that trains it (or, where said, in the sandboxed
+probe that checks it). Each must end as a clear failure within its limit, with the caller alive, the code
+quarantined (in the database with the reason, not in <root>/nn/), and the file system outside the scratch
+folders byte-identical afterwards: the ``guard`` fixture of tests/test_sandbox.py hashes the project,
+a canary folder outside and a canary home folder before and after each test."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from ab.nn import api
+from ab.nn.check_nn import CheckNNError, LearnTimeException, check_nn, model_name, registry_name
+from ab.nn.sandbox.limits import GiB
+from tests import helpers
+from tests.test_sandbox import SLACK, _no_children_left, guard  # noqa: F401  (guard: a fixture)
+
+pytestmark = pytest.mark.package_models  # the guard hashes the project: no test may add a model file meanwhile
+TASK = ("age-regression", "utkface", "mae")
+PRM = {"lr": 0.01, "momentum": 0.9, "batch": 8, "transform": "norm_64", "epoch": 1}
+LEARN = "    def learn(self, train_data):\n"
+INIT = "        super().__init__()\n"
+
+
+def hostile(guard, body: str, where: str = "learn", **extra) -> str:
+    """The tiny model with ``body`` (a template of ``guard.values``) run first thing in ``learn()``, in
+    ``__init__`` or at import."""
+    body = textwrap.dedent(body) % guard.values(**extra)
+    if where == "import":
+        return body + helpers.TINY_MODEL
+    anchor = LEARN if where == "learn" else INIT
+    return helpers.TINY_MODEL.replace(anchor, anchor + textwrap.indent(body, " " * 8))
+
+
+def refused(root, utk_dir, code: str, raises=CheckNNError, **extra) -> tuple[CheckNNError, float]:
+    """check_nn of ``code``, which must fail with ``raises``; the failure and the seconds it took. The code
+    is quarantined: the database keeps it with the reason, the workspace's nn/ folder does not."""
+    started = time.monotonic()
+    with pytest.raises(raises) as raised:
+        check_nn(code, *TASK, dict(PRM), root=root, data_dir=utk_dir, max_samples=8, progress=False, **extra)
+    took = time.monotonic() - started
+    name = registry_name(model_name(code))
+    trial = api.trials(db=root / "db" / "ab.nn.db").set_index("id").loc[raised.value.trial_id]
+    assert trial.status == "failed" and trial.nn == name and trial.error.splitlines()[0] in str(raised.value)
+    assert not (root / "nn" / f"{name}.py").exists()
+    with sqlite3.connect(root / "db" / "ab.nn.db") as db:
+        assert db.execute("select code from nn where name = ?", (name,)).fetchone()[0] == code
+    return raised.value, took
+
+
+FILES = {
+    "deletes a file outside its scratch folder": "import os\nos.remove(%(canary)r)\n",
+    "writes into the project": "open(%(evil_model)r, 'w').write('evil')\n",
+    "writes into the project's README": "open(%(readme)r, 'a').write('evil')\n",
+    "writes into ~": "import os\nopen(os.path.expanduser('~/.bashrc'), 'a').write('evil')\n",
+    "writes into the caller's ~": "open(%(home_canary)r, 'a').write('evil')\n",
+}
+
+
+@pytest.mark.parametrize("attack", list(FILES))
+def test_file_attacks_fail_and_change_nothing(guard, root, utk_dir, attack):
+    error, _ = refused(root, utk_dir, hostile(guard, FILES[attack]))
+    assert re.search(r"(FileNotFound|Permission|OS)Error: .*(No such file|Permission denied|Read-only file system)",
+                     str(error)), error
+
+
+def test_a_socket_reaches_nothing(guard, root, utk_dir):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        code = hostile(guard, """
+            import socket
+            try:
+                socket.create_connection(("1.1.1.1", 53), 5)
+            except OSError as error:
+                remote = error
+            socket.create_connection(("127.0.0.1", %(port)d), 5)
+            """, port=server.getsockname()[1])
+        error, _ = refused(root, utk_dir, code)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert "ConnectionRefusedError" in str(error)
+
+
+def test_a_thousand_forks_hit_the_process_limit(guard, root, utk_dir):
+    code = hostile(guard, """
+        import os, time
+        for _ in range(1000):
+            if os.fork() == 0:
+                time.sleep(3600)
+                os._exit(0)
+        """)
+    error, _ = refused(root, utk_dir, code)
+    assert "BlockingIOError: [Errno 11] Resource temporarily unavailable" in str(error)
+    _no_children_left()
+
+
+def test_50_gb_are_refused(guard, root, utk_dir):
+    size = max(50 * GiB, 2 * psutil.virtual_memory().total)  # more than the machine has: the per-process limit
+    error, _ = refused(root, utk_dir, hostile(guard, "hog = bytearray(%(size)d)\n", size=size))
+    assert "MemoryError" in str(error)
+
+
+EPOCH_LIMIT = 0.1  # minutes: with the runner's grace of 30 s, a phase ends 36 s after it started
+
+
+@pytest.mark.parametrize("where, phase", [("__init__", "setup (loading the data, building the model)"),
+                                          ("learn", "learn() of epoch 1")])
+def test_sleeping_forever_in_the_trial_ends_at_the_epoch_limit(guard, root, utk_dir, where, phase):
+    code = hostile(guard, "import time\ntime.sleep(10 ** 6)\n", where)
+    error, took = refused(root, utk_dir, code, raises=LearnTimeException, epoch_limit_minutes=EPOCH_LIMIT)
+    assert f"time limit of {EPOCH_LIMIT:g} minutes per epoch passed in {phase}" in str(error)
+    assert error.epoch_limit_minutes == EPOCH_LIMIT
+    assert took < 180 + EPOCH_LIMIT * 60 + 30 + SLACK  # the child's start, the phase's limit and grace
+    _no_children_left()
+
+
+def test_sleeping_forever_in_learn_ends_at_the_whole_call_limit(guard, root, utk_dir):
+    code = hostile(guard, "import time\ntime.sleep(10 ** 6)\n")
+    error, took = refused(root, utk_dir, code, raises=LearnTimeException, timeout_minutes=1.5)
+    assert re.search(r"wall-clock limit of [\d.]+ minutes hit", str(error)), error
+    assert took < 90 + SLACK
+    _no_children_left()
+
+
+def test_sleeping_forever_at_import_ends_at_the_check_limit(guard, root, utk_dir):
+    error, took = refused(root, utk_dir, hostile(guard, "import time\ntime.sleep(10 ** 6)\n", "import"),
+                          validate_timeout=15)
+    assert "InvalidModelCode: probing the code failed: the wall-clock limit of 15 s passed" in str(error)
+    assert took < 15 + SLACK
+    _no_children_left()
+
+
+def test_exiting_where_it_is_not_probed_ends_the_trial_not_the_caller(guard, root, utk_dir):
+    """Code that exits only when its module is not the probe's (the issue's exit 7, which killed the caller
+    and then every sweep of the workspace): the trial child exits, the caller goes on, the code stays out
+    of later sweeps."""
+    code = hostile(guard, "import os\nif not __name__.startswith('_ab_nn_probed_'):\n    os._exit(7)\n", "import")
+    error, _ = refused(root, utk_dir, code)
+    assert "the trial's process exited with code 7 before reporting" in str(error)
+    listed = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--list-configs"],
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and registry_name(model_name(code)) not in listed.stdout
+
+
+def test_a_crafted_result_file_is_never_read(guard, root, utk_dir):
+    """The old trial child reported through a pickle file: the code leaves one (whose loading would create
+    a marker file), and the JSON the old probe read, wherever a reader might look, then exits quietly."""
+    marker = guard.models / "unpickled"
+    code = hostile(guard, """
+        import json, os, pickle
+        class Payload:
+            def __reduce__(self):
+                return (open, (%(marker)r, "w"))
+        for folder in (os.getcwd(), "/tmp", os.path.dirname(__file__)):
+            try:
+                for name in ("outcome.pkl", "outcome.pkl.tmp"):
+                    with open(os.path.join(folder, name), "wb") as f:
+                        pickle.dump((Payload(), True), f)
+                with open(os.path.join(folder, "result.json"), "w") as f:
+                    json.dump({"error": None}, f)
+            except OSError:
+                pass
+        os._exit(0)
+        """, marker=str(marker))
+    error, _ = refused(root, utk_dir, code)
+    assert "the trial's process exited with code 0 before reporting" in str(error)
+    assert not marker.exists()
+
+
+FORGERIES = {
+    "a write about an artifact it did not add": (
+        "channel.send({'type': 'call', 'id': 'x', 'method': 'update_export', 'args': {'export_id': 1, 'status': 'ok'}})",
+        "sent a forbidden message: an update of artifact row 1, which it did not add"),
+    "a call about another trial": (
+        "channel.send({'type': 'call', 'id': 'x', 'method': 'finish_trial', "
+        "'args': {'trial_id': 1, 'status': 'complete', 'error': None}})",
+        "sent a forbidden message: finish_trial: unexpected key 'trial_id'"),
+    "the end of a trial": (
+        "channel.send({'type': 'end', 'id': '0' * 32, 'status': 'complete', 'error': None, 'fatal': False})",
+        "sent a forbidden message: an end of another trial"),
+    "malformed bytes": ("import os\nos.write(channel.write_fd, b'\\x00\\x00\\x00\\x05{bad}')",
+                        "the trial's process sent a malformed message"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_a_forged_protocol_message_fails_the_trial(guard, root, utk_dir, forgery):
+    forge, why = FORGERIES[forgery]
+    code = hostile(guard, "from ab.nn.sandbox import child\nchannel = child.channel()\n" + forge.replace("%", "%%")
+                   + "\nchannel.receive()\n")
+    error, _ = refused(root, utk_dir, code)
+    assert why in str(error), error
+
+
+def test_a_valid_model_is_trained_in_the_sandbox_and_accepted(guard, root, utk_dir):
+    name, accuracy, _, _ = check_nn(helpers.TINY_MODEL, *TASK, dict(PRM), root=root, data_dir=utk_dir, max_samples=8,
+                                    progress=False)
+    trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
+    assert (trial.status, trial.sandbox, trial.eval_accuracy) == ("complete", "bubblewrap", accuracy)
+    assert (root / "nn" / f"{name}.py").read_text() == helpers.TINY_MODEL  # accepted: it joins the zoo
+    for args in (["--list-configs"], ["-c", f"age-regression_utkface_mae_{name}", "--dry-run"]):
+        listed = subprocess.run(
+            [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(utk_dir), *args],
+            capture_output=True, text=True, timeout=300)
+        assert listed.returncode == 0 and f"age-regression_utkface_mae_{name}" in listed.stdout, listed.stderr[-2000:]
+    elsewhere = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", str(root.parent / "other"),
+                                "--list-configs"], capture_output=True, text=True, timeout=300)
+    assert elsewhere.returncode == 0 and name not in elsewhere.stdout  # --root is honoured
+
+
+CALLER = '''\
+import sys
+from ab.nn.check_nn import check_nn
+check_nn(open(sys.argv[1]).read(), "age-regression", "utkface", "mae",
+         {"lr": 0.01, "momentum": 0.9, "batch": 8, "transform": "norm_64", "epoch": 1},
+         root=sys.argv[2], data_dir=sys.argv[3], max_samples=8, progress=False)
+'''
+
+
+def test_a_killed_caller_leaves_nothing_running_behind(guard, root, utk_dir, tmp_path):
+    """A caller killed with SIGKILL while its code trains: the sandbox dies with it; the next call records
+    the trial interrupted and removes the caller's temporary folders."""
+    code = tmp_path / "sleeper.py"
+    code.write_text(hostile(guard, "import time\ntime.sleep(10 ** 6)\n"))
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER)
+    caller = subprocess.Popen([sys.executable, str(script), str(code), str(root), str(utk_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = root / "db" / "ab.nn.db"
+    deadline = time.monotonic() + 600
+    while not _learning(db) and time.monotonic() < deadline and caller.poll() is None:
+        time.sleep(1)
+    assert caller.poll() is None, "the caller ended before its code trained"
+    mine = [p for p in _temporary() if f".{caller.pid}." in p]
+    assert mine, "the caller made no temporary folder"
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    deadline = time.monotonic() + 30
+    while _sandboxes_of(caller.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _sandboxes_of(caller.pid), "the sandbox outlived its caller"
+    assert api.trials(db=db).status.tolist() == ["running"]
+
+    refused(root, utk_dir, "def broken(:\n", raises=SyntaxError)  # the next call, however short
+    assert api.trials(db=db).status.tolist() == ["interrupted", "failed"]
+    assert not [p for p in _temporary() if f".{caller.pid}." in p]
+
+
+def _learning(db) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db) as con:
+            return bool(con.execute("select count(*) from trial where status = 'running' and n_train > 0").fetchone()[0])
+    except sqlite3.OperationalError:
+        return False
+
+
+def _temporary() -> list[str]:
+    import tempfile
+
+    return [entry.path for entry in os.scandir(tempfile.gettempdir()) if entry.name.startswith("ab-nn-")]
+
+
+def _sandboxes_of(pid: int) -> list[int]:
+    """Processes working in a sandbox scratch folder that ``pid`` made."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if "/ab-nn-sandbox." in process.cwd() and f".{pid}." in process.cwd():
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
