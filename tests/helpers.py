@@ -80,17 +80,47 @@ def remove_model(name: str) -> None:
     importlib.invalidate_caches()
 
 
-def open_optuna_storage(url: str, start, answers) -> None:
-    """A worker process opening the sweep's Optuna storage when ``start`` lets all go at once; puts
-    ``ok`` or the error's first line on ``answers``."""
-    from ab.nn.stat import studies
+def new_store(url: str):
+    """A ``StatStore`` on ``url``, made current first as the runner makes it (``versions.upgrade``): the
+    one way for tests to write to a database of their own."""
+    from ab.nn.stat import versions
+    from ab.nn.stat.store import StatStore
+
+    versions.upgrade(url)
+    return StatStore(url)
+
+
+def open_new_database(url: str, start, answers) -> None:
+    """A worker process opening a new database as the runner does (our schema, then Optuna's storage)
+    when ``start`` lets all go at once; puts ``ok`` or the error's first line on ``answers``."""
+    from ab.nn.stat import studies, versions
 
     start.wait()
     try:
+        versions.upgrade(url)
         studies.storage(url)
         answers.put("ok")
     except Exception as error:
         answers.put(f"{type(error).__name__}: {error}".splitlines()[0])
+
+
+def open_together(url: str, count: int, timeout: float = 180) -> list[str]:
+    """``count`` processes opening the new database ``url`` at the same instant (``open_new_database``), as
+    workers started together do; their answers."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.helpers", "ab.nn.stat.versions", "ab.nn.sweep.search"])  # starts in ms
+    start, answers = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=open_new_database, args=(url, start, answers)) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    try:
+        return [answers.get(timeout=timeout) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+            worker.kill()
 
 
 TINY_MODEL = '''"""A tiny age regressor for tests: global average colour -> linear."""

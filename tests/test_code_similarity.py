@@ -8,7 +8,7 @@ import pytest
 
 from ab.nn import api, registry
 from ab.nn.api import JoinConf
-from ab.nn.stat import code_similarity, json_import, query
+from ab.nn.stat import code_similarity, json_import, query, versions
 from ab.nn.stat.store import StatStore
 
 
@@ -70,6 +70,7 @@ def zoo(request, tmp_path):
         for epoch in (1, 2):
             uid = f"{number:02d}{epoch}".ljust(32, "0")
             (folder / f"{epoch}.json").write_text(json.dumps([lemur_record(accuracy - 0.01 * (2 - epoch), uid)]))
+    versions.upgrade(url)
     assert json_import.import_tree(url, train, progress=False) == 12
     store = StatStore(url)
     for name, (_, code) in models.items():

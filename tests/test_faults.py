@@ -18,6 +18,7 @@ from ab.nn.deploy.pipeline import keep_best_only
 from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli, engine as engines
 from ab.nn.stat.store import StatStore, retried
+from ab.nn.util import processes
 from tests.test_sweep_cli import run
 
 BUILD = """
@@ -67,7 +68,7 @@ def test_a_cache_on_a_full_tmpfs(utk_dir, tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(cache)]).returncode != 0:
         pytest.skip("this machine does not allow mounting a tmpfs")
     try:
-        stale = cache / "abc.u8.tmp999999"  # left by a build that died
+        stale = processes.temp_path(cache / "abc.u8", pid=999999)  # left by a build that died here
         stale.write_bytes(b"x" * 1000)
         _check_refused(_build(utk_dir, cache), cache)
         assert not stale.exists()

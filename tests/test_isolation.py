@@ -1,7 +1,6 @@
 """Sweeps that survive real faults, and record what happened: crashing trials and exports, limits that end
 a trial's whole process group, kill -9 and SIGTERM of the runner, runners sharing a host name, several
 workers on one study."""
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -254,21 +253,9 @@ def test_four_workers_share_one_sqlite_study_and_never_sample_the_same_point(roo
 @pytest.mark.parametrize("attempt", range(4))
 def test_workers_starting_together_on_a_new_postgresql_database_all_start(postgres_url, attempt):
     """Optuna creates its tables check-then-create: unguarded, eight workers opening a new database at
-    once failed with 'relation "studies" already exists' in 4 of 10 databases."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.helpers", "ab.nn.sweep.search"])  # each worker starts in ms
-    count = 8
-    start, answers = context.Barrier(count), context.Queue()
-    workers = [context.Process(target=helpers.open_optuna_storage, args=(postgres_url, start, answers))
-               for _ in range(count)]
-    for worker in workers:
-        worker.start()
-    try:
-        assert [answers.get(timeout=120) for _ in workers] == ["ok"] * count
-    finally:
-        for worker in workers:
-            worker.join(timeout=60)
-            worker.kill()
+    once failed with 'relation "studies" already exists' in 4 of 10 databases. Each worker first
+    upgrades our schema, as the runner does (under its own lock)."""
+    assert helpers.open_together(postgres_url, 8, timeout=120) == ["ok"] * 8
 
 
 @pytest.mark.postgres
@@ -298,11 +285,10 @@ def test_workers_starting_together_register_the_same_model_code_once(tmp_path, r
 
     from ab.nn import registry
     from ab.nn.stat.schema import CodeVersion, Nn
-    from ab.nn.stat.store import StatStore
 
     url = (request.getfixturevalue("postgres_url") if backend == "postgresql"
            else f"sqlite:///{tmp_path / 'ab.nn.db'}")
-    stores = [StatStore(url) for _ in range(8)]
+    stores = [helpers.new_store(url) for _ in range(8)]
     code = "class Net: pass  # " + backend
     start, errors, checksums = threading.Barrier(len(stores)), [], []
 

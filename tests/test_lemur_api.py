@@ -9,6 +9,7 @@ import torch
 
 from ab.nn import api, registry, train
 from ab.nn.api import JoinConf
+from ab.nn.stat import versions
 from ab.nn.stat.store import StatStore
 from tests.test_statistics import swept  # noqa: F401  (fixture: 2 models x 2 trials x 2 epochs)
 from tests.test_sweep_cli import CONFIG
@@ -163,7 +164,7 @@ def test_run_data_maps_latency_rows_to_lemurs_columns(db):
 
 def test_query_filters_are_checked_and_empty_results_keep_their_columns(tmp_path):
     path = tmp_path / "empty.db"
-    StatStore(f"sqlite:///{path}")
+    versions.upgrade(f"sqlite:///{path}")
     with pytest.raises(ValueError, match="status='completed' is not one of: running, complete, stopped, diverged, "
                                          "failed, interrupted"):
         api.trials(status="completed", db=path)

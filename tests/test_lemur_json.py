@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ab.nn import api
-from ab.nn.stat import json_import, mirror
+from ab.nn.stat import json_import, mirror, versions
 from ab.nn.stat.accuracy_scale import LEMUR_MAE_SCALE
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
@@ -177,9 +177,15 @@ def test_ids_are_lemurs():
     assert lemur_md5("import torch\nclass Net: pass\n") == "f052fa11ad960742c592faf66c76d3d2"
 
 
+def _import(db: Path, tree: Path) -> int:
+    """``import-json`` into ``db`` as the command does it: the database made current first."""
+    versions.upgrade(f"sqlite:///{db}")
+    return json_import.import_tree(f"sqlite:///{db}", tree, progress=False)
+
+
 def test_lemur_json_imports_faithfully(lemur_tree, tmp_path):
     db = tmp_path / "ours.db"
-    assert json_import.import_tree(f"sqlite:///{db}", lemur_tree, progress=False) == 8
+    assert _import(db, lemur_tree) == 8
     frame = api.data(with_code=True, db=db)
     first = frame[frame.accuracy == FIRST_ACCURACY].iloc[0]
     assert first.id == "1b1cda389eb671e490739ae36d163b2f"  # LEMUR's stat id for LEMUR's own first record
@@ -198,18 +204,18 @@ def test_lemur_json_imports_faithfully(lemur_tree, tmp_path):
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from train_stat where train_loss is not null").fetchone()[0] == 8
         assert set(con.execute("select name from metric")) == {("mae",)}
-    assert json_import.import_tree(f"sqlite:///{db}", lemur_tree, progress=False) == 0  # twice adds nothing
+    assert _import(db, lemur_tree) == 0  # twice adds nothing
 
 
 def test_known_code_is_never_attached_to_lemur_rows(lemur_tree, tmp_path):
     """A database that already holds this checkout's MobileAgeNet keeps it for its own rows, and LEMUR's rows of
     that name still have unknown code."""
     from ab.nn import registry
-    from ab.nn.stat.store import StatStore
+    from tests import helpers
 
     db = tmp_path / "ours.db"
-    StatStore(f"sqlite:///{db}").save_code(registry.MODEL, "MobileAgeNet")
-    json_import.import_tree(f"sqlite:///{db}", lemur_tree, progress=False)
+    helpers.new_store(f"sqlite:///{db}").save_code(registry.MODEL, "MobileAgeNet")
+    _import(db, lemur_tree)
     frame = api.data(nn="MobileAgeNet", with_code=True, db=db)
     assert len(frame) == 7 and frame.nn_code.isna().all()
 
@@ -217,7 +223,7 @@ def test_known_code_is_never_attached_to_lemur_rows(lemur_tree, tmp_path):
 def test_lemur_reads_our_mirror_with_the_same_rows(lemur_tree, code_root, tmp_path):
     original = lemur_json_train_to_db(lemur_tree, code_root, tmp_path / "lemur-original.db")
     db = tmp_path / "ours.db"
-    json_import.import_tree(f"sqlite:///{db}", lemur_tree, progress=False)
+    _import(db, lemur_tree)
     ours = tmp_path / "mirror" / "stat" / "train"
     mirror.export_tree(f"sqlite:///{db}", ours)
     again = lemur_json_train_to_db(ours, code_root, tmp_path / "lemur-again.db")
@@ -228,7 +234,7 @@ def test_lemur_reads_our_mirror_with_the_same_rows(lemur_tree, code_root, tmp_pa
 
     # and our own importer rebuilds the same database from the mirror
     copy = tmp_path / "copy.db"
-    json_import.import_tree(f"sqlite:///{copy}", ours, progress=False)
+    _import(copy, ours)
     columns = ["id", "epoch", "accuracy", "duration", "prm_id", "mae", "accuracy_scale", "nn_id"]
     left = api.data(db=db)[columns + ["prm"]].sort_values("id").reset_index(drop=True)
     right = api.data(db=copy)[columns + ["prm"]].sort_values("id").reset_index(drop=True)
@@ -253,7 +259,7 @@ def test_our_mirror_carries_the_code_of_each_row(tmp_path, root, utk_dir, tiny_m
     folder = tmp_path / "exported" / "stat" / "train"
     mirror.export_tree(f"sqlite:///{ws_db}", folder)
     copy = tmp_path / "copy.db"
-    json_import.import_tree(f"sqlite:///{copy}", folder, progress=False)
+    _import(copy, folder)
     for database in (ws_db, copy):
         row = api.data(nn=tiny_model, with_code=True, db=database).iloc[0]
         assert row.nn_code == trained_code and row.nn_id == registry.checksum(trained_code)

@@ -19,7 +19,7 @@ from ab.nn.stat.check import check
 from ab.nn.stat.lease import RunnerLease
 from ab.nn.stat.schema import Export, Latency, Outbox, Stat, Trial
 from ab.nn.stat.store import LeaseLost, StatStore, reclaim_lapsed
-from ab.nn.sweep.search import Search
+from tests import helpers
 
 CONFIG = Config.parse("age-regression_utkface_mae_Fake")
 KEY = "k" * 12
@@ -29,7 +29,7 @@ STUDY = f"{CONFIG.name}@{KEY}/e2"
 @pytest.fixture
 def url(tmp_path):
     made = f"sqlite:///{tmp_path / 'ab.nn.db'}"
-    store = StatStore(made)
+    store = helpers.new_store(made)
     store.save_code(registry.MODEL, CONFIG.nn, "class Net: pass\n")
     store.save_code(registry.METRIC, CONFIG.metric, "def create_metric(out_shape): pass\n")
     return made

@@ -137,10 +137,31 @@ def _probe(path: Path, limits=model_probe.PROBE_LIMITS) -> tuple[model_probe.Mod
     return facts, time.monotonic() - started
 
 
+_EARLIER_CHILDREN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children():
+    """Children this test process had before the test (an earlier test's multiprocessing helper in the same
+    worker, say) are not the sandbox's."""
+    _EARLIER_CHILDREN.clear()
+    _EARLIER_CHILDREN.update(p.pid for p in psutil.Process().children(recursive=True))
+    yield
+
+
 def _no_children_left() -> None:
+    def alive() -> list[psutil.Process]:
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.pid not in _EARLIER_CHILDREN and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
     deadline = time.monotonic() + 30
-    while (left := [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]) \
-            and time.monotonic() < deadline:
+    while (left := alive()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"sandbox processes outlived it: {[p.pid for p in left]}"
 

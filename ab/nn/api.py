@@ -28,7 +28,7 @@ from ab.nn import workspace
 from ab.nn.check_nn import check_nn  # noqa: F401  (LEMUR's api.check_nn)
 from ab.nn.deploy import converters
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import architecture, code_similarity, engine as engines, join, query, ranking, uncertainty, vocabulary
+from ab.nn.stat import architecture, code_similarity, engine as engines, join, query, ranking, uncertainty, versions, vocabulary
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.stat.schema import TRAINED_STATES as TRAINED
@@ -59,7 +59,7 @@ def db_url(db: str | Path | None = None) -> str:
             and not Path(parsed.database).exists():
         raise FileNotFoundError(f"no statistics database at {parsed.database}; run `python -m ab.nn.train` "
                                 f"first, or pass db=... (or set LEMUR_ROOT / LEMUR_DB)")
-    engines.current(url)
+    versions.require_current(url)
     return url
 
 

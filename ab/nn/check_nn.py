@@ -161,8 +161,10 @@ def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save
 
 def _reclaim(home) -> None:
     """Trials of runners and calls that are gone (killed from outside) are recorded ``interrupted``."""
+    from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore, reclaim_lapsed
 
+    versions.upgrade(home.db_url)  # once per call, as the runner does per open
     with StatStore(home.db_url).transaction() as session:
         reclaim_lapsed(session)
 
@@ -199,11 +201,13 @@ class _Call:
         """Check and train the staged code as one trial; its record (``Trial`` columns)."""
         from ab.nn.deploy.pipeline import ExportOptions
         from ab.nn.sandbox import SandboxUnavailable
+        from ab.nn.stat import versions
         from ab.nn.stat.store import StatStore
         from ab.nn.sweep.isolation import Limits
         from ab.nn.sweep.runner import SweepOptions, run
         from ab.nn.workspace import active
 
+        versions.upgrade(ws.db_url)  # a new throwaway database, as the runner would make it
         config, store, epochs = self.config, StatStore(ws.db_url), int(self.prm["epoch"])
         with active.use(ws), registry.staged.use({config.nn: staged}):
             if self.transform_dir:

@@ -272,14 +272,18 @@ def list_configs(ws: Workspace) -> str:
     """Every config a pattern can select, as the run selects them (model files x what each loader serves,
     and configs in the database whose files are still there: not the code ``check_nn`` refused), with its
     trials in the database."""
+    from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore
     from ab.nn.sweep.configs import resolve_configs
     from ab.nn.workspace import active
 
-    store = StatStore(ws.db_url)
+    try:
+        store = StatStore(ws.db_url)
+        recorded, counts = set(store.configs()), store.trial_counts()
+    except versions.Missing:  # a new workspace: nothing recorded yet
+        recorded, counts = set(), {}
     with active.use(ws):  # the workspace's own model files count too, as in the run
-        configs = sorted(resolve_configs(("",), store.configs()))
-    counts = store.trial_counts()
+        configs = sorted(resolve_configs(("",), recorded))
     rows = [f"{'config':<58} {'trials':>6} {'trained':>7}"]
     for config in configs:
         total, trained = counts.get(config.name, (0, 0))

@@ -8,8 +8,9 @@ decoded are recorded in the sidecar and skipped by the datasets built on the cac
 
 The build claims its disk space before writing a pixel (``posix_fallocate``): a full disk is a
 one-line error naming the folder and the bytes needed, never a SIGBUS from a memory-mapped page
-that has no block behind it. Temporary files go on every exit path; those of builds that died are
-removed by the next build.
+that has no block behind it. Temporary files go on every exit path; those of builds that died on
+this machine are removed by the next build here (the temporary names say which machine and
+process wrote them, so a build on another host sharing the folder is never taken for a dead one).
 
 A sandboxed trial sees the cache folder read-only: a cache it lacks is built by its runner, whom it
 asks through ``builder`` (``ab.nn.sweep.trial_child``), never by the trial itself.
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 from tqdm.auto import tqdm
 
 from ab.nn.dataset import DataError
+from ab.nn.util import processes
 from ab.nn.util.filelock import locked
 from ab.nn.util.scoped import Scoped
 from ab.nn.dataset.sources import Entry, ImageSource, open_image
@@ -132,10 +133,9 @@ class CacheSpaceError(DataError):
 
 
 def _remove_stale(folder: Path) -> None:
-    """Temporary files of builds whose process is gone (killed, out of memory, a power cut)."""
-    for tmp in folder.glob("*.tmp*"):
-        pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+    """Temporary files of builds on this machine whose process is gone (killed, out of memory)."""
+    for tmp in folder.glob(f"*{processes.TEMP}*"):
+        if processes.abandoned(tmp):
             tmp.unlink(missing_ok=True)
 
 
@@ -156,8 +156,7 @@ def _reserve(path: Path, nbytes: int, size: int) -> None:
 
 
 def _build(source, entries, size, data: Path, meta_path: Path, threads: int, progress: bool) -> ImageCache:
-    tmp = data.with_name(f"{data.name}.tmp{os.getpid()}")
-    tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
+    tmp, tmp_meta = processes.temp_path(data), processes.temp_path(meta_path)
     _remove_stale(data.parent)
     try:
         return _fill(source, entries, size, data, meta_path, tmp, tmp_meta, threads, progress)

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 from tqdm.auto import tqdm
 
 from ab.nn.dataset.settings import DataSettings
+from ab.nn.util import processes
 
 PARTS = ("train", "eval", "test")
 ID_LENGTH = 32  # hex digits (128 bits) of an image id
@@ -72,7 +73,7 @@ def image_ids(source, entries: list, cache_dir: Path, progress: bool = True) -> 
             bar.update(1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp = processes.temp_path(path)  # removed by the image cache's next build here if this process dies
         tmp.write_text(json.dumps({"version": FORMAT_VERSION,
                                    "ids": {e.key: i for e, i in zip(entries, ids)}}))
         os.replace(tmp, path)

@@ -20,7 +20,7 @@ from ab.nn.dataset.identity import DataMismatch
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.moe import mixture
 from ab.nn.moe.experts import ExpertError
-from ab.nn.stat import engine as engines
+from ab.nn.stat import engine as engines, versions
 from ab.nn.stat.schema import Fusion
 from ab.nn.util.markdown import table
 from ab.nn import workspace
@@ -111,13 +111,14 @@ def cli(argv=None) -> int:
         if args.command == "fit":
             settings = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
                                     max_samples=args.max_samples, align=args.align)
+            versions.upgrade(ws.db_url)  # a writing command: it records the mixture as a trial
             with workspace.active.use(ws):  # experts whose model files are in that workspace's nn/
                 result = mixture.fit(args.experts, ws, settings, args.calibrator, args.spread, args.steps)
             trial_id, metrics = result.trial_id, result.metrics
             print(f"recorded as trial {trial_id} of {mixture.CONFIG.name}; fusion saved to {result.path}\n")
         else:
             trial_id, metrics = _recorded(args.trial, ws)
-    except (ExpertError, LookupError, FileNotFoundError, ValueError, DataMismatch) as error:
+    except (ExpertError, LookupError, FileNotFoundError, ValueError, DataMismatch, engines.DatabaseError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     print(table(summary(metrics)))
     print("\n" + verdict(metrics, trial_id, ws.db_url))

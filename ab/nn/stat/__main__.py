@@ -3,6 +3,7 @@
   check         compare the database (the authority) with its copies: Optuna's studies, trials whose
                 runner is gone, the JSON mirror; --repair brings the copies back to the database. Exits 0
                 when everything agrees (after repair), 1 when something disagrees that was not repaired
+  upgrade       bring the database's schema to this code's revision (a new one gets every table)
   export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
   import-json   load such files (or LEMUR's own stat/train tree) into a database
   copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file),
@@ -21,8 +22,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ab.nn.stat import json_import, mirror
+from ab.nn.stat import json_import, mirror, versions
 from ab.nn.stat.copy import copy_database
+from ab.nn.stat.engine import DatabaseError
 from ab.nn import workspace
 from ab.nn.sweep.search import PRUNERS
 
@@ -30,7 +32,7 @@ from ab.nn.sweep.search import PRUNERS
 def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("check", "export-json", "import-json", "copy", "trials", "keys", "replicas",
+    p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
                                        "replay-pruners"))
     p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
     p.add_argument("-c", "--config", default=None, help="check, trials, keys, replicas: only this config")
@@ -50,11 +52,23 @@ def cli(argv=None) -> int:
                    help="import-json: the MAE scale of LEMUR records of the mae metric without test_mae "
                         "(accuracy = 1 - MAE/scale; LEMUR's shipped age results use 15)")
     args = p.parse_args(argv)
+    try:
+        return _run(p, args)
+    except DatabaseError as error:  # an outdated or newer schema, a database that cannot be opened
+        p.exit(2, f"{p.prog}: error: {error}\n")
+
+
+def _run(p: argparse.ArgumentParser, args) -> int:
     ws = workspace.from_arguments(args)
     folder = Path(args.dir).resolve() if args.dir else ws.stat_train_dir
-    if args.command == "copy":
+    if args.command == "upgrade":
+        before, after = versions.upgrade(ws.db_url)
+        print(f"{versions.shown(ws.db_url)}: " + (f"already at {after}" if before == after else f"{before} -> {after}"))
+    elif args.command == "copy":
         if not (args.source and args.target):
             p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
+        versions.require_current(args.source)
+        versions.upgrade(args.target)
         copied = copy_database(args.source, args.target)
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
     elif args.command == "replicas":
@@ -97,10 +111,12 @@ def cli(argv=None) -> int:
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
     elif args.command == "export-json":
+        versions.require_current(ws.db_url)
         print(f"wrote {mirror.export_tree(ws.db_url, folder)} files under {folder.parent}")
     else:
         if not folder.is_dir():
             p.exit(2, f"{p.prog}: error: no such folder {folder}\n")
+        versions.upgrade(ws.db_url)
         try:
             added = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
         except ValueError as error:

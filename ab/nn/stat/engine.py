@@ -3,21 +3,17 @@
 SQLite gets WAL mode, a long busy timeout and enforced foreign keys. Writers start their
 transactions with ``BEGIN IMMEDIATE`` so that two processes never both hold a read lock and then
 deadlock on the upgrade to a write lock (SQLite's "database is locked" under concurrency).
-Tables are created on first use, never on import.
+The schema is ``ab.nn.stat.versions``' business (Alembic), never created here.
 """
 from __future__ import annotations
 
 import errno
 import re
 import threading
-import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError, IntegrityError
-
-from ab.nn.stat.schema import Base
 
 BUSY_TIMEOUT_S = 120
 _engines: dict[tuple[str, bool], Engine] = {}
@@ -71,7 +67,8 @@ def is_transient(error: BaseException) -> bool:
     return is_storage_error(error) and not isinstance(error, OSError) and bool(_TRANSIENT.search(str(error)))
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL (``None``: another database, in memory, or a ``file:`` URI)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
             or parsed.query.get("uri"):  # file: URIs (e.g. ?mode=ro) are the caller's business
@@ -100,83 +97,27 @@ def configure_sqlite(engine: Engine, immediate: bool) -> None:
 
 
 def engine(url: str, *, writer: bool = True) -> Engine:
-    """The process-wide engine for ``url``; the first writer creates missing tables."""
+    """The process-wide engine for ``url``. It creates no tables: ``ab.nn.stat.versions`` owns the
+    schema."""
     key = (url, writer)
     with _lock:
         if key in _engines:
             return _engines[key]
-        sqlite_file = _sqlite_file(url)
+        path = sqlite_file(url)
         kwargs: dict = {"pool_pre_ping": True}
         sqlite = make_url(url).get_backend_name() == "sqlite"
-        if sqlite_file is not None:
+        if path is not None:
             try:
-                sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise DatabaseError(f"cannot create the database folder {sqlite_file.parent}: {error}") from error
+                raise DatabaseError(f"cannot create the database folder {path.parent}: {error}") from error
         if sqlite:
             kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
         made = create_engine(url, **kwargs)
         if sqlite:
             configure_sqlite(made, immediate=writer)
-        if writer:
-            create_tables(made)
         _engines[key] = made
         return made
-
-
-def current(url: str) -> None:
-    """Make sure the database has this version's tables and columns before reading it (an older one is
-    upgraded in place, once per process); a read-only one that needs it is a clear error."""
-    try:
-        engine(url, writer=True)
-    except (DatabaseError, OperationalError) as error:
-        raise DatabaseError(f"the statistics database at {url} needs its tables upgraded to this version of ab.nn, "
-                            f"which needs write access once: {str(error).splitlines()[0]}") from None
-
-
-def add_missing_columns(made: Engine) -> list[str]:
-    """Bring an older database up to the current schema: nullable columns added in later versions
-    are added with ``ALTER TABLE ... ADD COLUMN`` (data stays). Returns what was added."""
-    added = []
-    with made.begin() as connection:
-        existing = inspect(connection)  # the same connection: a second one would wait for this one's lock
-        for table in Base.metadata.sorted_tables:
-            if not existing.has_table(table.name):
-                continue
-            present = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable and not column.primary_key:
-                    kind = column.type.compile(dialect=made.dialect)
-                    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                    added.append(f"{table.name}.{column.name}")
-    return added
-
-
-def add_missing_indexes(made: Engine) -> None:
-    """Indexes declared on tables that already existed (``create_all`` only indexes new tables)."""
-    with made.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(connection, checkfirst=True)
-
-
-def create_tables(made: Engine, attempts: int = 5) -> None:
-    """``create_all``, ``add_missing_columns``, missing indexes and the versioned migrations,
-    tolerating another process doing the same at the same time."""
-    from ab.nn.stat import migrations
-
-    for attempt in range(attempts):
-        try:
-            Base.metadata.create_all(made)
-            add_missing_columns(made)
-            add_missing_indexes(made)
-            with made.begin() as connection:
-                migrations.migrate(connection)
-            return
-        except (IntegrityError, ProgrammingError, OperationalError) as error:
-            if attempt == attempts - 1:
-                raise DatabaseError(f"cannot create the statistics tables at {made.url!r}: {error}") from error
-            time.sleep(0.2 * (attempt + 1))
 
 
 def hold_transaction_lock(executor, key: str) -> None:

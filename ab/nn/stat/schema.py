@@ -381,15 +381,6 @@ class Prediction(Base):
     predicted: Mapped[float | None] = mapped_column(Float)
 
 
-class SchemaVersion(Base):
-    """The version of this project's tables in this database (``ab.nn.stat.migrations``)."""
-
-    __tablename__ = "ab_nn_schema"
-
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
-    migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
 class Lease(Base):
     """A runner's claim to be alive (``ab.nn.stat.lease``): its trials are reclaimed by other runners
     only once this heartbeat has lapsed, was released, or its process is certainly gone."""

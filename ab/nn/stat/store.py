@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.stat import engine as engines
+from ab.nn.stat import engine as engines, versions
 from ab.nn.stat import accuracy_scale, ranking
 from ab.nn.stat.lease import states as lease_states
 from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export, Latency,
@@ -167,6 +167,9 @@ class StatStore:
     """The write side of the statistics database (reads live in ``ab.nn.stat.query``)."""
 
     def __init__(self, url: str):
+        """The database must be at this code's schema revision (``versions.upgrade`` makes it so); it is never
+        upgraded here."""
+        versions.require_current(url)
         self.url = url
         self.engine = engines.engine(url, writer=True)
         self._session = sessionmaker(self.engine, expire_on_commit=False)

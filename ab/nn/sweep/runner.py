@@ -29,7 +29,7 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
-from ab.nn.stat import engine as engines, mirror, studies
+from ab.nn.stat import engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
 from ab.nn.stat.store import StatStore
@@ -118,6 +118,7 @@ class Sweep:
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
+        versions.upgrade(self.url)  # once per open, before any trial process starts
         self.store = StatStore(self.url)
         transforms = registry.names(registry.TRANSFORM)
         if options.transform is not None:

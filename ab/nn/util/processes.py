@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
+import re
 import signal
+from pathlib import Path
 
 import psutil
 
+from ab.nn.util import system
+
 PR_SET_PDEATHSIG = 1
+TEMP = ".tmp-"
+"""What ``temp_path`` puts between a file's name and its writer's machine and pid."""
 
 
 def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> None:
@@ -42,6 +49,35 @@ def pid_namespace() -> str | None:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> str | None:
+    """12 hex digits for where a pid names one process: this host, its current boot and this pid
+    namespace (``None`` where the boot or the namespace cannot be read)."""
+    boot, namespace = boot_id(), pid_namespace()
+    if boot is None or namespace is None:
+        return None
+    return hashlib.sha256(f"{system.host()}|{boot}|{namespace}".encode()).hexdigest()[:12]
+
+
+def temp_path(path: Path, pid: int | None = None) -> Path:
+    """The temporary name a writer of ``path`` writes to before renaming it into place, naming the
+    writing process (``pid``, default this one) and its machine: a cleaner on another host that shares
+    the folder can tell that the file is not its own."""
+    return path.with_name(f"{path.name}{TEMP}{machine() or 'unknown'}-{pid or os.getpid()}")
+
+
+def abandoned(tmp: Path) -> bool:
+    """A ``temp_path`` file whose writer is certainly gone: written on this machine (same host, boot and
+    pid namespace) by a process that no longer exists. Other machines' files are theirs to judge; files
+    from before this machine's last boot are left too (their writer cannot be told from another
+    machine's of the same host name)."""
+    found = re.fullmatch(rf".+{re.escape(TEMP)}([0-9a-f]{{12}})-(\d+)", tmp.name)
+    if found is None or found[1] != machine():
+        return False
+    pid = int(found[2])
+    return pid != os.getpid() and not psutil.pid_exists(pid)
 
 
 def started_at(pid: int) -> float | None:
