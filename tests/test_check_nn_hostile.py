@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import psutil
 import pytest
@@ -22,6 +24,9 @@ import pytest
 from ab.nn import api
 from ab.nn.check_nn import CheckNNError, LearnTimeException, check_nn, model_name, registry_name
 from ab.nn.sandbox.limits import GiB
+from ab.nn.stat import versions
+from ab.nn.train import list_configs
+from ab.nn.workspace import Workspace
 from tests import helpers
 from tests.test_sandbox import SLACK, _no_children_left, guard  # noqa: F401  (guard: a fixture)
 
@@ -58,125 +63,23 @@ def refused(root, utk_dir, code: str, raises=CheckNNError, **extra) -> tuple[Che
     return raised.value, took
 
 
-FILES = {
-    "deletes a file outside its scratch folder": "import os\nos.remove(%(canary)r)\n",
-    "writes into the project": "open(%(evil_model)r, 'w').write('evil')\n",
-    "writes into the project's README": "open(%(readme)r, 'a').write('evil')\n",
-    "writes into ~": "import os\nopen(os.path.expanduser('~/.bashrc'), 'a').write('evil')\n",
-    "writes into the caller's ~": "open(%(home_canary)r, 'a').write('evil')\n",
-}
-
-
-@pytest.mark.parametrize("attack", list(FILES))
-def test_file_attacks_fail_and_change_nothing(guard, root, utk_dir, attack):
-    error, _ = refused(root, utk_dir, hostile(guard, FILES[attack]))
-    assert re.search(r"(FileNotFound|Permission|OS)Error: .*(No such file|Permission denied|Read-only file system)",
-                     str(error)), error
-
-
-def test_a_socket_reaches_nothing(guard, root, utk_dir):
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.setblocking(False)
-        code = hostile(guard, """
-            import socket
-            try:
-                socket.create_connection(("1.1.1.1", 53), 5)
-            except OSError as error:
-                remote = error
-            socket.create_connection(("127.0.0.1", %(port)d), 5)
-            """, port=server.getsockname()[1])
-        error, _ = refused(root, utk_dir, code)
-        with pytest.raises(BlockingIOError):
-            server.accept()
-    assert "ConnectionRefusedError" in str(error)
-
-
-def test_a_thousand_forks_hit_the_process_limit(guard, root, utk_dir):
-    code = hostile(guard, """
-        import os, time
-        for _ in range(1000):
-            if os.fork() == 0:
-                time.sleep(3600)
-                os._exit(0)
-        """)
-    error, _ = refused(root, utk_dir, code)
-    assert "BlockingIOError: [Errno 11] Resource temporarily unavailable" in str(error)
-    _no_children_left()
-
-
-def test_50_gb_are_refused(guard, root, utk_dir):
-    size = max(50 * GiB, 2 * psutil.virtual_memory().total)  # more than the machine has: the per-process limit
-    error, _ = refused(root, utk_dir, hostile(guard, "hog = bytearray(%(size)d)\n", size=size))
-    assert "MemoryError" in str(error)
-
-
 EPOCH_LIMIT = 0.1  # minutes: with the runner's grace of 30 s, a phase ends 36 s after it started
+CALL_LIMIT = 1.0  # minutes for a whole check_nn call (the probe's start and the trial child's start in it)
+IMPORT_LIMIT = 15  # seconds for the probe
+STARTING = 180  # seconds a trial child may take to start on a loaded machine (isolation.START_PHASE_SECONDS)
+SLEEP = "import time\ntime.sleep(10 ** 6)\n"
 
 
-@pytest.mark.parametrize("where, phase", [("__init__", "setup (loading the data, building the model)"),
-                                          ("learn", "learn() of epoch 1")])
-def test_sleeping_forever_in_the_trial_ends_at_the_epoch_limit(guard, root, utk_dir, where, phase):
-    code = hostile(guard, "import time\ntime.sleep(10 ** 6)\n", where)
-    error, took = refused(root, utk_dir, code, raises=LearnTimeException, epoch_limit_minutes=EPOCH_LIMIT)
-    assert f"time limit of {EPOCH_LIMIT:g} minutes per epoch passed in {phase}" in str(error)
-    assert error.epoch_limit_minutes == EPOCH_LIMIT
-    assert took < 180 + EPOCH_LIMIT * 60 + 30 + SLACK  # the child's start, the phase's limit and grace
-    _no_children_left()
-
-
-def test_sleeping_forever_in_learn_ends_at_the_whole_call_limit(guard, root, utk_dir):
-    code = hostile(guard, "import time\ntime.sleep(10 ** 6)\n")
-    error, took = refused(root, utk_dir, code, raises=LearnTimeException, timeout_minutes=1.5)
-    assert re.search(r"wall-clock limit of [\d.]+ minutes hit", str(error)), error
-    assert took < 90 + SLACK
-    _no_children_left()
-
-
-def test_sleeping_forever_at_import_ends_at_the_check_limit(guard, root, utk_dir):
-    error, took = refused(root, utk_dir, hostile(guard, "import time\ntime.sleep(10 ** 6)\n", "import"),
-                          validate_timeout=15)
-    assert "InvalidModelCode: probing the code failed: the wall-clock limit of 15 s passed" in str(error)
-    assert took < 15 + SLACK
-    _no_children_left()
-
-
-def test_exiting_where_it_is_not_probed_ends_the_trial_not_the_caller(guard, root, utk_dir):
-    """Code that exits only when its module is not the probe's (the issue's exit 7, which killed the caller
-    and then every sweep of the workspace): the trial child exits, the caller goes on, the code stays out
-    of later sweeps."""
-    code = hostile(guard, "import os\nif not __name__.startswith('_ab_nn_probed_'):\n    os._exit(7)\n", "import")
-    error, _ = refused(root, utk_dir, code)
-    assert "the trial's process exited with code 7 before reporting" in str(error)
-    listed = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--list-configs"],
-                            capture_output=True, text=True, timeout=300)
-    assert listed.returncode == 0 and registry_name(model_name(code)) not in listed.stdout
-
-
-def test_a_crafted_result_file_is_never_read(guard, root, utk_dir):
-    """The old trial child reported through a pickle file: the code leaves one (whose loading would create
-    a marker file), and the JSON the old probe read, wherever a reader might look, then exits quietly."""
-    marker = guard.models / "unpickled"
-    code = hostile(guard, """
-        import json, os, pickle
-        class Payload:
-            def __reduce__(self):
-                return (open, (%(marker)r, "w"))
-        for folder in (os.getcwd(), "/tmp", os.path.dirname(__file__)):
-            try:
-                for name in ("outcome.pkl", "outcome.pkl.tmp"):
-                    with open(os.path.join(folder, name), "wb") as f:
-                        pickle.dump((Payload(), True), f)
-                with open(os.path.join(folder, "result.json"), "w") as f:
-                    json.dump({"error": None}, f)
-            except OSError:
-                pass
-        os._exit(0)
-        """, marker=str(marker))
-    error, _ = refused(root, utk_dir, code)
-    assert "the trial's process exited with code 0 before reporting" in str(error)
-    assert not marker.exists()
+@dataclass
+class Case:
+    """One hostile check_nn call: ``body`` run ``where``, the failure it must raise with ``says`` in it (a
+    regular expression), within ``seconds`` where the case is about time."""
+    body: str
+    says: str
+    where: str = "learn"
+    raises: type = CheckNNError
+    options: dict = field(default_factory=dict)
+    seconds: float | None = None
 
 
 FORGERIES = {
@@ -193,15 +96,106 @@ FORGERIES = {
     "malformed bytes": ("import os\nos.write(channel.write_fd, b'\\x00\\x00\\x00\\x05{bad}')",
                         "the trial's process sent a malformed message"),
 }
+FILE_ERROR = r"(FileNotFound|Permission|OS)Error: .*(No such file|Permission denied|Read-only file system)"
+CRAFTED_RESULT = """
+    import json, os, pickle
+    class Payload:
+        def __reduce__(self):
+            return (open, (%(marker)r, "w"))
+    for folder in (os.getcwd(), "/tmp", os.path.dirname(__file__)):
+        try:
+            for name in ("outcome.pkl", "outcome.pkl.tmp"):
+                with open(os.path.join(folder, name), "wb") as f:
+                    pickle.dump((Payload(), True), f)
+            with open(os.path.join(folder, "result.json"), "w") as f:
+                json.dump({"error": None}, f)
+        except OSError:
+            pass
+    os._exit(0)
+    """
+"""The old trial child reported through a pickle file: the code leaves one (whose loading would create a
+marker file), and the JSON the old probe read, wherever a reader might look, then exits quietly."""
+SOCKETS = """
+    import socket
+    try:
+        socket.create_connection(("1.1.1.1", 53), 5)
+    except OSError as error:
+        remote = error
+    socket.create_connection(("127.0.0.1", %(port)d), 5)
+    """
+FORKS = """
+    import os, time
+    for _ in range(1000):
+        if os.fork() == 0:
+            time.sleep(3600)
+            os._exit(0)
+    """
+EXIT_UNLESS_PROBED = "import os\nif not __name__.startswith('_ab_nn_probed_'):\n    os._exit(7)\n"
+"""The issue's exit 7: code that exits only where its module is not the probe's, which killed the caller
+and then every sweep of the workspace."""
+
+CASES = {
+    # the slow ones first, so that their waiting overlaps the others' work
+    "sleeps forever in __init__": Case(
+        SLEEP, rf"time limit of {EPOCH_LIMIT:g} minutes per epoch passed in setup \(loading the data", "__init__",
+        LearnTimeException, {"epoch_limit_minutes": EPOCH_LIMIT}, STARTING + EPOCH_LIMIT * 60 + 30),
+    "sleeps forever in learn": Case(
+        SLEEP, rf"time limit of {EPOCH_LIMIT:g} minutes per epoch passed in learn\(\) of epoch 1", "learn",
+        LearnTimeException, {"epoch_limit_minutes": EPOCH_LIMIT}, STARTING + 2 * (EPOCH_LIMIT * 60 + 30)),
+    "sleeps forever in learn, under a whole-call limit": Case(
+        SLEEP, r"wall-clock limit of [\d.]+ minutes hit", "learn", LearnTimeException,
+        {"timeout_minutes": CALL_LIMIT}, CALL_LIMIT * 60),
+    "sleeps forever at import": Case(
+        SLEEP, f"InvalidModelCode: probing the code failed: the wall-clock limit of {IMPORT_LIMIT} s passed",
+        "import", options={"validate_timeout": IMPORT_LIMIT}, seconds=IMPORT_LIMIT),
+    "deletes a file outside its scratch folder": Case("import os\nos.remove(%(canary)r)\n", FILE_ERROR),
+    "writes into the project": Case("open(%(evil_model)r, 'w').write('evil')\n", FILE_ERROR),
+    "writes into the project's README": Case("open(%(readme)r, 'a').write('evil')\n", FILE_ERROR),
+    "writes into ~": Case("import os\nopen(os.path.expanduser('~/.bashrc'), 'a').write('evil')\n", FILE_ERROR),
+    "writes into the caller's ~": Case("open(%(home_canary)r, 'a').write('evil')\n", FILE_ERROR),
+    "opens sockets": Case(SOCKETS, "ConnectionRefusedError"),
+    "forks 1,000 processes": Case(FORKS, re.escape("BlockingIOError: [Errno 11] Resource temporarily unavailable")),
+    "allocates 50 GB": Case("hog = bytearray(%(size)d)\n", "MemoryError"),
+    "exits where it is not probed": Case(EXIT_UNLESS_PROBED, "the trial's process exited with code 7 before reporting",
+                                         "import"),
+    "writes a crafted result file": Case(CRAFTED_RESULT, "the trial's process exited with code 0 before reporting"),
+    **{f"forges {what}": Case("from ab.nn.sandbox import child\nchannel = child.channel()\n"
+                              + forge.replace("%", "%%") + "\nchannel.receive()\n", re.escape(why))
+       for what, (forge, why) in FORGERIES.items()},
+}
 
 
-@pytest.mark.parametrize("forgery", list(FORGERIES))
-def test_a_forged_protocol_message_fails_the_trial(guard, root, utk_dir, forgery):
-    forge, why = FORGERIES[forgery]
-    code = hostile(guard, "from ab.nn.sandbox import child\nchannel = child.channel()\n" + forge.replace("%", "%%")
-                   + "\nchannel.receive()\n")
-    error, _ = refused(root, utk_dir, code)
-    assert why in str(error), error
+def test_hostile_code_fails_clearly_within_its_limits_and_changes_nothing(guard, utk_dir, tmp_path):
+    """Every case of the issue, each one real check_nn call in a workspace of its own, six at a time (most of
+    a call is waiting for its children); then the file system outside the scratch folders is compared
+    (``guard``), no sandbox process is left, and the listening socket was never reached."""
+    marker = guard.models / "unpickled"
+    size = max(50 * GiB, 2 * psutil.virtual_memory().total)  # more than the machine has: the per-process limit
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        values = {"port": server.getsockname()[1], "size": size, "marker": str(marker)}
+        roots = {name: tmp_path / f"ws{i}" for i, name in enumerate(CASES)}
+        for root in roots.values():  # the schema first: Alembic's migration context is one per process
+            root.mkdir()
+            versions.upgrade(Workspace.resolve(root).db_url)
+        with ThreadPoolExecutor(6) as pool:
+            calls = {name: pool.submit(refused, roots[name], utk_dir, hostile(guard, case.body, case.where, **values),
+                                       case.raises, **case.options) for name, case in CASES.items()}
+            outcomes = {name: call.result() for name, call in calls.items()}
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    for name, (error, took) in outcomes.items():
+        case = CASES[name]
+        assert re.search(case.says, str(error)), f"{name}: {error}"
+        assert case.seconds is None or took < case.seconds + SLACK, f"{name}: {took:.0f} s"
+    assert outcomes["sleeps forever in learn"][0].epoch_limit_minutes == EPOCH_LIMIT
+    assert not marker.exists()
+    exited = roots["exits where it is not probed"]  # listed in this process: had it imported the code, it were dead
+    assert registry_name(model_name(hostile(guard, EXIT_UNLESS_PROBED, "import"))) not in \
+        list_configs(Workspace.resolve(exited, data_dir=utk_dir))
+    _no_children_left()
 
 
 def test_a_valid_model_is_trained_in_the_sandbox_and_accepted(guard, root, utk_dir):
