@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
-from ab.nn import api
+from ab.nn import api, quarantine
 from ab.nn.check_nn import CheckNNError, LearnTimeException, check_nn, model_name, registry_name
 from ab.nn.sandbox.limits import GiB
 from ab.nn.stat import versions
@@ -192,10 +192,24 @@ def test_hostile_code_fails_clearly_within_its_limits_and_changes_nothing(guard,
         assert case.seconds is None or took < case.seconds + SLACK, f"{name}: {took:.0f} s"
     assert outcomes["sleeps forever in learn"][0].epoch_limit_minutes == EPOCH_LIMIT
     assert not marker.exists()
-    exited = roots["exits where it is not probed"]  # listed in this process: had it imported the code, it were dead
-    assert registry_name(model_name(hostile(guard, EXIT_UNLESS_PROBED, "import"))) not in \
-        list_configs(Workspace.resolve(exited, data_dir=utk_dir))
     _no_children_left()
+    exited = Workspace.resolve(roots["exits where it is not probed"], data_dir=utk_dir)
+    code = hostile(guard, EXIT_UNLESS_PROBED, "import")
+    assert registry_name(model_name(code)) not in list_configs(exited)  # (in this process: it would be dead)
+    _quarantine_lists_and_restores(exited, code, CASES["exits where it is not probed"].says)
+
+
+def _quarantine_lists_and_restores(ws: Workspace, code: str, reason: str) -> None:
+    name = registry_name(model_name(code))
+    listed = subprocess.run([sys.executable, "-m", "ab.nn.quarantine", "--root", str(ws.root)], capture_output=True,
+                            text=True, timeout=300)
+    assert listed.returncode == 0 and re.search(rf"^{name} +trial \d+ +failed +TrialCrashed: {reason}",
+                                                listed.stdout, re.M), listed.stdout + listed.stderr[-2000:]
+    with pytest.raises(ValueError, match="is not a quarantined model"):
+        quarantine.restore(ws, "TinyNotThere")
+    path = quarantine.restore(ws, name)
+    assert path == ws.root / "nn" / f"{name}.py" and path.read_text() == code
+    assert quarantine.quarantined(ws) == []  # restored: a workspace model again (trained only in the sandbox)
 
 
 def test_a_valid_model_is_trained_in_the_sandbox_and_accepted(guard, root, utk_dir):
@@ -209,9 +223,7 @@ def test_a_valid_model_is_trained_in_the_sandbox_and_accepted(guard, root, utk_d
             [sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(utk_dir), *args],
             capture_output=True, text=True, timeout=300)
         assert listed.returncode == 0 and f"age-regression_utkface_mae_{name}" in listed.stdout, listed.stderr[-2000:]
-    elsewhere = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", str(root.parent / "other"),
-                                "--list-configs"], capture_output=True, text=True, timeout=300)
-    assert elsewhere.returncode == 0 and name not in elsewhere.stdout  # --root is honoured
+    # (the model is only in root/nn, and the commands ran in the project: they read the --root workspace)
 
 
 CALLER = '''\

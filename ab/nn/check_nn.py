@@ -33,7 +33,8 @@ process: it is checked by the sandboxed probe and trained in a sandboxed trial c
    ``CheckNNError`` with the recorded ``trial_id``): code that does not parse a ``SyntaxError``
    (``CodeSyntaxError``), a trial stopped by the accuracy gate ``AccuracyException`` (``.accuracy``,
    ``.duration``), one stopped by a time limit ``LearnTimeException``, any other failure
-   ``CheckNNError``; the code of a failure stays in the database only (*quarantined*). The caller's
+   ``CheckNNError``; the code of a failure stays in the database only (*quarantined*: ``ab.nn.quarantine``
+   lists and restores it). The caller's
    process never crashes.
 
 Differences from LEMUR, on purpose: the trial is recorded (status, error, seed, split, data key) even
@@ -54,6 +55,7 @@ from pathlib import Path
 
 from ab.nn import codequality, registry
 from ab.nn.config import Config, ConfigError
+from ab.nn.quarantine import write_code
 from ab.nn.util import tempdirs
 from ab.nn.util.Exception import AccuracyException, CheckNNError, CodeSyntaxError, LearnTimeException
 from ab.nn.util.lemur_hash import lemur_md5
@@ -154,7 +156,7 @@ def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save
         trial = call.run(ws, staged)
     result = _result(config, trial, name, quality, epoch_limit_minutes)
     if save_to_db:  # accepted: the code joins the workspace's models
-        _write_model(home.code_dir(registry.MODEL.folder), config.nn, nn_code)
+        write_code(home.code_dir(registry.MODEL.folder), config.nn, nn_code)
     prm.update(uid=trial["prm"], duration=trial["duration"], accuracy=result[1])  # LEMUR fills the caller's dict
     return result
 
@@ -277,18 +279,7 @@ def _install_transform(folder: Path, name: str, ws) -> None:
             raise ValueError(f"check_nn: transform {name!r} of {folder} differs from the package's transform of "
                              f"that name, which would be used; rename it")
         return
-    _write_model(ws.code_dir(registry.TRANSFORM.folder), name, code)
-
-
-def _write_model(folder: Path, name: str, code: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.py"
-    if target.exists() and target.read_text(encoding="utf-8") == code:
-        return target
-    tmp = folder / f".{name}.py.tmp{os.getpid()}"
-    tmp.write_text(code, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    write_code(ws.code_dir(registry.TRANSFORM.folder), name, code)
 
 
 def _last_trial(store, config) -> dict | None:
