@@ -28,7 +28,7 @@ from ab.nn.stat import versions
 from ab.nn.train import list_configs
 from ab.nn.workspace import Workspace
 from tests import helpers
-from tests.test_sandbox import SLACK, _no_children_left, guard  # noqa: F401  (guard: a fixture)
+from tests.test_sandbox import SLACK, _no_children_left, guard, no_bwrap  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.package_models  # the guard hashes the project: no test may add a model file meanwhile
 TASK = ("age-regression", "utkface", "mae")
@@ -224,6 +224,21 @@ def test_a_valid_model_is_trained_in_the_sandbox_and_accepted(guard, root, utk_d
             capture_output=True, text=True, timeout=300)
         assert listed.returncode == 0 and f"age-regression_utkface_mae_{name}" in listed.stdout, listed.stderr[-2000:]
     # (the model is only in root/nn, and the commands ran in the project: they read the --root workspace)
+
+
+def test_without_a_sandbox_check_nn_refuses_unless_unsafe(no_bwrap, root, utk_dir):
+    """A machine without bubblewrap: the code is refused and quarantined with the reason; ``unsafe=True``
+    trains it as a plain child process, warns, and the trial says so."""
+    error, _ = refused(root, utk_dir, helpers.TINY_MODEL)
+    assert "SandboxUnavailable: no sandbox for untrusted code on this machine: bubblewrap (bwrap) is not " \
+           "installed" in str(error) and "pass unsafe=True" in str(error)
+    assert api.trials(db=root / "db" / "ab.nn.db").sandbox.tolist() == ["none: no sandbox"]
+    with pytest.warns(RuntimeWarning, match="this machine has no sandbox, and unsafe=True runs"):
+        name, *_ = check_nn(helpers.TINY_MODEL, *TASK, dict(PRM), root=root, data_dir=utk_dir, max_samples=8,
+                            progress=False, unsafe=True)
+    trial = api.trials(db=root / "db" / "ab.nn.db").set_index("id").iloc[-1]
+    assert trial.status == "complete" and trial.sandbox.startswith("none: unsafe=True (bubblewrap (bwrap) is not")
+    assert (root / "nn" / f"{name}.py").exists()
 
 
 CALLER = '''\
