@@ -91,17 +91,7 @@ def postgres_url():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI must provide a PostgreSQL server (scripts/postgres.sh sets LEMUR_TEST_PG_URL)")
         pytest.skip("no PostgreSQL server (source scripts/postgres.sh to start one)")
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    yield helpers.new_postgres_database(url)
 
 
 @pytest.fixture

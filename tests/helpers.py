@@ -80,6 +80,21 @@ def remove_model(name: str) -> None:
     importlib.invalidate_caches()
 
 
+def new_postgres_database(url: str) -> str:
+    """The URL of a new, empty database on the server of ``url``."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 def new_store(url: str):
     """A ``StatStore`` on ``url``, made current first as the runner makes it (``versions.upgrade``): the
     one way for tests to write to a database of their own."""
