@@ -33,7 +33,6 @@ from ab.nn.sandbox.errors import (ProtocolError, SandboxError, SandboxExited, Sa
 from ab.nn.sandbox.limits import GiB, Limits, signal_reason
 from ab.nn.sandbox.protocol import MAX_MESSAGE, Channel, validate
 from ab.nn.util import tempdirs
-from ab.nn.util.processes import unique_memory
 
 START_SECONDS = 60.0
 """How long the child may take to say ``ready`` (Python's start on a loaded machine), within the wall limit."""
@@ -215,6 +214,8 @@ class Sandbox:
                     self._stderr_size -= len(self._stderr.popleft())
 
     def _watch(self) -> None:
+        from ab.nn.util.processes import unique_memory  # psutil: not at import (a system Python may launch too)
+
         total = self.limits.total_memory_bytes
         while not self._closed.wait(WATCH_SECONDS):
             if self.process.poll() is not None:

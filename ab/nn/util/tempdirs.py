@@ -1,10 +1,11 @@
 """Temporary folders that a later process can tell are abandoned.
 
 A process killed with SIGKILL cannot remove its temporary folders. ``make(kind)`` names each folder
-after its owner (pid namespace, pid and the process's start time), and ``clean_abandoned()``, which
+after its owner (pid namespace, pid and the process's start time, read from ``/proc``), and ``clean_abandoned()``, which
 ``check_nn`` and the sweep runner call when they start, removes the folders of owners that are
 certainly gone from this host. A folder is removed without following its symbolic links and whatever
-a sandboxed child did to the modes of its sub-folders (``remove_tree``).
+a sandboxed child did to the modes of its sub-folders (``remove_tree``). Only the standard library is
+imported with this module: the sandbox launcher uses it, also from a system Python.
 """
 from __future__ import annotations
 
@@ -17,21 +18,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ab.nn.util import processes
 
 PREFIX = "ab-nn-"
 _NAME = re.compile(r"^ab-nn-([a-z][a-z0-9-]*)\.(\d+)\.(\d+)\.(\d+)\.[A-Za-z0-9_]+$")
 
 
 def _namespace() -> int:
-    found = re.search(r"\d+", processes.pid_namespace() or "")
+    try:
+        found = re.search(r"\d+", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        return 0
     return int(found.group()) if found else 0
 
 
 def _started(pid: int) -> int | None:
-    """The process's start time in centiseconds (what folder names record), None when it is gone."""
-    created = processes.started_at(pid)
-    return None if created is None else int(created * 100)
+    """The process's start time (clock ticks after boot, ``/proc/<pid>/stat``), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def make(kind: str, parent: str | Path | None = None) -> Path:
@@ -69,7 +75,7 @@ def abandoned(parent: str | Path | None = None) -> list[Path]:
             continue
         pid, started = int(match.group(3)), int(match.group(4))
         now = _started(pid)
-        if now is None or abs(now - started) > 100:
+        if now is None or now != started:
             found.append(Path(entry.path))
     return found
 
