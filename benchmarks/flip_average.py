@@ -75,7 +75,7 @@ def two_passes(model: nn.Module, averages: bool, dataset, batch: int, name: str)
 def main(argv=None) -> int:
     from ab.nn import api, workspace
     from ab.nn.stat import uncertainty
-    from ab.nn.sweep import data as trial_data
+    from ab.nn.dataset import trial_data
     from ab.nn.util.markdown import table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,14 +3,21 @@ epoch files, 750,000 trial records, written the way LEMUR 2.2.11 writes them), i
 database, then a sweep of short trials on top of it.
 
     python benchmarks/lemur_scale.py --data ../shared/data/utkface --work /tmp/lemur-scale
+    python benchmarks/lemur_scale.py --work /tmp/lemur-scale-75k --records 75000 --configs 2000 \
+        --files 10500 --history 120 --prediction-trials 20      # a tenth of it, no sweep
 
 Reports, each with the machine:
-  * import-json of the tree into an empty SQLite database: wall time and peak resident memory;
+  * import-json of the tree into an empty SQLite database: wall and CPU time, peak resident memory;
   * a sweep of --trials short SSR-Net trials (one epoch, --max-samples images) on that database, whose
     config already holds --history records at that epoch: each trial's bookkeeping (database writes and
-    the JSON mirror) as a share of its time, first trials against last, which must stay flat;
+    the JSON mirror) as a share of its time, first trials against last, which must stay flat (only with
+    --data);
+  * --prediction-trials trials with 7,000 per-image predictions each (what one trial on UTKFace's test
+    part records), written through the store, so that the copy streams a prediction table of real size;
   * api.data() on that database (filtered, and the best rows of every model), and `stat copy` of it
-    into a new SQLite file.
+    into a new SQLite file: wall and CPU time, peak resident memory.
+
+Peak memory that stays the same at a tenth of the rows (run both sizes) is what "flat" means here.
 """
 from __future__ import annotations
 
@@ -77,8 +84,8 @@ def write_tree(folder: Path, records: int, configs: int, files: int, history: in
     return written + 1, other_records + history
 
 
-def timed(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of that process in MiB, stdout)."""
+def timed(command: list[str]) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds (user + system), peak RSS of that process in MiB, stdout)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -88,12 +95,30 @@ def timed(command: list[str]) -> tuple[float, float, str]:
         out.seek(0), err.seek(0)
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command[:5])}... failed:\n{err.read()[-3000:]}")
-        return seconds, usage.ru_maxrss / 1024, out.read()
+        return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read()
+
+
+PREDICTIONS = 7_000
+
+
+def add_prediction_trials(db: Path, count: int) -> None:
+    """``count`` finished trials of one config, each with PREDICTIONS test-set predictions, as the store records them."""
+    from ab.nn.config import Config
+    from ab.nn.stat.schema import COMPLETE
+    from ab.nn.stat.store import StatStore
+
+    store = StatStore(f"sqlite:///{db}")
+    config = Config.parse(SWEPT)
+    ages = [float(18 + i % 60) for i in range(PREDICTIONS)]
+    for trial_id in store.reserve_trials(config, 1, None, data_key="benchmark", count=count):
+        store.record_predictions(trial_id, "test", ages, [age + 3.5 for age in ages],
+                                 [f"{i}.jpg" for i in range(PREDICTIONS)])
+        store.finish_trial(trial_id, COMPLETE)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="the UTKFace folder for the sweep")
+    p.add_argument("--data", default=None, help="the UTKFace folder for the sweep (without it, no sweep)")
     p.add_argument("--work", required=True, help="an empty folder with room for a few GB")
     p.add_argument("--records", type=int, default=750_000)
     p.add_argument("--configs", type=int, default=20_000)
@@ -101,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=int, default=1_200, help="records of the swept config at its epoch")
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--max-samples", type=int, default=1024)
+    p.add_argument("--prediction-trials", type=int, default=0,
+                   help=f"trials with {PREDICTIONS:,} predictions each, added before the copy")
     args = p.parse_args(argv)
     work = Path(args.work).resolve()
     tree, db = work / "stat" / "train", work / "db" / "ab.nn.db"
@@ -113,23 +140,18 @@ def main(argv=None) -> int:
     print(f"wrote {files:,} LEMUR epoch files with {records:,} records over {args.configs + 1:,} configs in "
           f"{time.perf_counter() - start:.0f} s")
 
-    seconds, peak, out = timed([python, "-m", "ab.nn.stat", "import-json", "--db", f"sqlite:///{db}", "--dir",
-                                str(tree)])
-    print(f"import-json: {out.strip()} in {seconds:.0f} s, peak RSS {peak:.0f} MiB "
+    # the swept config's records are LEMUR 2.2.11's mae metric without a raw MAE: LEMUR's mae.py writes 1 - MAE/20
+    seconds, cpu, peak, out = timed([python, "-m", "ab.nn.stat", "import-json", "--db", f"sqlite:///{db}", "--dir",
+                                     str(tree), "--lemur-mae-scale", "20"])
+    print(f"import-json: {out.strip()} in {seconds:.0f} s ({cpu:.0f} s CPU), peak RSS {peak:.0f} MiB "
           f"({db.stat().st_size / 2 ** 20:.0f} MiB database)")
-
-    seconds, _, _ = timed([python, "-m", "ab.nn.train", "--root", str(work), "--data-dir", args.data, "-c", SWEPT,
-                           "-e", "1", "-t", str(args.trials), "-f", "norm_64", "--max-samples", str(args.max_samples),
-                           "-w", "0", "--quiet", "--export", "none", "-p", '{"lr": 0.001, "batch": 64}'])
-    trials = api.trials(config=SWEPT, db=db).sort_values("id")
-    trials["trial_s"] = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
-    trials["share"] = trials.bookkeeping_seconds / trials.trial_s
-    k = max(1, args.trials // 4)
-    first, last = trials.share.iloc[:k], trials.share.iloc[-k:]
-    print(f"sweep of {len(trials)} trials in {seconds:.0f} s; bookkeeping per trial: median "
-          f"{trials.bookkeeping_seconds.median():.3f} s, {100 * trials.share.median():.2f} % of trial time "
-          f"(first {k}: {100 * first.mean():.2f} %, last {k}: {100 * last.mean():.2f} %; max "
-          f"{100 * trials.share.max():.2f} %)")
+    if args.data:
+        sweep(args, work, db)
+    if args.prediction_trials:
+        start = time.perf_counter()
+        add_prediction_trials(db, args.prediction_trials)
+        print(f"added {args.prediction_trials} trials with {PREDICTIONS:,} predictions each in "
+              f"{time.perf_counter() - start:.0f} s")
 
     for label, call in (("data(nn=Net00042)", lambda: api.data(nn="Net00042", db=db)),
                         ("data(task='age-regression')", lambda: api.data(task="age-regression", db=db)),
@@ -139,10 +161,26 @@ def main(argv=None) -> int:
         print(f"api.{label}: {rows:,} rows in {time.perf_counter() - start:.2f} s")
 
     copy = work / "copy.db"
-    seconds, peak, out = timed([python, "-m", "ab.nn.stat", "copy", "--from", f"sqlite:///{db}", "--to",
-                                f"sqlite:///{copy}"])
-    print(f"stat copy to SQLite: {seconds:.0f} s, peak RSS {peak:.0f} MiB ({out.strip()[:120]})")
+    seconds, cpu, peak, out = timed([python, "-m", "ab.nn.stat", "copy", "--from", f"sqlite:///{db}", "--to",
+                                     f"sqlite:///{copy}"])
+    print(f"stat copy to SQLite: {seconds:.0f} s ({cpu:.0f} s CPU), peak RSS {peak:.0f} MiB ({out.strip()})")
     return 0
+
+
+def sweep(args, work: Path, db: Path) -> None:
+    python = sys.executable
+    seconds, _, _, _ = timed([python, "-m", "ab.nn.train", "--root", str(work), "--data-dir", args.data, "-c", SWEPT,
+                              "-e", "1", "-t", str(args.trials), "-f", "norm_64", "--max-samples", str(args.max_samples),
+                              "-w", "0", "--quiet", "--export", "none", "-p", '{"lr": 0.001, "batch": 64}'])
+    trials = api.trials(config=SWEPT, db=db).sort_values("id")
+    trials["trial_s"] = (pd.to_datetime(trials.finished_at) - pd.to_datetime(trials.started_at)).dt.total_seconds()
+    trials["share"] = trials.bookkeeping_seconds / trials.trial_s
+    k = max(1, args.trials // 4)
+    first, last = trials.share.iloc[:k], trials.share.iloc[-k:]
+    print(f"sweep of {len(trials)} trials in {seconds:.0f} s; bookkeeping per trial: median "
+          f"{trials.bookkeeping_seconds.median():.3f} s, {100 * trials.share.median():.2f} % of trial time "
+          f"(first {k}: {100 * first.mean():.2f} %, last {k}: {100 * last.mean():.2f} %; max "
+          f"{100 * trials.share.max():.2f} %)")
 
 
 if __name__ == "__main__":

@@ -36,14 +36,14 @@ steps=("$@")
 for step in "${steps[@]}"; do
     case "$step" in
         mobileagenet) train MobileAgeNet 26 norm_96_aug "$mobileagenet" ;;
-        ablations) hold; "$python" -m ab.nn.ablations run "${common[@]}" --epochs 5 --max-samples 3072 --seeds 3 ;;
+        ablations) hold; "$python" "$here/ablations.py" run "${common[@]}" --epochs 5 --max-samples 3072 --seeds 3 ;;
         resnet18) train ResNet18 17 norm_96_aug "{$recipe}" ;;
         mixture)
             hold
             "$python" -m ab.nn.moe fit "${common[@]}" --experts $(ids age-regression_utkface_mae_MobileAgeNet) \
                 $(ids age-regression_utkface_mae_ResNet18) ;;
         tables)
-            "$python" -m ab.nn.ablations table "${common[@]}" --epochs 5 --max-samples 3072
+            "$python" "$here/ablations.py" table "${common[@]}" --epochs 5 --max-samples 3072
             "$python" -m ab.nn.moe show "${common[@]}"
             "$python" -m ab.nn.report "${common[@]}" ;;
         *) echo "unknown step $step" >&2; exit 2 ;;

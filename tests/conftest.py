@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,31 +7,6 @@ from tests import helpers
 
 REAL_DATA = os.environ.get("LEMUR_TEST_UTKFACE") or os.environ.get("LEMUR_DATA")
 """The real images: `.ci/run` sets LEMUR_TEST_UTKFACE; a developer may set either variable."""
-
-
-PACKAGE_MODEL_FIXTURES = {"tiny_model", "misbehaving"}
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_collection_modifyitems(items):
-    """Tests that write or list model files in ab/nn/nn/ share one xdist worker (``--dist loadgroup``),
-    so that no other test sees a model file appear, vanish or fail to import half-way. A wrapper: the
-    group must be set before xdist's own hook reads it."""
-    for item in items:
-        if PACKAGE_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.package_models)
-        if item.get_closest_marker("package_models"):
-            item.add_marker(pytest.mark.xdist_group("package-models"))
-    return (yield)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    grouped = item.get_closest_marker("package_models") is not None
-    if grouped and getattr(item.config.option, "loadgroup", False) and not item.nodeid.endswith("@package-models"):
-        pytest.fail("xdist did not put this test in the package-models group (pytest-xdist issue 1386: "
-                    "pytest 9.2 drops the group); install the versions of requirements/constraints.txt")
-    helpers.models_writable = grouped
 
 
 @pytest.fixture(autouse=True)
@@ -66,10 +40,10 @@ def utk_dir_large(tmp_path) -> Path:
 
 
 @pytest.fixture
-def tiny_model():
-    helpers.write_model("TinyAge", helpers.TINY_MODEL)
-    yield "TinyAge"
-    helpers.remove_model("TinyAge")
+def tiny_model(root) -> str:
+    """Model ``TinyAge`` in the test's workspace ``root`` (its nn/ folder): run the sweep with that root."""
+    helpers.write_model(root, "TinyAge", helpers.TINY_MODEL)
+    return "TinyAge"
 
 
 @pytest.fixture
@@ -95,12 +69,13 @@ def postgres_url():
 
 
 @pytest.fixture
-def misbehaving(tmp_path, monkeypatch):
-    """Installs tests.helpers.MISBEHAVING as model ``Misbehaves``; set $MISBEHAVE_HOW in the test. The
-    module reads its environment when imported, so no test sees another test's import of it."""
-    monkeypatch.setenv("MISBEHAVE_FLAG", str(tmp_path / "first-build-done"))
-    sys.modules.pop("ab.nn.nn.Misbehaves", None)
-    helpers.write_model("Misbehaves", helpers.MISBEHAVING)
-    yield "age-regression_utkface_mae_Misbehaves"
-    helpers.remove_model("Misbehaves")
-    sys.modules.pop("ab.nn.nn.Misbehaves", None)
+def misbehaving(root, tmp_path, monkeypatch) -> str:
+    """tests.helpers.MISBEHAVING as model ``Misbehaves`` in the test's workspace ``root``; set
+    $AB_NN_FAULT_MISBEHAVE in the test (its files are in $AB_NN_FAULT_DIR). The module reads its
+    environment when imported; a workspace file is imported once per path, so no test sees another test's
+    import of it."""
+    folder = tmp_path / "misbehaving"
+    folder.mkdir()
+    monkeypatch.setenv("AB_NN_FAULT_DIR", str(folder))
+    helpers.write_model(root, "Misbehaves", helpers.MISBEHAVING)
+    return "age-regression_utkface_mae_Misbehaves"

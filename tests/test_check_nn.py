@@ -113,7 +113,6 @@ def test_prm_without_what_lemur_needs_is_refused(root, utk_dir):
         check_nn(helpers.TINY_MODEL, *TASK, {"lr": 0.01, "batch": 8, "transform": "norm_64"}, **options(root, utk_dir))
 
 
-@pytest.mark.package_models  # lists them
 def test_code_quality():
     for name in registry.names(registry.MODEL):
         assert codequality.score(registry.source(registry.MODEL, name)) >= 0.9, name

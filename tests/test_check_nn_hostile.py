@@ -30,7 +30,6 @@ from ab.nn.workspace import Workspace
 from tests import helpers
 from tests.test_sandbox import SLACK, _no_children_left, guard, no_bwrap  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.package_models  # the guard hashes the project: no test may add a model file meanwhile
 TASK = ("age-regression", "utkface", "mae")
 PRM = {"lr": 0.01, "momentum": 0.9, "batch": 8, "transform": "norm_64", "epoch": 1}
 LEARN = "    def learn(self, train_data):\n"

@@ -31,7 +31,6 @@ def exact(a: str, b: str) -> float:
     return len(x & y) / len(x | y)
 
 
-@pytest.mark.package_models  # lists them
 def test_signatures_estimate_the_jaccard_of_the_codes_token_shingles():
     assert exact(ANCHOR, TWIN) == 1.0  # comments, docstrings and layout are not architecture
     assert code_similarity.signature(TWIN) == code_similarity.signature(ANCHOR)
@@ -71,7 +70,7 @@ def zoo(request, tmp_path):
             uid = f"{number:02d}{epoch}".ljust(32, "0")
             (folder / f"{epoch}.json").write_text(json.dumps([lemur_record(accuracy - 0.01 * (2 - epoch), uid)]))
     versions.upgrade(url)
-    assert json_import.import_tree(url, train, progress=False) == 12
+    assert json_import.import_tree(url, train, progress=False, lemur_mae_scale=20).records == 12
     store = StatStore(url)
     for name, (_, code) in models.items():
         if code is not None:

@@ -14,10 +14,12 @@ from ab.nn.dataset.cache import decode_resized, open_or_build
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.sources import WildSource
+from ab.nn.dataset.trial_data import load_judged
 from ab.nn.face import template as tpl
+from ab.nn.face.aligner import TemplateAlignment
 from ab.nn.face.template import Template, TemplateMissing
+from ab.nn.face.template import __main__ as measuring
 from ab.nn.moe import __main__ as moe_cli
-from ab.nn.sweep.data import load_judged
 from ab.nn.workspace import Workspace
 from tests import helpers, photo
 
@@ -48,14 +50,14 @@ def test_missing_and_broken_templates_say_what_to_do(tmp_path):
 
 @pytest.mark.real_data
 def test_measured_on_training_crops_only_and_written_to_the_workspace(real_utkface, tmp_path):
-    assert tpl.main(["--root", str(tmp_path), "--data-dir", str(real_utkface), "--images", "40", "--quiet"]) == 0
+    assert measuring.main(["--root", str(tmp_path), "--data-dir", str(real_utkface), "--images", "40", "--quiet"]) == 0
     template = Template.load(tpl.default_path(Workspace.resolve(tmp_path)))
     assert template.images >= 38 and template.provenance["sampled"] == 40
     (rx, ry), (lx, ly), (nx, ny), (mx, my) = template.mean[:4]
     assert rx < nx < lx and ry < ny < my and abs(ry - ly) < 10  # eyes level, nose below, mouth lower
     assert 60 < lx - rx < 100 and all(s < 15 for s in np.ravel(template.std[:4]))
     assert "paper/42 training part" in template.provenance["source"]
-    entries, _, _ = tpl.training_crops(Path(real_utkface), DataSettings(), 40)
+    entries, _, _ = measuring.training_crops(Path(real_utkface), DataSettings(), 40)
     split = utkface.plan(Path(real_utkface), tmp_path / "ids", DataSettings(), progress=False)
     train = {split.catalog.entries[i].name for i in split.parts["train"]}
     assert {e.name for e in entries} <= train  # never an evaluation or test image
@@ -83,22 +85,23 @@ def wild_photos(real: Path, root: Path, ages: list[int], seed: int = 5) -> list[
 def test_the_wild_loader_aligns_like_inference(real_utkface, tmp_path):
     """In-the-wild images (a real face pasted into a scene, a landmark list): aligned with the
     template, the cached pixels are close to the original aligned crop; the landmark box is not."""
-    template = tpl.measure(real_utkface, images=40, progress=False)[0]
+    template = measuring.measure(real_utkface, images=40, progress=False)[0]
     template_path = template.save(tmp_path / "template.json")
     root = tmp_path / "wild"
     crops = wild_photos(real_utkface, root, [20, 21, 22, 23])
 
     def cached(source):
         entries = source.entries()
-        cache = open_or_build(source, entries, 64, tmp_path / f"cache-{source.template is not None}", progress=False)
+        cache = open_or_build(source, entries, 64, tmp_path / f"cache-{source.alignment is not None}", progress=False)
         return entries, cache.array(), cache.failures
 
-    entries, aligned, failures = cached(WildSource(root, template=template_path))
+    alignment = TemplateAlignment(template_path)
+    entries, aligned, failures = cached(WildSource(root, alignment=alignment))
     _, boxed, _ = cached(WildSource(root))
     assert not failures and len(entries) == 4
-    assert WildSource(root, template=template_path).fingerprint() != WildSource(root).fingerprint()
+    assert WildSource(root, alignment=alignment).fingerprint() != WildSource(root).fingerprint()
     other_detector = dataclasses.replace(template, detector="blazeface-short").save(tmp_path / "short.json")
-    assert WildSource(root, template=other_detector).recipe() != WildSource(root, template=template_path).recipe()
+    assert TemplateAlignment(other_detector).recipe() != alignment.recipe()
     assert WildSource(root).recipe() is None
     errors = []
     for row, path in enumerate(crops):
@@ -120,7 +123,7 @@ def test_train_align_trains_on_aligned_photos_under_their_own_data_key(real_utkf
     wild, root = tmp_path / "wild", tmp_path / "ws"
     wild_photos(real_utkface, wild, helpers.ages_like_utkface(30))
     ws = Workspace.resolve(root, data_dir=wild)
-    template = tpl.measure(real_utkface, images=40, progress=False)[0]
+    template = measuring.measure(real_utkface, images=40, progress=False)[0]
     template.save(ws.face_template_path)
 
     assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 0

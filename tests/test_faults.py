@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -19,6 +20,7 @@ from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli, engine as engines
 from ab.nn.stat.store import StatStore, retried
 from ab.nn.util import processes
+from tests import helpers
 from tests.test_sweep_cli import run
 
 BUILD = """
@@ -81,9 +83,10 @@ def _sweep(root, utk_dir, config, *extra):
     return root / "db" / "ab.nn.db"
 
 
-def test_copy_into_a_database_with_trials_maps_ids_and_adds_nothing_twice(tmp_path, utk_dir, tiny_model):
+def test_copy_into_a_database_with_trials_maps_ids_and_adds_nothing_twice(tmp_path, root, utk_dir, tiny_model):
     config = f"age-regression_utkface_mae_{tiny_model}"
-    a = _sweep(tmp_path / "a", utk_dir, config, "--split-seed", "1")
+    helpers.write_model(tmp_path / "b", tiny_model, helpers.TINY_MODEL)
+    a = _sweep(root, utk_dir, config, "--split-seed", "1")
     b = _sweep(tmp_path / "b", utk_dir, config, "--split-seed", "2")
     before_a, before_b = api.trials(db=a), api.trials(db=b)
     epochs_a, epochs_b = len(api.data(db=a)), len(api.data(db=b))
@@ -97,18 +100,20 @@ def test_copy_into_a_database_with_trials_maps_ids_and_adds_nothing_twice(tmp_pa
         epochs = api.data(db=b)
         assert set(epochs[epochs.trial_id == copied.id].mae) == set(api.data(db=a)[lambda d: d.trial_id == trial.id].mae)
         assert len(api.predictions(trial_id=int(copied.id), split="test", db=b)) == trial.n_test
-        assert copied.study != before_b.study[0] and copied.optuna_trial_id is not None
+        # the runner's study name travels; Optuna's ids are the reconciler's to give
+        assert copied.study == trial.study and pd.isna(copied.optuna_trial_id) and pd.isna(copied.number)
     assert (merged.loc[before_b.uid].id.tolist()) == before_b.id.tolist()  # the target's own rows untouched
     assert len(api.data(db=b)) == epochs_a + epochs_b
     assert stat_cli.cli(["copy", "--from", f"sqlite:///{a}", "--to", f"sqlite:///{b}"]) == 0
     assert len(api.trials(db=b)) == 4 and len(api.data(db=b)) == epochs_a + epochs_b  # nothing added twice
 
 
-def test_import_json_into_a_database_with_trials_maps_ids(tmp_path, utk_dir, tiny_model):
+def test_import_json_into_a_database_with_trials_maps_ids(tmp_path, root, utk_dir, tiny_model):
     config = f"age-regression_utkface_mae_{tiny_model}"
-    a = _sweep(tmp_path / "a", utk_dir, config)
+    helpers.write_model(tmp_path / "b", tiny_model, helpers.TINY_MODEL)
+    a = _sweep(root, utk_dir, config)
     b = _sweep(tmp_path / "b", utk_dir, config, "--split-seed", "3")
-    tree = tmp_path / "a" / "stat" / "train"
+    tree = root / "stat" / "train"
     assert stat_cli.cli(["import-json", "--db", f"sqlite:///{b}", "--dir", str(tree)]) == 0
     merged = api.trials(db=b)
     assert len(merged) == 4 and merged.uid.is_unique

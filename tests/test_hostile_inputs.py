@@ -95,32 +95,24 @@ BROKEN = {
 }
 
 
-@pytest.mark.package_models
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_model_files_are_recorded_as_failed_trials(root, utk_dir, name):
     code, message = BROKEN[name]
-    helpers.write_model(name, code)
-    try:
-        assert run(root, utk_dir, "-c", f"age-regression_utkface_mae_{name}", "-t", "1", "-a", "2") == 1
-    finally:
-        helpers.remove_model(name)
+    helpers.write_model(root, name, code)
+    assert run(root, utk_dir, "-c", f"age-regression_utkface_mae_{name}", "-t", "1", "-a", "2") == 1
     trials = api.trials(db=root / "db" / "ab.nn.db")
     assert len(trials) >= 1 and set(trials.status) == {"failed"}
     assert message in trials.error.iloc[0]
 
 
-@pytest.mark.package_models
 def test_a_loss_that_goes_nan_stops_the_trial_as_diverged(root, utk_dir):
     nan_model = helpers.TINY_MODEL.replace(
         "            loss.backward()\n            self.optimizer.step()\n",
         "            loss.backward()\n            self.optimizer.step()\n"
         "        with torch.no_grad():\n            self.linear.weight.fill_(float('nan'))\n"
         "        return float('nan')\n")
-    helpers.write_model("GoesNan", nan_model)
-    try:
-        assert run(root, utk_dir, "-c", "age-regression_utkface_mae_GoesNan", "-t", "1", "-e", "4") == 0
-    finally:
-        helpers.remove_model("GoesNan")
+    helpers.write_model(root, "GoesNan", nan_model)
+    assert run(root, utk_dir, "-c", "age-regression_utkface_mae_GoesNan", "-t", "1", "-e", "4") == 0
     trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
     assert trial.status == "diverged" and trial.epochs_done == 1
     assert len(api.data(db=root / "db" / "ab.nn.db")) == 1

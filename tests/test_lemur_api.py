@@ -11,6 +11,7 @@ from ab.nn import api, registry, train
 from ab.nn.api import JoinConf
 from ab.nn.stat import versions
 from ab.nn.stat.store import StatStore
+from ab.nn.workspace import Workspace, active
 from tests.test_statistics import swept  # noqa: F401  (fixture: 2 models x 2 trials x 2 epochs)
 from tests.test_sweep_cli import CONFIG
 
@@ -27,7 +28,9 @@ LEMUR_NN_STATS = ["nn_total_params", "nn_trainable_params", "nn_frozen_params", 
 
 @pytest.fixture
 def db(swept):  # noqa: F811
-    return swept / "db" / "ab.nn.db"
+    """The swept workspace's database, with that workspace active: its nn/ folder holds TinyAge."""
+    with active.use(Workspace.resolve(swept)):
+        yield swept / "db" / "ab.nn.db"
 
 
 def test_data_takes_lemurs_positional_order_and_keeps_its_columns(db):

@@ -13,7 +13,7 @@ import pytest
 
 from ab.nn import api
 from ab.nn.stat import json_import, mirror, versions
-from ab.nn.stat.accuracy_scale import LEMUR_MAE_SCALE
+from ab.nn.stat.accuracy_scale import LEMUR_SHIPPED_SCALE, ScaleError
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FIRST_ACCURACY = 0.4473859155493013
@@ -177,15 +177,20 @@ def test_ids_are_lemurs():
     assert lemur_md5("import torch\nclass Net: pass\n") == "f052fa11ad960742c592faf66c76d3d2"
 
 
-def _import(db: Path, tree: Path) -> int:
+def _import(db: Path, tree: Path, lemur_mae_scale: float | None = None):
     """``import-json`` into ``db`` as the command does it: the database made current first."""
     versions.upgrade(f"sqlite:///{db}")
-    return json_import.import_tree(f"sqlite:///{db}", tree, progress=False)
+    return json_import.import_tree(f"sqlite:///{db}", tree, progress=False, lemur_mae_scale=lemur_mae_scale)
 
 
 def test_lemur_json_imports_faithfully(lemur_tree, tmp_path):
     db = tmp_path / "ours.db"
-    assert _import(db, lemur_tree) == 8
+    with pytest.raises(ScaleError, match=r"3 record\(s\) of an MAE metric carry no raw MAE .*the records that carry "
+                                         r"it imply 1 - MAE/15: pass --lemur-mae-scale 20"):
+        _import(db, lemur_tree)
+    assert api.data(db=db).empty  # refused before anything was written
+    summary = _import(db, lemur_tree, LEMUR_SHIPPED_SCALE)
+    assert summary.records == 8 and summary.scales == "1 - MAE/15 for 5 (raw MAE), 1 - MAE/15 for 3 (--lemur-mae-scale)"
     frame = api.data(with_code=True, db=db)
     first = frame[frame.accuracy == FIRST_ACCURACY].iloc[0]
     assert first.id == "1b1cda389eb671e490739ae36d163b2f"  # LEMUR's stat id for LEMUR's own first record
@@ -197,14 +202,14 @@ def test_lemur_json_imports_faithfully(lemur_tree, tmp_path):
                          "transform": "Resize_ColorJit_Flip_Blur"}  # diagnostics are not hyperparameters
     nested = frame[frame.epoch == 3].set_index("prm_id")
     good = nested.loc["61e2505e790ee278b8f8979dd00bad60"]
-    assert good.accuracy_scale == LEMUR_MAE_SCALE and good.mae == pytest.approx((1 - 0.6123) * 15)
+    assert good.accuracy_scale == LEMUR_SHIPPED_SCALE and good.mae == pytest.approx((1 - 0.6123) * 15)
     assert pd.isna(nested.loc["7d9f6e4a3b2c1d0e9f8a7b6c5d4e3f2a"].mae)  # accuracy clipped at 0: MAE unknown
     assert frame.nn_code.isna().all() and frame.nn_id.isna().all()  # LEMUR's JSON has no code
     assert frame.transform_code.isna().all() and frame.metric_code.isna().all()
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from train_stat where train_loss is not null").fetchone()[0] == 8
         assert set(con.execute("select name from metric")) == {("mae",)}
-    assert _import(db, lemur_tree) == 0  # twice adds nothing
+    assert _import(db, lemur_tree, LEMUR_SHIPPED_SCALE).records == 0  # twice adds nothing
 
 
 def test_known_code_is_never_attached_to_lemur_rows(lemur_tree, tmp_path):
@@ -215,7 +220,7 @@ def test_known_code_is_never_attached_to_lemur_rows(lemur_tree, tmp_path):
 
     db = tmp_path / "ours.db"
     helpers.new_store(f"sqlite:///{db}").save_code(registry.MODEL, "MobileAgeNet")
-    _import(db, lemur_tree)
+    _import(db, lemur_tree, LEMUR_SHIPPED_SCALE)
     frame = api.data(nn="MobileAgeNet", with_code=True, db=db)
     assert len(frame) == 7 and frame.nn_code.isna().all()
 
@@ -223,7 +228,7 @@ def test_known_code_is_never_attached_to_lemur_rows(lemur_tree, tmp_path):
 def test_lemur_reads_our_mirror_with_the_same_rows(lemur_tree, code_root, tmp_path):
     original = lemur_json_train_to_db(lemur_tree, code_root, tmp_path / "lemur-original.db")
     db = tmp_path / "ours.db"
-    _import(db, lemur_tree)
+    _import(db, lemur_tree, LEMUR_SHIPPED_SCALE)
     ours = tmp_path / "mirror" / "stat" / "train"
     mirror.export_tree(f"sqlite:///{db}", ours)
     again = lemur_json_train_to_db(ours, code_root, tmp_path / "lemur-again.db")
@@ -252,8 +257,8 @@ def test_our_mirror_carries_the_code_of_each_row(tmp_path, root, utk_dir, tiny_m
 
     config = f"age-regression_utkface_mae_{tiny_model}"
     assert run(root, utk_dir, "-c", config, "-t", "1", "--max-samples", "16") == 0
-    trained_code = registry.source(registry.MODEL, tiny_model)
-    path = registry.path(registry.MODEL, tiny_model)
+    path = root / "nn" / f"{tiny_model}.py"
+    trained_code = path.read_text()
     path.write_text(trained_code + "\n# changed after training\n")
     ws_db = root / "db" / "ab.nn.db"
     folder = tmp_path / "exported" / "stat" / "train"

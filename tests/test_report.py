@@ -3,11 +3,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ab.nn import ablations, api, train
+from ab.nn import api, train
 from ab.nn.deploy import __main__ as deploy_cli
 from ab.nn.deploy.report import deployment_table
 from ab.nn.report import __main__ as report_cli
 from ab.nn.report.plots import best_so_far, pareto_front
+from tests.helpers import experiment
 from tests.test_sweep_cli import CONFIG, run
 
 pytestmark = pytest.mark.slow
@@ -26,16 +27,23 @@ def test_report_has_tables_and_plots(root, utk_dir, tiny_model):
     folder = root / "report"
     text = (folder / "README.md").read_text()
     assert "| model | trials |" in text and "MobileAgeNet" in text and tiny_model in text
-    for name in ("predicted_vs_true.png", "mae_by_age_group.png", "mae_vs_latency.png",
-                 f"history_{CONFIG}.png"):
+    for name in ("predicted_vs_true.png", "mae_by_age_group.png", "bias_by_age.png", "minors.png",
+                 "mae_by_gender_race.png", "mae_vs_latency.png", f"history_{CONFIG}.png"):
         assert f"]({name})" in text
         with Image.open(folder / name) as image:
             assert image.size[0] > 300
     table = next(chunk for chunk in text.split("\n\n") if chunk.startswith("| model |"))
     assert "3.218" in table  # MobileAgeNet's parameters (millions)
+    key = api.trials(db=root / "db" / "ab.nn.db").data_key.iloc[0]
+    for caption in ("Summary.", "By race.", "By gender.", "Minors and adults at three ages."):
+        assert f"{caption} Data key `{key}`, test part" in text  # every group table names its data key
+    header, _, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines())
+    tiny = next(row for row in rows if tiny_model in row[0])
+    assert tiny[header.index("params (M)")] != "-"  # built from the nn/ folder of the report's --root
 
 
 def test_ablation_commands_and_table(root, utk_dir):
+    ablations = experiment("ablations")
     commands = [ablations.command(v, 1, 32, []) for v in ablations.VARIANTS]
     assert len(commands) == 5 and len({tuple(c) for c in commands}) == 5
     reference = commands[0][3:]  # what follows python -m ab.nn.train

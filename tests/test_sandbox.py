@@ -4,8 +4,7 @@ Each hostile case is a real sandboxed probe of a model file, or, for what happen
 sandboxed run of a small script (tests/sandboxed_script.py). Each must end as a clear failure within
 its limit, and the file system outside the scratch folder must be byte-identical afterwards: the
 ``guard`` fixture hashes the project tree, a canary folder outside and a canary in the home folder
-before and after every test. The tests share the package-models group: no other test adds or removes
-a model file in the project while its tree is hashed.
+before and after every test (no test writes into the project: test models go into a workspace).
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ from ab.nn.sandbox import protocol
 from ab.nn.sandbox.bwrap import project_root
 from ab.nn.sandbox.limits import MiB
 
-pytestmark = pytest.mark.package_models
 PROJECT = project_root()
 NOT_HASHED = {"__pycache__", ".pytest_cache", ".git", ".venv", ".venv-litert-torch", "db", "data", "out", "stat",
               "cache", "report"}

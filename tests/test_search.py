@@ -1,13 +1,13 @@
 """How a sweep searches and what Optuna (and the dashboard) see: pruning, two objectives, a latency
 constraint, metric names, learning curves, user attributes, states that say what happened, and
 switches sampled as categoricals."""
-import sys
 
 import optuna
 import pytest
 
 from ab.nn import api, train
 from ab.nn.sweep.search import Search, SearchError
+from tests import helpers
 from tests.test_sweep_cli import CONFIG, run
 
 FIXED = '{"lr": 0.01, "momentum": 0.9}'
@@ -60,10 +60,11 @@ def test_a_trial_below_the_floor_is_stopped_from_epoch_2_even_without_a_pruner(r
 
 
 def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "raise")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "2") == 0
-    monkeypatch.setenv("MISBEHAVE_HOW", "hopeless")
-    sys.modules.pop("ab.nn.nn.Misbehaves")  # it reads $MISBEHAVE_HOW when imported
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "hopeless")
+    # it reads $AB_NN_FAULT_MISBEHAVE when imported; a changed workspace file is imported afresh
+    helpers.write_model(root, "Misbehaves", helpers.MISBEHAVING + "\n# hopeless\n")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "-1", "-e", "2") == 0
     trials, study = _study(root)
     assert study.metric_names == ["val MAE (years)"] and study.direction.name == "MINIMIZE"

@@ -9,6 +9,7 @@ import pytest
 from ab.nn import api, train
 from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli
+from ab.nn.stat import filters
 from ab.nn.stat.store import StatStore
 from tests.test_sweep_cli import CONFIG, run
 
@@ -32,8 +33,11 @@ def test_lemur_json_round_trip(swept, tmp_path):
     assert len(original) == 8
     copy = tmp_path / "copy.db"
     assert stat_cli.cli(["import-json", "--db", f"sqlite:///{copy}", "--dir", str(swept / "stat" / "train")]) == 0
-    pd.testing.assert_frame_equal(_comparable(api.data(db=copy)), _comparable(original))
-    local = ["prm", "lease_id"]  # a lease belongs to the database it was taken in
+    optuna_ids = ["number", "optuna_trial_id"]  # given by the reconciler when it adds the trials to their study
+    pd.testing.assert_frame_equal(_comparable(api.data(db=copy)).drop(columns=optuna_ids, errors="ignore"),
+                                  _comparable(original).drop(columns=optuna_ids, errors="ignore"))
+    local = ["prm", "lease_id", *optuna_ids]  # a lease belongs to the database it was taken in
+    assert api.trials(db=copy)[["number", "optuna_trial_id"]].isna().all().all()
     pd.testing.assert_frame_equal(api.trials(db=copy).drop(columns=local), trials.drop(columns=local))
     assert list(api.trials(db=copy).prm) == list(trials.prm)
     pd.testing.assert_frame_equal(api.metrics(db=copy), metrics)
@@ -86,8 +90,12 @@ def test_lemur_own_json_imports(tmp_path):
         {"accuracy": 0.76, "batch": 64, "dropout": 0.18, "lr": 0.0014, "momentum": 0.9, "transform": "norm_224",
          "uid": "abc", "duration": 123456789, "train_loss": 4.1, "cpu_type": "x"}]))
     target = tmp_path / "lemur.db"
-    assert stat_cli.cli(["import-json", "--db", f"sqlite:///{target}", "--dir", str(folder.parent)]) == 0
+    with pytest.raises(SystemExit, match="2"):  # an MAE record without its raw MAE: the scale must be given
+        stat_cli.cli(["import-json", "--db", f"sqlite:///{target}", "--dir", str(folder.parent)])
+    assert stat_cli.cli(["import-json", "--db", f"sqlite:///{target}", "--dir", str(folder.parent),
+                         "--lemur-mae-scale", "20"]) == 0
     row = api.data(db=target, with_code=True).iloc[0]
+    assert row.accuracy_scale == 20 and row.mae == pytest.approx(0.24 * 20)
     assert (row.nn, row.epoch, row.accuracy, row.duration, row.prm_id) == ("MobileAgeNet", 5, 0.76, 123456789, "abc")
     assert row.prm == {"batch": 64, "dropout": 0.18, "lr": 0.0014, "momentum": 0.9, "transform": "norm_224"}
     assert pd.isna(row.status)
@@ -113,10 +121,30 @@ def test_query_filters_and_types(swept):
     ranked = api.ranked_trials(config=CONFIG, db=path)
     assert len(ranked) == 2 and ranked.eval_accuracy.is_monotonic_decreasing
     assert ranked.eval_accuracy.iloc[0] == api.trials(config=CONFIG, db=path).eval_accuracy.max()
-    assert api.ranked_trials(config="age-regression_utkface_mae_Nothing", db=path).empty
+    with pytest.raises(filters.UnknownValue, match="config='age-regression_utkface_mae_Nothing' names nothing"):
+        api.ranked_trials(config="age-regression_utkface_mae_Nothing", db=path)
+    _filters_name_what_exists(path)
     first, second = api.data(db=path), api.data(db=path)
     first.loc[0, "accuracy"] = -1
     assert second.loc[0, "accuracy"] != -1  # a fresh frame every call
+
+
+def _filters_name_what_exists(path):
+    """A filter naming nothing is an error with a hint; one naming a known model with no trials is empty."""
+    refused = {
+        lambda: api.data(nn="MobileAgNet", db=path): "nn='MobileAgNet' names nothing .*did you mean 'MobileAgeNet'",
+        lambda: api.data(task="age_regression", db=path): "did you mean 'age-regression'",
+        lambda: api.trials(config=CONFIG + "x", db=path): f"did you mean '{CONFIG}'",
+        lambda: api.ranked_trials(config="MobileAgeNet", db=path): f"configs are task_dataset_metric_nn, e.g. '{CONFIG}'",
+        lambda: api.metrics(name="MAE", db=path): "name='MAE' names nothing",
+        lambda: api.latency(nn=["TinyAge", "TinyAg3"], db=path): "nn='TinyAg3'",
+    }
+    for call, message in refused.items():
+        with pytest.raises(filters.UnknownValue, match=message):
+            call()
+    assert api.trials(config="age-regression_utkface_mae_ResNet18", db=path).empty  # a model file, not yet trained
+    assert api.data(nn="b7c0f3a1e9d2", db=path).empty  # LEMUR's answer for a new model (NN-GPT asks this)
+    assert not api.metrics(name="mae", split="eval", db=path).empty
 
 
 def test_store_and_api_agree_on_the_best_trial_and_skip_diverged_ones(swept):

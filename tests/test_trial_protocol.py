@@ -59,6 +59,11 @@ def test_every_method_takes_what_the_trial_sends():
     validate({"export_id": 3, "runtime": "onnxruntime", "status": "ok", "threads": 1, "median_ms": 0.4},
              METHODS["add_latency"])
     validate({"type": "call", "id": "x", "method": "phase", "args": {"phase": "learn", "epoch": 1}}, FROM_CHILD)
+    validate({"images": [LABELS]}, METHODS["record_attributes"])
+
+
+LABELS = {"image_id": "ab" * 32, "age": 30.0, "gender": "female", "race": "unknown", "age_from": "file name",
+          "gender_from": "file name", "race_from": "file name has no race"}
 
 
 @pytest.mark.parametrize("method, args, why", [
@@ -77,6 +82,8 @@ def test_every_method_takes_what_the_trial_sends():
     ("record_predictions", {"split": "test", "ages": [1.0] * (MAX_IMAGES + 1), "predicted": [], "image_ids": None},
      "items, allowed 0 to"),
     ("prepare_images", {"size": 4096}, "outside"),
+    ("record_attributes", {"images": [{**LABELS, "gender": "robot"}]}, "is not one of"),
+    ("record_attributes", {"images": [{**LABELS, "image_id": None}]}, "expected string"),
     ("phase", {"phase": "anything", "epoch": 1}, "is not one of"),
 ])
 def test_what_the_runner_refuses(method, args, why):

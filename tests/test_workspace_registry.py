@@ -96,7 +96,7 @@ def _sweep(ws, utk_dir, *args) -> subprocess.CompletedProcess:
                            *SWEEP, *args], capture_output=True, text=True, timeout=900)
 
 
-def test_in_process_trials_are_for_the_package_models_only(ws, utk_dir, capsys):
+def test_in_process_trials_are_for_the_package_models_only_unless_unsafe(ws, utk_dir, capsys):
     with pytest.raises(SystemExit) as refused:
         train.cli(["--root", str(ws.root), "--data-dir", str(utk_dir), "-c", "age-regression_utkface_mae_WsTiny",
                    "--in-process", *SWEEP])
@@ -104,6 +104,9 @@ def test_in_process_trials_are_for_the_package_models_only(ws, utk_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--in-process runs the package's own models only: WsTiny is workspace code" in err
     assert not ws.db_path.exists() or api.trials(db=ws.db_path).empty
+    assert train.cli(["--root", str(ws.root), "--data-dir", str(utk_dir), "-c", "age-regression_utkface_mae_WsTiny",
+                      "--in-process", "--unsafe", *SWEEP, "-t", "1", "--export", "none"]) == 0  # the caller's choice
+    assert list(api.trials(db=ws.db_path).sandbox) == ["none: --in-process --unsafe"]
 
 
 def test_a_workspace_model_that_exits_when_imported_fails_its_trial_not_the_runner(ws, utk_dir):

@@ -98,12 +98,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
     p.add_argument("--in-process", action="store_true",
-                   help="run trials in the runner's own process (debugging; the package's models only); by default "
-                        "each trial runs in a child process (a sandbox for workspace models), so a crash or a limit "
-                        "ends the trial, not the sweep")
+                   help="run trials in the runner's own process (debugging; the package's models only, workspace "
+                        "models too with --unsafe); by default each trial runs in a child process (a sandbox for "
+                        "workspace models), so a crash or a limit ends the trial, not the sweep")
     p.add_argument("--unsafe", action="store_true",
-                   help="where this machine has no sandbox (bubblewrap), run workspace model code without one, with "
-                        "this process's rights (recorded on each trial); by default such models are refused")
+                   help="run workspace model code without the sandbox, with this process's rights, where this "
+                        "machine has no sandbox (bubblewrap) and with --in-process (recorded on each trial); by "
+                        "default such models are refused")
     p.add_argument("--trial-timeout-minutes", type=float, default=None,
                    help="wall-clock limit of a trial (export included); a trial over it is killed, recorded failed")
     p.add_argument("--trial-memory-gb", type=float, default=None,
@@ -151,6 +152,11 @@ def parser() -> argparse.ArgumentParser:
                         "(multiply-adds: the proxy when --export none) for a two-objective study")
     p.add_argument("--max-latency-ms", type=float, default=None,
                    help="latency constraint (ms, batch 1, 1 thread) with the single accuracy objective")
+    p.add_argument("--max-group-gap", type=float, default=None, metavar="YEARS",
+                   help="constraint on the gap between the best and the worst group (--group-gap-by) of a trial's "
+                        "validation part: age-standardised MAE for race and gender, MAE for age groups")
+    p.add_argument("--group-gap-by", default="race", metavar="GROUPS",
+                   help="the groups of --max-group-gap: race, gender, age_group, or a combination (race,gender)")
     return p
 
 
@@ -195,7 +201,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,
                         search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup,
-                                            args.pruner_floor),
+                                            args.pruner_floor, args.max_group_gap, args.group_gap_by),
                         isolate=not args.in_process, unsafe=args.unsafe,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)

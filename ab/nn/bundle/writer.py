@@ -34,7 +34,7 @@ def _onnx_for(model, work: Path) -> Path | None:
     if "torch" not in model.files:
         return None
     from ab.nn.deploy.onnx_export import export_onnx
-    from ab.nn.util import checkpoint
+    from ab.nn import checkpoint
 
     net, meta = checkpoint.load(model.files["torch"])
     info = model.info

@@ -1,4 +1,5 @@
-"""Dataset implementations behind the LEMUR loaders: file formats, labels, splits, caching, download."""
+"""Dataset implementations behind the LEMUR loaders: file formats, labels, splits, caching, download;
+and a trial's data loaded through those loaders (``trial_data``)."""
 
 
 class DataError(Exception):

@@ -17,12 +17,13 @@ class CachedImages(Dataset):
     """
 
     def __init__(self, cache: ImageCache, rows: np.ndarray, ages: np.ndarray, transform, names: list[str],
-                 image_ids: list[str] | None = None):
+                 image_ids: list[str] | None = None, attributes: list | None = None):
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         self.ages = np.asarray(ages, dtype=np.float32)
         self.names = names
         self.image_ids = image_ids  # content ids (ab.nn.dataset.identity), for per-image predictions
+        self.attributes = attributes  # gender and race labels of each image (ab.nn.dataset.utkface.attributes)
         self.transform = transform
         self.tensor_input = getattr(transform, "image_size", None) is not None
         self._images = None

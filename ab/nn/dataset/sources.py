@@ -13,7 +13,7 @@ from collections import Counter
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol
 
 from ab.nn.dataset.decode import open_image
 
@@ -28,6 +28,7 @@ class Entry:
     key: str
     age: int | None = None
     box: tuple[int, int, int, int] | None = None  # crop (left, top, right, bottom) before resizing
+    columns: tuple[tuple[str, object], ...] | None = None  # a table row's label columns besides the age
 
 
 def is_image_name(name: str) -> bool:
@@ -152,10 +153,12 @@ class ArchiveSource(ImageSource):
 @dataclass
 class ParquetSource(ImageSource):
     """Hugging Face's parquet layout (``nu-delta/utkface``): an image column of encoded bytes and
-    an ``age`` column, in one or more ``*.parquet`` files read in sorted order."""
+    an ``age`` column, in one or more ``*.parquet`` files read in sorted order. The label columns of
+    ``LABEL_COLUMNS`` that a file has ride along on each entry (``Entry.columns``)."""
 
     files: tuple[Path, ...]
     kind = "parquet"
+    LABEL_COLUMNS = ("gender", "sex", "race", "ethnicity")
 
     @property
     def location(self) -> Path:
@@ -183,10 +186,13 @@ class ParquetSource(ImageSource):
         out = []
         for path in self.files:
             _, age = self._columns(path)
-            ages = pq.read_table(path, columns=[age]).column(age).to_pylist()
-            for row, value in enumerate(ages):
+            labels = [c for c in self.LABEL_COLUMNS if c in pq.ParquetFile(path).schema_arrow.names]
+            table = pq.read_table(path, columns=[age, *labels])
+            values = {c: table.column(c).to_pylist() for c in labels}
+            for row, value in enumerate(table.column(age).to_pylist()):
                 out.append(Entry(name=f"{path.stem}#{row}", key=f"{path.name}#{row}",
-                                 age=None if value is None else int(value)))
+                                 age=None if value is None else int(value),
+                                 columns=tuple((c, values[c][row]) for c in labels)))
         return out
 
     def fingerprint(self) -> str:
@@ -233,25 +239,35 @@ class NoFaceFound(ValueError):
     """The face detector found no face where an in-the-wild image's landmarks put one."""
 
 
+class Alignment(Protocol):
+    """How ``--align`` turns an in-the-wild photo into an aligned crop: built above this package, by
+    whoever knows the template (``ab.nn.face.aligner.TemplateAlignment``), and handed in, so that
+    datasets never import the face code. ``recipe()`` raises ``OSError`` (no template), ``ValueError``
+    (not a template) or ``RuntimeError`` (no detector) when nothing can be aligned."""
+
+    def recipe(self) -> str:
+        """What decides the aligned pixels besides the photo (the template's and detector's digests)."""
+
+    def aligner(self):
+        """This thread's aligner: ``aligner.detector(image)`` lists faces (each with a ``box``),
+        ``aligner.align(image, face).crop`` is the aligned crop (a PIL image)."""
+
+
 @dataclass
 class WildSource(ImageSource):
     """UTKFace's in-the-wild images (``part1/``, ``part2/``, ``part3/`` of ``*.jpg``) with their
     landmark lists (``*landmark*.txt``: a file name, then x y pairs): each image is cropped to
     ``landmark_box`` (40 % margin) before resizing. Images without landmarks are skipped.
 
-    With ``template`` (an alignment template file, see ``ab.nn.face.template``), each image is
-    instead detected and aligned exactly as ``python -m ab.nn.predict`` does at inference: the
-    detected face nearest the landmarks' box is warped onto the template into a 200x200 crop
-    (UTKFace's aligned & cropped geometry), then resized; an image whose landmark box holds no
-    detected face is skipped as undecodable."""
+    With an ``alignment`` (``Alignment``), each image is instead detected and aligned exactly as
+    ``python -m ab.nn.predict`` does at inference: the detected face nearest the landmarks' box is
+    warped onto the template into a 200x200 crop (UTKFace's aligned & cropped geometry), then
+    resized; an image whose landmark box holds no detected face is skipped as undecodable."""
 
     location: Path
     margin: float = WILD_MARGIN
-    template: Path | None = None
+    alignment: Alignment | None = None
     kind = "in-the-wild"
-
-    def __post_init__(self):
-        self._aligners = None
 
     def parts(self) -> list[Path]:
         return [self.location / p for p in WILD_PARTS if (self.location / p).is_dir()]
@@ -292,47 +308,25 @@ class WildSource(ImageSource):
         return sorted(out, key=lambda e: (e.name, e.key))
 
     def recipe(self) -> str | None:
-        """Aligned pixels depend on the template and on the detector's landmarks: both files' SHA-256."""
-        if self.template is None:
-            return None
-        from ab.nn.face.detect import model_file
-        from ab.nn.face.template import Template
-
-        detector = model_file(Template.load(Path(self.template)).detector.removeprefix("blazeface-"))
-        return (f"aligned onto template {hashlib.sha256(Path(self.template).read_bytes()).hexdigest()} "
-                f"with detector {hashlib.sha256(detector.read_bytes()).hexdigest()}")
+        """Aligned pixels depend on the template and on the detector's landmarks (``Alignment.recipe``)."""
+        return None if self.alignment is None else self.alignment.recipe()
 
     def fingerprint(self) -> str:
         files = [p for part in self.parts() for p in sorted(part.iterdir()) if p.is_file()]
-        aligned = [] if self.template is None else [self.recipe()]
+        aligned = [] if self.alignment is None else [self.recipe()]
         return _digest(["wild", str(self.margin)] + aligned + [f"{p.parent.name}/{_file_signature(p)}"
                                                                for p in files + self.landmark_files()])
 
     def read(self, entries):
         return _read_files(self.location, entries)
 
-    def _aligner(self):
-        """A detector per thread (a LiteRT interpreter is not thread-safe), one template for all."""
-        import threading
-
-        from ab.nn.face.aligner import FaceAligner
-        from ab.nn.face.detect import FaceDetector
-        from ab.nn.face.template import Template
-
-        if self._aligners is None:
-            self._aligners = (threading.local(), Template.load(Path(self.template)))
-        local, template = self._aligners
-        if not hasattr(local, "aligner"):
-            local.aligner = FaceAligner(FaceDetector(template.detector.removeprefix("blazeface-")), template)
-        return local.aligner
-
     def decode(self, data: bytes, size: int, entry: Entry):
-        if self.template is None:
+        if self.alignment is None:
             return super().decode(data, size, entry)
         import numpy as np
         from PIL import Image
 
-        aligner = self._aligner()
+        aligner = self.alignment.aligner()
         image = open_image(data)
         left, top, right, bottom = entry.box
         inside = []

@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ab.nn import api
+from ab.nn import checkpoint
 from ab.nn.config import Config
+from ab.nn.dataset import trial_data
 from ab.nn.dataset.identity import DataMismatch
+from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
 from ab.nn.deploy.pipeline import FORMATS, TFLITE, Deployment, ExportOptions, NetSource, metadata_for, parse_formats
 from ab.nn.deploy.report import best_trial
+from ab.nn.stat import frames
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import data as trial_data
-from ab.nn.sweep.data import DataSpec
-from ab.nn.util import checkpoint
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
 
@@ -62,7 +62,7 @@ def cli(argv=None) -> int:
         if args.best:
             trial = best_trial(args.best, ws.db_url)
         else:
-            trial = api.trial(args.trial, db=ws.db_url)
+            trial = frames.trial(args.trial, db=ws.db_url)
         with workspace.active.use(ws):  # a model file of that workspace's nn/ folder is found too
             deploy(trial, ws, options)
     except (LookupError, FileNotFoundError, ValueError, DataMismatch) as error:

@@ -18,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 from torch.utils.data import DataLoader
 
-from ab.nn import __version__, registry
+from ab.nn import __version__, checkpoint, registry
 from ab.nn.config import Config
+from ab.nn.dataset.trial_data import DataSpec, TrialData
 from ab.nn.deploy import converters, worker
 from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
@@ -28,8 +29,7 @@ from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.stat import ranking
 from ab.nn.stat.schema import COMPLETE, STOPPED
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep.data import DataSpec, TrialData
-from ab.nn.util import checkpoint, system
+from ab.nn.util import system
 from ab.nn.util.digest import sha256_of
 
 TFLITE = "tflite-"
@@ -357,7 +357,7 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
 def metadata_for(config: Config, trial_id: int, in_shape, data: TrialData, model,
                  template_path: Path | None = None) -> dict:
     """ONNX metadata properties (strings): what a consumer needs to feed and read the model, the same
-    keys as ``meta.json``'s ``preprocessing`` (``ab.nn.util.checkpoint.preprocessing``)."""
+    keys as ``meta.json``'s ``preprocessing`` (``ab.nn.checkpoint.preprocessing``)."""
     pre = checkpoint.preprocessing(model, data, in_shape, template_path)
     meta = {"model": config.nn, "config": config.name, "trial_id": trial_id,
             "input_name": "input", "output_name": "age", "input_shape": "x".join(map(str, in_shape)),

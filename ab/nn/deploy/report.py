@@ -12,15 +12,15 @@ import sys
 
 import pandas as pd
 
-from ab.nn import api
 from ab.nn.deploy.converters import CONVERTERS, family
 from ab.nn.deploy.tflite_convert import PRECISIONS
+from ab.nn.stat import frames, ranking
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 
 
 def best_trial(config: str, db) -> pd.Series:
-    trials = api.ranked_trials(config=config, db=db)
+    trials = ranking.ranked_trials(config=config, db=db)
     if trials.empty:
         raise LookupError(f"no trained trial of {config} in {db} (ab.nn.api.trials(config=...) lists its trials)")
     return trials.iloc[0].to_dict()
@@ -30,7 +30,7 @@ _RANK = {name: rank for rank, name in enumerate(("pytorch", "onnx", "tflite", *C
 
 
 def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
-    exports = api.exports(trial_id=trial_id, db=db)
+    exports = frames.exports(trial_id=trial_id, db=db)
     if exports.empty:
         raise LookupError(f"trial {trial_id} has no exported artifacts (run with --export)")
     if not history:
@@ -38,7 +38,7 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
         exports = exports.sort_values("id").drop_duplicates(["format", "precision", "_converter"], keep="last")
         exports = exports.sort_values(["format", "_converter", "precision"], kind="stable",
                                       key=lambda column: column.map(lambda v: _RANK.get(v, len(_RANK))))
-    timings = api.latency(trial_id=trial_id, status="ok", db=db)
+    timings = frames.latency(trial_id=trial_id, status="ok", db=db)
     rows = []
     for _, e in exports.iterrows():
         row = {"format": e.format, "precision": e.precision, "converter": family(e.converter), "status": e.status,
@@ -68,12 +68,12 @@ def cli(argv=None) -> int:
     if (args.config is None) == (args.trial is None):
         p.error("give -c CONFIG (its best trial) or --trial ID")
     try:
-        trial = best_trial(args.config, db) if args.trial is None else api.trial(args.trial, db=db)
+        trial = best_trial(args.config, db) if args.trial is None else frames.trial(args.trial, db=db)
         trial_id = int(trial["id"])
         frame = deployment_table(trial_id, db, args.history)
     except (LookupError, FileNotFoundError) as error:
         p.exit(1, f"{p.prog}: error: {error}\n")
-    latency = api.latency(trial_id=trial_id, status="ok", db=db)
+    latency = frames.latency(trial_id=trial_id, status="ok", db=db)
     machine = f"{latency.cpu.iloc[0]}, {latency.cpu_count.iloc[0]} cores" if not latency.empty else "-"
     print(f"{trial['config']}, trial {trial_id}, eval MAE {trial['eval_mae']:.3f} ({trial['split']}, data key "
           f"{trial['data_key']}), "

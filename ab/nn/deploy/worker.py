@@ -70,8 +70,8 @@ def _predict(job: dict) -> dict:
     from torch.utils.data import DataLoader
 
     from ab.nn.dataset.identity import DataMismatch
-    from ab.nn.sweep import data as trial_data
-    from ab.nn.sweep.data import DataSpec
+    from ab.nn.dataset import trial_data
+    from ab.nn.dataset.trial_data import DataSpec
 
     runtime = _runtime(job["artifact"], job["threads"])
     data = trial_data.load(DataSpec.from_json(job["data"]))

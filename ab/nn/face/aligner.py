@@ -3,13 +3,16 @@ that puts its eyes, nose and mouth on the template's, into a crop with UTKFace's
 by inference (``ab.nn.predict``) and by the in-the-wild loader, so both see the same crops."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ab.nn.face import align
-from ab.nn.face.detect import Detection, FaceDetector
+from ab.nn.face.detect import Detection, FaceDetector, model_file
 from ab.nn.face.template import Template
+from ab.nn.util.digest import sha256_of
 
 REFINE = True
 
@@ -54,3 +57,30 @@ class FaceAligner:
     def __call__(self, image) -> list[AlignedFace]:
         """Every face in ``image`` (a PIL image), best score first."""
         return [self.align(image, detection) for detection in self.detector(image)]
+
+
+class TemplateAlignment:
+    """Aligning onto the template file at ``path`` from the image cache's decoding threads: one
+    ``FaceAligner`` per thread (a LiteRT interpreter is not thread-safe). What the UTKFace loader and
+    AgeMoE hand to the dataset for ``--align`` (``ab.nn.dataset.sources.Alignment``); nothing is read
+    before the first call."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local, self._lock, self._template = threading.local(), threading.Lock(), None
+
+    def recipe(self) -> str:
+        """The SHA-256 of the template file and of the detector's weights, read now (``TemplateMissing``,
+        ``ValueError`` for a file that is no template, ``DetectorUnavailable``)."""
+        detector = model_file(Template.load(self.path).detector.removeprefix("blazeface-"))
+        return f"aligned onto template {sha256_of(self.path)} with detector {sha256_of(detector)}"
+
+    def aligner(self) -> FaceAligner:
+        """This thread's aligner; the template is read once, by the first."""
+        if not hasattr(self._local, "aligner"):
+            with self._lock:
+                if self._template is None:
+                    self._template = Template.load(self.path)
+            template = self._template
+            self._local.aligner = FaceAligner(FaceDetector(template.detector.removeprefix("blazeface-")), template)
+        return self._local.aligner

@@ -10,6 +10,7 @@ never used for selection. Labels are ages in years, float32, shape (1,). Images 
 """
 from ab.nn import workspace
 from ab.nn.dataset import settings, utkface
+from ab.nn.face.aligner import TemplateAlignment
 from ab.nn.transform._deterministic import eval_transform_for
 
 MINIMUM_ACCURACY = 0.01
@@ -28,7 +29,7 @@ def loader(transform_fn, task):
     norm = utkface.IMAGENET_NORM
     parts = utkface.load(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), transform_fn(norm),
                          eval_transform_for(transform_fn, norm), settings.active.current(),
-                         template=ws.face_template_path)
+                         alignment=TemplateAlignment(ws.face_template_path))
     parts.eval.held_out_test = parts.test
     parts.eval.fingerprint = parts.fingerprint
     parts.eval.digests = parts.digests
@@ -43,5 +44,5 @@ def data_identity(task):
     ws = workspace.active.current()
     current = settings.active.current()
     plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress,
-                        ws.face_template_path)
+                        TemplateAlignment(ws.face_template_path))
     return {"digests": plan.digests, "counts": plan.counts}

@@ -15,12 +15,12 @@ import sys
 
 import pandas as pd
 
-from ab.nn import api
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.moe import mixture
 from ab.nn.moe.experts import ExpertError
-from ab.nn.stat import engine as engines, versions
+from ab.nn.stat import engine as engines, frames, versions
+from ab.nn.stat.comparison import compare
 from ab.nn.stat.schema import Fusion
 from ab.nn.util.markdown import table
 from ab.nn import workspace
@@ -46,7 +46,7 @@ def _paired(mixture_id: int, expert: str, split: str, db) -> str:
     if "#" not in expert or not expert.rsplit("#", 1)[1].isdigit():
         return "no paired test (the expert is not a recorded trial)"
     try:
-        c = api.compare(mixture_id, int(expert.rsplit("#", 1)[1]), split=split, db=db)
+        c = compare(mixture_id, int(expert.rsplit("#", 1)[1]), split=split, db=db)
     except (LookupError, ValueError) as error:
         return f"no paired test ({error})"
     outcome = {"tie": "a tie", "A lower": "significantly lower", "B lower": "significantly higher"}[c.verdict]
@@ -69,7 +69,7 @@ def verdict(metrics: dict, mixture_id: int | None = None, db=None) -> str:
 
 
 def _recorded(trial_id: int | None, ws: Workspace) -> tuple[int, dict]:
-    trials = api.trials(config=mixture.CONFIG.name, db=ws.db_url)
+    trials = frames.trials(config=mixture.CONFIG.name, db=ws.db_url)
     if trials.empty:
         raise LookupError("no AgeMoE mixture recorded yet (python -m ab.nn.moe fit --experts ...)")
     trial_id = int(trials.id.max()) if trial_id is None else trial_id
@@ -82,7 +82,7 @@ def _recorded(trial_id: int | None, ws: Workspace) -> tuple[int, dict]:
         if row is None:
             raise LookupError(f"trial {trial_id} is not an AgeMoE mixture")
         experts_only = json.loads(row.settings)["expert_metrics"]
-    own = api.metrics(trial_id=trial_id, db=ws.db_url)
+    own = frames.metrics(trial_id=trial_id, db=ws.db_url)
     for split, frame in own.groupby("split"):
         experts_only.setdefault(split, {})["AgeMoE"] = dict(zip(frame.name, frame.value))
     return trial_id, experts_only

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ab.nn import api
+from ab.nn import checkpoint
 from ab.nn.config import Config
-from ab.nn.dataset import utkface
+from ab.nn.dataset import trial_data, utkface
 from ab.nn.dataset.identity import DataIdentity
-from ab.nn.sweep import data as trial_data
+from ab.nn.face.aligner import TemplateAlignment
+from ab.nn.stat import frames, ranking
 from ab.nn.transform._pipeline import ImagePipeline
-from ab.nn.util import checkpoint
 from ab.nn.workspace import Workspace
 
 SPLITS = ("eval", "test")
@@ -121,7 +121,7 @@ class TrialExpert(Expert):
         self.trial = trial
         self.folder = checkpoint.folder_of(workspace, trial)
         self.name = f"{Config.parse(trial['config']).nn}#{int(trial['id'])}"
-        self.stored = api.predictions(trial_id=int(trial["id"]), db=workspace.db_url)
+        self.stored = frames.predictions(trial_id=int(trial["id"]), db=workspace.db_url)
         if self.stored.empty and not (self.folder / checkpoint.WEIGHTS).exists():
             raise ExpertError(f"trial {int(trial['id'])} ({trial['config']}) has neither stored predictions nor a "
                               f"checkpoint in {self.folder}; train with --save_pth_weights")
@@ -183,7 +183,7 @@ class OnnxExpert(Expert):
 
         pipeline = ImagePipeline(utkface.IMAGENET_NORM, self.spec.input_size)
         parts = utkface.load(workspace.dataset_dir(utkface.NAME), workspace.cache_dir(utkface.NAME), pipeline,
-                             pipeline, identity.settings, template=workspace.face_template_path)
+                             pipeline, identity.settings, alignment=TemplateAlignment(workspace.face_template_path))
         if dict(parts.digests) != dict(identity.digests or parts.digests):
             raise ExpertError(f"expert {self.name}: the images changed while the mixture was being fitted")
         session = OnnxRuntime(self.path, threads=torch.get_num_threads()).session
@@ -205,11 +205,11 @@ def resolve(reference: str, workspace: Workspace, data_key: str) -> Expert:
     kind, _, rest = reference.partition(":")
     if kind == "trial" and rest.isdigit():
         try:
-            return TrialExpert(api.trial(int(rest), db=workspace.db_url), workspace)
+            return TrialExpert(frames.trial(int(rest), db=workspace.db_url), workspace)
         except LookupError as error:
             raise ExpertError(str(error)) from None
     if kind == "best" and rest:
-        for row in api.ranked_trials(config=rest, data_key=data_key, db=workspace.db_url).to_dict("records"):
+        for row in ranking.ranked_trials(config=rest, data_key=data_key, db=workspace.db_url).to_dict("records"):
             try:
                 return TrialExpert(row, workspace)
             except ExpertError:

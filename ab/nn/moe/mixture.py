@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
+from ab.nn.dataset import trial_data
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.moe import fusion as fusion_module
 from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
@@ -26,7 +27,6 @@ from ab.nn.stat import mirror
 from ab.nn.stat.schema import COMPLETE, FAILED, Fusion
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
-from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.trial import describe_error
 from ab.nn.util import system
 from ab.nn.util.digest import sha256_of

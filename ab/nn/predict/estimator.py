@@ -56,7 +56,7 @@ def _age_runtime(model: ResolvedModel, runtime: str, threads: int):
         return LiteRtRuntime(path, threads)
     import torch
 
-    from ab.nn.util import checkpoint
+    from ab.nn import checkpoint
 
     torch.set_num_threads(threads)
     net, _ = checkpoint.load(path)

@@ -49,7 +49,7 @@ class ResolvedModel:
 
 def trial_folder(trial: dict, workspace) -> Path:
     """The folder of a trial's files, from its database row (``out/<config>/<trial id>/``)."""
-    from ab.nn.util.checkpoint import folder_of
+    from ab.nn.checkpoint import folder_of
 
     return folder_of(workspace, trial)
 
@@ -85,17 +85,17 @@ def _from_bundle(reference: str, folder: Path) -> ResolvedModel:
 
 
 def _trial_row(reference: str, workspace) -> dict:
-    from ab.nn import api
+    from ab.nn.stat import frames, ranking
 
     kind, _, rest = reference.partition(":")
     if kind == "trial":
         if not rest.isdigit():
             raise ModelNotFound(f"{reference}: a trial id is a number (trial:12)")
         try:
-            return api.trial(int(rest), db=workspace.db_url)
+            return frames.trial(int(rest), db=workspace.db_url)
         except LookupError as error:
             raise ModelNotFound(str(error)) from None
-    rows = api.ranked_trials(config=rest, db=workspace.db_url)
+    rows = ranking.ranked_trials(config=rest, db=workspace.db_url)
     for row in rows.to_dict("records"):
         if _trial_files(trial_folder(row, workspace)):
             return row

@@ -1,9 +1,13 @@
 """``python -m ab.nn.report``: write a report folder from the statistics database.
 
   report/README.md            the comparison table (best trial per config, chosen on validation),
-                              the AgeMoE mixtures, and links to the plots
-  report/predicted_vs_true.png  best trial per model (needs its checkpoint: --save_pth_weights)
-  report/mae_by_age_group.png   test MAE per CAF age group, per model and per mixture
+                              the AgeMoE mixtures, who the models fail (by gender, race and age, minors'
+                              false-adult rates), and links to the plots
+  report/predicted_vs_true.png  density of test predictions per model, the 18-year lines marked
+  report/mae_by_age_group.png   test MAE per CAF age group, per model and per mixture, with intervals
+  report/bias_by_age.png        test bias (predicted - true) per age group
+  report/mae_by_gender_race.png MAE and age-standardised MAE per gender and per race
+  report/minors.png             minors predicted adult (and adults predicted minor) at 13, 18 and 21
   report/mae_vs_latency.png     every trial with a latency row; the Pareto front marked
   report/history_<config>.png   Optuna's optimisation history of each config
 """
@@ -13,14 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ab.nn import api
 from ab.nn.config import Config
-from ab.nn.report import plots, tables
+from ab.nn.report import groups, plots, tables
+from ab.nn.stat import frames, ranking
 from ab.nn.stat.ranking import PREFERRED_RUNTIMES
+from ab.nn.stat.schema import TRAINED_STATES
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -28,31 +32,10 @@ from ab.nn.workspace import Workspace
 MIXTURE = "AgeMoE"
 
 
-def _predictions(best: pd.DataFrame, db) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Stored test predictions of each best trial (true, predicted), by model name."""
-    out = {}
-    for trial in best.itertuples():
-        rows = api.predictions(trial_id=int(trial.id), split="test", db=db)
-        if not rows.empty:
-            out[Config.parse(trial.config).nn] = (rows.age.to_numpy(), rows.predicted.to_numpy())
-    return out
-
-
-def _group_rows(best: pd.DataFrame, mixtures: pd.DataFrame, db) -> pd.DataFrame:
-    frames = []
-    ids = list(best.id) + ([int(mixtures.id.max())] if not mixtures.empty else [])
-    for trial_id in ids:
-        groups = api.age_groups(trial_id=trial_id, split="test", db=db)
-        if not groups.empty:
-            groups["label"] = Config.parse(groups.config.iloc[0]).nn
-            frames.append(groups)
-    return pd.concat(frames) if frames else pd.DataFrame()
-
-
 def _latency_points(trials: pd.DataFrame, db) -> tuple[pd.DataFrame, str]:
     """Every trial's fp32 batch-1 latency at 1 thread in one runtime (the one most trials were timed in,
     so that the points compare), its latest measurement; and that runtime's name."""
-    latency = api.latency(threads=1, status="ok", db=db)
+    latency = frames.latency(threads=1, status="ok", db=db)
     if trials.empty or latency.empty:
         return pd.DataFrame(), ""
     latency = latency[(latency.precision == "fp32") & latency.trial_id.isin(trials.id)]
@@ -78,7 +61,7 @@ def describe_data(trials: pd.DataFrame) -> str:
 
 def _keys(trained: pd.DataFrame) -> list[str]:
     """Data keys with trained trials: the default ones first, then by number of trials."""
-    defaults = set(api.default_data_keys(trained).values())
+    defaults = set(ranking.default_data_keys(trained).values())
     counts = trained.data_key.value_counts()
     return sorted(counts.index, key=lambda k: (k not in defaults, -counts[k], k))
 
@@ -86,7 +69,7 @@ def _keys(trained: pd.DataFrame) -> list[str]:
 def write(ws: Workspace, out: Path) -> Path:
     db = ws.db_url
     out.mkdir(parents=True, exist_ok=True)
-    trained = api.trials(status=api.TRAINED, db=db)
+    trained = frames.trials(status=TRAINED_STATES, db=db)
     models = trained[~trained.config.str.endswith(f"_{MIXTURE}")] if not trained.empty else trained
     lines = ["# Report", "", f"Database: `{db}`. Results are compared only on the same data (one section per data "
              f"key). Best trial per config, chosen on validation MAE; its test MAE is shown with its 95 % bootstrap "
@@ -110,23 +93,56 @@ def write(ws: Workspace, out: Path) -> Path:
                 "95% CI": [tables._interval(lo, hi) for lo, hi in zip(mixtures.test_mae_low, mixtures.test_mae_high)]})),
                 ""]
         if index == 0:
-            figures = _figures(ws, out, key, of_key, mixtures)
+            collected = groups.collect(db, key, mixtures)
+            lines += _who_fails(key, collected)
+            figures = _figures(ws, out, key, of_key, collected)
     lines += ["## Plots (main data)", ""] + [f"![{f.stem}]({f.name})" for f in figures]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     return out / "README.md"
 
 
-def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, mixtures: pd.DataFrame) -> list[Path]:
+def _who_fails(key: str, collected: groups.Collected) -> list[str]:
+    """The report's tables of group numbers, each under a line naming its data key."""
+    lines = ["### Who the models fail", "",
+             "Best trial per model with its training-seed replicas (intervals over images and seeds), and the "
+             "latest AgeMoE mixture. *Age-std.*: each group's MAE reweighted to the test part's age distribution, "
+             "so that a gap is not just a difference in ages; a gap is the worst group minus the best "
+             "(docs/guide/groups.md).", ""]
+    lines += [f"- {note}" for note in collected.notes] + ([""] if collected.notes else [])
+    if not collected.entries:
+        return lines
+    lines += [groups.caption(key, collected, "Summary."), "", table(groups.summary(collected)), ""]
+    for by in ("race", "gender"):
+        frame = groups.by_group(collected, by)
+        if not frame.empty:
+            lines += [groups.caption(key, collected, f"By {by}."), "", table(frame), ""]
+    lines += [groups.caption(key, collected, "Minors and adults at three ages."), "", table(groups.minors(collected)),
+              ""]
+    return lines
+
+
+def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, collected: groups.Collected) -> list[Path]:
     db = ws.db_url
     best = tables.best_trials(db, data_key=key)
     best = best[~best.config.str.endswith(f"_{MIXTURE}")]
     figures = []
-    predictions = _predictions(best, db)
-    if predictions:
-        figures.append(plots.predicted_vs_true(predictions, out / "predicted_vs_true.png"))
-    groups = _group_rows(best, mixtures, db)
-    if not groups.empty:
-        figures.append(plots.mae_by_group(groups, out / "mae_by_age_group.png"))
+    entries = collected.entries
+    if entries:
+        figures.append(plots.predicted_vs_true(entries, out / "predicted_vs_true.png"))
+        figures.append(plots.group_errors(entries, out / "mae_by_age_group.png",
+                                          [("age_group", "mae", "", "test MAE (years)")],
+                                          "MAE per age group (test split), 95 % intervals"))
+        figures.append(plots.group_errors(entries, out / "bias_by_age.png",
+                                          [("age_group", "bias", "", "bias: predicted - true (years)")],
+                                          "Bias per age group (test split), 95 % intervals"))
+        figures.append(plots.minors(entries, out / "minors.png"))
+    if collected.labelled:
+        figures.append(plots.group_errors(collected.labelled, out / "mae_by_gender_race.png", [
+            ("gender", "mae", "MAE by gender", "test MAE (years)"),
+            ("race", "mae", "MAE by race", "test MAE (years)"),
+            ("gender", "std_mae", "age-standardised MAE by gender", "age-standardised MAE (years)"),
+            ("race", "std_mae", "age-standardised MAE by race", "age-standardised MAE (years)")],
+            "Who the models fail: gender and race (test split), 95 % intervals", columns=2))
     models = trials[~trials.config.str.endswith(f"_{MIXTURE}")]  # a mixture is fitted, not an Optuna study
     points, runtime = _latency_points(models, db)
     if not points.empty:
@@ -152,10 +168,11 @@ def cli(argv=None) -> int:
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
-        api.db_url(ws.db_url)
+        frames.db_url(ws.db_url)
     except FileNotFoundError as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
-    print(write(ws, Path(args.out) if args.out else ws.report_dir))
+    with workspace.active.use(ws):  # the model table builds models of that workspace's nn/ folder too
+        print(write(ws, Path(args.out) if args.out else ws.report_dir))
     return 0
 
 

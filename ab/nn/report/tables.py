@@ -7,15 +7,17 @@ import ast
 
 import pandas as pd
 
-from ab.nn import api, registry
+from ab.nn import registry
 from ab.nn.config import Config
+from ab.nn.stat import frames, ranking
+from ab.nn.stat.comparison import compare
 from ab.nn.util.macs import count_macs
 
 
 def best_trials(db, configs=None, data_key=None) -> pd.DataFrame:
     """The best trained trial of every config on its data key (default keys unless ``data_key``),
     chosen by validation accuracy (never by test)."""
-    trials = api.ranked_trials(config=configs, data_key=data_key, db=db)
+    trials = ranking.ranked_trials(config=configs, data_key=data_key, db=db)
     if trials.empty:
         return trials
     return trials.drop_duplicates("config").sort_values("config").reset_index(drop=True)
@@ -63,9 +65,9 @@ def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
     best = best[~best.config.str.endswith("_AgeMoE")] if not best.empty else best
     if best.empty:
         return pd.DataFrame()
-    all_trials = api.trials(config=list(best.config), data_key=data_key, db=db)
-    exports = api.exports(db=db, status="ok")
-    latency = api.latency(db=db)
+    all_trials = frames.trials(config=list(best.config), data_key=data_key, db=db)
+    exports = frames.exports(db=db, status="ok")
+    latency = frames.latency(db=db)
     best = best.sort_values(["eval_mae", "id"]).reset_index(drop=True)
     reference = best.iloc[0]
     reference_ids = replicas_of(reference, all_trials)
@@ -95,7 +97,7 @@ def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
         }
         if trial.id != reference.id:
             try:
-                c = api.compare(ids, reference_ids, split="test", db=db)
+                c = compare(ids, reference_ids, split="test", db=db)
                 row["vs best"] = f"{c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}] p={c.p_value:.2g}"
                 row["verdict"] = "tie" if c.verdict == "tie" else ("worse" if c.difference > 0 else "better")
             except (LookupError, ValueError) as error:

@@ -5,9 +5,11 @@
                 when everything agrees (after repair), 1 when something disagrees that was not repaired
   upgrade       bring the database's schema to this code's revision (a new one gets every table)
   export-json   write stat/train/<config>/<epoch>.json and stat/trial/<config>.json from the database
-  import-json   load such files (or LEMUR's own stat/train tree) into a database
-  copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file),
-                Optuna studies included: --from URL --to URL
+  import-json   load such files (or LEMUR's own stat/train tree) into a database; LEMUR records of the
+                mae metric without a raw MAE need --lemur-mae-scale
+  copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file):
+                --from URL --to URL; Optuna's studies are rebuilt from the copied trials by the
+                reconciler (check --repair, or the next runner start)
   trials        list trials (-c CONFIG, --status S): id, status, epochs, MAE with its interval, data key
   keys          list the data keys each config was judged on, with their split, sizes and trial counts
   replicas      training-seed replicas grouped (-c CONFIG): n, seeds, val/test MAE mean and std, and the
@@ -15,6 +17,11 @@
   replay-pruners  what each --pruner and --pruner-warmup would have done to a finished study (-c CONFIG,
                 --study NAME where the config has several): its learning curves replayed with the sampled
                 points held fixed; trials stopped, minutes saved, and whether the best was still found
+  attributes    store the gender and race labels of the images that trials were judged on and that have
+                none yet (trials recorded before labels were stored), read from the data folder
+  groups        who a trial fails (--trial ID, or replicas ID,ID,ID; --by race|gender|age_group|race,gender;
+                --split test|eval): MAE, bias, CS@5, age-standardised MAE, false-adult and false-minor rates
+                at 13, 18 and 21, each with its 95 % interval, and the gap between groups
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ def cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
-                                       "replay-pruners"))
+                                       "replay-pruners", "attributes", "groups"))
     p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
     p.add_argument("-c", "--config", default=None, help="check, trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
@@ -44,13 +51,17 @@ def cli(argv=None) -> int:
                    help="replay-pruners: the warm-ups to replay each pruner with (default: 1 2)")
     p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
                    help="replay-pruners: replay each with this --pruner-floor too (and the floor alone)")
+    p.add_argument("--trial", default=None, help="groups: a trial id, or replica trial ids joined by commas")
+    p.add_argument("--by", default="age_group", help="groups: age_group, gender, race, or a combination (race,gender)")
+    p.add_argument("--split", default="test", choices=("test", "eval"), help="groups: the part judged")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
-    workspace.add_arguments(p, data=False)
+    workspace.add_arguments(p)
     p.add_argument("--dir", default=None, help="the stat/train folder (default: <root>/stat/train)")
-    p.add_argument("--lemur-mae-scale", type=float, default=15.0,
-                   help="import-json: the MAE scale of LEMUR records of the mae metric without test_mae "
-                        "(accuracy = 1 - MAE/scale; LEMUR's shipped age results use 15)")
+    p.add_argument("--lemur-mae-scale", type=float, default=None, metavar="YEARS",
+                   help="import-json: the accuracy scale of LEMUR records of the mae metric that carry no raw MAE "
+                        "(test_mae): accuracy = 1 - MAE/scale; LEMUR's mae.py today writes 20, the age results "
+                        "LEMUR 2.2.11 ships use 15. No default: records with a raw MAE have their scale detected")
     args = p.parse_args(argv)
     try:
         return _run(p, args)
@@ -69,25 +80,38 @@ def _run(p: argparse.ArgumentParser, args) -> int:
             p.exit(2, f"{p.prog}: error: copy needs --from URL and --to URL\n")
         versions.require_current(args.source)
         versions.upgrade(args.target)
-        copied = copy_database(args.source, args.target)
+        try:
+            copied = copy_database(args.source, args.target)
+        except ValueError as error:
+            p.exit(2, f"{p.prog}: error: {error}\n")
         print(", ".join(f"{table}: {n}" for table, n in copied.items()))
     elif args.command == "replicas":
-        from ab.nn import api
+        from ab.nn.stat.comparison import replicas
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.replicas(config=args.config, db=ws.db_url)
+            frame = replicas(config=args.config, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         print(table(frame.drop(columns=["prm_id"])) if not frame.empty else "no trained trials")
     elif args.command == "replay-pruners":
         return _replay_pruners(p, args, ws)
+    elif args.command == "attributes":
+        from ab.nn.stat.attributes import backfill
+        from ab.nn.util.markdown import table
+
+        import pandas as pd
+
+        done = pd.DataFrame(backfill(ws, progress=True))
+        print(table(done) if not done.empty else "every image that trials were judged on has its labels")
+    elif args.command == "groups":
+        return _groups(p, args, ws)
     elif args.command in ("trials", "keys"):
-        from ab.nn import api
+        from ab.nn.stat.frames import trials
         from ab.nn.util.markdown import table
 
         try:
-            frame = api.trials(config=args.config, status=args.status, db=ws.db_url)
+            frame = trials(config=args.config, status=args.status, db=ws.db_url)
         except (FileNotFoundError, ValueError) as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
         if frame.empty:
@@ -118,23 +142,48 @@ def _run(p: argparse.ArgumentParser, args) -> int:
             p.exit(2, f"{p.prog}: error: no such folder {folder}\n")
         versions.upgrade(ws.db_url)
         try:
-            added = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
+            summary = json_import.import_tree(ws.db_url, folder, lemur_mae_scale=args.lemur_mae_scale)
         except ValueError as error:
             p.exit(2, f"{p.prog}: error: {error}\n")
-        print(f"imported {added} epoch records into {ws.db_url}")
+        print(f"{ws.db_url}: {summary}")
+    return 0
+
+
+def _groups(p: argparse.ArgumentParser, args, ws) -> int:
+    from ab.nn.stat import comparison
+    from ab.nn.util.markdown import table
+
+    if not args.trial:
+        p.exit(2, f"{p.prog}: error: groups needs --trial ID (or replicas ID,ID,ID)\n")
+    try:
+        ids = [int(t) for t in args.trial.split(",")]
+        frame = comparison.groups(ids, by=args.by, split=args.split, db=ws.db_url)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    attrs = frame.attrs
+    print(f"trials {', '.join(map(str, attrs['trial_ids']))} ({attrs['replicas']} replica(s)), {args.split} part, "
+          f"{attrs['images']:,} images"
+          + (f"; {attrs['unrecorded']:,} without stored labels (python -m ab.nn.stat attributes)"
+             if attrs["unrecorded"] else "")
+          + (f"; age-standardised over {', '.join(attrs['standard_bins'])} ({attrs['coverage']:.1%} of the images)"
+             if attrs["standard_bins"] else ""))
+    shown = frame.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+                                   for lo, hi in zip(frame.low, frame.high)])
+    columns = ["group", "metric", "value", "interval", "n", "highest", "lowest"]
+    print(table(shown[columns].astype(object).fillna(""), digits=3))
     return 0
 
 
 def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:
     import pandas as pd
 
-    from ab.nn import api
+    from ab.nn.sweep.replay import replay_pruners
     from ab.nn.sweep.search import SearchError
     from ab.nn.util.markdown import table
 
     try:
-        frame = api.replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
-                                   study=args.study, db=ws.db_url, floor=args.pruner_floor)
+        frame = replay_pruners(config=args.config, pruners=args.pruner, warmups=args.pruner_warmup,
+                               study=args.study, db=ws.db_url, floor=args.pruner_floor)
     except (FileNotFoundError, LookupError, ValueError, SearchError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     recorded = frame.iloc[0]

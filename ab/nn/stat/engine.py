@@ -1,19 +1,30 @@
-"""SQLAlchemy engines for the statistics database, one pair (writer, reader) per URL per process.
+"""SQLAlchemy engines for the statistics database: per URL per process, a pair (writer, reader) on SQLite,
+one bounded pool on a database server.
 
 SQLite gets WAL mode, a long busy timeout and enforced foreign keys. Writers start their
 transactions with ``BEGIN IMMEDIATE`` so that two processes never both hold a read lock and then
 deadlock on the upgrade to a write lock (SQLite's "database is locked" under concurrency).
+
+A server (PostgreSQL) is shared by a fleet of workers, each holding connections: every connection is
+checked before use (pre-ping: a server restart or a dropped idle connection costs a reconnect, not a
+failed trial), and each pool is bounded (``PoolSettings``, from ``$LEMUR_DB_POOL_*``), so that workers x
+connections per worker stays within the server's ``max_connections`` (docs/guide/many-machines.md).
 The schema is ``ab.nn.stat.versions``' business (Alembic), never created here.
 """
 from __future__ import annotations
 
 import errno
+import os
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
+
+from ab.nn.util import system
 
 BUSY_TIMEOUT_S = 120
 _engines: dict[tuple[str, bool], Engine] = {}
@@ -96,24 +107,82 @@ def configure_sqlite(engine: Engine, immediate: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@dataclass(frozen=True)
+class PoolSettings:
+    """The bound on one process's connections to a database server. Each pool (ours, and Optuna's:
+    ``ab.nn.stat.studies.storage``) keeps up to ``size`` connections open and opens up to ``overflow`` more
+    while that many are in use at once; a thread that finds them all in use waits ``timeout`` seconds, then
+    fails (a storage error: the sweep stops and says why) rather than asking the server for more."""
+    size: int = 2
+    overflow: int = 2
+    timeout: float = 30.0
+    connect_timeout: int = 10  # seconds to reach the server (a Service not up yet, a host unreachable)
+
+    POOLS_PER_PROCESS = 2  # ours and Optuna's
+
+    ENVIRONMENT = {"size": ("LEMUR_DB_POOL_SIZE", 1), "overflow": ("LEMUR_DB_MAX_OVERFLOW", 0),
+                   "timeout": ("LEMUR_DB_POOL_TIMEOUT", 1), "connect_timeout": ("LEMUR_DB_CONNECT_TIMEOUT", 1)}
+    """Each field's environment variable and its smallest value."""
+
+    @property
+    def per_process(self) -> int:
+        """The most connections one process (a runner, or its trial process) ever holds."""
+        return self.POOLS_PER_PROCESS * (self.size + self.overflow)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "PoolSettings":
+        values = {}
+        for field_name, (variable, least) in cls.ENVIRONMENT.items():
+            text = environ.get(variable, "").strip()
+            if not text:
+                continue
+            kind = type(getattr(cls, field_name))  # the default's type: int, or float for the timeout
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or value < least:
+                raise DatabaseError(f"${variable} must be a {'number' if kind is float else 'whole number'} of at "
+                                    f"least {least}, got {text!r}")
+            values[field_name] = value
+        return cls(**values)
+
+
+def engine_kwargs(url: str) -> dict:
+    """``create_engine``'s keyword arguments for ``url``, ours and Optuna's alike: SQLite waits for its
+    lock; a server gets pre-ping, the bounded pool of ``PoolSettings`` and, on PostgreSQL, a connect
+    timeout, TCP keepalives (a server or network that died is noticed in about a minute, not hours) and
+    ``application_name`` ``ab.nn@<host>`` (``pg_stat_activity`` shows which host holds which connections).
+    Connection parameters given in the URL's query win."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+    pool = PoolSettings.from_environment()
+    kwargs: dict = {"pool_pre_ping": True, "pool_size": pool.size, "max_overflow": pool.overflow,
+                    "pool_timeout": pool.timeout}
+    if parsed.get_backend_name() == "postgresql":
+        wanted = {"connect_timeout": pool.connect_timeout, "application_name": f"ab.nn@{system.host()}"[:63],
+                  "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+        kwargs["connect_args"] = {k: v for k, v in wanted.items() if k not in parsed.query}
+    return kwargs
+
+
 def engine(url: str, *, writer: bool = True) -> Engine:
-    """The process-wide engine for ``url``. It creates no tables: ``ab.nn.stat.versions`` owns the
-    schema."""
-    key = (url, writer)
+    """The process-wide engine for ``url``: on SQLite one for writers and one for readers, on a server one
+    pool for both (the split exists only for SQLite's ``BEGIN IMMEDIATE``). It creates no tables:
+    ``ab.nn.stat.versions`` owns the schema."""
+    sqlite = make_url(url).get_backend_name() == "sqlite"
+    key = (url, writer or not sqlite)
     with _lock:
         if key in _engines:
             return _engines[key]
         path = sqlite_file(url)
-        kwargs: dict = {"pool_pre_ping": True}
-        sqlite = make_url(url).get_backend_name() == "sqlite"
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise DatabaseError(f"cannot create the database folder {path.parent}: {error}") from error
-        if sqlite:
-            kwargs = {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
-        made = create_engine(url, **kwargs)
+        made = create_engine(url, **engine_kwargs(url))
         if sqlite:
             configure_sqlite(made, immediate=writer)
         _engines[key] = made

@@ -145,6 +145,7 @@ class Trial(Base):
     nn_code_id: Mapped[str | None] = mapped_column(Text)
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
     search_params: Mapped[str | None] = mapped_column(Text)  # JSON: the sampled values and their distributions
+    eval_group_gap: Mapped[float | None] = mapped_column(Float)  # years, on the validation part: see Study
     sandbox: Mapped[str | None] = mapped_column(Text)  # how its code ran: bubblewrap, or none and why (ab.nn.sweep.isolation)
 
 
@@ -381,6 +382,26 @@ class Prediction(Base):
     predicted: Mapped[float | None] = mapped_column(Float)
 
 
+class ImageAttribute(Base):
+    """What a dataset's labels say about an image besides its age (UTKFace: gender and race), keyed by
+    the image's content id, so that it joins ``prediction.image_id`` (with ``trial.dataset``) whatever
+    layout the images were read from. ``gender``/``race`` are ``unknown`` where the label is missing or
+    malformed (never guessed); ``*_from`` says where each value was read (``file name``, ``parquet
+    column 'gender'``) or why it is unknown. Written by a trial for its eval and test images, or by
+    ``python -m ab.nn.stat attributes`` for trials recorded before; the first reading of an image stays."""
+
+    __tablename__ = "image_attribute"
+
+    dataset: Mapped[str] = mapped_column(Text, primary_key=True)
+    image_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    age: Mapped[float | None] = mapped_column(Float)
+    gender: Mapped[str] = mapped_column(String(16))
+    race: Mapped[str] = mapped_column(String(16))
+    age_from: Mapped[str | None] = mapped_column(Text)
+    gender_from: Mapped[str | None] = mapped_column(Text)
+    race_from: Mapped[str | None] = mapped_column(Text)
+
+
 class Lease(Base):
     """A runner's claim to be alive (``ab.nn.stat.lease``): its trials are reclaimed by other runners
     only once this heartbeat has lapsed, was released, or its process is certainly gone."""
@@ -412,6 +433,8 @@ class Study(Base):
     epoch_max: Mapped[int | None] = mapped_column(Integer)
     objectives: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["mae"] or ["mae", "latency"]
     max_latency_ms: Mapped[float | None] = mapped_column(Float)
+    max_group_gap: Mapped[float | None] = mapped_column(Float)  # years, between the groups of group_gap_by
+    group_gap_by: Mapped[str | None] = mapped_column(Text)  # "race", "gender", "age_group" or e.g. "race,gender"
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

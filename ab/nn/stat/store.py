@@ -30,9 +30,9 @@ from ab.nn.config import Config
 from ab.nn.stat import engine as engines, versions
 from ab.nn.stat import accuracy_scale, ranking
 from ab.nn.stat.lease import states as lease_states
-from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion, Export, Latency,
-                               Metric, Nn, NnMinhash, Outbox, Prediction, Prm, Stat, StatMetric, TrainStat, Transform,
-                               Trial)
+from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion,
+                               Export, ImageAttribute, Latency, Metric, Nn, NnMinhash, Outbox, Prediction, Prm, Stat,
+                               StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
@@ -57,6 +57,7 @@ def _finite(value):
 
 
 RETRIES = 5
+ATTRIBUTE_CHUNK = 1000  # rows per INSERT of image attributes: 8 bound values each, under SQLite's 32,766
 
 
 def retried(method):
@@ -371,6 +372,23 @@ class StatStore:
             for start in range(0, len(rows), 5000):
                 session.execute(insert(Prediction), rows[start:start + 5000])
 
+    @retried
+    def record_attributes(self, dataset: str, images) -> int:
+        """Gender and race labels of images, ``(image id, attributes)`` pairs (``attributes`` with the
+        fields of ``ImageAttribute``); an image already recorded keeps its row, so a retried or repeated
+        write changes nothing. Returns the number of distinct images given."""
+        rows = {image_id: {"dataset": dataset, "image_id": image_id, "age": _finite(found.age), "gender": found.gender,
+                           "race": found.race, "age_from": found.age_from, "gender_from": found.gender_from,
+                           "race_from": found.race_from}
+                for image_id, found in images if image_id is not None}
+        ordered = list(rows.values())
+        if not ordered:
+            return 0
+        with self.transaction() as session:
+            for start in range(0, len(ordered), ATTRIBUTE_CHUNK):
+                insert_ignore(session, ImageAttribute, ordered[start:start + ATTRIBUTE_CHUNK])
+        return len(ordered)
+
     def advance_id_sequences(self) -> None:
         """After rows were inserted with explicit ids (copy, JSON import), move PostgreSQL's id
         sequences past them (SQLite needs nothing: it continues after the largest id)."""
@@ -415,6 +433,18 @@ class StatStore:
             return session.scalar(select(func.count()).select_from(Trial).where(
                 Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.status.in_(RESULT_STATES),
                 *([Trial.data_key == data_key] if data_key is not None else [])))
+
+    def held_by_live_runners(self, config: Config, epoch_max: int, data_key: str) -> int:
+        """Running trials of a config at this ``epoch_max`` on the data ``data_key`` whose runner's lease is
+        alive: each still ends with a result, a failure, or a lapse that frees its slot. Running trials
+        without such a lease (recorded before leases, on another host) never end by themselves and are
+        not counted."""
+        with self.transaction() as session:
+            leases = list(session.scalars(select(Trial.lease_id).where(
+                Trial.config == config.name, Trial.epoch_max == epoch_max, Trial.data_key == data_key,
+                Trial.status == RUNNING, Trial.lease_id.is_not(None))))
+            alive = lease_states(session, set(leases))
+        return sum(1 for lease_id in leases if alive[lease_id].alive)
 
     # -- deployment ----------------------------------------------------------------------------
     def add_export(self, trial_id: int, *, fence: int | None = None, **fields) -> int:

@@ -22,14 +22,18 @@ interrupted    FAIL         -
 =============  ===========  =======================================================================
 
 A complete trial whose study has a second objective it lacks (no latency measured: its export failed)
-is FAIL, with the reason. Every Optuna trial carries our trial id as the user attribute ``ab_nn_trial``
-(and our outcome, MAE and reason, also as optuna-dashboard's note): that is the number people read.
+is FAIL, with the reason. A study's limits become Optuna's named constraints of every finished trial
+whose value is known (feasible at <= 0): ``latency_ms`` (its latency minus ``--max-latency-ms``) and
+``group_gap_years`` (its validation group gap minus ``--max-group-gap``). Every Optuna trial carries our
+trial id as the user attribute ``ab_nn_trial`` (and our outcome, MAE and reason, also as
+optuna-dashboard's note): that is the number people read.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -60,7 +64,10 @@ DIRECTIONS = {"mae": "minimize", "latency": "minimize", "macs": "minimize"}
 STATES = {RUNNING: TrialState.RUNNING, COMPLETE: TrialState.COMPLETE, STOPPED: TrialState.PRUNED,
           PRUNED: TrialState.PRUNED, DIVERGED: TrialState.FAIL, FAILED: TrialState.FAIL, INTERRUPTED: TrialState.FAIL}
 ATTRIBUTES = ("status", "eval_mae", "test_mae", "test_mae_low", "test_mae_high", "epochs_done", "epoch_max", "seed",
-              "split", "data_key", "max_samples", "n_train", "n_eval", "n_test", "params", "macs")
+              "split", "data_key", "max_samples", "n_train", "n_eval", "n_test", "params", "macs", "eval_group_gap")
+LATENCY_CONSTRAINT = "latency_ms"
+GAP_CONSTRAINT = "group_gap_years"
+"""Optuna's names of the constraints (``FrozenTrial.constraints``; stored as ``constraints:<name>``)."""
 
 
 class StudyMismatch(ValueError):
@@ -96,14 +103,29 @@ def _one_creator_at_a_time(url: str):
         yield
 
 
+_servers: dict[str, optuna.storages.RDBStorage] = {}
+_servers_lock = threading.Lock()
+
+
 def storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's tables in the statistics database (where optuna-dashboard finds them)."""
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    """Optuna's tables in the statistics database (where optuna-dashboard finds them). On a database
+    server, one storage per URL per process: its pool is one of the two a process holds (pre-ping and
+    bounds of ``engine.PoolSettings``), however many trials the process runs. An SQLite file gets a new one
+    each call (no server connections to count; a test's file may be replaced at the same path)."""
+    if url.startswith("sqlite"):
+        return _made(url)
+    with _servers_lock:
+        if url not in _servers:
+            _servers[url] = _made(url)
+        return _servers[url]
+
+
+def _made(url: str) -> optuna.storages.RDBStorage:
     for attempt in range(STORAGE_ATTEMPTS):  # workers starting together race to create Optuna's tables
         try:
             with warnings.catch_warnings(), _one_creator_at_a_time(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                made = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                made = optuna.storages.RDBStorage(url, engine_kwargs=engines.engine_kwargs(url))
             break
         except (IntegrityError, OperationalError):
             if attempt == STORAGE_ATTEMPTS - 1:
@@ -126,6 +148,8 @@ class StudyDef:
     epoch_max: int | None
     objectives: tuple[str, ...] = ("mae",)
     max_latency_ms: float | None = None
+    max_group_gap: float | None = None  # years, between the groups of group_gap_by on the validation part
+    group_gap_by: tuple[str, ...] | None = None  # set with max_group_gap only
 
     @property
     def directions(self) -> list[str]:
@@ -138,7 +162,8 @@ class StudyDef:
     @classmethod
     def of(cls, row: Study) -> "StudyDef":
         return cls(row.name, row.config, row.data_key, row.epoch_max, tuple(json.loads(row.objectives)),
-                   row.max_latency_ms)
+                   row.max_latency_ms, row.max_group_gap, tuple(row.group_gap_by.split(",")) if row.group_gap_by
+                   else None)
 
 
 def define(session: Session, wanted: StudyDef) -> StudyDef:
@@ -148,7 +173,9 @@ def define(session: Session, wanted: StudyDef) -> StudyDef:
     if row is None:
         session.add(Study(name=wanted.name, config=wanted.config, data_key=wanted.data_key,
                           epoch_max=wanted.epoch_max, objectives=json.dumps(list(wanted.objectives)),
-                          max_latency_ms=wanted.max_latency_ms, created_at=datetime.now(timezone.utc)))
+                          max_latency_ms=wanted.max_latency_ms, max_group_gap=wanted.max_group_gap,
+                          group_gap_by=",".join(wanted.group_gap_by) if wanted.group_gap_by else None,
+                          created_at=datetime.now(timezone.utc)))
         return wanted
     known = StudyDef.of(row)
     if known.objectives != wanted.objectives:
@@ -157,7 +184,16 @@ def define(session: Session, wanted: StudyDef) -> StudyDef:
     if known.max_latency_ms != wanted.max_latency_ms:
         raise StudyMismatch(f"study {wanted.name!r} was created with --max-latency-ms {known.max_latency_ms}; this run "
                             f"asks for {wanted.max_latency_ms} (use the same, or another -e)")
+    if (known.max_group_gap, known.group_gap_by) != (wanted.max_group_gap, wanted.group_gap_by):
+        raise StudyMismatch(f"study {wanted.name!r} was created with {_gap_flags(known)}; this run asks for "
+                            f"{_gap_flags(wanted)} (use the same, or another -e)")
     return known
+
+
+def _gap_flags(study: StudyDef) -> str:
+    if study.max_group_gap is None:
+        return "no --max-group-gap"
+    return f"--max-group-gap {study.max_group_gap:g} --group-gap-by {','.join(study.group_gap_by or ())}"
 
 
 def definition(session: Session, name: str) -> StudyDef | None:
@@ -186,7 +222,7 @@ def infer(session: Session, storage: optuna.storages.BaseStorage, name: str) -> 
         return None
     limit = None
     for frozen in made.get_trials(deepcopy=False):
-        constraint, latency = frozen.system_attrs.get("constraints:latency_ms"), frozen.user_attrs.get("latency_ms")
+        constraint, latency = frozen.constraints.get(LATENCY_CONSTRAINT), frozen.user_attrs.get("latency_ms")
         if constraint is not None and latency is not None:
             limit = round(float(latency) - float(constraint), 9)
             break
@@ -201,7 +237,7 @@ class Derived:
     values: list[float] | None
     intermediate: dict[int, float]
     user_attrs: dict
-    constraint: float | None = None  # latency minus the study's limit (feasible at <= 0)
+    constraints: dict[str, float] = field(default_factory=dict)  # value minus the study's limit, by name
     params: dict = field(default_factory=dict)
     distributions: dict = field(default_factory=dict)
 
@@ -269,16 +305,18 @@ def derive(session: Session, trial: Trial, study: StudyDef) -> Derived:
                 " (its export failed; see its export rows)" if "latency" in missing else "")
     if reason:
         attrs["reason"] = reason
-    constraint = None
+    constraints = {}
     if study.max_latency_ms is not None and latency is not None and state.is_finished():
-        constraint = latency[0] - study.max_latency_ms
+        constraints[LATENCY_CONSTRAINT] = latency[0] - study.max_latency_ms
+    if study.max_group_gap is not None and trial.eval_group_gap is not None and state.is_finished():
+        constraints[GAP_CONSTRAINT] = trial.eval_group_gap - study.max_group_gap
     params, distributions = _params(trial.search_params)
-    return Derived(state, values, intermediate, attrs, constraint, params, distributions)
+    return Derived(state, values, intermediate, attrs, constraints, params, distributions)
 
 
 def _frozen(derived: Derived) -> optuna.trial.FrozenTrial:
     """A finished trial as Optuna's ``create_trial`` makes it (Optuna numbers it when it is added)."""
-    system = {"constraints:latency_ms": derived.constraint} if derived.constraint is not None else {}
+    system = {f"constraints:{name}": value for name, value in derived.constraints.items()}
     return optuna.trial.create_trial(
         state=derived.state, values=derived.values, params=derived.params, distributions=derived.distributions,
         user_attrs=derived.user_attrs, system_attrs=system, intermediate_values=derived.intermediate)
@@ -346,8 +384,8 @@ def push(session: Session, optuna_study: optuna.Study, trial: Trial, study: Stud
                 storage.set_trial_intermediate_value(optuna_id, epoch, value)
         for name, value in derived.user_attrs.items():
             storage.set_trial_user_attr(optuna_id, name, value)
-        if derived.constraint is not None:
-            storage.set_trial_system_attr(optuna_id, "constraints:latency_ms", derived.constraint)
+        for name, value in derived.constraints.items():
+            storage.set_trial_system_attr(optuna_id, f"constraints:{name}", value)
         _note(optuna_study, optuna_id, derived.user_attrs)
         try:
             storage.set_trial_state_values(optuna_id, derived.state, derived.values)
@@ -417,21 +455,26 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
     with Session(engines.engine(url, writer=True)) as session, session.begin():
         for trial_id, reason in reclaim_lapsed(session, name, dry_run=not repair):
             findings.append(Finding(name, trial_id, f"running, but {reason.removeprefix('interrupted: ')}", repair))
+    try:
+        made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
+    except KeyError:
+        made = None
+    # Optuna's trials are read before ours: a live runner reserves its trial here before it asks Optuna for
+    # a point, so every point asked before this read has its trial (running, or linked) in ours, read after
+    by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)} if made is not None else {}
     with Session(engines.engine(url, writer=False)) as session:
         study = definition(session, name)
         if study is None:
             return findings + [Finding(name, None, "no definition in our study table")]
         ours = list(session.scalars(select(Trial).where(Trial.study == name).order_by(Trial.id)))
-        try:
-            made = optuna.load_study(study_name=name, storage=storage, **study_kwargs)
-        except KeyError:
-            made = None
         if made is None or not _directions_match(made, study):
             problem = "no Optuna copy" if made is None else "its Optuna copy optimises other directions"
             return findings + _rebuild_if_idle(url, session, storage, study, ours, made, problem, repair,
                                                study_kwargs, quiet=made is None and not ours)
+        late = {t.optuna_trial_id for t in ours if t.optuna_trial_id is not None} - by_id.keys()
+        if late:  # asked and linked after Optuna's trials were read above: there now, unless really lost
+            by_id.update({t._trial_id: t for t in made.get_trials(deepcopy=False) if t._trial_id in late})
         links: dict[int, tuple] = {}
-        by_id = {t._trial_id: t for t in made.get_trials(deepcopy=False)}
         linked_ids, divergent = set(), []
         for trial in ours:
             frozen = by_id.get(trial.optuna_trial_id) if trial.optuna_trial_id is not None else None

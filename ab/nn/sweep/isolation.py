@@ -39,6 +39,8 @@ from pathlib import Path
 import psutil
 
 from ab.nn import registry, sandbox, workspace
+from ab.nn.dataset import trial_data
+from ab.nn.dataset.utkface.attributes import Attributes
 from ab.nn.deploy.pipeline import inside
 from ab.nn.model_probe import torch_hub
 from ab.nn.sandbox import bwrap
@@ -47,11 +49,10 @@ from ab.nn.sandbox.limits import GiB, MiB
 from ab.nn.sandbox.protocol import validate
 from ab.nn.stat.schema import FAILED, PRUNED, TRAINED_STATES
 from ab.nn.stat.store import LeaseLost, StatStore
-from ab.nn.sweep import data as trial_data
 from ab.nn.sweep.search import EpochReporter
-from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error
+from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, run_trial, validation_gap
 from ab.nn.sweep.trial_protocol import FROM_CHILD, MAX_MESSAGE, METHODS
-from ab.nn.util import system, tempdirs
+from ab.nn.util import faults, system, tempdirs
 from ab.nn.util.digest import sha256_of
 
 CHILD = "ab.nn.sweep.trial_child"
@@ -126,6 +127,18 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits(), *, unsafe: bool = F
     return served.outcome()
 
 
+IN_PROCESS = "none: --in-process --unsafe"
+"""``trial.sandbox`` of a trial of workspace code run in the runner's own process."""
+
+
+def run_in_process(spec: TrialSpec) -> TrialOutcome:
+    """``--in-process``: the trial in this process, with ``trial.sandbox`` saying how its code ran (the
+    runner allows workspace code here only with ``--unsafe``)."""
+    StatStore(spec.db_url).update_trial(spec.trial_id, fence=spec.lease_id,
+                                        sandbox=IN_PROCESS if untrusted_parts(spec) else "none: package code")
+    return run_trial(spec)
+
+
 def _failed(store: StatStore, spec: TrialSpec, error: str, fatal: bool = False) -> TrialOutcome:
     store.finish_trial(spec.trial_id, FAILED, error=error, fence=spec.lease_id)
     return TrialOutcome(FAILED, error=error, fatal=fatal)
@@ -156,7 +169,8 @@ def _limits(spec: TrialSpec, limits: Limits) -> sandbox.Limits:
 def _binds(spec: TrialSpec, untrusted, scratch: Path, folder: Path) -> list[sandbox.Bind]:
     """What a sandboxed trial sees besides the system and the Python environment: its code files, the data
     folders with the image cache and the torch hub cache, read-only; its scratch folder at the trial's
-    output folder; the GPUs when it trains on CUDA."""
+    output folder; the GPUs when it trains on CUDA; a fault test's handshake folder, writable
+    (``ab.nn.util.faults.passed``)."""
     ws, dataset = spec.workspace, spec.config.dataset
     with workspace.active.use(ws):
         files = [registry.path(kind, name) for kind, name in untrusted]
@@ -168,13 +182,16 @@ def _binds(spec: TrialSpec, untrusted, scratch: Path, folder: Path) -> list[sand
             seen.append(path)
     binds += torch_hub()[0]
     binds.append(sandbox.Bind(scratch, target=folder, writable=True))
+    handshake = faults.passed()[1]
+    if handshake is not None:
+        binds.append(sandbox.Bind(handshake.resolve(), target=handshake, writable=True))
     if spec.device.startswith("cuda"):
         binds += bwrap.gpu_binds()
     return binds
 
 
 def _environment() -> dict[str, str]:
-    env = dict(torch_hub()[1])
+    env = {**torch_hub()[1], **faults.passed()[0]}
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env
@@ -296,13 +313,18 @@ class _Served:
                           f"{'no' if image_ids is None else len(image_ids)} image ids")
         self.store.record_predictions(self.spec.trial_id, split, ages, predicted, image_ids, fence=self.spec.lease_id)
 
+    def _record_attributes(self, images: list) -> None:
+        self.store.record_attributes(self.spec.config.dataset, [
+            (image["image_id"], Attributes(**{k: v for k, v in image.items() if k != "image_id"})) for image in images])
+
     def _finish_trial(self, status: str, error, bookkeeping_seconds=None) -> bool:
         if status == PRUNED:
             if self.prune_reason is None:
                 raise Refused("a trial recorded pruned that the study's pruner did not stop")
             error = self.prune_reason
+        gap = {"eval_group_gap": validation_gap(self.spec)} if self.spec.group_gap_by and status != FAILED else {}
         done = self.store.finish_trial(self.spec.trial_id, status, error=error, bookkeeping_seconds=self.store.seconds,
-                                       fence=self.spec.lease_id)
+                                       fence=self.spec.lease_id, **gap)
         if done:
             self.finished = status
         return done

@@ -12,18 +12,23 @@ trained (from each epoch's recorded elapsed time). The test evaluation it would 
 charged: a few seconds per stopped trial, counted against pruning. A trial that a pruner stopped in
 the recording cannot be trained on in a replay: where the replayed pruner would have let it go on,
 it ends as recorded and is marked ``beyond_record``.
+
+``replay_pruner`` and ``replay_pruners`` read the study from the statistics database (``ab.nn.api``
+publishes them; ``python -m ab.nn.stat replay-pruners`` prints them).
 """
 from __future__ import annotations
 
 import math
 import warnings
+from typing import Sequence
 
 import numpy as np
 import optuna
 import pandas as pd
 
+from ab.nn.stat import comparison, frames, query, uncertainty
 from ab.nn.stat.studies import quiet
-from ab.nn.sweep.search import MAE_SCALE, Search, SearchError
+from ab.nn.sweep.search import MAE_SCALE, PRUNERS, Search, SearchError
 
 TRIAL_COLUMNS = ("id", "study", "number", "status", "epoch_max", "epochs_done", "eval_mae", "eval_accuracy",
                  "started_at", "finished_at")
@@ -161,3 +166,50 @@ def _seconds(row) -> float:
     if pd.isna(row.started_at) or pd.isna(row.finished_at):
         return 0.0
     return (pd.Timestamp(row.finished_at) - pd.Timestamp(row.started_at)).total_seconds()
+
+
+def recorded_study(config, study, db) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One study's trials and their epoch rows (accuracy, MAE, elapsed seconds), for a pruner replay."""
+    rows = frames.trials(config=config, study=study, db=db)
+    rows = rows[rows.status.isin(FINISHED)]
+    studies = sorted(rows.study.dropna().unique())
+    if not studies:
+        raise LookupError(f"no finished trials{f' of {config}' if config else ''}"
+                          f"{f' in study {study!r}' if study else ''} in {frames.db_url(db)}")
+    if len(studies) > 1:
+        raise ValueError(f"{len(studies)} studies have finished trials here; name one (study=..., or --study): "
+                         f"{', '.join(studies)}")
+    epochs = query.stat_rows(frames.db_url(db), trial_id=[int(i) for i in rows.id], with_code=False)
+    frame = pd.DataFrame([{"trial_id": r["trial_id"], "epoch": r["epoch"], "accuracy": r["accuracy"], "mae": r["mae"],
+                           "duration_s": frames.seconds(r["duration"])} for r in epochs], columns=EPOCH_COLUMNS)
+    return rows, frame
+
+
+def replay_pruner(config=None, pruner: str = "median", warmup: int = 1, study=None, db=None,
+                  floor: float | None = None) -> pd.DataFrame:
+    """What ``--pruner`` with ``--pruner-warmup`` (and ``--pruner-floor``) would have done to a finished
+    study (``study``: its Optuna name, needed when the trials of ``config`` belong to several): one row
+    per trial with its recorded and replayed status and epochs, the seconds charged and the study's
+    elapsed time. The sampled points are held fixed (see ``ab.nn.sweep.replay``)."""
+    rows, epochs = recorded_study(config, study, db)
+    return replay(rows, epochs, Search.parse(pruner, warmup=warmup, floor=floor))
+
+
+def replay_pruners(config=None, pruners: Sequence[str] = PRUNERS[1:], warmups: Sequence[int] = (1, 2),
+                   study=None, db=None, floor: float | None = None) -> pd.DataFrame:
+    """Each pruner x warm-up replayed on a finished study (``replay_pruner``), one row each after the
+    recording's own row (pruner ``none``), each with ``--pruner-floor floor`` when given (after a row
+    for the floor alone; hyperband, which takes no floor, left out): trials stopped, minutes against
+    the recording's, the best validation MAE still trained to the end, and the minutes until a complete
+    trial was within the recorded best's 95 % interval over validation images (its high end; the best's
+    own MAE where its predictions are not stored), with ``half_time_met``: within half the recorded time."""
+    rows, epochs = recorded_study(config, study, db)
+    complete = rows[rows.status == "complete"]
+    if complete.empty:
+        raise LookupError("the study has no complete trial: no recorded best to reach")
+    best = complete.loc[complete.eval_mae.idxmin()]
+    try:
+        target = uncertainty.bootstrap_mae(comparison.paired_errors([int(best.id)], "eval", db)[0][0])[1]
+    except LookupError:
+        target = float(best.eval_mae)
+    return grid(rows, epochs, pruners, warmups, target, floor)

@@ -9,13 +9,15 @@ of these steps leaves copies behind the record, never ahead of it, and the next 
 
 Model code that the project did not write (workspace and staged files) never runs in the runner's
 process: the runner learns about it from the sandboxed probe (``ab.nn.sweep.models``) and trains it only
-in a sandboxed trial child (``ab.nn.sweep.isolation``); ``--in-process`` is for the package's models.
+in a sandboxed trial child (``ab.nn.sweep.isolation``); ``--in-process`` is for the package's models, and
+for workspace ones only with ``--unsafe`` (each trial records it).
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError
+from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
@@ -33,17 +35,20 @@ from ab.nn.stat import engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import data as trial_data, groups, hyperparameters, search
+from ab.nn.sweep import groups, hyperparameters, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
-from ab.nn.sweep.isolation import Limits, run_isolated
+from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
 from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
-from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
+from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
 from ab.nn.util import faults, system, tempdirs
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+HELD_POLL_SECONDS = 5.0
+"""How often a runner with no slot left looks again while other runners hold the remaining ones."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class Sweep:
     def __init__(self, options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None):
         self.options = options
         self.execute = execute or (partial(run_isolated, limits=options.limits, unsafe=options.unsafe)
-                                   if options.isolate else run_trial)
+                                   if options.isolate else run_in_process)
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
@@ -128,10 +133,14 @@ class Sweep:
         self.configs = resolve_configs(options.configs, self.store.configs())
         if execute is None and not options.isolate:
             outside = sorted({c.nn for c in self.configs if registry.origin(registry.MODEL, c.nn) != registry.PACKAGE})
-            if outside:
+            if outside and not options.unsafe:
                 raise ValueError(f"--in-process runs the package's own models only: {', '.join(outside)} "
                                  f"{'is' if len(outside) == 1 else 'are'} workspace code, which runs only in a "
-                                 f"sandboxed trial child (leave out --in-process)")
+                                 f"sandboxed trial child (leave out --in-process, or add --unsafe to run it "
+                                 f"unconfined in this process)")
+            if outside:
+                log.warning("--in-process --unsafe: workspace model code (%s) runs in this process with its rights",
+                            ", ".join(outside))
         if options.train_missing_pipelines:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
         if options.seeds < 1:
@@ -216,7 +225,8 @@ class Sweep:
 
     def _open_study(self, config: Config, identity: DataIdentity, storage) -> SweepStudy:
         wanted = studies.StudyDef(self.study_name(config, identity), config.name, identity.key, self.options.epochs,
-                                  self.options.search.objectives, self.options.search.max_latency_ms)
+                                  self.options.search.objectives, self.options.search.max_latency_ms,
+                                  *self.options.search.gap_constraint)
         return SweepStudy.open(self.store, storage, wanted, self.options.search, self.options.epochs,
                                sampler(self.options.seed, self.lease.id))
 
@@ -267,7 +277,7 @@ class Sweep:
             tqdm.write(f"{config}: {error}")
             return result
         total, wanted = self.total(config, identity.key)
-        failures_in_row = 0
+        failures_in_row, waiting = 0, False
         reservation = dict(split=self.options.data.label, split_seed=self.options.data.split_seed,
                            max_samples=self.options.data.max_samples, nn_code_id=nn_code_id,
                            **{f"{part}_digest": (identity.digests or {}).get(part) for part in PARTS})
@@ -289,6 +299,15 @@ class Sweep:
                                                     study=study.name, count=1, **owner)
                     slot = (ids[0], 0) if ids else None
                 if slot is None:
+                    held = self.store.held_by_live_runners(config, self.options.epochs, identity.key)
+                    if held:  # another runner's (this one runs none now): it may fail, or its runner die and
+                        # study.reclaim() above free its slot; so wait for each to end, rather than end short of -t
+                        if not waiting:
+                            tqdm.write(f"{config}: waiting for {held} trial(s) other runners hold (the rest of the "
+                                       f"{total} wanted on this data are trained)")
+                        waiting = True
+                        time.sleep(min(self.options.heartbeat_seconds, HELD_POLL_SECONDS))
+                        continue
                     result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
                                    f"wanted on this data")
                     break
@@ -364,6 +383,7 @@ class Sweep:
                              workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
                              progress=self.options.progress, identity=identity, lease_id=fence,
+                             group_gap_by=study.definition.group_gap_by,
                              model_file=registry.path(registry.MODEL, config.nn))
             outcome = self.execute(spec)
             if self.options.export.enabled and self.options.export.keep_best_only:

@@ -23,6 +23,13 @@ and LEMUR's API); what Optuna is told about a trial is derived from our record (
   PyTorch). With ``--export none`` there is nothing to time, and ``macs`` (multiply-adds of one
   forward pass, in millions) is the cheaper proxy. ``--max-latency-ms X`` instead keeps one objective
   and makes latency a constraint (Optuna's ``set_constraint``: feasible at <= X ms).
+* ``--max-group-gap YEARS`` (with ``--group-gap-by race``, ``gender``, ``age_group`` or a combination such
+  as ``race,gender``): a constraint on the gap between the best and the worst group of a trial's
+  **validation** part (never its test part): of the age-standardised MAE for gender and race, of the
+  MAE for age groups (``ab.nn.stat.groups.validation_gaps``, computed by each trial when it ends and
+  kept as ``trial.eval_group_gap``); feasible at a gap <= YEARS, infeasible where the gap is unknown
+  (a diverged trial, or fewer than two groups of ``groups.MIN_GROUP`` validation images). Optuna's
+  constraint is named ``group_gap_years`` (``ab.nn.stat.studies.GAP_CONSTRAINT``).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from dataclasses import dataclass
 import optuna
 
 from ab.nn.stat import engine as engines
+from ab.nn.stat import groups
 from ab.nn.stat.studies import DIRECTIONS, METRIC_NAMES, OBJECTIVES, storage
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,8 @@ class Search:
     max_latency_ms: float | None = None
     warmup: int = 1  # epochs every trial trains before the pruner may stop it
     floor: float | None = None  # validation accuracy below which a trial stops from FLOOR_EPOCH on
+    max_group_gap: float | None = None  # years: largest validation gap between groups of group_gap_by
+    group_gap_by: tuple[str, ...] = ("race",)
 
     def __post_init__(self):
         object.__setattr__(self, "objectives", tuple(ALIASES.get(o, o) for o in self.objectives))
@@ -80,11 +90,20 @@ class Search:
             raise SearchError("--pruner-floor stops trials, which Optuna does not do with several objectives")
         if self.max_latency_ms is not None and (self.max_latency_ms <= 0 or self.multi):
             raise SearchError("--max-latency-ms must be positive and goes with the single mae objective")
+        if self.max_group_gap is not None and not self.max_group_gap > 0:
+            raise SearchError(f"--max-group-gap is a gap in years and must be positive, got {self.max_group_gap}")
+        try:
+            groups.parse_by(self.group_gap_by)
+        except ValueError:
+            raise SearchError(f"--group-gap-by takes {', '.join(groups.DIMENSIONS)} or a combination joined by commas "
+                              f"(race,gender); got {','.join(self.group_gap_by)}") from None
 
     @classmethod
     def parse(cls, pruner: str = "none", objectives: str = "mae", max_latency_ms: float | None = None,
-              warmup: int = 1, floor: float | None = None) -> "Search":
-        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup, floor)
+              warmup: int = 1, floor: float | None = None, max_group_gap: float | None = None,
+              group_gap_by: str = "race") -> "Search":
+        return cls(pruner, tuple(o.strip() for o in objectives.split(",") if o.strip()), max_latency_ms, warmup,
+                   floor, max_group_gap, tuple(p.strip() for p in group_gap_by.split(",") if p.strip()))
 
     @property
     def prunes(self) -> bool:
@@ -103,6 +122,11 @@ class Search:
     @property
     def multi(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def gap_constraint(self) -> tuple[float | None, tuple[str, ...] | None]:
+        """``(max_group_gap, group_gap_by)`` as a study records them: ``(None, None)`` without the constraint."""
+        return (self.max_group_gap, self.group_gap_by) if self.max_group_gap is not None else (None, None)
 
     @property
     def needs_latency(self) -> bool:

@@ -56,14 +56,22 @@ class SweepStudy:
         return trial
 
     def tell(self, trial_id: int) -> None:
-        """Tell Optuna how trial ``trial_id`` ended, as our record says (nothing while it runs); a trial
-        Optuna has no copy of (a replica) is added."""
+        """Tell Optuna how trial ``trial_id`` ended, as our record says (nothing while it runs). A trial that
+        is not linked yet gets the Optuna trial labelled with its id, if there is one (asked by a runner that
+        lost the trial before it could link it: a stalled host whose lease lapsed), else a new one (a
+        replica)."""
         with Session(engines.engine(self.store.url, writer=False)) as session:
             trial = session.get(Trial, trial_id)
             if trial is None or trial.status == RUNNING:
                 return
             if trial.optuna_trial_id is None:
-                studies.link(self.store.url, {trial.id: studies.add(session, self.optuna, trial, self.definition)})
+                asked = [t for t in self.optuna.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                         if t.user_attrs.get(studies.TRIAL_ATTR) == trial_id]
+                if asked:
+                    studies.push(session, self.optuna, trial, self.definition, asked[0]._trial_id)
+                    studies.link(self.store.url, {trial.id: (asked[0]._trial_id, asked[0].number)})
+                else:
+                    studies.link(self.store.url, {trial.id: studies.add(session, self.optuna, trial, self.definition)})
             else:
                 studies.push(session, self.optuna, trial, self.definition)
 

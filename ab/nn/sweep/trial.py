@@ -24,22 +24,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ab.nn import registry
+from ab.nn import checkpoint, registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError
+from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
+from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, metadata_for
-from ab.nn.stat.engine import is_storage_error
+from ab.nn.stat.engine import engine, is_storage_error
+from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import LeaseLost, StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
-from ab.nn.sweep import data as trial_data
-from ab.nn.sweep.data import DataSpec
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
 from ab.nn.sweep.search import EpochReporter, Link
-from ab.nn.util import checkpoint, faults, malloc, system
+from ab.nn.util import faults, malloc, system
 from ab.nn.util.macs import count_macs
 from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
@@ -69,6 +69,7 @@ class TrialSpec:
     identity: DataIdentity | None = None  # the data the runner planned for this trial (its data key)
     link: Link | None = None  # its Optuna trial, for epoch reports and pruning (None: a replica, or no study)
     lease_id: int | None = None  # the runner's lease: every write about the trial is fenced with it
+    group_gap_by: tuple[str, ...] | None = None  # its study's --group-gap-by: the trial records its validation gap
     model_file: Path | None = None  # the model's file as the runner found it (a staged file of check_nn's too)
 
     @property
@@ -262,6 +263,7 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set),
                              fence=spec.lease_id)
+    store.record_attributes(config.dataset, _image_attributes(eval_set) + _image_attributes(test_set))
     if test_loader is not None and status not in (DIVERGED, PRUNED):
         phase("test", epoch)
         faults.point("test")
@@ -277,8 +279,9 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
                             model, data, in_shape, spec.workspace.face_template_path))
     reason = reporter.reason(epoch) if status == PRUNED else None
+    gap = {"eval_group_gap": validation_gap(spec)} if spec.group_gap_by else {}
     if not store.finish_trial(spec.trial_id, status, error=reason, bookkeeping_seconds=store.seconds,
-                              fence=spec.lease_id):
+                              fence=spec.lease_id, **gap):
         recorded = store.trial_status(spec.trial_id)
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
                                                           f"while it ran; its result here is not recorded")
@@ -296,6 +299,20 @@ def _size(model, in_shape) -> dict:
 def _image_ids(dataset) -> list[str] | None:
     ids = getattr(dataset, "image_ids", None)
     return list(ids) if ids is not None and len(ids) == len(dataset) else None
+
+
+def validation_gap(spec: TrialSpec) -> float | None:
+    """The gap ``--max-group-gap`` constrains, from the validation predictions and labels just recorded
+    (never the test part's). A trial child's spec has no ``group_gap_by``: its runner reckons the gap
+    from what the child recorded (``ab.nn.sweep.isolation``)."""
+    with engine(spec.db_url, writer=False).connect() as connection:
+        return validation_gaps(connection, [spec.trial_id], spec.group_gap_by)[spec.trial_id]
+
+
+def _image_attributes(dataset) -> list[tuple[str, object]]:
+    """(content id, gender and race labels) of each image of a part whose loader states them."""
+    ids, found = _image_ids(dataset) if dataset is not None else None, getattr(dataset, "attributes", None)
+    return list(zip(ids, found)) if ids is not None and found is not None and len(found) == len(ids) else []
 
 
 def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:

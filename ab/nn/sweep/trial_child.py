@@ -8,16 +8,20 @@ import math
 import os
 import secrets
 import time
+from dataclasses import fields
 
 import numpy as np
 
 from ab.nn import registry, workspace
 from ab.nn.dataset import cache
+from ab.nn.dataset.utkface.attributes import Attributes
 from ab.nn.sandbox import child
 from ab.nn.sandbox.protocol import Channel
 from ab.nn.stat.store import LeaseLost
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
 from ab.nn.sweep.trial_protocol import MAX_ERROR
+
+LABELS = [f.name for f in fields(Attributes)]
 
 
 def plain(value):
@@ -82,6 +86,10 @@ class RunnerStore:
     def record_predictions(self, trial_id, split, ages, predicted, image_ids=None, *, fence=None) -> None:
         self._call("record_predictions", split=split, ages=ages, predicted=predicted,
                    image_ids=None if image_ids is None else list(image_ids))
+
+    def record_attributes(self, dataset, images) -> None:
+        self._call("record_attributes", images=[{"image_id": image_id, **{k: getattr(found, k) for k in LABELS}}
+                                                for image_id, found in images if image_id is not None])
 
     def finish_trial(self, trial_id, status, error=None, *, fence=None, **fields) -> bool:
         return self._call("finish_trial", status=status, error=None if error is None else error[:MAX_ERROR],

@@ -16,6 +16,7 @@ runner fills in, fenced with its lease.
 """
 from __future__ import annotations
 
+from ab.nn.dataset.utkface.attributes import GENDERS, RACES, UNKNOWN
 from ab.nn.sandbox.limits import MiB
 
 MAX_MESSAGE = 32 * MiB
@@ -53,6 +54,10 @@ LATENCY = dict(runtime={"type": "string", "maxLength": 24}, threads=COUNT, batch
                warmup=COUNT, runs=COUNT, median_ms=NUMBER, p90_ms=NUMBER, min_ms=NUMBER, mean_ms=NUMBER, cpu=_text(300),
                cpu_count=COUNT, host=_text(300), versions=_text(4000), status={"enum": ["ok", "failed"]},
                error=_text(4000))
+ATTRIBUTES = _args(("image_id", "age", "gender", "race", "age_from", "gender_from", "race_from"),
+                   image_id={"type": "string", "maxLength": 64}, age=NUMBER, gender={"enum": [*GENDERS, UNKNOWN]},
+                   race={"enum": [*RACES, UNKNOWN]}, age_from=_text(300), gender_from=_text(300), race_from=_text(300))
+"""An image's labels (``ab.nn.dataset.utkface.attributes.Attributes``) with its content id."""
 
 METHODS = {
     "phase": _args(("phase", "epoch"), phase={"enum": list(PHASES)}, epoch=COUNT),
@@ -66,6 +71,7 @@ METHODS = {
                                 ages={"type": "array", "maxItems": MAX_IMAGES, "items": {"type": "number"}},
                                 predicted={"type": "array", "maxItems": MAX_IMAGES, "items": NUMBER},
                                 image_ids={"type": ["array", "null"], "maxItems": MAX_IMAGES, "items": _text(64)}),
+    "record_attributes": _args(("images",), images={"type": "array", "maxItems": MAX_IMAGES, "items": ATTRIBUTES}),
     "finish_trial": _args(("status", "error"), status={"enum": list(ENDINGS)}, error=_text(MAX_ERROR),
                           bookkeeping_seconds=NUMBER),
     "trial_status": _args(),

@@ -5,10 +5,10 @@ workspace of the running sweep inside one.
 
 LEMUR fixes them once, at import, from the first folder above the current directory that holds
 ``ab/`` and ``README.md``. Here each is looked up when it is read (``Const.out_dir``, or
-``from ab.nn.util.Const import out_dir`` at that moment), so the import itself does no work. The
-workspace module is imported inside the lookup: ``ab.nn.util`` is the bottom floor and imports
-nothing above it at module level. ``data_dir`` is ``<root>/data`` as in LEMUR (a separate
-``--data-dir``/``$LEMUR_DATA`` is not reflected).
+``from ab.nn.util.Const import out_dir`` at that moment), so the import itself does no work. Reading
+the workspace puts this module on the top floor, beside ``ab.nn.api`` (docs/guide/architecture.md):
+an entry point for outside scripts that the library never imports. ``data_dir`` is ``<root>/data``
+as in LEMUR (a separate ``--data-dir``/``$LEMUR_DATA`` is not reflected).
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ from ab.nn.dataset import DataError, identity, splits
 from ab.nn.dataset.cache import open_or_build
 from ab.nn.dataset.images import CachedImages
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.dataset.sources import (ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource, WildSource,
-                                   is_image_name)
+from ab.nn.dataset.sources import (Alignment, ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource,
+                                   WildSource, is_image_name)
+from ab.nn.dataset.utkface import attributes
 from ab.nn.dataset.utkface.names import Unparseable, parse
 
 NAME = "utkface"
@@ -66,34 +67,31 @@ def _find_source(folder: Path) -> ImageSource:
         f"  python -m ab.nn.dataset.download utkface --to {folder}")
 
 
-def available(folder: Path, settings: DataSettings, template: Path | None = None) -> ImageSource:
+def available(folder: Path, settings: DataSettings, alignment: Alignment | None = None) -> ImageSource:
     """The images in ``folder``; when there are none and ``settings.download``, LEMUR's parquet files of
     UTKFace are downloaded there first (``ab.nn.dataset.download``). Offline, or with ``--no-download``,
     the error is ``find_source``'s, which says where to put which files. With ``settings.align`` the
-    in-the-wild photos are aligned onto ``template`` (``aligned``)."""
+    in-the-wild photos are aligned by ``alignment`` (``aligned``)."""
     source = _located(folder, settings)
-    return aligned(source, template) if settings.align else source
+    return aligned(source, alignment) if settings.align else source
 
 
-def aligned(source: ImageSource, template: Path | None) -> WildSource:
+def aligned(source: ImageSource, alignment: Alignment | None) -> WildSource:
     """``--align``: the in-the-wild photos detected and aligned onto the face template as
     ``python -m ab.nn.predict`` does, instead of cropped around their landmark lists."""
-    from ab.nn.face.detect import DetectorUnavailable
-    from ab.nn.face.template import TemplateMissing
-
     if not isinstance(source, WildSource):
         raise DataError(f"--align aligns UTKFace's in-the-wild photos (part1/ part2/ part3/ with their landmark "
                         f"lists); {source.describe()} holds {source.kind} images, which are aligned already: "
                         f"train without --align")
-    if template is None:
+    if alignment is None:
         raise DataError("--align needs a face alignment template, and none was given")
-    source = replace(source, template=Path(template))
+    source = replace(source, alignment=alignment)
     try:
         source.recipe()
-    except (TemplateMissing, DetectorUnavailable) as error:
-        raise DataError(f"--align: {error}") from None
     except ValueError as error:
         raise DataError(f"--align: {error}; measure it again with python -m ab.nn.face.template") from None
+    except (OSError, RuntimeError) as error:  # no template, no detector (Alignment.recipe)
+        raise DataError(f"--align: {error}") from None
     return source
 
 
@@ -115,7 +113,8 @@ def _located(folder: Path, settings: DataSettings) -> ImageSource:
 
 @dataclass
 class Catalog:
-    """The labelled, readable entries of a source, their content ids, and what was skipped."""
+    """The labelled, readable entries of a source, their content ids, their gender and race labels
+    (``attributes``), and what was skipped."""
 
     source: ImageSource
     entries: list[Entry]
@@ -123,6 +122,7 @@ class Catalog:
     ids: list[str]
     skipped: Counter = field(default_factory=Counter)
     total: int = 0
+    attributes: list[attributes.Attributes] = field(default_factory=list)
 
 
 _catalogs: dict[str, Catalog] = {}
@@ -152,9 +152,19 @@ def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Cata
         skipped["unreadable file"] += len(labelled) - len(readable)
     skipped += source.skip_counts()
     result = Catalog(source, [labelled[i] for i in readable], np.asarray([ages[i] for i in readable], np.float32),
-                     [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()))
+                     [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()),
+                     [attributes.of_entry(labelled[i], ages[i]) for i in readable])
     _catalogs[fingerprint] = result
     return result
+
+
+def labels(folder: Path, cache_dir: Path, settings: DataSettings, template: Path | None = None) -> dict:
+    """Gender and race labels (``attributes.Attributes``) of every labelled, readable image in ``folder``,
+    by content id, as ``settings`` read them (``--align`` changes the ids); nothing is decoded or
+    downloaded."""
+    source = available(folder, replace(settings, download=False), template)
+    cat = catalog(source, cache_dir, settings.progress)
+    return dict(zip(cat.ids, cat.attributes))
 
 
 @dataclass
@@ -173,8 +183,8 @@ class SplitPlan:
 
 
 def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool = True,
-         template: Path | None = None) -> SplitPlan:
-    cat = catalog(available(folder, settings, template), cache_dir, progress)
+         alignment: Alignment | None = None) -> SplitPlan:
+    cat = catalog(available(folder, settings, alignment), cache_dir, progress)
     parts = splits.assign(cat.ids, cat.ages.tolist(), settings)
     parts = {k: splits.sample(v, cat.ids, settings.max_samples, settings.split_seed) for k, v in parts.items()}
     digests = {k: identity.part_digest(cat.ids[i] for i in v) for k, v in parts.items()}
@@ -204,11 +214,11 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
 
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
-         progress: bool | None = None, template: Path | None = None) -> Parts:
-    """The split's three parts, decoded once into the cache; ``template``: the face template that
-    ``settings.align`` aligns in-the-wild photos onto (the workspace's)."""
+         progress: bool | None = None, alignment: Alignment | None = None) -> Parts:
+    """The split's three parts, decoded once into the cache; ``alignment``: how ``settings.align``
+    aligns in-the-wild photos (onto the workspace's face template)."""
     progress = settings.progress if progress is None else progress
-    split = plan(folder, cache_dir, settings, progress, template)
+    split = plan(folder, cache_dir, settings, progress, alignment)
     cat, parts = split.catalog, split.parts
     selected = np.unique(np.concatenate(list(parts.values())))
     chosen = [cat.entries[i] for i in selected]
@@ -226,7 +236,8 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
         rows = [position[int(i)] for i in parts[part] if position[int(i)] not in bad]
         cache = caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
         return CachedImages(cache, np.asarray(rows, dtype=np.int64), cat.ages[selected[rows]] if rows else np.zeros(0),
-                            transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows])
+                            transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows],
+                            [cat.attributes[selected[r]] for r in rows])
 
     fingerprint = cat.source.fingerprint()
     _report(cat, failures, f"{fingerprint}:{len(chosen)}")

@@ -2,7 +2,7 @@
 keep NULL: they ran before the sandbox, unconfined.
 
 Revision ID: 14679d85f86c
-Revises: d21cb2dc4ab5
+Revises: 4a96ff4d5571
 Create Date: 2026-12-06 21:04:06.639666
 
 Frozen: imports nothing from ab.nn (which changes after this file is written); a data migration
@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '14679d85f86c'
-down_revision = 'd21cb2dc4ab5'
+down_revision = '4a96ff4d5571'
 branch_labels = None
 depends_on = None
 

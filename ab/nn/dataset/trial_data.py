@@ -1,5 +1,6 @@
 """A trial's datasets, loaded through the LEMUR loader contract under the run's settings. Used by
-the trial itself and by the deployment worker, which must see exactly the same inputs."""
+the trial itself, by the deployment worker, which must see exactly the same inputs, and by AgeMoE:
+it lies below all three. Loaders are found by name through the registry, never imported here."""
 from __future__ import annotations
 
 import random

@@ -2,8 +2,8 @@
 single- vs two-stage fine-tuning, bounded vs unbounded output, pretrained vs from scratch, and
 input size 128 vs 224.
 
-    python -m ab.nn.ablations run --data-dir ../shared/data/utkface --epochs 6 --max-samples 4096
-    python -m ab.nn.ablations table          # markdown from the database
+    python experiments/ablations.py run --data-dir ../shared/data/utkface --epochs 6 --max-samples 4096
+    python experiments/ablations.py table          # markdown from the database
 
 ``run`` prints and executes one ``python -m ab.nn.train`` command per ablation (``--dry-run``
 only prints them); ``table`` pairs each with its reference from the trials recorded with the
@@ -120,7 +120,7 @@ def _trained(trials: pd.DataFrame, key) -> pd.DataFrame:
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.ablations", description=__doc__,
+    p = argparse.ArgumentParser(prog="python experiments/ablations.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("run", "table"))
     p.add_argument("--epochs", type=int, default=6)
