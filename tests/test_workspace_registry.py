@@ -144,3 +144,5 @@ def test_a_sandboxed_trial_exports_into_its_folder_and_the_runner_keeps_the_best
     assert os.stat(kept.path).st_uid == os.getuid()  # the runner's file, not the sandbox user's
     other = files.loc[[i for i in files.index if i != best][0]]
     assert other.status == "deleted" and not os.path.exists(other.path)
+    labels = api.attributes(trial_id=best, split="eval", db=ws.db_path)  # sent by the child, stored by the runner
+    assert len(labels) and (labels.gender_from == "file name").all() and (labels.race != "unknown").all()
