@@ -126,6 +126,7 @@ def _here(cli, argv: list[str]) -> tuple[int, str]:
 def images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("images") / "UTKFace"
     helpers.make_utkface(folder, count=60)
+    folder.parent.chmod(0o755)  # a shared data folder: the sandbox user reads it too (pytest makes it 0700)
     return folder.parent
 
 
@@ -639,7 +640,7 @@ def test_a_reclaimed_lease_refuses_the_stalled_runners_writes(sweep, runs, backe
     heartbeat = 1.0
     flags = ["-e", "2", "--heartbeat-seconds", str(heartbeat)]
     stalled = runs.start(sweep.command(*flags), fault="train")
-    child = stalled.wait_point("train")  # epoch 1 recorded
+    child = os.getpgid(stalled.wait_point("train"))  # epoch 1 recorded; the group of the sandbox it runs in
     _freeze([stalled.pid, child], sweep.root / "db" / "ab.nn.db" if backend == "sqlite" else None)
     try:
         time.sleep(4 * heartbeat + 3)  # LAPSE_BEATS missed beats, by the database's clock

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -307,6 +308,9 @@ def _popen(module, args, limits, binds, env, folder, sandboxed, max_message, inh
                                 env=child_env, cwd=folder, start_new_session=True, close_fds=True)
     identity = bwrap.sandbox_identity()
     if identity is not None:
+        for bind in binds:
+            if not bind.writable and not bind.device:
+                _require_readable(Path(bind.source), identity)
         for path in [folder, *(Path(b.source) for b in binds if b.writable)]:
             os.chown(path, identity.uid, identity.gid)
     command = bwrap.command(python, bwrap.environment(env, bwrap.HOME), binds, str(folder), limits.tmpfs_bytes,
@@ -314,6 +318,22 @@ def _popen(module, args, limits, binds, env, folder, sandboxed, max_message, inh
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
                             start_new_session=True, close_fds=True)
+
+
+def _require_readable(path: Path, identity: bwrap.Identity) -> None:
+    """A read-only bind the sandbox user cannot read would fail inside the child with a bare
+    PermissionError; say here which folder and what to do (root's ``os.access`` cannot tell)."""
+    try:
+        st = path.stat()
+    except OSError as error:
+        raise SandboxStartError(f"cannot give the sandbox {path}: {error.strerror}") from None
+    shift = 6 if st.st_uid == identity.uid else 3 if st.st_gid == identity.gid else 0
+    needed = 0o5 if stat.S_ISDIR(st.st_mode) else 0o4
+    if (st.st_mode >> shift) & needed != needed:
+        kind = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+        raise SandboxStartError(f"the sandbox user {identity.name} (uid {identity.uid}) cannot read the {kind} "
+                                f"{path} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): the "
+                                f"sandbox reads it as that user: make it readable by others (chmod o+rX)")
 
 
 def _inherited(extra: dict[str, str] | None) -> dict[str, str]:
