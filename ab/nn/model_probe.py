@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ab.nn import sandbox
+from ab.nn.util import faults
 from ab.nn.sandbox.limits import GiB, MiB
 
 PROBE_LIMITS = sandbox.Limits(wall_seconds=120, cpu_seconds=120, memory_bytes=4 * GiB, address_space_bytes=16 * GiB,
@@ -85,13 +86,17 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
           unsafe: bool = False) -> ModelFacts:
     """Import the model file at ``path`` in a sandbox and report what it is. ``binds`` and ``env`` add to
     what the sandbox sees: by default the torch hub cache (read-only, with ``TORCH_HOME``), so that
-    ``pretrained_available()`` answers as it would here."""
+    ``pretrained_available()`` answers as it would here, and a fault test's settings, as a trial gets them
+    (``ab.nn.util.faults.passed``)."""
     file = Path(path).absolute()
     if file.suffix != ".py" or not file.is_file():
         raise ValueError(f"probe: {file} is not a Python file")
     hub_binds, hub_env = torch_hub()
-    box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *binds],
-                         env={**hub_env, **(env or {})}, unsafe=unsafe)
+    fault_env, handshake = faults.passed()
+    fault_binds = [sandbox.Bind(handshake.resolve(), target=handshake, writable=True)] if handshake else []
+    box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *fault_binds,
+                                                                    *binds],
+                         env={**hub_env, **fault_env, **(env or {})}, unsafe=unsafe)
     with box:
         try:
             reply = box.request({"type": "probe", "path": str(file)}, FACTS_SCHEMA)
