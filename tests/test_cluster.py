@@ -19,6 +19,7 @@ from ab.nn import train
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, studies
 from ab.nn.stat.engine import DatabaseError, PoolSettings
+from tests import helpers
 
 REPO = Path(__file__).resolve().parents[1]
 KUBERNETES = REPO / "cluster" / "kubernetes"
@@ -204,13 +205,14 @@ def test_the_slurm_script_parses_and_refuses_to_start_without_a_database():
 
 def test_a_slurm_array_task_runs_one_worker(tmp_path, tiny_model, utk_dir):
     db = tmp_path / "shared.db"
+    workspace = tmp_path / "ws" / "ab-nn-4242-3"
+    helpers.write_model(workspace, tiny_model, helpers.TINY_MODEL)  # a workspace model reaches the task's root
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_JOB_ID": "4242", "LEMUR_DB": f"sqlite:///{db}",
            "LEMUR_DATA": str(utk_dir), "AB_NN_PYTHON": sys.executable, "AB_NN_WORKSPACES": str(tmp_path / "ws"),
            "AB_NN_CONFIG": f"age-regression_utkface_mae_{tiny_model}", "AB_NN_TRIALS": "2", "AB_NN_EPOCHS": "1",
            "AB_NN_TRAIN_ARGS": "-f norm_64 -w 0 --pretrained 0 --export none --in-process --unsafe"}
     done = subprocess.run(["bash", str(SLURM)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    workspace = tmp_path / "ws" / "ab-nn-4242-3"
     assert f"ab.nn worker 3 of job 4242 on {os.uname().nodename}: workspace {workspace}" in done.stdout
     assert "this run trained 2" in done.stdout
     assert (workspace / "stat" / "train").is_dir()  # its own workspace; the statistics in the shared database

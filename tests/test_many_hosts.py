@@ -161,6 +161,7 @@ def test_four_hosts_share_one_sweep_and_a_dead_host_is_reclaimed(postgres_url, n
     hosts = []
     try:
         for index in range(HOSTS):
+            helpers.write_model(tmp_path / f"host-{index}", tiny_model, helpers.TINY_MODEL)  # each host's own copy
             command = [sys.executable, "-m", "ab.nn.train", "-c", config, "-t", str(TRIALS), "--db", postgres_url,
                        "--root", str(tmp_path / f"host-{index}"), "--data-dir", str(utk_dir), *TRAIN]
             env = dict(os.environ)
@@ -229,6 +230,8 @@ def test_four_hosts_share_one_sweep_and_a_dead_host_is_reclaimed(postgres_url, n
     assert stat_cli(["check", "--db", postgres_url, "--root", str(tmp_path / "checker")]) == 0
     results = tmp_path / "results"  # collected as the guide says: copied into SQLite, checked there too
     assert stat_cli(["copy", "--from", postgres_url, "--to", f"sqlite:///{results / 'db' / 'ab.nn.db'}"]) == 0
+    assert stat_cli(["check", "--root", str(results)]) == 1  # copy leaves Optuna's tables out: no copy yet
+    assert stat_cli(["check", "--repair", "--root", str(results)]) == 0  # rebuilt from our trials
     assert stat_cli(["check", "--root", str(results)]) == 0
     copied = api.trials(config=config, db=results / "db" / "ab.nn.db")
     assert sorted(copied.uid) == sorted(r["uid"] for r in rows) and copied.status.isin(RESULT_STATES).sum() == TRIALS

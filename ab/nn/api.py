@@ -16,6 +16,7 @@ years on the evaluation and the test part (``data()``'s LEMUR-era ``mae`` is ``e
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Sequence
 
@@ -25,11 +26,11 @@ from ab.nn import workspace
 from ab.nn.check_nn import check_nn
 from ab.nn.deploy import converters
 from ab.nn.stat import architecture, code_similarity, filters, frames, join, query, vocabulary
-from ab.nn.stat.comparison import attributes, compare, groups, replicas
-from ab.nn.stat.frames import age_groups, as_frame as _frame, db_url, latency, metrics, predictions, \
-    seconds as _seconds, trial, trials
+from ab.nn.stat import comparison, ranking
+from ab.nn.stat.comparison import attributes, compare, groups
+from ab.nn.stat.frames import as_frame as _frame, db_url, predictions, seconds as _seconds, trial
 from ab.nn.stat.join import JoinConf
-from ab.nn.stat.ranking import default_data_keys, ranked_trials
+from ab.nn.stat.ranking import default_data_keys
 from ab.nn.stat.uncertainty import Comparison
 from ab.nn.sweep.replay import replay_pruner, replay_pruners
 
@@ -47,6 +48,29 @@ EXTRA_DATA_COLUMNS = ("transform", "mae", "eval_mae", "test_mae", "accuracy_scal
 """``data()``'s columns after LEMUR's: this project's."""
 DATA_COLUMNS = LEMUR_DATA_COLUMNS + ("prm",) + EXTRA_DATA_COLUMNS
 NN_STAT_COLUMNS = tuple(architecture.OUTPUT_ALIASES) + tuple(architecture.EXTRA_ALIASES)
+
+
+def _names_checked(function, *names):
+    """``function`` with the filters that name things checked first (``ab.nn.stat.filters``): a typo is a
+    one-line error with a did-you-mean, not an empty frame. The library calls the unchecked originals,
+    which answer "nothing" for a name they are asked about in their own terms."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        given = signature.bind(*args, **kwargs).arguments
+        filters.check(db_url(given.get("db")), **{name: given.get(name) for name in names})
+        return function(*args, **kwargs)
+
+    return checked
+
+
+trials = _names_checked(frames.trials, "config", "task", "dataset", "metric", "nn")
+metrics = _names_checked(frames.metrics, "config", "nn", "name")
+latency = _names_checked(frames.latency, "config", "nn")
+age_groups = _names_checked(frames.age_groups, "config", "nn")
+ranked_trials = _names_checked(ranking.ranked_trials, "config")
+replicas = _names_checked(comparison.replicas, "config")
 
 
 def _code_frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
@@ -294,6 +318,7 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
     (``onnx2tf`` or ``litert-torch``) keeps that converter's TFLite rows. Join with ``trials()`` on
     ``trial_id``."""
     vocabulary.check("converter", converter, converters.CONVERTERS)
+    filters.check(db_url(db), config=config, nn=nn)
     frame = frames.exports(trial_id=trial_id, config=config, nn=nn, format=format, precision=precision,
                            status=status, db=db)
     if converter is not None and not frame.empty:

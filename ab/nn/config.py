@@ -13,6 +13,9 @@ from typing import Iterable
 
 SPLITTER = "_"
 PARTS = ("task", "dataset", "metric", "nn")
+MIXTURE_NN = "AgeMoE"
+"""The ``nn`` part of the AgeMoE mixture's config (``ab.nn.moe``): a fitted mixture of trained trials, not a
+registry file, so names that are checked against the registry accept it too."""
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.,+\-]*$")
 _PATTERN_PART = re.compile(r"^[A-Za-z0-9.,+\-*?\[\]]+$")
 

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ab.nn import registry
-from ab.nn.config import Config
+from ab.nn.config import MIXTURE_NN, Config
 from ab.nn.dataset import trial_data
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.moe import fusion as fusion_module
@@ -34,7 +34,7 @@ from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-CONFIG = Config("age-regression", "utkface", "mae", "AgeMoE")
+CONFIG = Config("age-regression", "utkface", "mae", MIXTURE_NN)
 FILE = "agemoe.pt"
 
 

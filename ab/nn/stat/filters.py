@@ -13,7 +13,7 @@ import difflib
 from sqlalchemy import select, union
 
 from ab.nn import registry
-from ab.nn.config import SPLITTER
+from ab.nn.config import MIXTURE_NN, SPLITTER
 from ab.nn.stat import engine as engines
 from ab.nn.stat.versions import shown
 from ab.nn.stat.schema import Stat, StatMetric, Trial
@@ -43,21 +43,34 @@ def recorded(url: str, field: str) -> set[str]:
         return {row[0] for row in connection.execute(query)}
 
 
-def _registered(field: str, tasks: set[str]) -> set[str]:
+def _pipelines() -> set[tuple[str, str, str]]:
+    """(task, dataset, metric) the package's own loaders serve (``PIPELINES``); workspace loaders are not
+    imported here, as their code is not ours to run in the caller (their configs count once recorded)."""
+    found = set()
+    for name in registry.names(registry.LOADER):
+        if registry.origin(registry.LOADER, name) == registry.PACKAGE:
+            found |= {(task, name, metric) for task, metric in getattr(registry.load(registry.LOADER, name), "PIPELINES", ())}
+    return found
+
+
+def _registered(field: str) -> set[str]:
+    if field == "task":
+        return {task for task, _, _ in _pipelines()}
+    if field == "nn":
+        return set(registry.names(registry.MODEL)) | {MIXTURE_NN}
     if field in _FILES:
         return set(registry.names(_FILES[field]))
     if field == "config":
-        models, loaders, metrics = (set(registry.names(k)) for k in (registry.MODEL, registry.LOADER, registry.METRIC))
-        return {SPLITTER.join((t, d, m, n)) for t in tasks for d in loaders for m in metrics for n in models}
+        models = set(registry.names(registry.MODEL)) | {MIXTURE_NN}
+        return {SPLITTER.join((*pipeline, nn)) for pipeline in _pipelines() for nn in models}
     return set()
 
 
 def known(url: str, field: str) -> list[str]:
     """Every value of ``field`` that names something: recorded in the database (first, sorted), then the
     registry's files with nothing recorded yet."""
-    tasks = recorded(url, "task") if field == "config" else set()
     found = recorded(url, field)
-    return sorted(found) + sorted(_registered(field, tasks) - found)
+    return sorted(found) + sorted(_registered(field) - found)
 
 
 def _values(value) -> list:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
 from ab.nn.metric._age import AGE_GROUPS
-from ab.nn.stat import filters, query, versions, vocabulary
+from ab.nn.stat import query, versions, vocabulary
 
 
 def db_url(db: str | Path | None = None) -> str:
@@ -55,7 +55,6 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``);
     ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds."""
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
-    filters.check(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
     for row in rows:
@@ -87,7 +86,6 @@ def predictions(trial_id=None, split=None, db=None) -> pd.DataFrame:
 def metrics(config=None, nn=None, split=None, name=None, trial_id=None, db=None) -> pd.DataFrame:
     """Every recorded metric value in long form (``split`` is ``eval`` or ``test``)."""
     vocabulary.check("split", split, vocabulary.SPLITS)
-    filters.check(db_url(db), config=config, nn=nn, name=name)
     return as_frame(query.metric_rows(db_url(db), config=config, nn=nn, split=split, name=name, trial_id=trial_id),
                   ("trial_id", "config", "nn", "epoch", "split", "name", "value", "stat_id"))
 
@@ -119,7 +117,6 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
     vocabulary.check("format", format, vocabulary.FORMATS)
     vocabulary.check("precision", precision, vocabulary.PRECISIONS)
     vocabulary.check("status", status, vocabulary.EXPORT_STATUS)
-    filters.check(db_url(db), config=config, nn=nn)
     return as_frame(query.export_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, format=format,
                                       precision=precision, status=status))
 
@@ -130,6 +127,5 @@ def latency(trial_id=None, config=None, nn=None, runtime=None, threads=None, sta
     ``export_id``, with ``trials()`` on ``trial_id``."""
     vocabulary.check("runtime", runtime, vocabulary.RUNTIMES)
     vocabulary.check("status", status, vocabulary.LATENCY_STATUS)
-    filters.check(db_url(db), config=config, nn=nn)
     return as_frame(query.latency_rows(db_url(db), trial_id=trial_id, config=config, nn=nn, runtime=runtime,
                                      threads=threads, status=status))
