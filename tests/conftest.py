@@ -70,9 +70,12 @@ def postgres_url():
 
 @pytest.fixture
 def misbehaving(root, tmp_path, monkeypatch) -> str:
-    """tests.helpers.MISBEHAVING as model ``Misbehaves`` in the test's workspace ``root``; set $MISBEHAVE_HOW
-    in the test. The module reads its environment when imported; a workspace file is imported once per
-    path, so no test sees another test's import of it."""
-    monkeypatch.setenv("MISBEHAVE_FLAG", str(tmp_path / "first-build-done"))
+    """tests.helpers.MISBEHAVING as model ``Misbehaves`` in the test's workspace ``root``; set
+    $AB_NN_FAULT_MISBEHAVE in the test (its files are in $AB_NN_FAULT_DIR). The module reads its
+    environment when imported; a workspace file is imported once per path, so no test sees another test's
+    import of it."""
+    folder = tmp_path / "misbehaving"
+    folder.mkdir()
+    monkeypatch.setenv("AB_NN_FAULT_DIR", str(folder))
     helpers.write_model(root, "Misbehaves", helpers.MISBEHAVING)
     return "age-regression_utkface_mae_Misbehaves"

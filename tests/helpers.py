@@ -172,10 +172,11 @@ class Net(nn.Module):
 '''
 
 
-MISBEHAVING = '''"""A test model that misbehaves as $MISBEHAVE_HOW says, on its first build only ($MISBEHAVE_FLAG
-marks that the first build happened), except "hopeless" (always answers 100 years), "slow",
-"gated" (every epoch waits for the file $MISBEHAVE_GATE) and "export-segfault" (crashes the process
-whenever it is exported)."""
+MISBEHAVING = '''"""A test model that misbehaves as $AB_NN_FAULT_MISBEHAVE says, on its first build only (the file
+first-build-done in $AB_NN_FAULT_DIR marks that the first build happened), except "hopeless" (always answers
+100 years), "slow", "gated" (every epoch waits for the file gate in $AB_NN_FAULT_DIR) and "export-segfault"
+(crashes the process whenever it is exported). Its settings are a fault test's (ab.nn.util.faults), which
+reach a sandboxed trial too."""
 import ctypes
 import os
 import subprocess
@@ -185,8 +186,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-FLAG = Path(os.environ["MISBEHAVE_FLAG"])
-HOW = os.environ["MISBEHAVE_HOW"]
+FOLDER = Path(os.environ["AB_NN_FAULT_DIR"])
+FLAG = FOLDER / "first-build-done"
+HOW = os.environ["AB_NN_FAULT_MISBEHAVE"]
 
 
 def supported_hyperparameters():
@@ -226,13 +228,13 @@ class Net(nn.Module):
                 time.sleep(60)
             elif HOW == "grandchild":  # starts a process of its own, then hangs
                 child = subprocess.Popen(["sleep", "600"])
-                Path(os.environ["MISBEHAVE_PIDS"]).write_text(f"{os.getpid()} {child.pid}")
+                (FOLDER / "pids").write_text(f"{os.getpid()} {child.pid}")
                 time.sleep(600)
             elif HOW == "always":
                 raise RuntimeError("learn exploded on purpose")
         if HOW == "slow":
             time.sleep(1.5)
-        while HOW == "gated" and not Path(os.environ["MISBEHAVE_GATE"]).exists():
+        while HOW == "gated" and not (FOLDER / "gate").exists():
             time.sleep(0.2)
         for x, y in train_data:
             self.optimizer.zero_grad()

@@ -67,9 +67,9 @@ BROKEN = {
     "syntax": ("import torch\ndef supported_hyperparameters(:\n", "SyntaxError"),
     "no Net": ("def supported_hyperparameters():\n    return {'lr'}\n", "no class Net"),
     "raises on import": ("raise RuntimeError('generated code exploded')\n", "generated code exploded"),
-    "exits on import": ("import os\nos._exit(3)\n", "exit code 3"),
-    "segfaults on import": ("import ctypes\nctypes.string_at(0)\n", "signal"),
-    "hangs on import": ("while True:\n    pass\n", "longer than"),
+    "exits on import": ("import os\nos._exit(3)\n", "exited with code 3"),
+    "segfaults on import": ("import ctypes\nctypes.string_at(0)\n", "killed by SIGSEGV"),
+    "hangs on import": ("while True:\n    pass\n", "wall-clock limit of 20 s passed"),
 }
 
 

@@ -102,7 +102,7 @@ class Sweep:
 
     def train_here(self, *extra: str, trials: int = TRIALS) -> tuple[int, str]:
         """The same sweep run to its end in this process (trials ``--in-process``): exit code and output."""
-        return _here(train.cli, self.arguments(*extra, "--in-process", trials=trials))
+        return _here(train.cli, self.arguments(*extra, "--in-process", "--unsafe", trials=trials))
 
     def check(self) -> tuple[int, str]:
         """``python -m ab.nn.stat check``, in this process: exit code and output."""
@@ -126,6 +126,7 @@ def _here(cli, argv: list[str]) -> tuple[int, str]:
 def images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("images") / "UTKFace"
     helpers.make_utkface(folder, count=60)
+    folder.parent.chmod(0o755)  # a shared data folder: the sandbox user reads it too (pytest makes it 0700)
     return folder.parent
 
 
@@ -151,6 +152,10 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    return ancestor in (p.pid for p in psutil.Process(pid).parents())
 
 
 def _describe(process: psutil.Process) -> str:
@@ -205,17 +210,31 @@ class Run:
                 continue
         return found
 
+    def host_pid(self, pid: int) -> int:
+        """``pid`` as a process of this run wrote it: the host's pid of the marked process that has it in
+        an inner pid namespace (``NSpid``: the host's pid first, its own namespace's last), else ``pid``."""
+        for process in self.marked():
+            try:
+                with open(f"/proc/{process.pid}/status") as status:
+                    spaces = next(line.split()[1:] for line in status if line.startswith("NSpid:"))
+            except (OSError, StopIteration):
+                continue
+            if len(spaces) > 1 and int(spaces[-1]) == pid:
+                return process.pid
+        return pid
+
     def recorded(self) -> list[psutil.Process]:
         return list(self.seen.values())
 
     def wait_point(self, name: str) -> int:
-        """The pid of the process holding at fault point ``name``, once one is there."""
+        """The pid of the process holding at fault point ``name``, once one is there (the host's pid of a
+        sandboxed trial's process, which writes its pid in the sandbox's pid namespace)."""
         deadline = time.monotonic() + SECONDS
         while time.monotonic() < deadline:
             held = [p for p in self.faults.glob(f"{name}.*") if p.suffix != ".go"]
             if held:
                 self.snapshot()
-                return int(held[0].suffix[1:])
+                return self.host_pid(int(held[0].suffix[1:]))
             if self.process.poll() is not None:
                 pytest.fail(f"the runner ended (exit {self.process.returncode}) before reaching the fault point "
                             f"{name}:\n{self.tail()}")
@@ -395,9 +414,9 @@ def test_a_runner_killed_at_each_phase_resumes(sweep, runs, phase, sig, record_p
     flags = PHASE_FLAGS.get(phase, [])
     run = runs.start(sweep.command(*flags), fault=phase)
     held = run.wait_point(phase)
-    if phase == "workers":  # a DataLoader worker, started by the trial process
+    if phase == "workers":  # a DataLoader worker, started by the trial process (in its sandbox)
         trial = psutil.Process(held).ppid()
-        assert trial != run.pid and psutil.Process(trial).ppid() == run.pid
+        assert trial != run.pid and _descends(trial, run.pid)
     run.kill(getattr(signal, sig))
     code = run.wait(120)
     assert code == (128 + signal.SIGTERM if sig == "SIGTERM" else -signal.SIGKILL), run.tail()
@@ -418,7 +437,7 @@ def test_a_killed_trial_process_is_recorded_failed_and_the_sweep_goes_on(sweep, 
     record_property("fault", "trial process SIGKILL")
     run = runs.start(sweep.command(), fault="train")
     child = run.wait_point("train")
-    assert psutil.Process(child).ppid() == run.pid
+    assert _descends(child, run.pid)  # its child, or its sandbox launcher's
     os.kill(child, signal.SIGKILL)
     run.release("train")  # the next trials go on
     assert run.wait() == 0, run.tail()
@@ -621,7 +640,7 @@ def test_a_reclaimed_lease_refuses_the_stalled_runners_writes(sweep, runs, backe
     heartbeat = 1.0
     flags = ["-e", "2", "--heartbeat-seconds", str(heartbeat)]
     stalled = runs.start(sweep.command(*flags), fault="train")
-    child = stalled.wait_point("train")  # epoch 1 recorded
+    child = os.getpgid(stalled.wait_point("train"))  # epoch 1 recorded; the group of the sandbox it runs in
     _freeze([stalled.pid, child], sweep.root / "db" / "ab.nn.db" if backend == "sqlite" else None)
     try:
         time.sleep(4 * heartbeat + 3)  # LAPSE_BEATS missed beats, by the database's clock

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -16,7 +17,7 @@ from tests import helpers
 from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
-ISOLATED = [a for a in FAST if a != "--in-process"]
+ISOLATED = [a for a in FAST if a not in ("--in-process", "--unsafe")]
 
 @pytest.mark.parametrize("how, args, reason", [
     ("segfault", [], "died from signal SIGSEGV"),
@@ -26,7 +27,7 @@ ISOLATED = [a for a in FAST if a != "--in-process"]
 ])
 def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(root, utk_dir, misbehaving, monkeypatch, how, args,
                                                             reason):
-    monkeypatch.setenv("MISBEHAVE_HOW", how)
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", how)
     code = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(utk_dir),
                            *ISOLATED, "-c", misbehaving, "-t", "1", *args], capture_output=True, text=True,
                           timeout=300).returncode
@@ -42,7 +43,7 @@ def _runner(root, utk_dir, *args) -> list[str]:
 
 def test_an_export_crash_is_recorded_on_the_export_and_the_trained_trial_stands(root, utk_dir, misbehaving,
                                                                                  monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "export-segfault")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "export-segfault")
     done = subprocess.run(_runner(root, utk_dir, "-c", misbehaving, "-t", "2", "-a", "1", "--export", "onnx",
                                   "--latency-runs", "2", "--latency-warmup", "0"),
                           capture_output=True, text=True, timeout=600)
@@ -58,16 +59,17 @@ def test_an_export_crash_is_recorded_on_the_export_and_the_trained_trial_stands(
     assert all(t.value == pytest.approx(mae) for t, mae in zip(study.trials, trials.eval_mae))
 
 
-def test_a_timeout_ends_the_trials_whole_process_group(root, utk_dir, misbehaving, monkeypatch, tmp_path):
-    monkeypatch.setenv("MISBEHAVE_HOW", "grandchild")
-    monkeypatch.setenv("MISBEHAVE_PIDS", str(tmp_path / "pids"))
+def test_a_timeout_ends_the_trials_whole_process_group(root, utk_dir, misbehaving, monkeypatch):
+    """The trial and the process it started carry $AB_NN_FAULT_DIR in their environment: neither outlives
+    the limit (their pids, written from inside the sandbox's pid namespace, are not the host's)."""
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "grandchild")
     done = subprocess.run(_runner(root, utk_dir, "-c", misbehaving, "-t", "1", "--trial-timeout-minutes", "0.75"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    trial, grandchild = (int(p) for p in (tmp_path / "pids").read_text().split())
+    folder = os.environ["AB_NN_FAULT_DIR"]
+    assert len((Path(folder) / "pids").read_text().split()) == 2  # the grandchild was started
     time.sleep(0.5)
-    for pid in (trial, grandchild):
-        assert not _alive(pid), f"process {pid} outlived its trial"
+    assert _processes_with(f"AB_NN_FAULT_DIR={folder}\0") == [], "processes outlived their trial"
     trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("id")
     assert list(trials.status) == ["failed", "complete"] and "wall-clock limit" in trials.error.iloc[0]
 
@@ -94,7 +96,7 @@ def _wait_for(db, sql, seconds=300):
 
 
 def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "slow")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "slow")
     command = _runner(root, utk_dir, "-c", misbehaving, "-t", "2", "-e", "4")
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "db" / "ab.nn.db"
@@ -114,9 +116,8 @@ def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, 
 def test_a_second_worker_trains_the_next_seed_of_a_group_beside_the_first(root, utk_dir, misbehaving, monkeypatch):
     """``--seeds 2`` with two workers: the replicas of one hyperparameter set train side by side (one
     slot is claimed at a time), not one after the other in the worker that sampled the set."""
-    gate = root.parent / "gate"
-    monkeypatch.setenv("MISBEHAVE_HOW", "gated")
-    monkeypatch.setenv("MISBEHAVE_GATE", str(gate))
+    gate = Path(os.environ["AB_NN_FAULT_DIR"]) / "gate"
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "gated")
     command = _runner(root, utk_dir, "-c", misbehaving, "-t", "1", "--seeds", "2", "-e", "2")
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "db" / "ab.nn.db"
@@ -137,9 +138,8 @@ def test_a_second_worker_trains_the_next_seed_of_a_group_beside_the_first(root, 
 def test_a_worker_joins_only_replica_groups_of_its_own_fixed_hyperparameters(root, utk_dir, misbehaving, monkeypatch):
     """Two ``--seeds 2`` workers told different ``-p`` share one study: each trains its own values only
     (before: the second joined the first's open group and trained the other learning rate)."""
-    gate = root.parent / "gate"
-    monkeypatch.setenv("MISBEHAVE_HOW", "gated")
-    monkeypatch.setenv("MISBEHAVE_GATE", str(gate))
+    gate = Path(os.environ["AB_NN_FAULT_DIR"]) / "gate"
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "gated")
     db = root / "db" / "ab.nn.db"
     workers = {}
     for lr in (0.01, 0.02):
@@ -162,7 +162,7 @@ def test_a_worker_joins_only_replica_groups_of_its_own_fixed_hyperparameters(roo
 def test_runners_sharing_a_host_name_leave_each_others_trials_alone(root, utk_dir, misbehaving, monkeypatch):
     """Host networking: two containers share a host name, not their pids. A pid that does not exist here
     proves nothing; only the other runner's lapsed heartbeat would."""
-    monkeypatch.setenv("MISBEHAVE_HOW", "slow")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "slow")
     first = subprocess.Popen(_runner(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "3", "--heartbeat-seconds", "1"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "db" / "ab.nn.db"
@@ -198,7 +198,7 @@ def _processes_with(marker: str) -> list[int]:
 
 
 def test_kill_9_of_the_runner_then_the_same_command_resumes(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "slow")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "slow")
     command = _runner(root, utk_dir, "-c", misbehaving, "-t", "2", "-e", "3", "-w", "2", "--heartbeat-seconds", "1")
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = root / "db" / "ab.nn.db"
@@ -216,7 +216,8 @@ def test_kill_9_of_the_runner_then_the_same_command_resumes(root, utk_dir, misbe
     assert (trials.status == "complete").sum() == 2
     interrupted = trials[trials.status == "interrupted"]
     assert len(interrupted) == 1 and interrupted.error.iloc[0].startswith("interrupted: its runner")
-    assert _processes_with(os.environ["MISBEHAVE_FLAG"]) == []  # its trial and DataLoader workers died with it
+    left = _processes_with(f"AB_NN_FAULT_DIR={os.environ['AB_NN_FAULT_DIR']}\0")
+    assert left == []  # its trial and DataLoader workers died with it
     assert _count(db, "select count(*) from trial where status='running'") == 0
     # no half-written rows: every epoch row has its train_stat and its metrics, every trial its epochs
     assert _count(db, "select count(*) from stat where id not in (select stat_id from train_stat)") == 0

@@ -26,7 +26,7 @@ FLOORS = (
     ("domain", ("ab.nn.dataset", "ab.nn.face", "ab.nn.stat")),
     ("loaders", ("ab.nn.loader",)),
     ("services", ("ab.nn.sweep", "ab.nn.deploy", "ab.nn.predict", "ab.nn.moe", "ab.nn.bundle", "ab.nn.report",
-                  "ab.nn.check_nn")),
+                  "ab.nn.check_nn", "ab.nn.quarantine")),
     ("entry points", ("ab.nn.train", API, "ab.nn.util.Const", "ab.nn.nn_template", "ab.nn.cli", "__main__")),
 )
 """Bottom to top; a module may import its own floor and the floors below it. A name stands for the

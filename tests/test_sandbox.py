@@ -669,3 +669,21 @@ def _exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def test_a_folder_the_sandbox_user_cannot_read_is_named_before_the_child_starts(guard, tmp_path):
+    """As root the sandbox runs as another user: a private data folder would fail inside the child with a
+    bare PermissionError; the launcher names the folder and the fix, and a readable one is read."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox runs as this user, who reads its own folders")
+    data = tmp_path / "private"
+    data.mkdir(mode=0o700)
+    (data / "labels.txt").write_text("42\n")
+    data.chmod(0o700)
+    code = "result = open(%r).read()\n" % str(data / "labels.txt")
+    with pytest.raises(sandbox.SandboxStartError, match=r"cannot read the folder .*private \(mode 0700, owner uid "
+                                                        r"0\).*chmod o\+rX"):
+        sandbox.launch("tests.sandboxed_script", limits=SCRIPT, binds=[sandbox.Bind(data)])
+    data.chmod(0o755)
+    with sandbox.launch("tests.sandboxed_script", limits=SCRIPT, binds=[sandbox.Bind(data)]) as box:
+        assert box.request({"type": "run", "code": code}, DONE)["result"] == "42\n"

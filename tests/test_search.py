@@ -60,10 +60,10 @@ def test_a_trial_below_the_floor_is_stopped_from_epoch_2_even_without_a_pruner(r
 
 
 def test_optuna_sees_names_curves_attributes_and_true_states(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "raise")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1", "-e", "2") == 0
-    monkeypatch.setenv("MISBEHAVE_HOW", "hopeless")
-    # it reads $MISBEHAVE_HOW when imported; a changed workspace file is imported afresh
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "hopeless")
+    # it reads $AB_NN_FAULT_MISBEHAVE when imported; a changed workspace file is imported afresh
     helpers.write_model(root, "Misbehaves", helpers.MISBEHAVING + "\n# hopeless\n")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "-1", "-e", "2") == 0
     trials, study = _study(root)

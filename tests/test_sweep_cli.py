@@ -11,7 +11,8 @@ from ab.nn import registry, api, train
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
-        "-w", "0", "--quiet", "--pretrained", "0", "--export", "none", "--in-process"]
+        "-w", "0", "--quiet", "--pretrained", "0", "--export", "none", "--in-process", "--unsafe"]
+"""In the test's own process: the tests' workspace models too (``--unsafe``), without a process per trial."""
 
 
 def run(root, data, *args):
@@ -94,7 +95,7 @@ def test_bad_input_gives_a_one_line_error(root, utk_dir, capsys, args, expected)
 
 
 def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "raise")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1") == 0
     trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
     assert list(trials.status) == ["failed", "complete"]
@@ -104,14 +105,14 @@ def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, misbehav
 
 
 def test_gives_up_after_fail_attempts(root, utk_dir, misbehaving, monkeypatch):
-    monkeypatch.setenv("MISBEHAVE_HOW", "always")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "always")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "5", "-a", "3") == 1
     assert list(api.trials(db=root / "db" / "ab.nn.db").status) == ["failed"] * 3
 
 
 def test_early_stop_is_recorded_not_dropped(root, utk_dir, misbehaving, monkeypatch):
     # a model that always answers 100 years: MAE far above 20, so LEMUR's gate stops it after epoch 1
-    monkeypatch.setenv("MISBEHAVE_HOW", "hopeless")
+    monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "hopeless")
     assert run(root, utk_dir, "-c", misbehaving, "-e", "3", "-t", "1") == 0
     trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
     frame = api.data(db=root / "db" / "ab.nn.db")

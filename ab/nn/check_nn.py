@@ -1,5 +1,7 @@
 """``check_nn``: train a model given as a code string, as LEMUR 2.2.11's ``ab.nn.api.check_nn`` does
-for the NN-GPT generator, and record it like any other trial.
+for the NN-GPT generator, and record it like any other trial. The code never runs in the caller's
+process: it is checked by the sandboxed probe and trained in a sandboxed trial child
+(``ab.nn.sandbox``; ``docs/guide/sandbox.md``).
 
 1. The name is LEMUR's: the md5 of the code with every whitespace character removed
    (``ab.nn.util.lemur_hash``), optionally ``<prefix>-<md5>``; ``check_nn`` returns it as LEMUR does.
@@ -7,44 +9,54 @@ for the NN-GPT generator, and record it like any other trial.
    (``registry_name``), because a config string splits on ``_``: NN-GPT's
    ``prefix=f"{nn}_eval_{name}"`` returns ``ResNet_eval_B0-<md5>`` and trains
    ``<task>_<dataset>_<metric>_ResNet-eval-B0-<md5>``.
-2. The code is checked in a child process (it may hang, exit or crash there without harm): it must
-   parse, import, and satisfy the model contract (``supported_hyperparameters()`` giving names,
-   class ``Net`` with ``train_setup``, ``learn`` and ``forward``). Code that does not is recorded as
-   a failed trial of its config (with its code in the ``nn`` table) and ``CheckNNError`` is raised
-   (a ``SyntaxError`` too where the code does not parse).
-3. Valid code is written to the workspace model folder (``<root>/nn/<name>.py``, where the registry
-   finds it) and trained as one trial of ``<task>_<dataset>_<metric>_<name>`` by the sweep runner, in
-   a child process: ``prm["epoch"]`` epochs, ``prm["transform"]``, ``prm["batch"]`` and the model's other
+2. The code is written to a private folder and *staged* there (``ab.nn.registry.staged``), not in the
+   workspace's ``nn/``. It must parse, and the sandboxed probe (``ab.nn.model_probe``) must find it
+   satisfies the model contract (``supported_hyperparameters()`` giving names, class ``Net`` with
+   ``train_setup``, ``learn`` and ``forward``); it may hang, exit, fork or allocate there without harm.
+   Code that does not pass is recorded as a failed trial of its config (its code in the ``nn`` table,
+   the reason as the trial's error) and ``CheckNNError`` is raised (a ``SyntaxError`` too where the
+   code does not parse). Where the machine has no sandbox, generated code is refused the same way unless
+   ``unsafe=True``, which runs it without one (recorded on the trial, and warned).
+3. Valid code is trained as one trial of ``<task>_<dataset>_<metric>_<name>`` by the sweep runner, in a
+   sandboxed child: ``prm["epoch"]`` epochs, ``prm["transform"]``, ``prm["batch"]`` and the model's other
    hyperparameters fixed as given (a declared one missing from ``prm`` is sampled as in any sweep;
-   keys the model does not declare are not passed to it).
+   keys the model does not declare are not passed to it). The runner enforces ``epoch_limit_minutes``
+   on each phase of the trial (a ``learn()`` that does not return is killed); ``timeout_minutes``
+   bounds the whole call (the check and the training together).
 4. It returns LEMUR's tuple ``(name, accuracy, accuracy_to_time, code_quality)``: the last epoch's
    accuracy on the evaluation part, LEMUR's ``max(0, accuracy - MINIMUM_ACCURACY) / (duration / 1e11)``
    with the trial's duration in ns, and ``ab.nn.codequality.score``. As in LEMUR, the caller's
    ``prm`` then holds ``uid`` (the hyperparameter set's id, ``data()``'s ``prm_id``), ``duration``
    (ns) and ``accuracy``; LEMUR also merges its per-epoch diagnostics into it, which here are in
-   ``trials()`` and ``data()``. Failures raise LEMUR's classes (``ab.nn.util.Exception``, all
+   ``trials()`` and ``data()``. Only then is the code *accepted*: with ``save_to_db`` it joins the
+   workspace's ``nn/`` and later sweeps. Failures raise LEMUR's classes (``ab.nn.util.Exception``, all
    ``CheckNNError`` with the recorded ``trial_id``): code that does not parse a ``SyntaxError``
    (``CodeSyntaxError``), a trial stopped by the accuracy gate ``AccuracyException`` (``.accuracy``,
    ``.duration``), one stopped by a time limit ``LearnTimeException``, any other failure
-   ``CheckNNError``. The caller's process never crashes.
+   ``CheckNNError``; the code of a failure stays in the database only (*quarantined*: ``ab.nn.quarantine``
+   lists and restores it). The caller's
+   process never crashes.
 
 Differences from LEMUR, on purpose: the trial is recorded (status, error, seed, split, data key) even
 when it fails; ``save_to_db=False`` trains in a throw-away workspace (sharing only the data and its
-image cache) so nothing is kept; the model file stays in the workspace's ``nn/`` folder (LEMUR
-deletes its temporary copy), which makes it part of later sweeps of its task; the split is this
-project's default (``paper``) unless ``split="lemur"`` is passed.
+image cache) so nothing is kept; accepted code stays in the workspace's ``nn/`` folder (LEMUR deletes
+its temporary copy), which makes it part of later sweeps of its task; the split is this project's
+default (``paper``) unless ``split="lemur"`` is passed. A call killed from outside leaves its trial to
+be recorded ``interrupted`` by the next call or runner, and its temporary folder to be removed by it.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
-import tempfile
+import time
+import warnings
 from pathlib import Path
 
 from ab.nn import codequality, registry
 from ab.nn.config import Config, ConfigError
+from ab.nn.quarantine import write_code
+from ab.nn.util import tempdirs
 from ab.nn.util.Exception import AccuracyException, CheckNNError, CodeSyntaxError, LearnTimeException
 from ab.nn.util.lemur_hash import lemur_md5
 
@@ -55,8 +67,9 @@ VALIDATE_SECONDS = 120.0
 REQUIRED_PRM = ("epoch", "batch", "transform")
 NOT_HYPERPARAMETERS = ("epoch", "num_workers")
 TIME_LIMIT = re.compile(r"\b(?:time|wall-clock) limit of [\d.]+ minutes?\b")
-"""How a trial's error says a time limit stopped it (``ab.nn.sweep.isolation``: "wall-clock limit of N
-minutes hit"), which ``check_nn`` raises as ``LearnTimeException``."""
+"""How a trial's error says a time limit stopped it (``ab.nn.sweep.isolation``: "time limit of N minutes
+per epoch passed in ...", "wall-clock limit of N minutes hit"), which ``check_nn`` raises as
+``LearnTimeException``."""
 
 
 def model_name(nn_code: str, prefix: str | None = None) -> str:
@@ -75,62 +88,32 @@ def registry_name(name: str) -> str:
     return safe
 
 
-def _probe(path: str, result: str) -> None:
-    """Child process: import the file and check the model contract; write what was found."""
-    import importlib.util
-
-    from ab.nn.util.processes import die_with_parent
-
-    die_with_parent()
-    try:
-        spec = importlib.util.spec_from_file_location("_ab_nn_check_nn_probe", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        error = _contract_error(module)
-    except BaseException as raised:  # the code's own failure is the answer
-        error = f"{type(raised).__name__}: {raised}".strip()
-    Path(result).write_text(json.dumps({"error": error}))
+def validate(nn_code: str, timeout: float = VALIDATE_SECONDS, *, unsafe: bool = False) -> str | None:
+    """``None`` when the code parses and the sandboxed probe finds it satisfies the model contract, else
+    why not (one line). ``SandboxUnavailable`` where this machine has no sandbox, unless ``unsafe``."""
+    with tempdirs.folder("check-nn") as folder:
+        return _validate(nn_code, _stage(folder, "Checked", nn_code), timeout, unsafe)[0]
 
 
-def _contract_error(module) -> str | None:
-    supported = getattr(module, "supported_hyperparameters", None)
-    if not callable(supported):
-        return "the code defines no supported_hyperparameters() (LEMUR's model contract)"
-    names = supported()
-    if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names):
-        return f"supported_hyperparameters() must give names (strings), got {names!r}"
-    net = getattr(module, "Net", None)
-    if not isinstance(net, type):
-        return "the code defines no class Net (LEMUR's model contract)"
-    missing = [m for m in ("train_setup", "learn", "forward") if not callable(getattr(net, m, None))]
-    if missing:
-        return f"Net has no {', '.join(missing)} (LEMUR's model contract)"
-    return None
+def _stage(folder: Path, name: str, code: str) -> Path:
+    """The code as ``<folder>/staged/<name>.py``, readable by the sandbox user."""
+    path = folder / "staged" / f"{name}.py"
+    path.parent.mkdir(mode=0o755)
+    path.write_text(code, encoding="utf-8")
+    return path
 
 
-def validate(nn_code: str, timeout: float = VALIDATE_SECONDS) -> str | None:
-    """``None`` when the code parses, imports and satisfies the model contract, else why not (one
-    line). The import runs in a child process with a time limit."""
+def _validate(nn_code: str, path: Path, timeout: float, unsafe: bool):
+    """``(why not or None, ModelFacts or None)`` of the staged code."""
+    from ab.nn.model_probe import PROBE_LIMITS
+    from ab.nn.sweep.models import facts
+
     try:
         compile(nn_code, "<nn_code>", "exec")
     except SyntaxError as error:
-        return f"SyntaxError: {error.msg} (line {error.lineno})"
-    context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="ab-nn-check-") as folder:
-        path, result = Path(folder) / "model.py", Path(folder) / "result.json"
-        path.write_text(nn_code, encoding="utf-8")
-        process = context.Process(target=_probe, args=(str(path), str(result)), name="check_nn-probe")
-        process.start()
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-            return f"importing the code took longer than {timeout:g} s"
-        if not result.exists():
-            code = process.exitcode
-            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            return f"importing the code ended its process ({how})"
-        return json.loads(result.read_text())["error"]
+        return f"SyntaxError: {error.msg} (line {error.lineno})", None
+    found = facts(path, unsafe=unsafe, limits=PROBE_LIMITS.replace(wall_seconds=max(1.0, timeout)))
+    return found.error, found
 
 
 def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save_to_db: bool = True,
@@ -138,16 +121,22 @@ def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save
              epoch_limit_minutes: float = 30, transform_dir: str | None = None, *, root=None, db=None,
              data_dir=None, max_samples: int | None = None, split: str = "paper", split_seed: int = 42,
              seed: int = 42, device: str = "auto", progress: bool = True,
-             validate_timeout: float = VALIDATE_SECONDS) -> tuple[str, float, float, float]:
+             validate_timeout: float = VALIDATE_SECONDS, timeout_minutes: float | None = None,
+             unsafe: bool = False) -> tuple[str, float, float, float]:
     """LEMUR's ``check_nn`` (same positional arguments and return tuple); the keyword-only extras pick
     the workspace (``root``, ``db``, ``data_dir``), the data (``max_samples``, ``split``, ``split_seed``),
-    the training seed, the device and the validation time limit."""
+    the training seed and the device; ``validate_timeout`` bounds the check of the code (seconds),
+    ``timeout_minutes`` the whole call (a trial still training then is killed: ``LearnTimeException``);
+    ``unsafe=True`` runs the code without a sandbox where the machine has none."""
     from ab.nn.workspace import Workspace
 
+    started = time.monotonic()
     missing = [k for k in REQUIRED_PRM if k not in prm]
     if missing:
         raise ValueError(f"check_nn: prm lacks {', '.join(missing)} (LEMUR's check_nn needs epoch, batch and "
                          f"transform)")
+    if timeout_minutes is not None and not timeout_minutes > 0:
+        raise ValueError(f"check_nn: timeout_minutes must be positive, got {timeout_minutes!r}")
     name = model_name(nn_code, prefix)
     try:
         config = Config.parse(f"{task}_{dataset}_{metric}_{registry_name(name)}")
@@ -155,77 +144,122 @@ def check_nn(nn_code: str, task: str, dataset: str, metric: str, prm: dict, save
         raise ValueError(f"check_nn: {error}") from None
     quality = codequality.score(nn_code)
     home = Workspace.resolve(root, db, data_dir)
+    tempdirs.clean_abandoned()  # what calls killed on this host left behind
     if save_to_db:
-        trial = _check(nn_code, config, dict(prm), home, save_path, export_onnx, epoch_limit_minutes, transform_dir,
-                       max_samples, split, split_seed, seed, device, progress, validate_timeout)
-    else:
-        with tempfile.TemporaryDirectory(prefix="ab-nn-check_nn-") as folder:
-            trial = _check(nn_code, config, dict(prm), _throwaway(home, Path(folder), dataset), save_path,
-                           export_onnx, epoch_limit_minutes, transform_dir, max_samples, split, split_seed, seed,
-                           device, progress, validate_timeout)
+        _reclaim(home)
+    call = _Call(nn_code, config, dict(prm), save_path, export_onnx, epoch_limit_minutes, transform_dir,
+                 max_samples, split, split_seed, seed, device, progress, validate_timeout,
+                 None if timeout_minutes is None else started + timeout_minutes * 60, unsafe)
+    with tempdirs.folder("check-nn") as folder:
+        staged = _stage(folder, config.nn, nn_code)
+        ws = home if save_to_db else _throwaway(home, folder / "workspace", dataset)
+        trial = call.run(ws, staged)
     result = _result(config, trial, name, quality, epoch_limit_minutes)
+    if save_to_db:  # accepted: the code joins the workspace's models
+        write_code(home.code_dir(registry.MODEL.folder), config.nn, nn_code)
     prm.update(uid=trial["prm"], duration=trial["duration"], accuracy=result[1])  # LEMUR fills the caller's dict
     return result
+
+
+def _reclaim(home) -> None:
+    """Trials of runners and calls that are gone (killed from outside) are recorded ``interrupted``."""
+    from ab.nn.stat import versions
+    from ab.nn.stat.store import StatStore, reclaim_lapsed
+
+    versions.upgrade(home.db_url)  # once per call, as the runner does per open
+    with StatStore(home.db_url).transaction() as session:
+        reclaim_lapsed(session)
 
 
 def _throwaway(home, folder: Path, dataset: str):
     """A workspace in ``folder`` that reads ``home``'s data and shares its image cache."""
     from ab.nn.workspace import Workspace
 
-    cache = home.cache_dir(dataset)
-    cache.mkdir(parents=True, exist_ok=True)
-    (folder / "data" / dataset).mkdir(parents=True)
-    (folder / "data" / dataset / "cache").symlink_to(cache, target_is_directory=True)
+    shared = home.root / "data" / dataset
+    shared.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / dataset).symlink_to(shared, target_is_directory=True)
     return Workspace(root=folder, db=None, data_dir=home.dataset_dir(dataset))
 
 
-def _check(nn_code, config, prm, ws, save_path, export_onnx, epoch_limit_minutes, transform_dir, max_samples, split,
-           split_seed, seed, device, progress, validate_timeout) -> dict:
-    """Validate and train the code as one trial; its record (``Trial`` columns)."""
-    from ab.nn.dataset.identity import DataIdentity
-    from ab.nn.dataset.settings import DataSettings
-    from ab.nn.deploy.pipeline import ExportOptions
-    from ab.nn.stat import versions
-    from ab.nn.stat.schema import FAILED
-    from ab.nn.stat.store import StatStore
-    from ab.nn.sweep.runner import SweepOptions, run
-    from ab.nn.util import system
-    from ab.nn.workspace import active
+class _Call:
+    """One ``check_nn`` call's settings, and its check and training in a workspace."""
 
-    settings = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, progress=progress)
-    versions.upgrade(ws.db_url)  # a new throwaway database, as the runner would make it
-    store = StatStore(ws.db_url)
-    epochs = int(prm["epoch"])
-    problem = validate(nn_code, validate_timeout)
-    with active.use(ws):
-        if transform_dir:
-            _install_transform(Path(transform_dir), prm["transform"], ws)
-        if problem is not None:
-            identity = DataIdentity(config.dataset, settings)
-            trial_id = store.reserve_trial(config, epochs, None, data_key=identity.key,
-                                           study=f"{config.name}@{identity.key}/e{epochs}", split=settings.label,
-                                           split_seed=split_seed, max_samples=max_samples, host=system.host(),
-                                           pid=os.getpid(), nn_code_id=store.save_code(registry.MODEL, config.nn,
-                                                                                         nn_code))
-            store.finish_trial(trial_id, FAILED, error=f"InvalidModelCode: {problem}")
-            raise _invalid(nn_code, f"check_nn: {config.nn}: {problem} (recorded as failed trial {trial_id})", trial_id)
-        _write_model(ws.code_dir(registry.MODEL.folder), config.nn, nn_code)
-        supported = set(registry.load(registry.MODEL, config.nn).supported_hyperparameters())
-    fixed = {k: v for k, v in prm.items() if k in supported or k == "batch"}
-    before = _last_trial(store, config)
-    options = SweepOptions(configs=(config.name,), fixed=fixed, epochs=epochs, trials=-1, transform=prm["transform"],
-                           fail_attempts=1, workers=int(prm.get("num_workers", 1)),
-                           epoch_limit_minutes=epoch_limit_minutes,
-                           export=ExportOptions(formats=("onnx",) if export_onnx else ()), isolate=True, seed=seed,
-                           device=device, data=settings, workspace=ws, progress=progress)
-    summary = run(options)
-    trial = _last_trial(store, config)
-    if trial is None or trial["id"] == (before or {}).get("id"):
-        reason = (summary.results[0].gave_up if summary.results else None) or "no trial ran"
-        raise CheckNNError(f"check_nn: {config.nn}: {reason.splitlines()[0]}")
-    if save_path:
-        _save_epochs(ws, trial["id"], config, Path(save_path))
-    return trial
+    def __init__(self, nn_code, config, prm, save_path, export_onnx, epoch_limit_minutes, transform_dir, max_samples,
+                 split, split_seed, seed, device, progress, validate_timeout, deadline, unsafe):
+        from ab.nn.dataset.settings import DataSettings
+
+        self.nn_code, self.config, self.prm, self.save_path = nn_code, config, prm, save_path
+        self.export_onnx, self.epoch_limit_minutes, self.transform_dir = export_onnx, epoch_limit_minutes, transform_dir
+        self.settings = DataSettings(split=split, split_seed=split_seed, max_samples=max_samples, progress=progress)
+        self.seed, self.device, self.progress, self.unsafe = seed, device, progress, unsafe
+        self.validate_timeout, self.deadline = validate_timeout, deadline
+
+    def _left(self) -> float | None:
+        """Seconds left of the whole call's limit."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def run(self, ws, staged: Path) -> dict:
+        """Check and train the staged code as one trial; its record (``Trial`` columns)."""
+        from ab.nn.deploy.pipeline import ExportOptions
+        from ab.nn.sandbox import SandboxUnavailable
+        from ab.nn.stat import versions
+        from ab.nn.stat.store import StatStore
+        from ab.nn.sweep.isolation import Limits
+        from ab.nn.sweep.runner import SweepOptions, run
+        from ab.nn.workspace import active
+
+        versions.upgrade(ws.db_url)  # a new throwaway database, as the runner would make it
+        config, store, epochs = self.config, StatStore(ws.db_url), int(self.prm["epoch"])
+        with active.use(ws), registry.staged.use({config.nn: staged}):
+            if self.transform_dir:
+                _install_transform(Path(self.transform_dir), self.prm["transform"], ws)
+            timeout = self.validate_timeout if self._left() is None else min(self.validate_timeout, self._left())
+            try:
+                problem, facts = _validate(self.nn_code, staged, timeout, self.unsafe)
+            except SandboxUnavailable as error:
+                self._refuse(store, epochs, f"SandboxUnavailable: {error}", "none: no sandbox")
+            if problem is not None:  # (no facts: it does not parse, and nothing ran)
+                self._refuse(store, epochs, f"InvalidModelCode: {problem}",
+                             None if facts is None else "bubblewrap" if facts.sandboxed else "none: unsafe=True")
+            if not facts.sandboxed:
+                warnings.warn(f"check_nn: this machine has no sandbox, and unsafe=True runs {config.nn} with this "
+                              f"process's rights", RuntimeWarning, stacklevel=3)
+            supported = facts.supported_hyperparameters
+            fixed = {k: v for k, v in self.prm.items() if k in supported or k == "batch"}
+            before = _last_trial(store, config)
+            left = self._left()
+            options = SweepOptions(configs=(config.name,), fixed=fixed, epochs=epochs, trials=-1,
+                                   transform=self.prm["transform"], fail_attempts=1,
+                                   workers=int(self.prm.get("num_workers", 1)),
+                                   epoch_limit_minutes=self.epoch_limit_minutes,
+                                   export=ExportOptions(formats=("onnx",) if self.export_onnx else ()), isolate=True,
+                                   limits=Limits(minutes=None if left is None else max(left, 1.0) / 60),
+                                   seed=self.seed, device=self.device, data=self.settings, workspace=ws,
+                                   progress=self.progress, unsafe=self.unsafe)
+            summary = run(options)
+        trial = _last_trial(store, config)
+        if trial is None or trial["id"] == (before or {}).get("id"):
+            reason = (summary.results[0].gave_up if summary.results else None) or "no trial ran"
+            raise CheckNNError(f"check_nn: {config.nn}: {reason.splitlines()[0]}")
+        if self.save_path:
+            _save_epochs(ws, trial["id"], config, Path(self.save_path))
+        return trial
+
+    def _refuse(self, store, epochs: int, error: str, sandbox: str | None):
+        """Record the code refused as a failed trial of its config (the code in the ``nn`` table) and raise."""
+        from ab.nn.dataset.identity import DataIdentity
+        from ab.nn.stat.schema import FAILED
+        from ab.nn.util import system
+
+        config, identity = self.config, DataIdentity(self.config.dataset, self.settings)
+        trial_id = store.reserve_trial(config, epochs, None, data_key=identity.key,
+                                       study=f"{config.name}@{identity.key}/e{epochs}", split=self.settings.label,
+                                       split_seed=self.settings.split_seed, max_samples=self.settings.max_samples,
+                                       host=system.host(), pid=os.getpid(), sandbox=sandbox,
+                                       nn_code_id=store.save_code(registry.MODEL, config.nn, self.nn_code))
+        store.finish_trial(trial_id, FAILED, error=error)
+        raise _invalid(self.nn_code, f"check_nn: {config.nn}: {error} (recorded as failed trial {trial_id})", trial_id)
 
 
 def _install_transform(folder: Path, name: str, ws) -> None:
@@ -245,18 +279,7 @@ def _install_transform(folder: Path, name: str, ws) -> None:
             raise ValueError(f"check_nn: transform {name!r} of {folder} differs from the package's transform of "
                              f"that name, which would be used; rename it")
         return
-    _write_model(ws.code_dir(registry.TRANSFORM.folder), name, code)
-
-
-def _write_model(folder: Path, name: str, code: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.py"
-    if target.exists() and target.read_text(encoding="utf-8") == code:
-        return target
-    tmp = folder / f".{name}.py.tmp{os.getpid()}"
-    tmp.write_text(code, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    write_code(ws.code_dir(registry.TRANSFORM.folder), name, code)
 
 
 def _last_trial(store, config) -> dict | None:

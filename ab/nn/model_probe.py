@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ab.nn import sandbox
+from ab.nn.util import faults
 from ab.nn.sandbox.limits import GiB, MiB
 
 PROBE_LIMITS = sandbox.Limits(wall_seconds=120, cpu_seconds=120, memory_bytes=4 * GiB, address_space_bytes=16 * GiB,
@@ -67,6 +68,12 @@ class ModelFacts:
     def ok(self) -> bool:
         return self.error is None
 
+    @classmethod
+    def of_module(cls, path: str | Path, module) -> "ModelFacts":
+        """The facts of a module imported in this process (the package's own, trusted models): what the
+        probe would report of its file, read the same way; ``sandboxed`` is False."""
+        return _facts(str(path), read(module), sandboxed=False)
+
     def to_json(self) -> dict:
         return {"path": self.path, "error": self.error, "sandboxed": self.sandboxed,
                 "supported_hyperparameters": None if self.supported_hyperparameters is None
@@ -79,13 +86,17 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
           unsafe: bool = False) -> ModelFacts:
     """Import the model file at ``path`` in a sandbox and report what it is. ``binds`` and ``env`` add to
     what the sandbox sees: by default the torch hub cache (read-only, with ``TORCH_HOME``), so that
-    ``pretrained_available()`` answers as it would here."""
+    ``pretrained_available()`` answers as it would here, and a fault test's settings, as a trial gets them
+    (``ab.nn.util.faults.passed``)."""
     file = Path(path).absolute()
     if file.suffix != ".py" or not file.is_file():
         raise ValueError(f"probe: {file} is not a Python file")
-    hub_binds, hub_env = _torch_hub()
-    box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *binds],
-                         env={**hub_env, **(env or {})}, unsafe=unsafe)
+    hub_binds, hub_env = torch_hub()
+    fault_env, handshake = faults.passed()
+    fault_binds = [sandbox.Bind(handshake.resolve(), target=handshake, writable=True)] if handshake else []
+    box = sandbox.launch("ab.nn.model_probe", limits=limits, binds=[sandbox.Bind(file), *hub_binds, *fault_binds,
+                                                                    *binds],
+                         env={**hub_env, **fault_env, **(env or {})}, unsafe=unsafe)
     with box:
         try:
             reply = box.request({"type": "probe", "path": str(file)}, FACTS_SCHEMA)
@@ -94,7 +105,7 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
     return _facts(str(file), reply, box.sandboxed)
 
 
-def _torch_hub() -> tuple[list, dict]:
+def torch_hub() -> tuple[list, dict]:
     """The torch hub cache, read-only, where the sandbox's torch looks for it."""
     try:
         from torch.hub import get_dir
@@ -177,24 +188,29 @@ def declared_sizes(module) -> list[list[int]] | None:
     return found
 
 
+def read(module) -> dict:
+    """An imported model module's facts, as plain JSON (this calls the module's functions); a function
+    that raises, raises."""
+    facts = {"error": contract_error(module), "supported_hyperparameters": None}
+    if facts["error"] is None:
+        facts["supported_hyperparameters"] = sorted(str(n) for n in module.supported_hyperparameters())
+    facts["search_space"] = declared_space(module)
+    available = getattr(module, "pretrained_available", None)
+    facts["pretrained_available"] = None if available is None else bool(available())
+    facts["input_sizes"] = declared_sizes(module)
+    return facts
+
+
 def inspect(path: str) -> dict:
     """Import the file and read its facts (this runs its code: only in a sandbox)."""
-    facts = {"error": None, "supported_hyperparameters": None, "search_space": None, "pretrained_available": None,
-             "input_sizes": None}
     try:
         spec = importlib.util.spec_from_file_location(f"_ab_nn_probed_{Path(path).stem.replace('-', '_')}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        facts["error"] = contract_error(module)
-        if facts["error"] is None:
-            facts["supported_hyperparameters"] = sorted(str(n) for n in module.supported_hyperparameters())
-        facts["search_space"] = declared_space(module)
-        available = getattr(module, "pretrained_available", None)
-        facts["pretrained_available"] = None if available is None else bool(available())
-        facts["input_sizes"] = declared_sizes(module)
+        return read(module)
     except BaseException as raised:  # the code's own failure is the answer
-        facts["error"] = facts["error"] or f"{type(raised).__name__}: {raised}".strip()[:ERROR_CHARS]
-    return facts
+        return {"error": f"{type(raised).__name__}: {raised}".strip()[:ERROR_CHARS], "supported_hyperparameters": None,
+                "search_space": None, "pretrained_available": None, "input_sizes": None}
 
 
 def _serve() -> None:

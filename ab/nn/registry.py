@@ -6,9 +6,14 @@ Entries come from two places: the package's own folders (``ab/nn/nn/``, ``ab/nn/
 go without touching the installed package. On a name clash the package's file wins. Package
 entries are imported by package name (``ab.nn.nn.<Name>``), workspace entries from their path.
 
+Model files being checked by ``check_nn`` are *staged* (``staged``): entries of the registry for the
+duration of a run, from a private folder, so that code that fails its check never lands in ``nn/``.
+
 A name read from a config string or the command line is checked against the files in the
 registry folders before anything is imported, so ``../../x`` or a dotted name can never reach
-``importlib``. Model files are code and run with the user's rights; only put trusted files there.
+``importlib``. Importing a file runs its code with this process's rights: the sweep runs workspace and
+staged models only in a sandboxed child (``ab.nn.sweep.isolation``) and learns about them from a
+sandboxed probe (``ab.nn.model_probe``); only package entries are imported in the runner itself.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ab.nn.util.lemur_hash import lemur_md5
+from ab.nn.util.scoped import Scoped
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE, WORKSPACE = "package", "workspace"
@@ -75,9 +81,16 @@ def _entries(directory: Path, kind: Kind) -> dict[str, Path]:
             if not p.stem.startswith("_") and kind.valid(p.stem) and p.is_file()}
 
 
+staged = Scoped[dict]("staged model files", dict)
+"""Model files that are entries for the duration of a run without being in any registry folder:
+``{name: path}`` (``check_nn``'s code under check). They come after the workspace's, before the package's."""
+
+
 def _files(kind: Kind) -> dict[str, Path]:
-    """Every entry of a kind: the workspace's, then the package's over them (the package wins)."""
-    return _entries(workspace_directory(kind), kind) | _entries(kind.directory, kind)
+    """Every entry of a kind: the workspace's, the staged ones over them, the package's over all (the
+    package wins)."""
+    extra = {name: Path(file) for name, file in staged.current().items() if kind.valid(name)} if kind is MODEL else {}
+    return _entries(workspace_directory(kind), kind) | extra | _entries(kind.directory, kind)
 
 
 def names(kind: Kind) -> list[str]:

@@ -98,8 +98,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
     p.add_argument("--in-process", action="store_true",
-                   help="run trials in the runner's own process (debugging); by default each trial runs in a "
-                        "child process, so a crash or a limit ends the trial, not the sweep")
+                   help="run trials in the runner's own process (debugging; the package's models only, workspace "
+                        "models too with --unsafe); by default each trial runs in a child process (a sandbox for "
+                        "workspace models), so a crash or a limit ends the trial, not the sweep")
+    p.add_argument("--unsafe", action="store_true",
+                   help="run workspace model code without the sandbox, with this process's rights, where this "
+                        "machine has no sandbox (bubblewrap) and with --in-process (recorded on each trial); by "
+                        "default such models are refused")
     p.add_argument("--trial-timeout-minutes", type=float, default=None,
                    help="wall-clock limit of a trial (export included); a trial over it is killed, recorded failed")
     p.add_argument("--trial-memory-gb", type=float, default=None,
@@ -197,7 +202,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         heartbeat_seconds=args.heartbeat_seconds,
                         search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup,
                                             args.pruner_floor, args.max_group_gap, args.group_gap_by),
-                        isolate=not args.in_process,
+                        isolate=not args.in_process, unsafe=args.unsafe,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)
 
@@ -270,11 +275,12 @@ def cli(argv=None) -> int:
 
 
 def list_configs(ws: Workspace) -> str:
-    """Every config a pattern can select (model files x what each loader serves, and configs already in the
-    database), with its trials in the database."""
+    """Every config a pattern can select, as the run selects them (model files x what each loader serves,
+    and configs in the database whose files are still there: not the code ``check_nn`` refused), with its
+    trials in the database."""
     from ab.nn.stat import versions
     from ab.nn.stat.store import StatStore
-    from ab.nn.sweep.configs import known_configs
+    from ab.nn.sweep.configs import resolve_configs
     from ab.nn.workspace import active
 
     try:
@@ -283,7 +289,7 @@ def list_configs(ws: Workspace) -> str:
     except versions.Missing:  # a new workspace: nothing recorded yet
         recorded, counts = set(), {}
     with active.use(ws):  # the workspace's own model files count too, as in the run
-        configs = sorted(known_configs() | recorded)
+        configs = sorted(resolve_configs(("",), recorded))
     rows = [f"{'config':<58} {'trials':>6} {'trained':>7}"]
     for config in configs:
         total, trained = counts.get(config.name, (0, 0))

@@ -11,6 +11,9 @@ one-line error naming the folder and the bytes needed, never a SIGBUS from a mem
 that has no block behind it. Temporary files go on every exit path; those of builds that died on
 this machine are removed by the next build here (the temporary names say which machine and
 process wrote them, so a build on another host sharing the folder is never taken for a dead one).
+
+A sandboxed trial sees the cache folder read-only: a cache it lacks is built by its runner, whom it
+asks through ``builder`` (``ab.nn.sweep.trial_child``), never by the trial itself.
 """
 from __future__ import annotations
 
@@ -30,10 +33,14 @@ from tqdm.auto import tqdm
 from ab.nn.dataset import DataError
 from ab.nn.util import processes
 from ab.nn.util.filelock import locked
+from ab.nn.util.scoped import Scoped
 from ab.nn.dataset.sources import Entry, ImageSource, open_image
 
 FORMAT_VERSION = 1
 _verified: set[tuple[str, int, int]] = set()
+builder = Scoped[object]("image cache builder", lambda: None)
+"""Who builds a missing cache: None, this process; else a function of the image size that has it built
+elsewhere (a sandboxed trial's runner)."""
 
 
 @dataclass
@@ -101,12 +108,19 @@ def _open_existing(data: Path, meta_path: Path, size: int, count: int) -> ImageC
 def open_or_build(source: ImageSource, entries: list[Entry], size: int, cache_dir: Path,
                   threads: int = 0, progress: bool = True) -> ImageCache:
     """The cache of ``entries`` at ``size``; built (once, under a file lock) when missing or damaged."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(source, entries, size)
     data, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     found = _open_existing(data, meta_path, size, len(entries))
     if found is not None:
         return found
+    elsewhere = builder.current()
+    if elsewhere is not None:
+        elsewhere(size)
+        found = _open_existing(data, meta_path, size, len(entries))
+        if found is None:
+            raise DataError(f"the {size}px image cache in {cache_dir} was asked for but not built")
+        return found
+    cache_dir.mkdir(parents=True, exist_ok=True)
     with locked(cache_dir / f"{key}.lock"):
         found = _open_existing(data, meta_path, size, len(entries))  # another process may have built it
         if found is not None:

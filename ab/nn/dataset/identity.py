@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -98,6 +98,15 @@ class DataIdentity:
     @property
     def key(self) -> str:
         return data_key(self.dataset, self.settings, self.digests)
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "settings": asdict(self.settings),
+                "digests": dict(self.digests) if self.digests is not None else None,
+                "counts": dict(self.counts) if self.counts is not None else None}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "DataIdentity":
+        return cls(value["dataset"], DataSettings(**value["settings"]), value["digests"], value["counts"])
 
     def describe(self) -> str:
         parts = [self.dataset, f"split {self.settings.describe()}"]

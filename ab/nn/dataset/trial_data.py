@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 from torch.utils.data import Subset
 
@@ -64,13 +65,13 @@ def identify(config: Config, ws: Workspace, settings: DataSettings) -> DataIdent
     return DataIdentity(config.dataset, settings, found.get("digests"), found.get("counts"))
 
 
-def load(spec: DataSpec) -> TrialData:
+def load(spec: DataSpec, transform=None) -> TrialData:
+    """The trial's data; ``transform``: a transform function to use instead of the spec's (``prepare``)."""
     config = Config.parse(spec.config)
     with workspace.active.use(spec.workspace), data_settings.active.use(spec.data):
         loader_module = registry.load(registry.LOADER, config.dataset)
-        transform_module = registry.load(registry.TRANSFORM, spec.transform)
-        out_shape, minimum_accuracy, train_set, eval_set = loader_module.loader(transform_module.transform,
-                                                                               config.task)
+        transform = transform or registry.load(registry.TRANSFORM, spec.transform).transform
+        out_shape, minimum_accuracy, train_set, eval_set = loader_module.loader(transform, config.task)
     test_set = getattr(eval_set, "held_out_test", None)
     digests = getattr(eval_set, "digests", None)
     limit = spec.data.max_samples
@@ -82,6 +83,32 @@ def load(spec: DataSpec) -> TrialData:
     counts = {"train": len(train_set), "eval": len(eval_set), "test": len(test_set) if test_set is not None else 0}
     return TrialData(tuple(out_shape), minimum_accuracy, train_set, eval_set, test_set,
                      DataIdentity(config.dataset, spec.data, digests, counts))
+
+
+def prepare(spec: DataSpec, image_size: int | None = None) -> None:
+    """Decode the images a trial of ``spec`` reads into the image cache, here (a sandboxed trial sees the
+    cache read-only): with the spec's transform where that is the package's and no ``image_size`` is
+    asked; else with a stand-in of ``image_size`` pixels (None: the loader's native size), since a
+    workspace transform is code that runs only in the sandbox. A workspace loader is never run here, so
+    nothing is prepared for it."""
+    config = Config.parse(spec.config)
+    with workspace.active.use(spec.workspace):
+        if registry.origin(registry.LOADER, config.dataset) != registry.PACKAGE:
+            return
+        trusted = registry.origin(registry.TRANSFORM, spec.transform) == registry.PACKAGE
+    load(spec, None if trusted and image_size is None else _stand_in(image_size))
+
+
+def _stand_in(image_size: int | None):
+    """A transform function whose transform only names its image size (the cache's key): the cache is
+    built, no image is transformed."""
+    sized = SimpleNamespace(image_size=image_size)
+
+    def transform(norm):
+        return sized
+
+    transform.eval_transform = transform
+    return transform
 
 
 def _text(value) -> str | None:

@@ -10,7 +10,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,13 @@ class ExportOptions:
 
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or tuple(sorted({1, system.cpu_count()}))
+
+    def to_json(self) -> dict:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "ExportOptions":
+        return cls(**{name: tuple(item) if isinstance(item, list) else item for name, item in value.items()})
 
     @property
     def enabled(self) -> bool:

@@ -35,10 +35,12 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path the child sees at ``target`` (the same path by default), read-only unless ``writable``."""
+    """A host path the child sees at ``target`` (the same path by default), read-only unless ``writable``;
+    ``device``: a device node the child may use (a GPU's), bound with its device access."""
     source: str | Path
     target: str | Path | None = None
     writable: bool = False
+    device: bool = False
 
     @property
     def inside(self) -> str:
@@ -78,11 +80,14 @@ def _under(path: str, folder: str) -> bool:
 
 
 def python_folders() -> list[str]:
-    """The Python installation, the environment, the project and every folder on ``sys.path``: what the
-    child's interpreter reads. Folders inside another one or inside the system folders are left out."""
+    """The Python installation, the environment, the project and the folders on ``sys.path``: what the
+    child's interpreter reads. Folders inside another one or inside the system folders are left out, and
+    so is the caller's own script folder or working folder (``sys.path[0]``, unless ``python -P``), which
+    the child does not import from: a script run from a private folder keeps it private."""
     system = [f"/{name}" for name in SYSTEM] + [os.path.realpath(f"/{name}") for name in SYSTEM]
+    paths = sys.path if sys.flags.safe_path else sys.path[1:]
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(project_root()),
-             os.path.dirname(os.path.realpath(sys.executable)), *sys.path}
+             os.path.dirname(os.path.realpath(sys.executable)), *paths}
     folders: list[str] = []
     for path in sorted((os.path.abspath(p) for p in found if p and os.path.isabs(p)), key=len):
         if path == "/" or not os.path.exists(path):
@@ -136,6 +141,14 @@ class _Mounts:
         self.mirrors[target] = False
 
 
+def gpu_binds() -> list[Bind]:
+    """What CUDA needs to reach NVIDIA GPUs from a sandbox: the device nodes (``/dev/nvidia*``) and
+    ``/sys`` read-only (the driver's PCI facts); empty on a machine without them."""
+    nodes = sorted(str(p) for p in Path("/dev").glob("nvidia*") if p.is_char_device())
+    nodes += sorted(str(p) for p in Path("/dev/nvidia-caps").glob("*") if p.is_char_device())
+    return [Bind(node, device=True) for node in nodes] + ([Bind("/sys")] if nodes else [])
+
+
 def mounts(binds: list[Bind], scratch: str, tmpfs_bytes: int) -> list[str]:
     m = _Mounts()
     m.add("--proc", "/proc")
@@ -150,9 +163,10 @@ def mounts(binds: list[Bind], scratch: str, tmpfs_bytes: int) -> list[str]:
             m.add("--ro-bind", path, path, mirror=True)
     for folder in python_folders():
         m.add("--ro-bind", folder, folder, mirror=True)
-    for bind in sorted(binds, key=lambda b: b.writable):
+    for bind in sorted(binds, key=lambda b: (b.writable, b.device)):
         source = os.path.abspath(bind.source)
-        m.add("--bind" if bind.writable else "--ro-bind", bind.inside, source, mirror=source == bind.inside)
+        option = "--dev-bind" if bind.device else "--bind" if bind.writable else "--ro-bind"
+        m.add(option, bind.inside, source, mirror=source == bind.inside)
     m.add("--bind", scratch, scratch, mirror=True)
     m.args += ["--perms", "0555", "--dir", HOME, "--remount-ro", "/"]
     return m.args

@@ -15,16 +15,16 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import secrets
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from ab.nn.sandbox import bwrap
 from ab.nn.sandbox.bwrap import Bind
@@ -33,6 +33,7 @@ from ab.nn.sandbox.errors import (ProtocolError, SandboxError, SandboxExited, Sa
                                   SandboxTimeout)
 from ab.nn.sandbox.limits import GiB, Limits, signal_reason
 from ab.nn.sandbox.protocol import MAX_MESSAGE, Channel, validate
+from ab.nn.util import tempdirs
 
 START_SECONDS = 60.0
 """How long the child may take to say ``ready`` (Python's start on a loaded machine), within the wall limit."""
@@ -49,9 +50,10 @@ class Sandbox:
     is False only for a run that ``unsafe=True`` let go without one."""
 
     def __init__(self, process: subprocess.Popen, limits: Limits, scratch: Path, own_scratch: bool, sandboxed: bool,
-                 max_message: int):
+                 max_message: int, echo: BinaryIO | None = None):
         self.process, self.limits, self.scratch, self.sandboxed = process, limits, scratch, sandboxed
         self._own_scratch = own_scratch
+        self._echo = echo
         self._started = time.monotonic()
         self._killed: str | None = None  # why the parent killed it
         self._lock = threading.Lock()
@@ -133,13 +135,24 @@ class Sandbox:
             except OSError:
                 pass
         if self._own_scratch:
-            _remove(self.scratch)
+            tempdirs.remove_tree(self.scratch)
 
     def __enter__(self) -> "Sandbox":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def killed(self) -> str | None:
+        """Why the parent killed the sandbox (``wall``, ``memory``, ``protocol``, ``closed``, ``no message within
+        N s``), None while it was not killed for a reason."""
+        with self._lock:
+            return self._killed
+
+    def kill(self, reason: str) -> None:
+        """End the whole sandbox now (``reason`` is what ``killed`` then says, unless another came first)."""
+        self._kill(reason)
 
     @property
     def stderr(self) -> str:
@@ -193,6 +206,8 @@ class Sandbox:
                 return
             if not chunk:
                 return
+            if self._echo is not None:
+                _echo(self._echo, chunk)
             with self._lock:
                 self._stderr.append(chunk)
                 self._stderr_size += len(chunk)
@@ -200,6 +215,8 @@ class Sandbox:
                     self._stderr_size -= len(self._stderr.popleft())
 
     def _watch(self) -> None:
+        from ab.nn.util.processes import unique_memory  # psutil: not at import (a system Python may launch too)
+
         total = self.limits.total_memory_bytes
         while not self._closed.wait(WATCH_SECONDS):
             if self.process.poll() is not None:
@@ -212,24 +229,17 @@ class Sandbox:
                 return
 
 
-def unique_memory(pid: int) -> int:
-    """Proportional set size of a process and all its descendants, in bytes (resident size where PSS
-    cannot be read): a page shared by N processes counts 1/N in each."""
-    import psutil
+_UNSAFE_OUTPUT = re.compile(rb"\x1b(?!\[[0-9;?]*[A-Za-z])|[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+"""What the child may not send to the parent's terminal: control characters but tab, newline and carriage
+return, and escape sequences other than CSI ones (cursor moves and erasing, which progress bars use)."""
 
+
+def _echo(stream: BinaryIO, chunk: bytes) -> None:
     try:
-        leader = psutil.Process(pid)
-        group = [leader, *leader.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    used = 0
-    for process in group:
-        try:
-            info = process.memory_full_info()
-            used += getattr(info, "pss", info.rss)
-        except psutil.Error:
-            continue
-    return used
+        stream.write(_UNSAFE_OUTPUT.sub(b"?", chunk))
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _last_line(text: str) -> str:
@@ -238,53 +248,45 @@ def _last_line(text: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _remove(folder: Path) -> None:
-    """Remove a scratch folder whatever its (dead) child did to the modes of its folders; symlinks are
-    removed, never followed."""
-    stack = [str(folder)]
-    while stack:
-        path = stack.pop()
-        try:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
-                os.chmod(path, 0o700)
-                stack += [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def launch(module: str, args: tuple[str, ...] | list[str] = (), *, limits: Limits = Limits(),
            binds: tuple[Bind, ...] | list[Bind] = (), env: dict[str, str] | None = None,
            scratch: str | Path | None = None, unsafe: bool = False,
-           max_message: int = MAX_MESSAGE) -> Sandbox:
+           max_message: int = MAX_MESSAGE, echo: BinaryIO | None = None) -> Sandbox:
     """Run ``python -m module args...`` in a sandbox and return it once the child said ``ready``.
 
     ``binds`` are extra host paths the child sees (read-only unless ``Bind(..., writable=True)``);
     ``scratch`` is its writable folder (a new temporary folder, removed on ``close``, when None; as root,
     the folder and writable binds are given to the sandbox user); ``env`` adds environment variables
-    to a scrubbed environment. Where no sandbox can be had, ``SandboxUnavailable`` is raised unless
-    ``unsafe=True``: then the module runs as a plain child process (its own session, killed as a group)
-    with the same limits but the process count, and ``sandboxed`` is False."""
+    to a scrubbed environment; ``echo`` gets the child's stderr as it comes (control characters other
+    than tab, newline, carriage return and CSI escape sequences replaced), for progress bars. Where no
+    sandbox can be had, ``SandboxUnavailable`` is raised unless ``unsafe=True``: then the module runs as
+    a plain child process (its own session, killed as a group) with the same limits but the process
+    count, and ``sandboxed`` is False."""
     from ab.nn.sandbox.availability import require
 
     sandboxed = require(unsafe).ok
     return start(module, args, limits=limits, binds=binds, env=env, scratch=scratch, sandboxed=sandboxed,
-                 max_message=max_message)
+                 max_message=max_message, echo=echo)
 
 
 def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None, scratch=None,
-          sandboxed: bool = True, max_message: int = MAX_MESSAGE) -> Sandbox:
-    """``launch`` without the availability check (``available`` uses it for its trial launch)."""
+          sandboxed: bool = True, max_message: int = MAX_MESSAGE, echo: BinaryIO | None = None,
+          inherit_env: bool = False) -> Sandbox:
+    """``launch`` without the availability check: ``sandboxed=False`` runs a plain child process, with
+    this process's environment if ``inherit_env`` (for trusted code: the package's own models), else a
+    scrubbed one. ``available`` uses it for its trial launch, the trial runner for package models."""
+    if inherit_env and sandboxed:
+        raise ValueError("inherit_env is for plain child processes of trusted code, not for a sandbox")
     own = scratch is None
-    folder = Path(tempfile.mkdtemp(prefix="ab-nn-sandbox-") if own else scratch).absolute()
+    folder = tempdirs.make("sandbox") if own else Path(scratch).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        process = _popen(module, list(args), limits, list(binds), env, folder, sandboxed, max_message)
+        process = _popen(module, list(args), limits, list(binds), env, folder, sandboxed, max_message, inherit_env)
     except BaseException:
         if own:
-            _remove(folder)
+            tempdirs.remove_tree(folder)
         raise
-    box = Sandbox(process, limits, folder, own, sandboxed, max_message)
+    box = Sandbox(process, limits, folder, own, sandboxed, max_message, echo)
     try:
         box.receive(_READY, timeout=START_SECONDS)
     except SandboxError as error:
@@ -296,16 +298,19 @@ def start(module: str, args=(), *, limits: Limits = Limits(), binds=(), env=None
     return box
 
 
-def _popen(module, args, limits, binds, env, folder, sandboxed, max_message) -> subprocess.Popen:
+def _popen(module, args, limits, binds, env, folder, sandboxed, max_message, inherit_env) -> subprocess.Popen:
     if not sandboxed:
         limits = limits.replace(processes=None)  # RLIMIT_NPROC would count every process of this user
     python = [sys.executable, "-s", "-P", "-c", BOOT, json.dumps(limits.to_json()), str(max_message), module, *args]
     if not sandboxed:
-        child_env = bwrap.environment(env, str(folder))
+        child_env = _inherited(env) if inherit_env else bwrap.environment(env, str(folder))
         return subprocess.Popen(python, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=child_env, cwd=folder, start_new_session=True, close_fds=True)
     identity = bwrap.sandbox_identity()
     if identity is not None:
+        for bind in binds:
+            if not bind.writable and not bind.device:
+                _require_readable(Path(bind.source), identity)
         for path in [folder, *(Path(b.source) for b in binds if b.writable)]:
             os.chown(path, identity.uid, identity.gid)
     command = bwrap.command(python, bwrap.environment(env, bwrap.HOME), binds, str(folder), limits.tmpfs_bytes,
@@ -313,6 +318,30 @@ def _popen(module, args, limits, binds, env, folder, sandboxed, max_message) -> 
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
                             start_new_session=True, close_fds=True)
+
+
+def _require_readable(path: Path, identity: bwrap.Identity) -> None:
+    """A read-only bind the sandbox user cannot read would fail inside the child with a bare
+    PermissionError; say here which folder and what to do (root's ``os.access`` cannot tell)."""
+    try:
+        st = path.stat()
+    except OSError as error:
+        raise SandboxStartError(f"cannot give the sandbox {path}: {error.strerror}") from None
+    shift = 6 if st.st_uid == identity.uid else 3 if st.st_gid == identity.gid else 0
+    needed = 0o5 if stat.S_ISDIR(st.st_mode) else 0o4
+    if (st.st_mode >> shift) & needed != needed:
+        kind = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+        raise SandboxStartError(f"the sandbox user {identity.name} (uid {identity.uid}) cannot read the {kind} "
+                                f"{path} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}): the "
+                                f"sandbox reads it as that user: make it readable by others (chmod o+rX)")
+
+
+def _inherited(extra: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment for a trusted child, which must import this project however this
+    process did (its ``python -P`` does not put the working folder on its path)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(bwrap.project_root()), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def call(module: str, request: dict, schema: dict, args=(), **options) -> dict:

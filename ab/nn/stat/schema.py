@@ -146,6 +146,7 @@ class Trial(Base):
     bookkeeping_seconds: Mapped[float | None] = mapped_column(Float)  # database writes + JSON mirror
     search_params: Mapped[str | None] = mapped_column(Text)  # JSON: the sampled values and their distributions
     eval_group_gap: Mapped[float | None] = mapped_column(Float)  # years, on the validation part: see Study
+    sandbox: Mapped[str | None] = mapped_column(Text)  # how its code ran: bubblewrap, or none and why (ab.nn.sweep.isolation)
 
 
 class Stat(Base):

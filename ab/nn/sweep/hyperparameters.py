@@ -84,20 +84,6 @@ def _number(name: str, value) -> float:
     return value
 
 
-def declared(module) -> dict:
-    """A model file's own ``search_space()`` (empty when it has none); a malformed one is refused."""
-    space = getattr(module, "search_space", None)
-    if space is None:
-        return {}
-    found = dict(space())
-    for name, rule in found.items():
-        if not (isinstance(rule, dict) and (("choices" in rule and list(rule["choices"]))
-                                            or {"low", "high"} <= set(rule))):
-            raise HyperparameterError(f"{getattr(module, '__name__', 'model')}.search_space(): {name!r} needs "
-                                      f"'choices' or 'low'/'high', got {rule!r}")
-    return found
-
-
 def check_fixed(fixed: Mapping, supported: Iterable[str], transforms: Iterable[str],
                 choices: Mapping[str, Iterable] | None = None) -> None:
     """Reject unknown names, wrong types and values outside the ranges the contract allows. A name with
@@ -140,7 +126,7 @@ def _declared(trial, name: str, rule: dict):
 def sample(trial, supported: Iterable[str], space: SearchSpace, fixed: Mapping, epoch_max: int,
            own: Mapping[str, dict] | None = None) -> dict:
     """The trial's ``prm``: every supported hyperparameter plus ``batch``, ``transform``, ``epoch_max``.
-    ``own`` is the model's declared search space (``declared``)."""
+    ``own`` is the model's declared search space (``ab.nn.sweep.models.ModelInfo.own``)."""
     own = {k: v for k, v in (own or {}).items() if k not in space.explicit}
     prm: dict = {}
     for name in sorted(set(supported)):

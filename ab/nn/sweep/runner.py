@@ -6,6 +6,11 @@ through the trial process, every epoch and the end), then tells Optuna what our 
 (``ab.nn.sweep.study``), then mirrors it to JSON (``ab.nn.stat.mirror.flush``). A crash between any two
 of these steps leaves copies behind the record, never ahead of it, and the next runner start (or
 ``python -m ab.nn.stat check --repair``) brings them up to date.
+
+Model code that the project did not write (workspace and staged files) never runs in the runner's
+process: the runner learns about it from the sandboxed probe (``ab.nn.sweep.models``) and trains it only
+in a sandboxed trial child (``ab.nn.sweep.isolation``); ``--in-process`` is for the package's models, and
+for workspace ones only with ``--unsafe`` (each trial records it).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from ab.nn.config import Config
 from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import ExportOptions
+from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
 from ab.nn.stat import engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
@@ -33,11 +38,11 @@ from ab.nn.stat.store import StatStore
 from ab.nn.sweep import groups, hyperparameters, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
-from ab.nn.sweep.isolation import Limits, run_isolated
+from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
 from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
-from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
-from ab.nn.util import faults, system
+from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
+from ab.nn.util import faults, system, tempdirs
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ class SweepOptions:
     data: DataSettings = field(default_factory=DataSettings)
     workspace: Workspace = field(default_factory=Workspace.resolve)
     progress: bool = True
+    unsafe: bool = False  # run workspace model code without a sandbox where none can be had
 
 
 @dataclass
@@ -112,7 +118,8 @@ def resolve_device(name: str) -> str:
 class Sweep:
     def __init__(self, options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | None = None):
         self.options = options
-        self.execute = execute or (partial(run_isolated, limits=options.limits) if options.isolate else run_trial)
+        self.execute = execute or (partial(run_isolated, limits=options.limits, unsafe=options.unsafe)
+                                   if options.isolate else run_in_process)
         self.workspace = options.workspace
         self.url = self.workspace.db_url
         self.device = resolve_device(options.device)
@@ -124,6 +131,16 @@ class Sweep:
             transforms = [options.transform]
         self.space = SearchSpace(**{**options.space.__dict__, "transforms": tuple(transforms)})
         self.configs = resolve_configs(options.configs, self.store.configs())
+        if execute is None and not options.isolate:
+            outside = sorted({c.nn for c in self.configs if registry.origin(registry.MODEL, c.nn) != registry.PACKAGE})
+            if outside and not options.unsafe:
+                raise ValueError(f"--in-process runs the package's own models only: {', '.join(outside)} "
+                                 f"{'is' if len(outside) == 1 else 'are'} workspace code, which runs only in a "
+                                 f"sandboxed trial child (leave out --in-process, or add --unsafe to run it "
+                                 f"unconfined in this process)")
+            if outside:
+                log.warning("--in-process --unsafe: workspace model code (%s) runs in this process with its rights",
+                            ", ".join(outside))
         if options.train_missing_pipelines:
             self.configs = [c for c in self.configs if self.store.count_results(c, options.epochs) == 0]
         if options.seeds < 1:
@@ -136,20 +153,19 @@ class Sweep:
         if options.transform is not None:
             self.fixed.setdefault("transform", options.transform)
         self.models: dict[str, ModelInfo] = {}
-        supported, choices = set(), {}
-        for nn in sorted({config.nn for config in self.configs}):
-            try:
-                model = self.models[nn] = describe(nn)
-            except registry.RegistryError:
-                continue  # recorded as a failed trial when its turn comes
-            supported |= model.supported
-            for name, values in model.choices.items():
-                choices.setdefault(name, []).extend(values)
-        hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
-        for nn, model in self.models.items():
-            if self._without_weights(model):
-                tqdm.write(f"{nn}: no pretrained weights on this machine, so pretrained is fixed to 0 "
-                           f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
+        if set(self.fixed) - set(hyperparameters.FRAMEWORK):  # -p names a model's own: check it against them all
+            supported, choices = set(), {}
+            for nn in sorted({config.nn for config in self.configs}):
+                try:
+                    model = self.model(nn)
+                except registry.RegistryError:
+                    continue  # recorded as a failed trial when its turn comes
+                supported |= model.supported
+                for name, values in model.choices.items():
+                    choices.setdefault(name, []).extend(values)
+            hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
+        else:
+            hyperparameters.check_fixed(self.fixed, (), registry.names(registry.TRANSFORM))
 
     def _without_weights(self, model: ModelInfo) -> bool:
         """``pretrained`` is not sampled where the model says no ImageNet weights can be had here (a trial
@@ -158,9 +174,13 @@ class Sweep:
                 and model.pretrained_available is False)
 
     def model(self, nn: str) -> ModelInfo:
-        """What the runner knows about a model; a ``RegistryError`` when its file cannot be read."""
+        """What the runner knows about a model (read once, when first needed: workspace models by the
+        sandboxed probe); a ``RegistryError`` when its file cannot be used."""
         if nn not in self.models:
-            self.models[nn] = describe(nn)
+            model = self.models[nn] = describe(nn, unsafe=self.options.unsafe)
+            if self._without_weights(model):
+                tqdm.write(f"{nn}: no pretrained weights on this machine, so pretrained is fixed to 0 "
+                           f"(--pretrained 1 or -p '{{\"pretrained\": 1}}' to insist)")
         return self.models[nn]
 
     def fixed_for(self, nn: str) -> dict:
@@ -169,6 +189,7 @@ class Sweep:
         return {**({"pretrained": 0} if model is not None and self._without_weights(model) else {}), **self.fixed}
 
     def run(self) -> SweepSummary:
+        tempdirs.clean_abandoned()  # what trials of runners killed on this host left behind
         storage = studies.storage(self.url)
         with studies.quiet(), RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
             return SweepSummary([self.run_config(config, storage) for config in self.configs])
@@ -362,8 +383,11 @@ class Sweep:
                              workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
                              progress=self.options.progress, identity=identity, lease_id=fence,
-                             group_gap_by=study.definition.group_gap_by)
+                             group_gap_by=study.definition.group_gap_by,
+                             model_file=registry.path(registry.MODEL, config.nn))
             outcome = self.execute(spec)
+            if self.options.export.enabled and self.options.export.keep_best_only:
+                keep_best_only(self.store, config, identity.key, self.workspace.out_dir)
         except Exception as error:
             if engines.is_storage_error(error) or engines.is_database_bug(error):
                 self._interrupted(trial_id, study, error)  # as far as the database still lets us

@@ -221,3 +221,7 @@ class EpochReporter:
                 raise
             log.warning("epoch %d could not be reported to Optuna: %s", epoch, error)
             return False
+
+    def reason(self, epoch: int) -> str:
+        """Why a trial that ``report`` stopped is recorded ``pruned``."""
+        return f"pruned by {self.link.search.describe()} after epoch {epoch}"

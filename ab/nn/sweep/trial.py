@@ -1,6 +1,12 @@
 """One trial: load data, build the model, train ``epoch_max`` epochs, evaluate and record each one,
 then evaluate the held-out test set once. A failure inside is recorded on the trial and returned,
-never raised, so the sweep goes on."""
+never raised, so the sweep goes on.
+
+The trial writes through a store and asks about pruning through a reporter: in the runner's process
+(``--in-process``) the real ``StatStore`` and ``EpochReporter``; in a trial child
+(``ab.nn.sweep.trial_child``) stand-ins that send each write and question to the runner, which applies
+them. ``phase`` tells whoever watches the trial's time what it is doing (``setup``, ``learn``,
+``evaluate``, ``test``, ``export``)."""
 from __future__ import annotations
 
 import copy
@@ -8,8 +14,9 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,7 +30,7 @@ from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.trial_data import DataSpec
-from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, keep_best_only, metadata_for
+from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, metadata_for
 from ab.nn.stat.engine import engine, is_storage_error
 from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
@@ -63,10 +70,41 @@ class TrialSpec:
     link: Link | None = None  # its Optuna trial, for epoch reports and pruning (None: a replica, or no study)
     lease_id: int | None = None  # the runner's lease: every write about the trial is fenced with it
     group_gap_by: tuple[str, ...] | None = None  # its study's --group-gap-by: the trial records its validation gap
+    model_file: Path | None = None  # the model's file as the runner found it (a staged file of check_nn's too)
 
     @property
     def data_spec(self) -> DataSpec:
         return DataSpec(self.config.name, self.prm["transform"], self.workspace, self.data)
+
+    def to_json(self) -> dict:
+        """What a trial child is told, as JSON: never the database, the Optuna link or the lease (its
+        writes and its pruning question go through the runner). The child downloads nothing."""
+        return {"config": self.config.name, "prm": self.prm, "trial_id": self.trial_id,
+                "workspace": {"root": str(self.workspace.root),
+                              "data_dir": str(self.workspace.data_dir) if self.workspace.data_dir else None},
+                "data": {**asdict(self.data), "download": False}, "seed": self.seed, "device": self.device,
+                "workers": self.workers, "epoch_limit_minutes": self.epoch_limit_minutes, "save_pth": self.save_pth,
+                "export": self.export.to_json(), "progress": self.progress,
+                "identity": self.identity.to_json() if self.identity is not None else None,
+                "model_file": str(self.model_file) if self.model_file is not None else None}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "TrialSpec":
+        """The child's spec; its ``db_url`` names no database (``PARENT``)."""
+        ws = value["workspace"]
+        return cls(config=Config.parse(value["config"]), prm=dict(value["prm"]), trial_id=int(value["trial_id"]),
+                   db_url=PARENT, workspace=Workspace(Path(ws["root"]), None,
+                                                      Path(ws["data_dir"]) if ws["data_dir"] else None),
+                   data=DataSettings(**value["data"]), seed=int(value["seed"]), device=value["device"],
+                   workers=int(value["workers"]), epoch_limit_minutes=float(value["epoch_limit_minutes"]),
+                   save_pth=bool(value["save_pth"]), export=ExportOptions.from_json(value["export"]),
+                   progress=bool(value["progress"]),
+                   identity=DataIdentity.from_json(value["identity"]) if value["identity"] else None,
+                   model_file=Path(value["model_file"]) if value["model_file"] else None)
+
+
+PARENT = "parent:"
+"""The ``db_url`` of a trial child's spec: it has no database; the runner writes for it."""
 
 
 @dataclass
@@ -92,14 +130,20 @@ def good(accuracy: float, minimum_accuracy: float) -> bool:
     return accuracy > 1.2 * minimum_accuracy
 
 
-def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None = None) -> TrialOutcome:
-    """Train, record the outcome, call ``on_trained`` (isolation reports the outcome to the runner at
-    this point, so a crash in what follows can no longer change it), then export. A trial another runner
-    reclaimed meanwhile (this runner's lease had lapsed) stops at its next write, recorded as that runner
-    left it."""
-    store = StatStore(spec.db_url)
+def _no_phase(name: str, epoch: int = 0) -> None:
+    return None
+
+
+def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None = None, *,
+              store: StatStore | None = None, reporter: EpochReporter | None = None,
+              phase: Callable[[str, int], None] = _no_phase) -> TrialOutcome:
+    """Train, record the outcome, call ``on_trained``, then export. ``store`` and ``reporter`` default to
+    the real ones of ``spec`` (a trial child passes its stand-ins). A trial another runner reclaimed
+    meanwhile (this runner's lease had lapsed) stops at its next write, recorded as that runner left it."""
+    store = store if store is not None else StatStore(spec.db_url)
+    reporter = reporter if reporter is not None else EpochReporter(spec.link)
     try:
-        outcome, trained = _train(spec, store)
+        outcome, trained = _train(spec, store, reporter, phase)
     except LeaseLost as lost:
         return TrialOutcome(lost.status or INTERRUPTED, error=str(lost))
     except Exception as error:
@@ -115,7 +159,11 @@ def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None
     if on_trained is not None:
         on_trained(outcome)
     if spec.export.enabled and outcome.status in spec.export.states:
-        _deploy(spec, store, *trained)
+        phase("export", outcome.epochs)
+        try:
+            _deploy(spec, store, *trained)
+        except LeaseLost:
+            pass  # another runner reclaimed the trial meanwhile: its artifacts are not recorded
     return outcome
 
 
@@ -144,7 +192,8 @@ def _current_lr(model) -> float | None:
         return None
 
 
-def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
+def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
+           phase: Callable[[str, int], None]) -> tuple[TrialOutcome, tuple]:
     malloc.tune_for_tensors()
     seed_everything(spec.seed)
     config, prm = spec.config, spec.prm
@@ -166,7 +215,6 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     store.update_trial(spec.trial_id, fence=spec.lease_id, n_train=len(train_set), n_eval=len(eval_set),
                        n_test=len(test_set) if test_loader else 0, in_shape=str(list(in_shape)), device=str(device),
                        **_size(model, in_shape))
-    reporter = EpochReporter(spec.link)
 
     model.train_setup(copy.deepcopy(prm))
     start = time.time_ns()
@@ -177,11 +225,13 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
     with tqdm(total=epoch_max, desc=f"trial {spec.trial_id} epochs", unit="epoch", leave=False,
               disable=not spec.progress, position=1) as bar:
         for epoch in range(1, epoch_max + 1):
+            phase("learn", epoch)
             began = time.perf_counter()
             roll = DataRoll(train_loader, spec.epoch_limit_minutes, f"epoch {epoch}", spec.progress)
             model.train()
             train_loss = _loss_of(model.learn(roll))
             train_seconds = time.perf_counter() - began
+            phase("evaluate", epoch)
             evaluation = evaluate(model, eval_loader, metrics, out_shape, device, f"evaluating epoch {epoch}",
                                   spec.progress)
             diverged = not evaluation.finite or (train_loss is not None and not math.isfinite(train_loss))
@@ -215,6 +265,7 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
                              fence=spec.lease_id)
     store.record_attributes(config.dataset, _image_attributes(eval_set) + _image_attributes(test_set))
     if test_loader is not None and status not in (DIVERGED, PRUNED):
+        phase("test", epoch)
         faults.point("test")
         tested = evaluate(model, test_loader, metrics, out_shape, device, "test set", spec.progress)
         interval = bootstrap_mae(np.abs(tested.predicted - tested.labels)) if tested.samples else None
@@ -227,8 +278,8 @@ def _train(spec: TrialSpec, store: StatStore) -> tuple[TrialOutcome, tuple]:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
                             model, data, in_shape, spec.workspace.face_template_path))
-    reason = f"pruned by {spec.link.search.describe()} after epoch {epoch}" if status == PRUNED else None
-    gap = {"eval_group_gap": _validation_gap(spec)} if spec.group_gap_by else {}
+    reason = reporter.reason(epoch) if status == PRUNED else None
+    gap = {"eval_group_gap": validation_gap(spec)} if spec.group_gap_by else {}
     if not store.finish_trial(spec.trial_id, status, error=reason, bookkeeping_seconds=store.seconds,
                               fence=spec.lease_id, **gap):
         recorded = store.trial_status(spec.trial_id)
@@ -250,9 +301,10 @@ def _image_ids(dataset) -> list[str] | None:
     return list(ids) if ids is not None and len(ids) == len(dataset) else None
 
 
-def _validation_gap(spec: TrialSpec) -> float | None:
+def validation_gap(spec: TrialSpec) -> float | None:
     """The gap ``--max-group-gap`` constrains, from the validation predictions and labels just recorded
-    (never the test part's)."""
+    (never the test part's). A trial child's spec has no ``group_gap_by``: its runner reckons the gap
+    from what the child recorded (``ab.nn.sweep.isolation``)."""
     with engine(spec.db_url, writer=False).connect() as connection:
         return validation_gaps(connection, [spec.trial_id], spec.group_gap_by)[spec.trial_id]
 
@@ -273,8 +325,6 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
         Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec, in_shape,
                    NetSource.of(spec.config, spec.prm, data.out_shape), fence=spec.lease_id).run(
             model, data, metadata, spec.progress)
-        if spec.export.keep_best_only:
-            keep_best_only(store, spec.config, data.identity.key, spec.workspace.out_dir)
     except Exception as error:
         store.add_export(spec.trial_id, fence=spec.lease_id, format="pipeline", precision="-", status="failed",
                          error=describe_error(error)[:4000])

@@ -1,5 +1,5 @@
 """Process facts and process control the runner needs: whether a recorded process is certainly gone,
-children that die with their parent, and ending a whole process group."""
+children that die with their parent, ending a whole process group, and the memory of a process tree."""
 from __future__ import annotations
 
 import ctypes
@@ -103,3 +103,22 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def unique_memory(pid: int) -> int:
+    """Proportional set size of a process and all its descendants, in bytes (resident size where PSS
+    cannot be read): a page shared by N processes counts 1/N in each, so the image cache that DataLoader
+    workers share counts once."""
+    try:
+        leader = psutil.Process(pid)
+        group = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    used = 0
+    for process in group:
+        try:
+            info = process.memory_full_info()
+            used += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            continue
+    return used
