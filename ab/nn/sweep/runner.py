@@ -218,15 +218,13 @@ class Sweep:
         its labels without running a trial."""
         if identity.key not in self._baselines:
             recorded = self.store.baseline(identity.key)
-            if recorded is None:
-                ages = trial_data.part_ages(config, self.workspace, self.options.data)
+            ages = trial_data.part_ages(config, self.workspace, self.options.data) if recorded is None else None
+            if ages is not None:
                 try:
-                    if ages is not None:
-                        self.store.record_baseline(constant_predictor.Baseline.of_ages(identity.key, config.dataset,
-                                                                                         ages))
-                        recorded = self.store.baseline(identity.key)
+                    self.store.record_baseline(constant_predictor.Baseline.of_ages(identity.key, config.dataset, ages))
                 except ValueError as error:  # no training images: the trial says so, as its error
                     log.warning("no constant-predictor baseline: %s", error)
+                recorded = self.store.baseline(identity.key)
             self._baselines[identity.key] = recorded
         return self._baselines[identity.key]
 
