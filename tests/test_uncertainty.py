@@ -36,6 +36,15 @@ def test_a_clearly_better_model_is_significant_and_a_tiny_shift_is_a_tie():
     assert tiny.low < 0 < tiny.high and tiny.verdict == "tie"
 
 
+def test_a_difference_that_prints_as_zero_is_a_tie_however_small_its_p():
+    errors = _errors(400)
+    shifted = uncertainty.compare(errors + 0.00045, errors)  # the "+0.00 [+0.00, +0.00] p=0.012 worse"
+    assert 0 < shifted.low <= shifted.high < uncertainty.RESOLUTION and shifted.p_value < 0.05
+    assert not shifted.significant and shifted.verdict == "tie"
+    resolved = uncertainty.compare(errors + 0.02, errors)
+    assert resolved.significant and resolved.verdict == "B lower"
+
+
 def test_replicas_widen_the_interval_by_their_spread():
     errors = _errors(1000)
     single = uncertainty.compare(errors, errors * 0.97)

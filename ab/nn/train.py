@@ -18,6 +18,7 @@ from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
 from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats
 from ab.nn.registry import RegistryError
+from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import DatabaseError, is_storage_error
 from ab.nn.sweep.hyperparameters import HyperparameterError, SearchSpace
 from ab.nn.sweep.isolation import Limits
@@ -224,12 +225,19 @@ def report(summary: SweepSummary) -> str:
             lines.append(f"  data: {r.data}")
         if r.statuses:
             lines.append("  trials on this data: " + ", ".join(f"{n} {s}" for s, n in sorted(r.statuses.items())))
+        if r.baseline:
+            beating, judged = r.beating
+            lines.append(f"  {constant_predictor.describe(r.baseline)}"
+                         + (f"; {beating} of {judged} trained trials on this data are better" if judged else ""))
         if r.best:
             b = r.best
             interval = f" [95% CI {b['test_mae_low']:.2f}, {b['test_mae_high']:.2f}]" if b.get("test_mae_low") else ""
             lines.append(f"  best: trial {b['id']} ({b['status']}, {b['epochs_done']} epochs), val MAE "
                          f"{_mae(b['eval_mae'])}, test MAE {_mae(b['test_mae'])}{interval} years"
                          + (f", files in {r.folder}" if r.folder else ""))
+            verdict = constant_predictor.verdict(b, r.baseline)
+            if verdict:
+                lines.append(f"  best: {verdict}")
         if r.note:
             lines.append(f"  {r.note}")
         if r.mirror:

@@ -58,11 +58,21 @@ def cap(dataset, limit: int | None, seed: int):
 def identify(config: Config, ws: Workspace, settings: DataSettings) -> DataIdentity:
     """The data key of ``config`` under ``settings``, from the loader's ``data_identity`` hook where it
     has one (no image is decoded); its errors (no images, unreadable folder) surface here, once."""
-    with workspace.active.use(ws), data_settings.active.use(settings):
-        module = registry.load(registry.LOADER, config.dataset)
-        hook = getattr(module, "data_identity", None)
-        found = hook(config.task) if hook is not None else {}
+    found = _loader_hook(config, ws, settings, "data_identity") or {}
     return DataIdentity(config.dataset, settings, found.get("digests"), found.get("counts"))
+
+
+def part_ages(config: Config, ws: Workspace, settings: DataSettings) -> dict | None:
+    """The true ages of each part (``train``, ``eval``, ``test``) of ``config``'s data under ``settings``, from
+    the loader's ``data_labels`` hook (no image is decoded); None where the loader has no such hook."""
+    return _loader_hook(config, ws, settings, "data_labels")
+
+
+def _loader_hook(config: Config, ws: Workspace, settings: DataSettings, name: str):
+    """What the loader's ab.nn extension ``name(task)`` says under ``settings``; None where it has none."""
+    with workspace.active.use(ws), data_settings.active.use(settings):
+        hook = getattr(registry.load(registry.LOADER, config.dataset), name, None)
+        return hook(config.task) if hook is not None else None
 
 
 def load(spec: DataSpec, transform=None) -> TrialData:

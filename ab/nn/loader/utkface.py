@@ -36,13 +36,25 @@ def loader(transform_fn, task):
     return (1,), MINIMUM_ACCURACY, parts.train, parts.eval
 
 
+def _plan(task) -> utkface.SplitPlan:
+    _check(task)
+    ws = workspace.active.current()
+    current = settings.active.current()
+    return utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress,
+                        TemplateAlignment(ws.face_template_path))
+
+
 def data_identity(task):
     """The digests and sizes of the active split's parts, without decoding an image (an ab.nn
     extension of the loader contract, used before any trial starts; LEMUR ignores it). Raises the
     loader's own error, saying where to put the files, when there are no images."""
-    _check(task)
-    ws = workspace.active.current()
-    current = settings.active.current()
-    plan = utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress,
-                        TemplateAlignment(ws.face_template_path))
+    plan = _plan(task)
     return {"digests": plan.digests, "counts": plan.counts}
+
+
+def data_labels(task):
+    """The true ages of each part of the active split (``train``, ``eval``, ``test``), without decoding an
+    image: what the constant-predictor baseline is computed from (an ab.nn extension of the loader
+    contract, like ``data_identity``)."""
+    plan = _plan(task)
+    return {part: plan.catalog.ages[indices] for part, indices in plan.parts.items()}

@@ -10,7 +10,10 @@ Output: one line per face (file, box x0,y0,x1,y1 in pixels, age in years, detect
 for an image without a face; unreadable files and images over --max-pixels are reported on stderr
 and skipped. --json prints one JSON document instead, with an "error" for each such file. --out
 writes annotated copies under that folder and nowhere else (see ab.nn.predict.paths). Exit status:
-0, or 1 if any file could not be read or written, 2 for a bad model or argument.
+0, or 1 if any file could not be read or written, 2 for a bad model or argument. A trial (trial:<id>,
+best:<config>) that is not better than the constant predictor of its data (its training mean age for
+every face; ab.nn.stat.constant_predictor) is said on stderr, and in --json as the model's
+"beats_baseline" and "baseline_warning".
 """
 from __future__ import annotations
 
@@ -70,6 +73,9 @@ def main(argv=None) -> int:
     except (LookupError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    warning = estimator.info.provenance.get("baseline_warning")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     files = walk(args.inputs)
     try:
         out = OutputFolder(args.out, [path for path, _ in files]) if args.out else None

@@ -115,7 +115,8 @@ def resolve(reference: str, workspace=None) -> ResolvedModel:
         resolved = _from_trial_folder(reference, trial_folder(row, workspace))
         resolved.info = replace(resolved.info, provenance={
             **resolved.info.provenance, "trial_id": int(row["id"]), "config": row["config"],
-            "eval_mae": _number(row.get("eval_mae")), "test_mae": _number(row.get("test_mae"))})
+            "eval_mae": _number(row.get("eval_mae")), "test_mae": _number(row.get("test_mae")),
+            **_against_baseline(row, workspace)})
         return resolved
     path = Path(reference).expanduser()
     if path.is_dir():
@@ -131,6 +132,20 @@ def resolve(reference: str, workspace=None) -> ResolvedModel:
         raise ModelNotFound(f"{reference}: not a model file (.onnx or .tflite)")
     raise ModelNotFound(f"--model {reference!r}: no such file or folder; use best:<config>, trial:<id>, a trial "
                         f"folder, a bundle folder, or an .onnx/.tflite file")
+
+
+def _against_baseline(row: dict, workspace) -> dict:
+    """The trial against the constant predictor of its data: ``beats_baseline`` (None: no baseline recorded),
+    the baseline's test MAE, and ``baseline_warning``, the line that says it is not better (else None)."""
+    from ab.nn.stat import constant_predictor, frames
+
+    key = row.get("data_key")
+    found = frames.baselines(data_key=key, db=workspace.db_url) if isinstance(key, str) else None
+    baseline = found.iloc[0].to_dict() if found is not None and not found.empty else None
+    verdict = constant_predictor.verdict(row, baseline)
+    return {"beats_baseline": constant_predictor.beats(row, baseline),
+            "baseline_test_mae": _number(baseline["test_mae"]) if baseline else None,
+            "baseline_warning": f"trial {int(row['id'])} is {verdict}" if verdict else None}
 
 
 def _number(value):

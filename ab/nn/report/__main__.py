@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from ab.nn.config import Config
 from ab.nn.report import groups, plots, tables
-from ab.nn.stat import frames, ranking
+from ab.nn.stat import constant_predictor, frames, ranking
 from ab.nn.stat.ranking import PREFERRED_RUNTIMES
 from ab.nn.stat.schema import TRAINED_STATES
+from ab.nn.stat.uncertainty import RESOLUTION
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
@@ -74,8 +75,11 @@ def write(ws: Workspace, out: Path) -> Path:
     lines = ["# Report", "", f"Database: `{db}`. Results are compared only on the same data (one section per data "
              f"key). Best trial per config, chosen on validation MAE; its test MAE is shown with its 95 % bootstrap "
              f"interval over test images, never used for selection. *vs best*: the paired difference in test MAE "
-             f"from the best config on the same test images (replicas pooled), 95 % interval and Wilcoxon p; an "
-             f"interval containing 0 is a tie.", ""]
+             f"from the best config on the same test images (replicas pooled), 95 % interval and Wilcoxon p. "
+             f"*vs constant*: the same against the constant predictor, which says the training part's mean age "
+             f"for every image; a model that is not *better* than it learned nothing from the faces. A "
+             f"difference whose interval contains 0, or lies within {RESOLUTION} years of it (it prints as "
+             f"±0.00), is a tie, never better or worse.", ""]
     keys = _keys(models) if not models.empty else []
     if not keys:
         lines += ["No trained trials yet.", ""]
@@ -83,6 +87,10 @@ def write(ws: Workspace, out: Path) -> Path:
     for index, key in enumerate(tqdm(keys, desc="report", unit="data key", leave=False)):
         of_key = trained[trained.data_key == key]
         lines += [f"## {'Main data' if index == 0 else 'Other data'}: {describe_data(of_key)}", ""]
+        baseline = tables.constant_baseline(db, key)
+        lines += [f"Baseline: the {constant_predictor.describe(baseline)}." if baseline is not None else
+                  "Baseline: no constant-predictor baseline is recorded for this data key (the runner records "
+                  "it when it next runs on this data).", ""]
         comparison = tables.comparison(db, key)
         lines += [table(comparison), ""] if not comparison.empty else ["No trained model trials on this data.", ""]
         mixtures = of_key[of_key.config.str.endswith(f"_{MIXTURE}")]

@@ -1,6 +1,7 @@
 """The comparison table of one data key: one row per config, numbers of its best trial (selected on
 validation), its test MAE with the 95 % bootstrap interval, mean +- std over training-seed
-replicas, and a paired comparison with the best config on the same test images."""
+replicas, and paired comparisons on the same test images with the best config and with the constant
+predictor (the training mean age for every image; ``ab.nn.stat.constant_predictor``)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,7 @@ import pandas as pd
 from ab.nn import registry
 from ab.nn.config import Config
 from ab.nn.stat import frames, ranking
-from ab.nn.stat.comparison import compare
+from ab.nn.stat.comparison import compare, versus_constant
 from ab.nn.util.macs import count_macs
 
 
@@ -71,6 +72,7 @@ def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
     best = best.sort_values(["eval_mae", "id"]).reset_index(drop=True)
     reference = best.iloc[0]
     reference_ids = replicas_of(reference, all_trials)
+    baseline = constant_baseline(db, data_key)
     rows = []
     for trial in best.itertuples():
         params, macs = model_size(trial.config, trial.prm, trial.in_shape)
@@ -88,7 +90,7 @@ def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
             "95% CI": _interval(trial.test_mae_low, trial.test_mae_high),
             "test MAE over seeds": (f"{repeated.mean():.2f} ± {repeated.std(ddof=1):.2f} (n={len(repeated)})"
                                     if len(repeated) > 1 else ""),
-            "vs best": "", "verdict": "",
+            "vs best": "", "verdict": "", "vs constant": "", "verdict vs constant": "",
             "input": (trial.in_shape or "").replace("[1, ", "").replace("]", "").replace(", ", "x"),
             "epochs": trial.epochs_done, "params (M)": params / 1e6 if params else None,
             "MACs (M)": macs / 1e6 if macs else None, "ONNX MB": size("onnx", "fp32"),
@@ -96,11 +98,27 @@ def comparison(db, data_key: str, configs=None) -> pd.DataFrame:
             "latency ms (1 thread)": ms, "runtime": runtime, "trial": trial.id,
         }
         if trial.id != reference.id:
-            try:
-                c = compare(ids, reference_ids, split="test", db=db)
-                row["vs best"] = f"{c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}] p={c.p_value:.2g}"
-                row["verdict"] = "tie" if c.verdict == "tie" else ("worse" if c.difference > 0 else "better")
-            except (LookupError, ValueError) as error:
-                row["verdict"] = f"not compared: {str(error).split(';')[0][:60]}"
+            row["vs best"], row["verdict"] = _judged(lambda: compare(ids, reference_ids, split="test", db=db))
+        if baseline is not None:
+            row["vs constant"], verdict = _judged(lambda: versus_constant(ids, baseline["train_mean"], split="test",
+                                                                          db=db))
+            row["verdict vs constant"] = f"not better ({verdict})" if verdict in ("tie", "worse") else verdict
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _judged(comparison) -> tuple[str, str]:
+    """A paired comparison as the table prints it: the difference with its interval and p, and the
+    verdict (``tie`` when the interval holds 0 or is within ``uncertainty.RESOLUTION`` of it)."""
+    try:
+        c = comparison()
+    except (LookupError, ValueError) as error:
+        return "", f"not compared: {str(error).split(';')[0][:60]}"
+    verdict = "tie" if c.verdict == "tie" else ("worse" if c.difference > 0 else "better")
+    return f"{c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}] p={c.p_value:.2g}", verdict
+
+
+def constant_baseline(db, data_key: str) -> dict | None:
+    """The constant-predictor baseline of a data key (``frames.baselines()``), or None."""
+    found = frames.baselines(data_key=data_key, db=db)
+    return None if found.empty else found.iloc[0].to_dict()

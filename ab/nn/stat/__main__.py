@@ -118,7 +118,8 @@ def _run(p: argparse.ArgumentParser, args) -> int:
             print("no trials")
         elif args.command == "trials":
             print(table(frame[["id", "config", "status", "epochs_done", "epoch_max", "eval_mae", "test_mae",
-                               "test_mae_low", "test_mae_high", "seed", "split", "max_samples", "data_key"]]))
+                               "test_mae_low", "test_mae_high", "baseline_test_mae", "beats_baseline", "seed", "split",
+                               "max_samples", "data_key"]].astype(object).fillna("-")))
         else:
             keys = ["config", "data_key", "split", "max_samples"]
             counts = frame.groupby(keys, dropna=False).status.value_counts().unstack(fill_value=0)

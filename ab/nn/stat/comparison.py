@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.stat import uncertainty, vocabulary
+from ab.nn.stat import constant_predictor, uncertainty, vocabulary
 from ab.nn.stat.frames import db_url, predictions, trials
 from ab.nn.stat.uncertainty import Comparison
 
@@ -44,6 +44,16 @@ def _compare_mae(a, b, split: str = "test", db=None) -> Comparison:
         raise DataMismatch(f"trials {ids_a} and {ids_b} were judged on different {split} images; compare trials "
                            f"of the same data key")
     return uncertainty.compare(errors_a, errors_b)
+
+
+def versus_constant(a, train_mean: float, split: str = "test", db=None) -> Comparison:
+    """Paired comparison of trial(s) ``a`` (an id, or replica ids) with the constant predictor, which says
+    ``train_mean`` (the training part's mean age: ``frames.baselines()``) for every image, on the same images:
+    a negative difference whose interval is below 0 means the trial is better than it."""
+    ids = [int(a)] if np.isscalar(a) else [int(t) for t in a]
+    errors, _ = paired_errors(ids, split, db)
+    ages = predictions(trial_id=ids[0], split=split, db=db).sort_values("position").age
+    return uncertainty.compare(errors, constant_predictor.errors(train_mean, ages))
 
 
 def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:

@@ -5,8 +5,9 @@ Rows never mix: trials are added as ``ab.nn.stat.trial_merge`` says (recognised 
 uuid4 given at reservation, or one derived from their fields for sources from before uids; new ids
 where the target already holds trials; Optuna's ids left to the reconciler; replica groups kept
 within the copy; running trials reclaimable), and every reference to them is mapped (epochs,
-artifacts, latencies, predictions, mixtures). Code, hyperparameter sets, image labels and epoch rows are keyed by
-content and inserted once, so copying the same source again adds nothing.
+artifacts, latencies, predictions, mixtures). Code, hyperparameter sets, image labels, constant-predictor
+baselines (by data key) and epoch rows are keyed by content and inserted once, so copying the same source
+again adds nothing.
 
 Optuna's tables are not copied: our ``trial`` and ``study`` tables are the authority, and the
 reconciler (``python -m ab.nn.stat check --repair``, and every runner start) adds the copied trials to
@@ -27,8 +28,8 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import registry
 from ab.nn.stat import bulk, engine as engines, untrusted
-from ab.nn.stat.schema import (CodeVersion, Export, Fusion, ImageAttribute, Latency, Metric, Nn, NnStat, Prediction,
-                               Prm, Stat, StatMetric, Study, TrainStat, Transform, Trial)
+from ab.nn.stat.schema import (CodeVersion, ConstantBaseline, Export, Fusion, ImageAttribute, Latency, Metric, Nn, NnStat,
+                               Prediction, Prm, Stat, StatMetric, Study, TrainStat, Transform, Trial)
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.trial_merge import TrialMerger, derived_uid
 
@@ -134,6 +135,7 @@ def copy_database(source: str, target: str) -> dict[str, int]:
         copy.insert(table, copy.checked(table, src.rows(table), _check_code(kind)))
     copy.insert(Prm, src.rows(Prm))
     copy.insert(ImageAttribute, src.rows(ImageAttribute))
+    copy.insert(ConstantBaseline, src.rows(ConstantBaseline))
     copy.insert(CodeVersion, copy.checked(CodeVersion, src.rows(CodeVersion), _check_version))
     copy.insert(NnStat, copy.checked(NnStat, src.rows(NnStat),
                                      lambda row, where: untrusted.code_id(row.get("code_id"), where)))

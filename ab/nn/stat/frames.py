@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import workspace
 from ab.nn.metric._age import AGE_GROUPS
-from ab.nn.stat import query, versions, vocabulary
+from ab.nn.stat import constant_predictor, query, versions, vocabulary
 
 
 def db_url(db: str | Path | None = None) -> str:
@@ -53,14 +53,32 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
            data_key=None, db=None) -> pd.DataFrame:
     """One row per trial, failed ones included: status, error, training seed, split, data key and part
     digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``);
-    ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds."""
+    ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds;
+    ``baseline_eval_mae``/``baseline_test_mae``: the constant predictor's MAE on the trial's data key
+    (``baselines()``), and ``beats_baseline`` whether the trial is better than it (its test interval below
+    the baseline's test MAE; ``<NA>`` where no baseline is recorded or the trial has no MAE)."""
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
+    known = {row["data_key"]: row for row in query.baseline_rows(db_url(db), data_key=sorted(
+        {row["data_key"] for row in rows if row["data_key"] is not None}))} if rows else {}
     for row in rows:
         row["mae"] = row["eval_mae"]
         row["duration_s"] = seconds(row["duration"])
-    return as_frame(rows, list(rows.columns) + ["mae", "duration_s"])
+        baseline = known.get(row["data_key"])
+        row["baseline_eval_mae"], row["baseline_test_mae"] = (baseline["eval_mae"], baseline["test_mae"]) \
+            if baseline else (None, None)
+        row["beats_baseline"] = constant_predictor.beats(row, baseline)
+    frame = as_frame(rows, list(rows.columns) + ["mae", "duration_s", *constant_predictor.COLUMNS])
+    frame["beats_baseline"] = frame["beats_baseline"].astype("boolean")
+    return frame
+
+
+def baselines(data_key=None, db=None) -> pd.DataFrame:
+    """The constant-predictor baseline of each data key (``ab.nn.stat.constant_predictor``): the training
+    part's mean age (``train_mean``, years) and the MAE of predicting it for every image on the eval and
+    test parts, with the part sizes."""
+    return as_frame(query.baseline_rows(db_url(db), data_key=data_key))
 
 
 def trial(trial_id: int, db=None) -> dict:

@@ -6,8 +6,8 @@ from typing import Iterable, Sequence
 from sqlalchemy import Select, and_, func, or_, select
 
 from ab.nn.stat import engine as engines
-from ab.nn.stat.schema import (CodeVersion, Export, Latency, Nn, NnMinhash, NnStat, Prediction, Prm, Stat, StatMetric,
-                               Trial)
+from ab.nn.stat.schema import (CodeVersion, ConstantBaseline, Export, Latency, Nn, NnMinhash, NnStat, Prediction, Prm,
+                               Stat, StatMetric, Trial)
 
 _CHUNK = 500
 
@@ -161,6 +161,11 @@ def trial_rows(url: str, *, config=None, task=None, dataset=None, metric=None, n
         row["prm"] = prms.get(row["prm_id"], {})
     rows.columns = [c for c in rows.columns if c != "prm"] + ["prm_id", "prm"]
     return rows
+
+
+def baseline_rows(url: str, *, data_key=None) -> Rows:
+    query = _where(select(*ConstantBaseline.__table__.c), _filter(ConstantBaseline.data_key, data_key))
+    return _rows(url, query.order_by(ConstantBaseline.data_key))
 
 
 def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_id=None) -> Rows:

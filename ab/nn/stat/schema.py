@@ -454,3 +454,22 @@ class Outbox(Base):
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ConstantBaseline(Base):
+    """What predicting one age for every image scores on the data of a data key: the mean age of its
+    training part (``train_mean``), and that constant's MAE on the eval and test parts, from the labels
+    of the images the split assigns (``ab.nn.stat.constant_predictor``). A trial that is no better than
+    this learned nothing from the pixels. Written by the runner before the first trial of a data key
+    (an existing row is kept: the same data key is the same images), and carried by copies."""
+
+    __tablename__ = "constant_baseline"
+
+    data_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    dataset: Mapped[str] = mapped_column(Text)
+    train_mean: Mapped[float] = mapped_column(Float)  # years
+    n_train: Mapped[int] = mapped_column(Integer)
+    eval_mae: Mapped[float | None] = mapped_column(Float)
+    n_eval: Mapped[int] = mapped_column(Integer)
+    test_mae: Mapped[float | None] = mapped_column(Float)  # NULL where the split has no test part
+    n_test: Mapped[int] = mapped_column(Integer)

@@ -31,8 +31,8 @@ from ab.nn.stat import engine as engines, versions
 from ab.nn.stat import accuracy_scale, ranking
 from ab.nn.stat.lease import states as lease_states
 from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion,
-                               Export, ImageAttribute, Latency, Metric, Nn, NnMinhash, Outbox, Prediction, Prm, Stat,
-                               StatMetric, TrainStat, Transform, Trial)
+                               ConstantBaseline, Export, ImageAttribute, Latency, Metric, Nn, NnMinhash, Outbox,
+                               Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
 from ab.nn.util import system
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
@@ -388,6 +388,21 @@ class StatStore:
             for start in range(0, len(ordered), ATTRIBUTE_CHUNK):
                 insert_ignore(session, ImageAttribute, ordered[start:start + ATTRIBUTE_CHUNK])
         return len(ordered)
+
+    @retried
+    def record_baseline(self, baseline) -> None:
+        """The constant-predictor baseline of a data key (``constant_predictor.Baseline``); a data key that has
+        one keeps it (the same key is the same images, so the same labels)."""
+        with self.transaction() as session:
+            insert_ignore(session, ConstantBaseline, [baseline.to_row()])
+
+    def baseline(self, data_key: str | None) -> dict | None:
+        """The constant-predictor baseline of ``data_key`` as a row, or None where none is recorded."""
+        if data_key is None:
+            return None
+        with self.transaction() as session:
+            found = session.get(ConstantBaseline, data_key)
+            return None if found is None else {c.name: getattr(found, c.name) for c in ConstantBaseline.__table__.columns}
 
     def advance_id_sequences(self) -> None:
         """After rows were inserted with explicit ids (copy, JSON import), move PostgreSQL's id

@@ -5,8 +5,10 @@ Every interval is a percentile bootstrap over test images (95 %, 2,000 resamples
 number recomputed later is the same number). A paired comparison resamples the *same* images for
 both models, which is far tighter than comparing two separate intervals; with training-seed
 replicas it also resamples the replicas of each model, so the interval includes seed-to-seed
-spread. A difference whose interval contains 0 is a tie. The Wilcoxon signed-rank p-value on the
-per-image absolute errors is reported beside it.
+spread. A difference whose interval contains 0, or comes closer to it than ``RESOLUTION``, is a tie:
+one model is called better or worse only when the whole interval is on one side of 0 by at least
+half a hundredth of a year (so an interval printed as [+0.00, +0.00] is a tie, however small its p).
+The Wilcoxon signed-rank p-value on the per-image absolute errors is reported beside it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 LEVEL = 0.95
+RESOLUTION = 0.005
+"""Years: a difference whose interval comes this close to 0 is a tie (ages are labelled in whole years;
+the report prints hundredths)."""
 RESAMPLES = 2000
 _CHUNK = 200
 
@@ -58,7 +63,8 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return not (self.low <= 0.0 <= self.high)
+        """The whole interval lies on one side of 0, at least ``RESOLUTION`` from it."""
+        return self.low >= RESOLUTION or self.high <= -RESOLUTION
 
     @property
     def verdict(self) -> str:

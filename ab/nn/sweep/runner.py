@@ -31,9 +31,9 @@ from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
-from ab.nn.stat import engine as engines, mirror, studies, versions
+from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
-from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES
+from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, TRAINED_STATES
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import groups, hyperparameters, search
 from ab.nn.sweep.configs import resolve_configs
@@ -90,6 +90,8 @@ class ConfigResult:
     data: str | None = None          # the data key and what it stands for
     statuses: dict = field(default_factory=dict)  # every trial of this config and data key, by status
     best: dict | None = None         # the best trained trial's row on this data (by validation)
+    baseline: dict | None = None     # the constant predictor's row on this data (ab.nn.stat.constant_predictor)
+    beating: tuple[int, int] = (0, 0)  # trained trials on this data better than it, of those judged
     folder: str | None = None        # its artifact folder
     note: str | None = None          # why nothing (more) ran
     repaired: list = field(default_factory=list)  # disagreements with Optuna's copy found and repaired
@@ -147,6 +149,7 @@ class Sweep:
             raise ValueError(f"--seeds must be at least 1, got {options.seeds}")
         options.search.check(exporting=options.export.enabled, epochs=options.epochs)
         self._identities: dict[tuple[str, str], DataIdentity | Exception] = {}
+        self._baselines: dict[str, dict | None] = {}
         if options.random_config_order:
             random.Random(options.seed).shuffle(self.configs)
         self.fixed = hyperparameters.parse_fixed(options.fixed)
@@ -209,6 +212,22 @@ class Sweep:
             raise found
         return found
 
+    def baseline(self, config: Config, identity: DataIdentity) -> dict | None:
+        """The constant-predictor baseline of a data key: computed from the labels of its parts and recorded
+        once, before the key's first trial (a key that has one keeps it); None where the loader cannot say
+        its labels without running a trial."""
+        if identity.key not in self._baselines:
+            recorded = self.store.baseline(identity.key)
+            ages = trial_data.part_ages(config, self.workspace, self.options.data) if recorded is None else None
+            if ages is not None:
+                try:
+                    self.store.record_baseline(constant_predictor.Baseline.of_ages(identity.key, config.dataset, ages))
+                except ValueError as error:  # no training images: the trial says so, as its error
+                    log.warning("no constant-predictor baseline: %s", error)
+                recorded = self.store.baseline(identity.key)
+            self._baselines[identity.key] = recorded
+        return self._baselines[identity.key]
+
     def total(self, config: Config, data_key: str) -> tuple[int | None, int]:
         """LEMUR's ``-t``: n >= 0 is the total wanted for this config, data and epoch count; n < 0 means
         |n| more. With ``--seeds N`` it counts hyperparameter sets, each N trials. Returns (total for
@@ -263,6 +282,8 @@ class Sweep:
             module_error: Exception | None = error
         else:
             module_error = None
+        if module_error is None:
+            result.baseline = self.baseline(config, identity)
         study = self._open_study(config, identity, storage)
         result.repaired = [str(f) for f in study.findings]
         self._flush_mirror(result)
@@ -349,6 +370,8 @@ class Sweep:
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
         rows = [self.store.trial_row(i) for i in self.store.trial_ids(config, identity.key)]
+        judged = [constant_predictor.beats(row, result.baseline) for row in rows if row["status"] in TRAINED_STATES]
+        result.beating = (sum(j is True for j in judged), sum(j is not None for j in judged))
         for row in rows:
             result.statuses[row["status"]] = result.statuses.get(row["status"], 0) + 1
         best = self.store.best_trial(config, identity.key)
