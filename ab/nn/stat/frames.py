@@ -49,18 +49,26 @@ def seconds(value):
     return None if value is None or value != value else value / 1e9
 
 
+OPTUNA_COLUMNS = ("number", "optuna_trial_id")
+"""Optuna's numbering of a trial, kept in the ``trial`` table for the link to Optuna's copy
+(``ab.nn.stat.studies``) and never shown: the trial id is the one number people see."""
+
+
 def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=None, study=None, trial_id=None,
            data_key=None, db=None) -> pd.DataFrame:
     """One row per trial, failed ones included: status, error, training seed, split, data key and part
     digests, final numbers with the test MAE's 95 % bootstrap interval (``test_mae_low/high``);
-    ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds."""
+    ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds.
+    ``id`` is the trial id; Optuna's numbering (``OPTUNA_COLUMNS``) is not a column."""
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
     for row in rows:
         row["mae"] = row["eval_mae"]
         row["duration_s"] = seconds(row["duration"])
-    return as_frame(rows, list(rows.columns) + ["mae", "duration_s"])
+        for column in OPTUNA_COLUMNS:
+            del row[column]
+    return as_frame(rows, [c for c in rows.columns if c not in OPTUNA_COLUMNS] + ["mae", "duration_s"])
 
 
 def trial(trial_id: int, db=None) -> dict:
