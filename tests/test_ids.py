@@ -107,3 +107,19 @@ def test_load_model_and_from_model_find_everything_from_root_alone(swept, tmp_pa
         assert estimator.info.provenance["trial_id"] == 2 and estimator.predict(photo.background()) == []
     with pytest.raises(ValueError, match="not both"):
         AgeEstimator.from_model("trial:2", root=root, workspace=root)
+
+
+def test_a_folder_named_by_optuna_s_number_is_found_by_the_trial_id_in_its_meta_json(tmp_path):
+    """Trials recorded before ids named folders live in ``out/<config>/<Optuna's number>/``."""
+    import json
+
+    from ab.nn import checkpoint
+
+    ws = Workspace.resolve(tmp_path)
+    legacy = ws.trial_dir(TINY, 0)
+    legacy.mkdir(parents=True)
+    (legacy / checkpoint.META).write_text(json.dumps({"trial_id": 5}))
+    (ws.trial_dir(TINY, 1)).mkdir()  # another trial's folder, without meta.json
+    assert checkpoint.folder_of(ws, {"id": 5, "config": TINY}) == legacy
+    assert checkpoint.folder_of(ws, {"id": 6, "config": TINY}) == ws.trial_dir(TINY, 6)
+    assert checkpoint.folder_of(ws, {"id": 0, "config": OTHER}) == ws.trial_dir(OTHER, 0)

@@ -4,7 +4,9 @@ when no row matches.
 ``db`` is a SQLAlchemy URL or a path to a SQLite file; ``root`` (every function that reads the
 database takes it, keyword-only) a workspace, as a path or a ``Workspace``, whose ``db/ab.nn.db`` is
 read when ``db`` is not given. With neither, the environment's workspace (``$LEMUR_DB``, else
-``<root>/db/ab.nn.db`` with the root from ``$LEMUR_ROOT`` or the current directory). All filters are bound parameters; a scalar means equality, a list or tuple ``IN``.
+``<root>/db/ab.nn.db`` with the root from ``$LEMUR_ROOT`` or the current directory). Every trial is
+named by its trial id, never by Optuna's numbering (``docs/guide/ids.md``). All filters are bound
+parameters; a scalar means equality, a list or tuple ``IN``.
 Filters with a fixed set of values (``status``, ``runtime``, ``format``, ``precision``, ``split``)
 refuse any other value with a one-line ``ValueError`` listing the allowed ones.
 
