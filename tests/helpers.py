@@ -82,6 +82,18 @@ def write_model(root: Path, name: str, code: str) -> Path:
     return path
 
 
+def optuna_links(db):
+    """Each trial's ``id``, ``uid``, ``study`` and Optuna's numbering of it (``number``,
+    ``optuna_trial_id``), read from the ``trial`` table: the link to Optuna's copy, which no frame of
+    ``ab.nn.api`` shows."""
+    import pandas as pd
+
+    from ab.nn.stat import frames, query
+
+    rows = query.trial_rows(frames.db_url(db))
+    return pd.DataFrame(list(rows), columns=rows.columns)[["id", "uid", "study", "number", "optuna_trial_id"]]
+
+
 def new_postgres_database(url: str) -> str:
     """The URL of a new, empty database on the server of ``url``."""
     import uuid

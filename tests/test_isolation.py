@@ -14,6 +14,7 @@ import pytest
 
 from ab.nn import api
 from tests import helpers
+from tests.helpers import optuna_links
 from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(root, utk_dir, misbe
                            *ISOLATED, "-c", misbehaving, "-t", "1", *args], capture_output=True, text=True,
                           timeout=300).returncode
     assert code == 0
-    trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
+    trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("id")
     assert list(trials.status) == ["failed", "complete"]
     assert reason in trials.error.iloc[0]
 
@@ -264,7 +265,7 @@ def test_several_workers_share_one_postgresql_study(root, utk_dir, tiny_model, p
     config = f"age-regression_utkface_mae_{tiny_model}"
     _workers(root, utk_dir, config, ["--db", postgres_url], total=6, count=2)
     trials = api.trials(config=config, db=postgres_url)
-    assert (trials.status == "complete").sum() == 6 and sorted(trials.number) == list(range(6))
+    assert (trials.status == "complete").sum() == 6 and sorted(optuna_links(postgres_url).number) == list(range(6))
     frame = api.data(nn=tiny_model, db=postgres_url)
     assert len(frame) == 6 and frame.mae.notna().all() and isinstance(frame.prm[0]["lr"], float)
     assert api.data(nn="x' OR '1'='1", db=postgres_url).empty

@@ -17,13 +17,13 @@ STUDY = "cfg@key/e4"
 
 
 def recording(curves: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trials of one study, run one after another, each ``{"acc": [...], "status": ..., "number": ...}``;
+    """Trials of one study, run one after another, each ``{"acc": [...], "status": ..., "replica_of": ...}``;
     every epoch takes 10 s and every trial 5 s more (start-up, test, bookkeeping)."""
     trials, epochs, clock = [], [], pd.Timestamp("2026-12-02 10:00")
     for i, c in enumerate(curves, start=1):
         accs = c["acc"]
         seconds = 10 * len(accs) + 5
-        trials.append({"id": i, "study": STUDY, "number": c.get("number", i - 1), "status": c.get("status", "complete"),
+        trials.append({"id": i, "study": STUDY, "replica_of": c.get("replica_of"), "status": c.get("status", "complete"),
                        "epoch_max": 4, "epochs_done": len(accs), "eval_mae": 20 * (1 - accs[-1]) if accs else math.nan,
                        "eval_accuracy": accs[-1] if accs else math.nan, "started_at": clock,
                        "finished_at": clock + pd.Timedelta(seconds=seconds)})
@@ -54,7 +54,7 @@ def test_the_replay_decides_in_the_runners_order():
         {"acc": [0.1], "status": "stopped"},  # LEMUR's gate ended it after epoch 1
         {"acc": [0.1, 0.1], "status": "diverged"},  # would be pruned at 1; diverged at 2
         {"acc": [0.1], "status": "failed"},  # failed during epoch 2: would have been pruned after epoch 1
-        {"acc": low, "number": None},  # a replica: never judged
+        {"acc": low, "replica_of": 1},  # a replica of trial 1: never judged
     ])
     out = replay.replay(trials, epochs, Search("median", warmup=1)).set_index("id")
     assert out.status.tolist() == ["complete"] * 5 + ["stopped", "pruned", "pruned", "complete"]

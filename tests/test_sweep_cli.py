@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from ab.nn import registry, api, train
+from tests.helpers import optuna_links
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
 FAST = ["-f", "norm_64", "--min_batch_binary_power", "4", "-b", "4", "--min_learning_rate", "1e-4", "-l", "1e-3",
@@ -59,7 +60,7 @@ def test_second_run_continues_the_study(root, utk_dir):
     assert trials.study.nunique() == 1 and trials.study[0].startswith(f"{CONFIG}@")  # one study per data key
     study = optuna.load_study(study_name=trials.study[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")
     assert [t.number for t in study.trials] == [0, 1, 2]
-    assert sorted(trials.number) == [0, 1, 2]
+    assert sorted(optuna_links(root / "db" / "ab.nn.db").number) == [0, 1, 2]
     assert [t.user_attrs["ab_nn_trial"] for t in study.trials] == sorted(trials.id)
 
 
@@ -97,7 +98,7 @@ def test_bad_input_gives_a_one_line_error(root, utk_dir, capsys, args, expected)
 def test_failing_trial_is_recorded_and_the_next_one_runs(root, utk_dir, misbehaving, monkeypatch):
     monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "raise")
     assert run(root, utk_dir, "-c", misbehaving, "-t", "1") == 0
-    trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("number")
+    trials = api.trials(db=root / "db" / "ab.nn.db").sort_values("id")
     assert list(trials.status) == ["failed", "complete"]
     assert trials.error.iloc[0].startswith("RuntimeError: forward exploded on purpose")
     study = optuna.load_study(study_name=trials.study.iloc[0], storage=f"sqlite:///{root / 'db' / 'ab.nn.db'}")

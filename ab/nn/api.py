@@ -1,9 +1,12 @@
 """Query API for researchers: every function returns a fresh pandas DataFrame, with its columns even
 when no row matches.
 
-``db`` is a SQLAlchemy URL or a path to a SQLite file; by default the workspace's database
-(``$LEMUR_DB``, else ``<root>/db/ab.nn.db`` with the root from ``$LEMUR_ROOT`` or the current
-directory). All filters are bound parameters; a scalar means equality, a list or tuple ``IN``.
+``db`` is a SQLAlchemy URL or a path to a SQLite file; ``root`` (every function that reads the
+database takes it, keyword-only) a workspace, as a path or a ``Workspace``, whose ``db/ab.nn.db`` is
+read when ``db`` is not given. With neither, the environment's workspace (``$LEMUR_DB``, else
+``<root>/db/ab.nn.db`` with the root from ``$LEMUR_ROOT`` or the current directory). Every trial is
+named by its trial id, never by Optuna's numbering (``docs/guide/ids.md``). All filters are bound
+parameters; a scalar means equality, a list or tuple ``IN``.
 Filters with a fixed set of values (``status``, ``runtime``, ``format``, ``precision``, ``split``)
 refuse any other value with a one-line ``ValueError`` listing the allowed ones.
 
@@ -15,6 +18,7 @@ years on the evaluation and the test part (``data()``'s LEMUR-era ``mae`` is ``e
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -28,11 +32,11 @@ from ab.nn.deploy import converters
 from ab.nn.stat import architecture, code_similarity, filters, frames, join, query, vocabulary
 from ab.nn.stat import comparison, ranking
 from ab.nn.stat.comparison import attributes, compare, groups, versus_constant
-from ab.nn.stat.frames import as_frame as _frame, baselines, db_url, predictions, seconds as _seconds, trial
+from ab.nn.stat.frames import as_frame as _frame, seconds as _seconds
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.ranking import default_data_keys
 from ab.nn.stat.uncertainty import Comparison
-from ab.nn.sweep.replay import replay_pruner, replay_pruners
+from ab.nn.sweep import replay
 
 __all__ = ("data", "data_withnonnullvalue", "run_data", "nn_stat_data", "check_nn", "JoinConf", "trials", "trial",
            "load_model", "ranked_trials", "default_data_keys", "predictions", "compare", "Comparison", "replicas",
@@ -45,25 +49,45 @@ LEMUR_DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_
 and ``prm``)."""
 CODE_COLUMNS = ("metric_code", "nn_code", "transform_code")
 EXTRA_DATA_COLUMNS = ("transform", "mae", "eval_mae", "test_mae", "accuracy_scale", "duration_s", "trial_id",
-                      "status", "error", "epoch_max", "seed", "split", "data_key", "study", "number")
-"""``data()``'s columns after LEMUR's: this project's."""
+                      "status", "error", "epoch_max", "seed", "split", "data_key", "study")
+"""``data()``'s columns after LEMUR's: this project's. ``id`` is LEMUR's stat id (one per epoch row),
+``trial_id`` the trial's: the one number people see (``docs/guide/ids.md``)."""
 DATA_COLUMNS = LEMUR_DATA_COLUMNS + ("prm",) + EXTRA_DATA_COLUMNS
 NN_STAT_COLUMNS = tuple(architecture.OUTPUT_ALIASES) + tuple(architecture.EXTRA_ALIASES)
+
+
+def _rooted(function):
+    """``function`` with the keyword ``root=`` (a path or a ``Workspace``): where ``db`` is not given, the
+    database of that workspace (``ab.nn.workspace.of``) is read, not the environment's."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def rooted(*args, root=None, **kwargs):
+        if root is not None:
+            given = signature.bind_partial(*args, **kwargs)
+            if given.arguments.get("db") is None:
+                given.arguments["db"] = workspace.of(root).db_url
+            args, kwargs = given.args, given.kwargs
+        return function(*args, **kwargs)
+
+    rooted.__signature__ = signature.replace(parameters=[
+        *signature.parameters.values(), inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    return rooted
 
 
 def _names_checked(function, *names):
     """``function`` with the filters that name things checked first (``ab.nn.stat.filters``): a typo is a
     one-line error with a did-you-mean, not an empty frame. The library calls the unchecked originals,
-    which answer "nothing" for a name they are asked about in their own terms."""
+    which answer "nothing" for a name they are asked about in their own terms. Takes ``root=``."""
     signature = inspect.signature(function)
 
     @functools.wraps(function)
     def checked(*args, **kwargs):
         given = signature.bind(*args, **kwargs).arguments
-        filters.check(db_url(given.get("db")), **{name: given.get(name) for name in names})
+        filters.check(frames.db_url(given.get("db")), **{name: given.get(name) for name in names})
         return function(*args, **kwargs)
 
-    return checked
+    return _rooted(checked)
 
 
 trials = _names_checked(frames.trials, "config", "task", "dataset", "metric", "nn")
@@ -72,6 +96,16 @@ latency = _names_checked(frames.latency, "config", "nn")
 age_groups = _names_checked(frames.age_groups, "config", "nn")
 ranked_trials = _names_checked(ranking.ranked_trials, "config")
 replicas = _names_checked(comparison.replicas, "config")
+trial = _rooted(frames.trial)
+predictions = _rooted(frames.predictions)
+db_url = _rooted(frames.db_url)
+attributes = _rooted(attributes)
+groups = _rooted(groups)
+compare = _rooted(compare)
+versus_constant = _rooted(versus_constant)
+baselines = _rooted(frames.baselines)
+replay_pruner = _rooted(replay.replay_pruner)
+replay_pruners = _rooted(replay.replay_pruners)
 
 
 def _code_frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
@@ -130,6 +164,7 @@ def _data_columns(with_code: bool, include_nn_stats: bool) -> list[str]:
 
 
 @_uncached
+@_rooted
 def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None, nn=None, epoch=None,
          max_rows: int | None = None, sql: JoinConf | None = None, nn_prefixes: Sequence[str] | None = None,
          unique_nn: bool = False, include_nn_stats: bool = False, *, status=None, with_code: bool = True,
@@ -151,7 +186,7 @@ def data(only_best_accuracy: bool = False, task=None, dataset=None, metric=None,
     NN-GPT asks ``data(nn=...)`` before its first ``check_nn``).
     """
     try:
-        url = db_url(db)
+        url = frames.db_url(db)
     except FileNotFoundError:
         if db is not None:
             raise
@@ -173,6 +208,7 @@ REQUIRABLE_STAT = ("id", "task", "dataset", "metric", "nn", "epoch", "accuracy",
 """LEMUR's ``require_stat_nonnull`` names (``prm`` is the row's hyperparameter uid, ``prm_id`` here)."""
 
 
+@_rooted
 def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, metric=None, nn=None, epoch=None,
                           max_rows=None, nn_prefixes=None, sql=None, unique_nn=False, include_nn_stats=False,
                           include_prm=True, require_stat_nonnull=(), require_nn_stat_nonnull=(),
@@ -198,7 +234,7 @@ def data_withnonnullvalue(only_best_accuracy=False, task=None, dataset=None, met
                              f"({', '.join(NN_STAT_COLUMNS)})")
         nn_required.append(alias)
     include_nn_stats = bool(include_nn_stats or nn_required)
-    url = db_url(db)
+    url = frames.db_url(db)
     rows = _data_rows(only_best_accuracy, task, dataset, metric, nn, epoch, max_rows, nn_prefixes, unique_nn,
                       include_nn_stats, status, with_code, url)
     stat_names = {"prm": "prm_id"}
@@ -238,6 +274,7 @@ RUN_EXTRA_COLUMNS = ("trial_id", "export_id", "config", "format", "runtime", "th
 
 
 @_uncached
+@_rooted
 def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, trial_id=None, status=None,
              db=None) -> pd.DataFrame:
     """LEMUR 2.2.11's ``run_data`` (device runs of deployed models), from this project's latency rows:
@@ -254,7 +291,8 @@ def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, 
 
     vocabulary.check("runtime", runtime, vocabulary.RUNTIMES)
     vocabulary.check("status", status, vocabulary.LATENCY_STATUS)
-    rows = query.latency_rows(db_url(db), trial_id=trial_id, nn=model_name, runtime=runtime, status=status)
+    rows = query.latency_rows(frames.db_url(db), trial_id=trial_id, nn=model_name, runtime=runtime,
+                              status=status)
     out = []
     for r in rows:
         if device_type is not None and r["cpu"] not in ((device_type,) if isinstance(device_type, str)
@@ -280,12 +318,13 @@ def run_data(model_name=None, device_type=None, max_rows=None, *, runtime=None, 
 
 
 @_uncached
+@_rooted
 def nn_stat_data(nn_name=None, prm_id=None, max_rows=None, *, db=None, progress: bool = True) -> pd.DataFrame:
     """LEMUR 2.2.11's ``nn_stat_data``: architecture statistics per (model, hyperparameter set) of the
     recorded epochs, in LEMUR's columns (``architecture.LEMUR_COLUMNS``, then ``meta`` as a dict), then
     ours (``macs``, ``in_shape``, ``code_id``); computed on first request (``ab.nn.stat.architecture``).
     A model whose recorded code is not its file's here carries the reason in ``error``."""
-    url = db_url(db)
+    url = frames.db_url(db)
     rows = sorted(architecture.ensure(url, nn_name=nn_name, prm_id=prm_id, progress=progress).values(),
                   key=lambda r: (r["nn_name"], r["prm_id"]))
     for row in rows:
@@ -297,11 +336,13 @@ def nn_stat_data(nn_name=None, prm_id=None, max_rows=None, *, db=None, progress:
 def load_model(trial_id: int, db=None, root=None, device: str = "cpu"):
     """A trained trial's model, in eval mode, with ``model.preprocessing``: input size, layout, colour
     order, scaling, mean/std, age range, alignment template, split and data key (what ``meta.json``
-    holds). Needs the trial's checkpoint (``--save_pth_weights``)."""
+    holds). Needs the trial's checkpoint (``model.pth``). The trial's files are found in ``root`` (a path
+    or a ``Workspace``; its database too, unless ``db`` is given), else beside the database ``db``
+    (``<root>/db/ab.nn.db``), else in the environment's workspace."""
     from ab.nn import checkpoint
 
-    row = trial(trial_id, db=db)
-    ws = workspace.Workspace.resolve(root, db=db_url(db) if db is not None else None)
+    ws = _workspace(root, db)
+    row = frames.trial(trial_id, db=ws.db_url)
     folder = checkpoint.folder_of(ws, row)
     if not (folder / checkpoint.WEIGHTS).is_file():
         raise LookupError(f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or "
@@ -311,6 +352,18 @@ def load_model(trial_id: int, db=None, root=None, device: str = "cpu"):
     return model
 
 
+def _workspace(root, db) -> workspace.Workspace:
+    """The workspace of ``root=``; without one, the workspace ``db`` lives in, else the environment's; its
+    database ``db`` where given."""
+    if root is not None or db is None:
+        ws = workspace.of(root)
+    else:
+        home = workspace.home_of(frames.db_url(db))
+        ws = workspace.Workspace(root=home) if home is not None else workspace.active.current()
+    return ws if db is None else dataclasses.replace(ws, db=frames.db_url(db))
+
+
+@_rooted
 def exports(trial_id=None, config=None, nn=None, format=None, precision=None, status=None, converter=None,
             db=None) -> pd.DataFrame:
     """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision and
@@ -319,7 +372,7 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
     (``onnx2tf`` or ``litert-torch``) keeps that converter's TFLite rows. Join with ``trials()`` on
     ``trial_id``."""
     vocabulary.check("converter", converter, converters.CONVERTERS)
-    filters.check(db_url(db), config=config, nn=nn)
+    filters.check(frames.db_url(db), config=config, nn=nn)
     frame = frames.exports(trial_id=trial_id, config=config, nn=nn, format=format, precision=precision,
                            status=status, db=db)
     if converter is not None and not frame.empty:

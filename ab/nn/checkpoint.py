@@ -66,16 +66,16 @@ def load(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Mod
 
 
 def folder_of(workspace, trial) -> Path:
-    """The artifact folder of a recorded trial (a mapping with ``id``, ``config``, ``number``):
-    ``out/<config>/<trial id>/``; trials recorded before ids named folders used their Optuna number,
-    which is accepted when that folder's ``meta.json`` names the same trial."""
+    """The artifact folder of a recorded trial (a mapping with ``id`` and ``config``):
+    ``out/<config>/<trial id>/``. Trials recorded before ids named folders used Optuna's number; such a
+    folder is found by its ``meta.json``, which names the trial id."""
     folder = workspace.trial_dir(trial["config"], int(trial["id"]))
-    number = trial.get("number")
-    if not folder.exists() and number is not None and number == number:  # NaN from pandas
-        legacy = workspace.trial_dir(trial["config"], int(number))
+    if folder.exists() or not folder.parent.is_dir():
+        return folder
+    for legacy in sorted(folder.parent.iterdir()):
         try:
             if json.loads((legacy / META).read_text()).get("trial_id") == int(trial["id"]):
                 return legacy
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, AttributeError):
+            continue
     return folder

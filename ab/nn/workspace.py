@@ -28,7 +28,11 @@ class Workspace:
     @classmethod
     def resolve(cls, root: str | os.PathLike | None = None, db: str | None = None,
                 data_dir: str | os.PathLike | None = None) -> "Workspace":
-        """Explicit arguments win over environment variables, which win over defaults."""
+        """Explicit arguments win over environment variables, which win over defaults; ``root`` may be a
+        ``Workspace``, whose settings stand where ``db``/``data_dir`` are not given."""
+        if isinstance(root, Workspace):
+            return cls(root=root.root, db=db or root.db,
+                       data_dir=Path(data_dir).expanduser().resolve() if data_dir else root.data_dir)
         root = Path(root or os.environ.get(ROOT_ENV) or os.getcwd()).expanduser().resolve()
         db = db or os.environ.get(DB_ENV) or None
         data = data_dir or os.environ.get(DATA_ENV) or None
@@ -86,6 +90,29 @@ class Workspace:
 
 active = Scoped[Workspace]("workspace", Workspace.resolve)
 """The workspace of the running sweep; outside a sweep, the one resolved from the environment."""
+
+
+def of(root: Workspace | str | os.PathLike | None) -> Workspace:
+    """The workspace a ``root=`` argument names: a ``Workspace`` as it is; a path as the workspace rooted
+    there, with its own ``db/``, ``out/`` and ``data/`` (``$LEMUR_DB`` and ``$LEMUR_DATA`` describe the
+    environment's workspace, not one named explicitly); None: the active one."""
+    if root is None:
+        return active.current()
+    if isinstance(root, Workspace):
+        return root
+    return Workspace(root=Path(root).expanduser().resolve())
+
+
+def home_of(url: str) -> Path | None:
+    """The root of the workspace whose database is ``url`` (``sqlite:///<root>/db/ab.nn.db``), so that a
+    caller who names only the database finds the trials' files beside it; None for any other URL."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    path = Path(parsed.database).expanduser().resolve()
+    return path.parent.parent if path.name == "ab.nn.db" and path.parent.name == "db" else None
 
 
 def add_arguments(parser, data: bool = True) -> None:

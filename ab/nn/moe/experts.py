@@ -2,7 +2,7 @@
 external age models given as an ONNX file plus a small JSON spec.
 
 Expert references on the command line:
-  ``trial:<id>``        a trial of the database (its ``out/<config>/<number>/model.pth``)
+  ``trial:<id>``        a trial of the database (its ``out/<config>/<trial id>/model.pth``)
   ``best:<config>``     the best trial of a config that has a checkpoint
   ``onnx:<model.onnx>`` an external model; its spec is ``<model>.json`` beside it, or
                         ``onnx:<model.onnx>:<spec.json>``

@@ -94,12 +94,19 @@ class AgeEstimator:
     @classmethod
     def from_model(cls, reference: str | Path, runtime: str | None = None, threads: int | None = None,
                    template: Template | str | Path | None = None, detector: str | None = None,
-                   min_score: float = MIN_SCORE, workspace=None) -> "AgeEstimator":
+                   min_score: float = MIN_SCORE, workspace=None, *, root=None) -> "AgeEstimator":
         """``reference``: ``best:<config>``, ``trial:<id>``, a trial or bundle folder, or an
         ``.onnx``/``.tflite`` file (see ``ab.nn.predict.models``). ``runtime``: ``torch``,
         ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch).
         ``threads``: default every core. ``template``: default the model's own (a bundle's), else
-        the workspace's measured one."""
+        the workspace's measured one. ``root`` (or its older name ``workspace``): the workspace, a path
+        or a ``Workspace``, whose database, trial folders and template are used (default: the
+        environment's)."""
+        from ab.nn.workspace import active, of
+
+        if root is not None and workspace is not None:
+            raise ValueError("from_model: give root= or workspace=, not both")
+        workspace = of(root if root is not None else workspace)
         model = models.resolve(str(reference), workspace)
         chosen = model.runtime(runtime)
         threads = threads or os.cpu_count() or 1
@@ -111,7 +118,8 @@ class AgeEstimator:
             face_detector = FaceDetector(detector or the_template.detector.removeprefix("blazeface-"),
                                          threads=threads, min_score=min_score)
         refine = REFINE if model.refine is None else model.refine
-        return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
+        with active.use(workspace):  # a model file of that workspace's nn/ folder is found too
+            return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
 
     def ages(self, crops) -> np.ndarray:
         """Ages of aligned 200x200 crops (PIL images), one model call for all of them."""

@@ -105,8 +105,8 @@ def from_onnx(path: Path) -> ModelInfo:
         raise MetadataError(f"{where}: layout {props['layout']} is not supported (NCHW expected)")
     age_range = _floats(props["age_range"], where, "age_range") if props.get("age_range") else None
     template = Template.from_json(json.loads(props[TEMPLATE_KEY]), where) if props.get(TEMPLATE_KEY) else None
-    provenance = {k: int(props[k]) if k in ("trial_id", "trial_number") and props[k].isdigit() else props[k]
-                  for k in ("model", "config", "trial_id", "trial_number", "split", "producer") if k in props}
+    provenance = {k: int(props[k]) if k == "trial_id" and props[k].isdigit() else props[k]
+                  for k in ("model", "config", "trial_id", "split", "producer") if k in props}
     return ModelInfo(input_size=_size_from_shape(props["input_shape"], where),
                      mean=_floats(props["mean"], where, "mean"), std=_floats(props["std"], where, "std"),
                      age_range=age_range, template=template, provenance=provenance)

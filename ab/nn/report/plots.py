@@ -283,22 +283,23 @@ def study_pareto(study_name: str, db_url: str, path: Path) -> Path | None:
 
 
 def optimisation_history(trials: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Validation MAE of every trial of a study in the order they ran, best so far as a step line;
-    trials stopped early or pruned are marked (their MAE is that of the epoch they reached)."""
+    """Validation MAE of every trial of a study against its trial id (ids grow in the order trials
+    start), best so far as a step line; trials stopped early or pruned are marked (their MAE is that of
+    the epoch they reached)."""
     trials = trials.sort_values("id")
     trials = trials[trials.eval_mae.notna()]
     if trials.empty:
         return None
     top = _clip(trials.eval_mae)
     fig, ax = plt.subplots(figsize=(7, 4))
-    order = range(1, len(trials) + 1)
+    order = [int(i) for i in trials.id]
     for status, marker in (("complete", "o"), ("stopped", "s"), ("pruned", "x"), ("diverged", "v")):
         mine = [(i, m) for i, m, s in zip(order, trials.eval_mae, trials.status) if s == status]
         if mine:
             ax.scatter([i for i, _ in mine], [min(m, top) for _, m in mine], s=18, marker=marker, label=status)
     best = best_so_far(trials.eval_mae, trials.status)
-    ax.step(list(order), best.clip(upper=top), where="post", color="C1", label="best so far (complete)")
-    ax.set(xlabel="trial (in order)", ylabel="validation MAE (years)", ylim=(0, top))
+    ax.step(order, best.clip(upper=top), where="post", color="C1", label="best so far (complete)")
+    ax.set(xlabel="trial id", ylabel="validation MAE (years)", ylim=(0, top))
     ax.set_title(title, fontsize=9)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)

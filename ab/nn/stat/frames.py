@@ -49,6 +49,11 @@ def seconds(value):
     return None if value is None or value != value else value / 1e9
 
 
+OPTUNA_COLUMNS = ("number", "optuna_trial_id")
+"""Optuna's numbering of a trial, kept in the ``trial`` table for the link to Optuna's copy
+(``ab.nn.stat.studies``) and never shown: the trial id is the one number people see."""
+
+
 def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=None, study=None, trial_id=None,
            data_key=None, db=None) -> pd.DataFrame:
     """One row per trial, failed ones included: status, error, training seed, split, data key and part
@@ -56,7 +61,8 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     ``mae`` repeats ``eval_mae`` (``data()``'s name), ``duration_s`` is ``duration`` (ns) in seconds;
     ``baseline_eval_mae``/``baseline_test_mae``: the constant predictor's MAE on the trial's data key
     (``baselines()``), and ``beats_baseline`` whether the trial is better than it (its test interval below
-    the baseline's test MAE; ``<NA>`` where no baseline is recorded or the trial has no MAE)."""
+    the baseline's test MAE; ``<NA>`` where no baseline is recorded or the trial has no MAE).
+    ``id`` is the trial id; Optuna's numbering (``OPTUNA_COLUMNS``) is not a column."""
     vocabulary.check("status", status, vocabulary.TRIAL_STATUS)
     rows = query.trial_rows(db_url(db), config=config, task=task, dataset=dataset, metric=metric, nn=nn,
                             status=status, study=study, trial_id=trial_id, data_key=data_key)
@@ -69,7 +75,10 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
         row["baseline_eval_mae"], row["baseline_test_mae"] = (baseline["eval_mae"], baseline["test_mae"]) \
             if baseline else (None, None)
         row["beats_baseline"] = constant_predictor.beats(row, baseline)
-    frame = as_frame(rows, list(rows.columns) + ["mae", "duration_s", *constant_predictor.COLUMNS])
+        for column in OPTUNA_COLUMNS:
+            del row[column]
+    frame = as_frame(rows, [c for c in rows.columns if c not in OPTUNA_COLUMNS] + ["mae", "duration_s",
+                                                                                   *constant_predictor.COLUMNS])
     frame["beats_baseline"] = frame["beats_baseline"].astype("boolean")
     return frame
 

@@ -64,7 +64,7 @@ def stat_rows(url: str, *, only_best_accuracy: bool = False, task=None, dataset=
                Stat.nn_code_id.label("nn_id"), Stat.epoch, Stat.accuracy, Stat.duration, Stat.prm.label("prm_id"),
                Stat.transform_code_id.label("transform_id"), Stat.transform,
                Stat.mae, test_mae.c.value.label("test_mae"), Stat.accuracy_scale, Stat.trial_id, Trial.status,
-               Trial.error, Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study, Trial.number)
+               Trial.error, Trial.epoch_max, Trial.seed, Trial.split, Trial.data_key, Trial.study)
         .select_from(Stat)
         .outerjoin(Trial, Trial.id == Stat.trial_id)
         .outerjoin(test_mae, and_(test_mae.c.stat_id == Stat.id, test_mae.c.split == "test",
@@ -179,7 +179,7 @@ def metric_rows(url: str, *, config=None, nn=None, split=None, name=None, trial_
 
 
 def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, precision=None, status=None) -> Rows:
-    query = select(*Export.__table__.c, Trial.config, Trial.nn, Trial.number).join(Trial, Trial.id == Export.trial_id)
+    query = select(*Export.__table__.c, Trial.config, Trial.nn).join(Trial, Trial.id == Export.trial_id)
     query = _where(query, _filter(Export.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
                    _filter(Export.format, format), _filter(Export.precision, precision),
                    _filter(Export.status, status))
@@ -189,7 +189,7 @@ def export_rows(url: str, *, trial_id=None, config=None, nn=None, format=None, p
 def latency_rows(url: str, *, trial_id=None, config=None, nn=None, runtime=None, threads=None,
                  status=None) -> Rows:
     query = (select(*Latency.__table__.c, Export.format, Export.precision, Export.eval_mae, Export.test_mae,
-                    Trial.config, Trial.nn, Trial.number, Trial.transform)
+                    Trial.config, Trial.nn, Trial.transform)
              .join(Export, Export.id == Latency.export_id).join(Trial, Trial.id == Latency.trial_id))
     query = _where(query, _filter(Latency.trial_id, trial_id), _filter(Trial.config, config), _filter(Trial.nn, nn),
                    _filter(Latency.runtime, runtime), _filter(Latency.threads, threads),

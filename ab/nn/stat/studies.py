@@ -509,15 +509,15 @@ def reconcile(url: str, storage: optuna.storages.BaseStorage, name: str, *, repa
             if frozen.state == TrialState.RUNNING and live:
                 continue  # maybe asked a moment ago by a live runner that has not labelled it yet
             if frozen.state == TrialState.RUNNING:
-                findings.append(Finding(name, None, f"Optuna's trial #{frozen.number} runs with no trial of ours",
+                findings.append(Finding(name, None, "a RUNNING Optuna trial has no trial of ours",
                                         repair))
                 if repair:
                     made._storage.set_trial_user_attr(optuna_id, "reason", "no ab.nn trial: its runner died "
                                                                            "before recording it")
                     made._storage.set_trial_state_values(optuna_id, TrialState.FAIL)
             elif frozen.state != TrialState.FAIL:
-                divergent.append(Finding(name, None, f"Optuna's trial #{frozen.number} ({frozen.state.name}) has "
-                                                     f"no trial of ours"))
+                divergent.append(Finding(name, None, f"a {frozen.state.name} Optuna trial has no trial of "
+                                                     f"ours"))
         if repair:
             link(url, links)
         if divergent:

@@ -30,10 +30,10 @@ from ab.nn.stat import comparison, frames, query, uncertainty
 from ab.nn.stat.studies import quiet
 from ab.nn.sweep.search import MAE_SCALE, PRUNERS, Search, SearchError
 
-TRIAL_COLUMNS = ("id", "study", "number", "status", "epoch_max", "epochs_done", "eval_mae", "eval_accuracy",
+TRIAL_COLUMNS = ("id", "study", "replica_of", "status", "epoch_max", "epochs_done", "eval_mae", "eval_accuracy",
                  "started_at", "finished_at")
 EPOCH_COLUMNS = ("trial_id", "epoch", "accuracy", "mae", "duration_s")
-REPLAYED_COLUMNS = ("id", "number", "recorded_status", "status", "epochs_recorded", "epochs", "judged",
+REPLAYED_COLUMNS = ("id", "recorded_status", "status", "epochs_recorded", "epochs", "judged",
                     "beyond_record", "seconds_recorded", "seconds", "elapsed", "eval_mae_recorded")
 SUMMARY_COLUMNS = ("pruner", "warmup", "floor", "trials", "stopped", "minutes", "minutes_recorded", "time_ratio",
                    "best_eval_mae", "best_kept", "target_eval_mae", "minutes_to_target", "target_ratio",
@@ -50,8 +50,8 @@ def replay(trials: pd.DataFrame, epochs: pd.DataFrame, search: Search) -> pd.Dat
     """One row per finished trial of one study (``trials``: ``TRIAL_COLUMNS``; ``epochs``: one row per
     recorded epoch, ``EPOCH_COLUMNS``, ``duration_s`` the elapsed seconds at the epoch's end) as the
     pruner of ``search`` would have ended it: ``status`` and ``epochs`` replayed, ``seconds`` charged,
-    ``elapsed`` the study's time after it, and ``eval_mae_recorded``. Replicas (no Optuna number) are
-    never judged, as in the runner."""
+    ``elapsed`` the study's time after it, and ``eval_mae_recorded``. Replicas (trials of a ``--seeds``
+    group after its first) are never judged, as in the runner."""
     studies = trials.study.dropna().unique()
     if len(studies) != 1:
         raise ValueError(f"a replay is of one study; these trials belong to {len(studies)}: "
@@ -76,7 +76,7 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
     for row in finished.itertuples(index=False):
         curve = curves.get(row.id, no_epochs)
         maes, ends = _maes(curve), curve.duration_s.to_numpy(np.float64)
-        judged = search.prunes and not pd.isna(row.number)
+        judged = search.prunes and not _replica(row)
         trial = study.ask()
         stop, wants = None, False
         for epoch, mae in enumerate(maes, start=1):
@@ -98,11 +98,17 @@ def _replay(finished: pd.DataFrame, epochs: pd.DataFrame, search: Search, name: 
         else:
             study.tell(trial, state=_STATE[status])
         elapsed += seconds
-        rows.append({"id": int(row.id), "number": row.number, "recorded_status": row.status, "status": status,
+        rows.append({"id": int(row.id), "recorded_status": row.status, "status": status,
                      "epochs_recorded": len(maes), "epochs": done, "judged": judged, "beyond_record": beyond,
                      "seconds_recorded": recorded, "seconds": seconds, "elapsed": elapsed,
                      "eval_mae_recorded": row.eval_mae})
     return pd.DataFrame(rows, columns=REPLAYED_COLUMNS)
+
+
+def _replica(row) -> bool:
+    """A trial that repeats its group's first trial with another seed: the runner never asks Optuna
+    for it, so no pruner judges it."""
+    return not pd.isna(row.replica_of) and int(row.replica_of) != int(row.id)
 
 
 def _maes(curve: pd.DataFrame) -> np.ndarray:
