@@ -15,31 +15,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import pandas as pd
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from ab.nn import api
 from ab.nn.stat import query
+from ab.nn.stat.engine import new_postgres_database
 from ab.nn.util import system
 
 CONFIG = "age-regression_utkface_mae_SSRNet"
 
 
-def fresh_postgres(url: str) -> str:
-    name = f"load_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 def run(data: str, trials: int, workers: int, db: str | None) -> dict:
     with tempfile.TemporaryDirectory() as root:
-        url = fresh_postgres(db) if db else f"sqlite:///{root}/db/ab.nn.db"
+        url = new_postgres_database(db, prefix="load") if db else f"sqlite:///{root}/db/ab.nn.db"
         command = [sys.executable, "-m", "ab.nn.train", "--root", root, "--data-dir", data, "--db", url,
                    "-c", CONFIG, "-t", str(trials), "-e", "1", "--max-samples", "64", "-f", "norm_64",
                    "--min_batch_binary_power", "4", "-b", "5", "--min_learning_rate", "1e-4", "-l", "1e-2",

@@ -96,17 +96,9 @@ def optuna_links(db):
 
 def new_postgres_database(url: str) -> str:
     """The URL of a new, empty database on the server of ``url``."""
-    import uuid
+    from ab.nn.stat.engine import new_postgres_database
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
+    return new_postgres_database(url, prefix="t")
 
 
 def new_store(url: str):

@@ -17,11 +17,12 @@ import errno
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from ab.nn.util import system
@@ -204,3 +205,16 @@ def dispose_all() -> None:
         for made in _engines.values():
             made.dispose()
         _engines.clear()
+
+
+def new_postgres_database(url: str, prefix: str = "ab_nn") -> str:
+    """Create an empty database named ``<prefix>_<random>`` on the PostgreSQL server of ``url`` and return
+    its URL: one per test, benchmark run or fleet that must not share rows with another."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
