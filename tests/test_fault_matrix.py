@@ -12,8 +12,8 @@ carries the run's marker in its environment is found, reparented or not).
 
 Cost: the faulted run is a real runner process (with its real trial process); the run that resumes it and
 the check run in the test's own process (``--in-process``: torch is imported once), which is what keeps the
-matrix within a few minutes. Every fault runs on SQLite; PostgreSQL runs the ambiguous commits (SQLite has
-no connection to drop) and one representative case of each other kind.
+matrix within a few minutes. Every fault runs on SQLite and on PostgreSQL, except the ambiguous commits,
+which run on PostgreSQL only (SQLite has no connection to drop).
 
 ``python -m tests.fault_matrix -n 2`` runs this file and writes the outcomes to docs/guide/fault-matrix.md.
 """
@@ -62,9 +62,6 @@ PHASES = ("reserve", "workers", "train", "test", "export", "tell", "mirror")
 PHASE_FLAGS = {"workers": ["-w", "1"], "export": ["--export", "onnx", "--latency-runs", "1", "--latency-warmup", "0"]}
 """DataLoader workers exist only with ``-w 1`` or more; an export only with ``--export``."""
 SIGNALS = ("SIGTERM", "SIGKILL")
-POSTGRES_KILLS = {("train", "SIGKILL"), ("export", "SIGTERM"), ("tell", "SIGKILL")}
-"""The kills PostgreSQL runs too: a dead runner's trial reclaimed by the server's clock, a trial that
-finished while its runner was told to stop, and a trial complete here that Optuna was never told."""
 FAULTS = [*(f"runner {sig} at {phase}" for phase in PHASES for sig in SIGNALS),
           "trial process SIGKILL", "mirror on a full disk", "ambiguous commit of a trial's end",
           "ambiguous commit of a reservation", "lease reclaimed from a stalled runner",
@@ -400,12 +397,8 @@ def _exit(code: int) -> str:
 
 
 # -- the runner killed at each phase --------------------------------------------------------------------
-KILLS = [*(pytest.param("sqlite", phase, sig, id=f"sqlite-{phase}-{sig}") for phase in PHASES for sig in SIGNALS),
-         *(pytest.param("postgresql", phase, sig, id=f"postgresql-{phase}-{sig}", marks=pytest.mark.postgres)
-           for phase in PHASES for sig in SIGNALS if (phase, sig) in POSTGRES_KILLS)]
-
-
-@pytest.mark.parametrize("backend, phase, sig", KILLS)
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("phase", PHASES)
 def test_a_runner_killed_at_each_phase_resumes(sweep, runs, phase, sig, record_property):
     """SIGTERM (a scheduler's pre-emption) lets the runner record the trial and stop its trial process;
     SIGKILL leaves that to the trial process dying with its parent, to DataLoader workers that check their
@@ -430,7 +423,6 @@ def test_a_runner_killed_at_each_phase_resumes(sweep, runs, phase, sig, record_p
            *flags)
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_killed_trial_process_is_recorded_failed_and_the_sweep_goes_on(sweep, runs, record_property):
     """The trial process alone is killed (as the kernel's OOM killer would): the runner records the trial
     failed, with the signal, and trains the slots."""
@@ -465,11 +457,10 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_mirror_on_a_full_disk_leaves_the_trials_as_recorded(sweep, record_property):
     """The JSON mirror's folder is a full tmpfs: every trial is still recorded and counted, the mirror stays
-    queued (``check`` says so), and once there is room again the same command writes it. The mirror is
-    written after the commit whatever the database, so SQLite alone runs it."""
+    queued in the database's outbox (``check`` says so), and once there is room again the same command
+    writes it."""
     record_property("fault", "mirror on a full disk")
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs over the workspace's stat/ needs root (CI runs as root)")
