@@ -132,13 +132,15 @@ def test_boolean_flags_are_booleans(root, utk_dir):
     assert json.loads((root / "out" / CONFIG / str(trial_id) / "meta.json").read_text())["config"] == CONFIG
 
 
-def test_missing_images_say_where_to_put_them_once_before_any_trial(root, tmp_path, capsys):
+def test_missing_images_stop_the_run_with_one_line_before_any_trial(root, tmp_path, capsys):
     empty = tmp_path / "nothing"
     empty.mkdir()
-    assert train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"]) == 1
+    with pytest.raises(SystemExit) as stopped:
+        train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"])
+    assert stopped.value.code == 2
     out = capsys.readouterr()
-    assert (out.out + out.err).count(f"no UTKFace images in {empty}") == 1
-    assert "UTKFace.tar.gz" in out.out
+    assert out.err.count(f"no UTKFace images in {empty}") == 1 and len(out.err.strip().splitlines()) == 1
+    assert "UTKFace.tar.gz" in out.err
     assert api.trials(db=root / "db" / "ab.nn.db").empty  # no trial was spawned
 
 

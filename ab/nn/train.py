@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from ab.nn.config import ConfigError
+from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
@@ -223,6 +224,8 @@ def report(summary: SweepSummary) -> str:
             lines.append(f"  repaired: {finding}")
         if r.data:
             lines.append(f"  data: {r.data}")
+        if r.skipped:
+            lines.append(f"  skipped data files: {r.skipped}")
         if r.statuses:
             lines.append("  trials on this data: " + ", ".join(f"{n} {s}" for s, n in sorted(r.statuses.items())))
         if r.baseline:
@@ -263,7 +266,7 @@ def cli(argv=None) -> int:
             return 0
         with terminate_as_interrupt():
             summary = run(options_from(args))
-    except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
+    except (ConfigError, RegistryError, HyperparameterError, DatabaseError, DataError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     except KeyboardInterrupt as error:
         name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"

@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import requests
 from tqdm.auto import tqdm
@@ -261,7 +261,17 @@ def download(remote: RemoteFile, folder: Path, retries: int = 3, timeout: float 
 
 
 def _reason(error: Exception) -> str:
-    text = str(error)
+    """What went wrong, in words: a connection failure's nested urllib3 text says it least clearly."""
+    if isinstance(error, requests.exceptions.ConnectionError):
+        host = urlparse(getattr(error.request, "url", "") or "").hostname or "the server"
+        text = str(error)
+        if "NameResolutionError" in text or "Name or service not known" in text or "Failed to resolve" in text:
+            return f"no network: the name {host} cannot be resolved"
+        if "Connection refused" in text:
+            return f"{host} refused the connection"
+    if isinstance(error, requests.exceptions.Timeout):
+        return "the connection timed out"
+    text = " ".join(str(error).split())
     return text if len(text) < 200 else text[:200] + "..."
 
 
