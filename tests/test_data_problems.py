@@ -77,3 +77,8 @@ def test_skipped_files_are_named_in_the_log_the_summary_gives(root, tmp_path):
     assert listed["holiday.jpg"].startswith("name without a readable age")
     assert listed[corrupt].startswith("undecodable image")
     assert reserved(root) == 1
+    assert ", 1 epoch), val MAE" in done.stdout  # not "1 epochs"
+    shown = subprocess.run([sys.executable, "-m", "ab.nn.stat", "trials", "--root", str(root)], capture_output=True,
+                           text=True, timeout=600).stdout
+    assert shown.splitlines()[0].startswith("| trial | config | status | epochs done | epochs asked | val MAE (years) "
+                                            "| test MAE (years) | test MAE 95% CI low (years) |")

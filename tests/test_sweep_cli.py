@@ -144,11 +144,23 @@ def test_missing_images_stop_the_run_with_one_line_before_any_trial(root, tmp_pa
     assert api.trials(db=root / "db" / "ab.nn.db").empty  # no trial was spawned
 
 
-def test_help_explains_every_flag():
+def test_help_explains_every_flag_in_kebab_case_and_names_lemurs_spellings():
     out = subprocess.run([sys.executable, "-m", "ab.nn.train", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for flag in ("-c", "-p", "-e", "-t", "-b", "--min_batch_binary_power", "-l", "--min_learning_rate", "-m",
-                 "--min_momentum", "-d", "--min_dropout", "-f", "-a", "-r", "-w", "--pretrained",
-                 "--epoch_limit_minutes", "--save_pth_weights", "--save_onnx_weights", "--root", "--db",
+    for flag in ("-c", "-p", "-e", "-t", "-b", "--min-batch-binary-power", "-l", "--min-learning-rate", "-m",
+                 "--min-momentum", "-d", "--min-dropout", "-f", "-a", "-r", "-w", "--pretrained",
+                 "--epoch-limit-minutes", "--save-pth-weights", "--save-onnx-weights", "--root", "--db",
                  "--data-dir", "--seed", "--device", "--max-samples", "--split"):
         assert f"{flag} " in out or f"{flag}," in out or f"{flag}\n" in out, flag
+    options, aliases = out.split("LEMUR's spellings are accepted too:")
+    assert "_" not in "".join(w for w in options.split() if w.startswith("--"))  # one style in the flag lines
+    for alias in ("--nn_prm", "--min_batch_binary_power", "--save_pth_weights", "--epoch_limit_minutes"):
+        assert alias in aliases
+
+
+@pytest.mark.parametrize("spelling", ["--save_pth_weights", "--save-pth-weights"])
+def test_lemurs_spelling_and_the_kebab_one_are_the_same_flag(spelling):
+    args = train.parser().parse_args([spelling, "0", "--nn_prm", "{}", "--min-learning-rate", "0.1",
+                                      "--min_learning_rate", "0.2", "--epoch_limit_minutes", "3"])
+    assert args.save_pth_weights is False and args.nn_prm == "{}" and args.epoch_limit_minutes == 3
+    assert args.min_learning_rate == 0.2  # the later one wins: both spellings set the same value

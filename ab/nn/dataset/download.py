@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ab.nn.util.digest import sha256_of
 from ab.nn.util.filelock import locked
+from ab.nn.util.arguments import Parser
 
 CHUNK = 1 << 16
 ENDPOINT_ENV = "HF_ENDPOINT"
@@ -324,8 +325,8 @@ def cli(argv=None) -> int:
     from ab.nn.dataset.utkface import FORMATS
     from ab.nn.workspace import Workspace
 
-    p = argparse.ArgumentParser(prog="python -m ab.nn.dataset.download", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.dataset.download", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted(SOURCES))
     p.add_argument("--to", default=None, help="target folder (default: <root>/data/<dataset>)")
     p.add_argument("--revision", default=None, help="commit (or branch) of the Hugging Face dataset")

@@ -5,6 +5,7 @@ from ab.nn import registry
 from ab.nn.dataset import DataError
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.models import ModelInfo
+from ab.nn.util.wording import count
 
 
 def describe_space(model: ModelInfo, space: SearchSpace, fixed: dict) -> list[str]:
@@ -53,7 +54,7 @@ def plan(sweep) -> str:
         epochs = sweep.options.epochs
         lines.append(f"  data: {identity.describe()}")
         lines.append(f"  trials: {wanted} to run ({'no total' if total is None else f'{total} wanted in all'}, "
-                     f"{epochs} epoch{'' if epochs == 1 else 's'} each), study {sweep.study_name(config, identity)!r}")
+                     f"{count(epochs, 'epoch')} each), study {sweep.study_name(config, identity)!r}")
         lines.append("  hyperparameters:")
         lines += describe_space(model, sweep.space, sweep.fixed_for(config.nn))
     return "\n".join(lines) if lines else "no config selected"

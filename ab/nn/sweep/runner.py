@@ -43,6 +43,7 @@ from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
 from ab.nn.util import faults, system, tempdirs
+from ab.nn.util.wording import count
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ class Sweep:
                         waiting = True
                         time.sleep(min(self.options.heartbeat_seconds, HELD_POLL_SECONDS))
                         continue
-                    result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
+                    result.note = (f"other workers hold or finished the remaining slots of the {count(total, 'trial')} "
                                    f"wanted on this data")
                     break
                 trial_id, replica = slot
@@ -371,7 +372,7 @@ class Sweep:
                 bar.update(1)
                 bar.set_postfix(best_val_mae=_fmt(result.best_mae), last=f"trial {trial_id}: {_fmt(outcome.eval_mae)}")
         if wanted == 0:
-            result.note = (f"nothing to do: {total} trials wanted at {self.options.epochs} epochs on this data, and "
+            result.note = (f"nothing to do: {count(total, 'trial')} wanted at {count(self.options.epochs, 'epoch')} on this data, and "
                            f"they are trained (-t -N asks for N more)")
         self._summarise(result, config, identity)
         return result
@@ -379,9 +380,8 @@ class Sweep:
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
         if identity.skipped_log:
-            count = len(skip_log.read(identity.skipped_log))
-            result.skipped = f"{count} file{'' if count == 1 else 's'}, listed in {identity.skipped_log}" if count \
-                else None
+            skipped = len(skip_log.read(identity.skipped_log))
+            result.skipped = f"{count(skipped, 'file')}, listed in {identity.skipped_log}" if skipped else None
         rows = [self.store.trial_row(i) for i in self.store.trial_ids(config, identity.key)]
         judged = [constant_predictor.beats(row, result.baseline) for row in rows if row["status"] in TRAINED_STATES]
         result.beating = (sum(j is True for j in judged), sum(j is not None for j in judged))
