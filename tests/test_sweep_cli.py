@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from ab.nn import registry, api, train
+from ab.nn.sweep import estimate
 from tests.helpers import optuna_links
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
@@ -164,3 +165,19 @@ def test_lemurs_spelling_and_the_kebab_one_are_the_same_flag(spelling):
                                       "--min_learning_rate", "0.2", "--epoch_limit_minutes", "3"])
     assert args.save_pth_weights is False and args.nn_prm == "{}" and args.epoch_limit_minutes == 3
     assert args.min_learning_rate == 0.2  # the later one wins: both spellings set the same value
+
+
+def test_dry_run_estimates_the_time_from_earlier_trials_seconds_per_image(root, utk_dir, capsys):
+    def dry_run() -> str:
+        assert run(root, utk_dir, "-c", CONFIG, "-e", "3", "-t", "4", "--dry-run") == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  time: "))
+
+    assert dry_run() == "  time: no measurement yet (no trial of this config has finished an epoch on cpu)"
+    assert run(root, utk_dir, "-c", CONFIG, "-e", "1", "-t", "1", "--device", "cpu") == 0
+    with db(root) as con:
+        seconds, images = con.execute("select max(s.duration) / 1e9, t.n_train + t.n_eval from stat s "
+                                      "join trial t on s.trial_id = t.id").fetchone()
+    per_trial = seconds / images * images * 3  # the planned trials see the same images, for 3 epochs
+    line = dry_run()
+    assert f"~{estimate.duration(per_trial)} per trial, ~{estimate.duration(per_trial * 4)} for 4 (" in line, line
+    assert f"{seconds / images * 1e3:.2f} ms per image, the median of 1 earlier trial on cpu" in line
