@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from ab.nn import registry
 from ab.nn.dataset import DataError
+from ab.nn.sweep import estimate
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.models import ModelInfo
+from ab.nn.util.wording import count
 
 
 def describe_space(model: ModelInfo, space: SearchSpace, fixed: dict) -> list[str]:
@@ -53,7 +55,11 @@ def plan(sweep) -> str:
         epochs = sweep.options.epochs
         lines.append(f"  data: {identity.describe()}")
         lines.append(f"  trials: {wanted} to run ({'no total' if total is None else f'{total} wanted in all'}, "
-                     f"{epochs} epoch{'' if epochs == 1 else 's'} each), study {sweep.study_name(config, identity)!r}")
+                     f"{count(epochs, 'epoch')} each), study {sweep.study_name(config, identity)!r}")
+        counts = identity.counts or {}
+        images = counts.get("train", 0) + counts.get("eval", 0) if counts else None
+        rate = estimate.measured_rate(sweep.store, config, sweep.device)
+        lines.append("  " + estimate.describe(rate, images, epochs, wanted, sweep.device))
         lines.append("  hyperparameters:")
         lines += describe_space(model, sweep.space, sweep.fixed_for(config.nn))
     return "\n".join(lines) if lines else "no config selected"

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError, trial_data
+from ab.nn.dataset import DataError, skipped as skip_log, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
@@ -43,6 +43,7 @@ from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
 from ab.nn.util import faults, system, tempdirs
+from ab.nn.util.wording import count
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ConfigResult:
     note: str | None = None          # why nothing (more) ran
     repaired: list = field(default_factory=list)  # disagreements with Optuna's copy found and repaired
     mirror: str | None = None        # the JSON mirror's state when it could not be written
+    skipped: str | None = None       # how many data files no trial uses, and the log that names them
 
 
 @dataclass
@@ -192,10 +194,21 @@ class Sweep:
         return {**({"pretrained": 0} if model is not None and self._without_weights(model) else {}), **self.fixed}
 
     def run(self) -> SweepSummary:
+        self.require_data()
         tempdirs.clean_abandoned()  # what trials of runners killed on this host left behind
         storage = studies.storage(self.url)
         with studies.quiet(), RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
             return SweepSummary([self.run_config(config, storage) for config in self.configs])
+
+    def require_data(self) -> None:
+        """Raise the first ``DataError`` (no folder, no images, none decodable) of any selected config
+        before anything is reserved: a data problem stops the run, once, not each config's trials. A
+        config whose loader cannot be imported is left to its turn (a recorded failed trial)."""
+        for config in self.configs:
+            try:
+                self.identity(config)
+            except registry.RegistryError:
+                continue
 
     # -- one config ------------------------------------------------------------------------------
     def identity(self, config: Config) -> DataIdentity:
@@ -273,10 +286,7 @@ class Sweep:
     def run_config(self, config: Config, storage) -> ConfigResult:
         result = ConfigResult(config)
         try:
-            identity = self.identity(config)
-        except DataError as error:
-            result.gave_up = str(error)  # the summary prints it, once
-            return result
+            identity = self.identity(config)  # its DataError was raised by require_data, before any trial
         except registry.RegistryError as error:
             identity = DataIdentity(config.dataset, self.options.data)
             module_error: Exception | None = error
@@ -329,7 +339,7 @@ class Sweep:
                         waiting = True
                         time.sleep(min(self.options.heartbeat_seconds, HELD_POLL_SECONDS))
                         continue
-                    result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
+                    result.note = (f"other workers hold or finished the remaining slots of the {count(total, 'trial')} "
                                    f"wanted on this data")
                     break
                 trial_id, replica = slot
@@ -362,13 +372,16 @@ class Sweep:
                 bar.update(1)
                 bar.set_postfix(best_val_mae=_fmt(result.best_mae), last=f"trial {trial_id}: {_fmt(outcome.eval_mae)}")
         if wanted == 0:
-            result.note = (f"nothing to do: {total} trials wanted at {self.options.epochs} epochs on this data, and "
+            result.note = (f"nothing to do: {count(total, 'trial')} wanted at {count(self.options.epochs, 'epoch')} on this data, and "
                            f"they are trained (-t -N asks for N more)")
         self._summarise(result, config, identity)
         return result
 
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
+        if identity.skipped_log:
+            skipped = len(skip_log.read(identity.skipped_log))
+            result.skipped = f"{count(skipped, 'file')}, listed in {identity.skipped_log}" if skipped else None
         rows = [self.store.trial_row(i) for i in self.store.trial_ids(config, identity.key)]
         judged = [constant_predictor.beats(row, result.baseline) for row in rows if row["status"] in TRAINED_STATES]
         result.beating = (sum(j is True for j in judged), sum(j is not None for j in judged))
