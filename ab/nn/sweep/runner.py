@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -35,7 +35,7 @@ from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, v
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, TRAINED_STATES
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import groups, hyperparameters, search
+from ab.nn.sweep import groups, hyperparameters, input_sizes, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
@@ -171,6 +171,43 @@ class Sweep:
             hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
         else:
             hyperparameters.check_fixed(self.fixed, (), registry.names(registry.TRANSFORM))
+        if "transform" in self.fixed:
+            self._check_fixed_transform()
+
+    def _check_fixed_transform(self) -> None:
+        """A fixed transform that no selected model takes is a bad command line, said before anything runs;
+        one that only some take leaves the others to give up, each with its reason."""
+        reasons = []
+        for nn in sorted({config.nn for config in self.configs}):
+            try:
+                reason = self.cannot_take(self.model(nn))
+            except registry.RegistryError:
+                return  # recorded as a failed trial when its turn comes
+            if reason is None:
+                return
+            reasons.append(reason)
+        if reasons:
+            raise hyperparameters.HyperparameterError("; ".join(reasons))
+
+    def transforms_for(self, model: ModelInfo) -> tuple[str, ...]:
+        """The transforms a model's trials sample from: those of its declared input sizes (all when it
+        declares none)."""
+        return tuple(input_sizes.allowed(self.space.transforms, model.input_sizes))
+
+    def space_for(self, model: ModelInfo) -> SearchSpace:
+        return replace(self.space, transforms=self.transforms_for(model))
+
+    def cannot_take(self, model: ModelInfo) -> str | None:
+        """Why none of this sweep's transforms (the fixed one, where one is) fits the model's declared input
+        sizes, in one line; None when one does."""
+        fixed = self.fixed.get("transform")
+        offered = [fixed] if fixed is not None else list(self.space.transforms)
+        if input_sizes.allowed(offered, model.input_sizes):
+            return None
+        sizes = sorted({input_sizes.transform_size(name) for name in offered})
+        what = f"transform {fixed} is" if fixed is not None else "the transforms offered are"
+        return (f"{model.name} takes {input_sizes.describe(model.input_sizes)} inputs only (its "
+                f"supported_input_sizes()), and {what} {input_sizes.describe(sizes)}")
 
     def _without_weights(self, model: ModelInfo) -> bool:
         """``pretrained`` is not sampled where the model says no ImageNet weights can be had here (a trial
@@ -307,6 +344,11 @@ class Sweep:
             result.failed, result.gave_up = 1, str(error)
             tqdm.write(f"{config}: {error}")
             return result
+        space = self.space_for(model)
+        result.gave_up = self.cannot_take(model) or self._choices_changed(study, space)
+        if result.gave_up is not None:
+            tqdm.write(f"{config}: {result.gave_up}")
+            return result
         total, wanted = self.total(config, identity.key)
         failures_in_row, waiting = 0, False
         reservation = dict(split=self.options.data.label, split_seed=self.options.data.split_seed,
@@ -318,7 +360,7 @@ class Sweep:
                 study.reclaim()  # slots of runners that died during this run are freed now, not at the next start
                 # one slot at a time: the replicas of a --seeds group spread over every worker on the study
                 group = groups.unfinished(self.store, config, self.options.epochs, identity.key, self.options.seeds,
-                                          self.fixed_for(config.nn), self.space.transforms)
+                                          self.fixed_for(config.nn), space.transforms)
                 owner = dict(host=system.host(), pid=os.getpid(), lease_id=self.lease.id, **reservation)
                 if group:
                     claimed = self.store.reserve_replicas(
@@ -344,7 +386,7 @@ class Sweep:
                     break
                 trial_id, replica = slot
                 faults.point("reserve")
-                outcome = self._run_one(config, study, model, trial_id, identity, replica, group)
+                outcome = self._run_one(config, study, model, space, trial_id, identity, replica, group)
                 recorded = self.store.trial_status(trial_id)
                 faults.point("mirror")
                 self._flush_mirror(result)
@@ -377,6 +419,22 @@ class Sweep:
         self._summarise(result, config, identity)
         return result
 
+    def _choices_changed(self, study: SweepStudy, space: SearchSpace) -> str | None:
+        """Optuna keeps a categorical's choices for the life of a study: where its trials sampled the transform
+        from other choices (before the model declared its input sizes, or before a workspace transform was
+        added), every new trial would fail, so the config stops here and says what still runs."""
+        if "transform" in self.fixed:
+            return None
+        for trial in study.optuna.get_trials(deepcopy=False):
+            recorded = trial.distributions.get("transform")
+            if recorded is not None:
+                if list(recorded.choices) == list(space.transforms):
+                    return None
+                return (f"study {study.name!r} sampled the transform from {len(recorded.choices)} choices, and its "
+                        f"trials may now use {', '.join(space.transforms)} only (Optuna cannot change a study's "
+                        f"choices): fix one with -f, or sweep into a new database")
+        return None
+
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
         if identity.skipped_log:
@@ -393,15 +451,15 @@ class Sweep:
             folder = self.workspace.trial_dir(config.name, best)
             result.folder = str(folder) if folder.exists() else None
 
-    def _run_one(self, config: Config, study: SweepStudy, model: ModelInfo, trial_id: int, identity: DataIdentity,
-                 replica: int, group: groups.Group | None) -> TrialOutcome:
+    def _run_one(self, config: Config, study: SweepStudy, model: ModelInfo, space: SearchSpace, trial_id: int,
+                 identity: DataIdentity, replica: int, group: groups.Group | None) -> TrialOutcome:
         """Ask Optuna for a point (or, for a replica, repeat its group's), record it, run the trial, and tell
         Optuna what our record then says."""
         fence = self.lease.id
         try:
             if group is None:
                 asked = study.ask(trial_id)
-                prm = hyperparameters.sample(asked, model.supported, self.space, self.fixed_for(config.nn),
+                prm = hyperparameters.sample(asked, model.supported, space, self.fixed_for(config.nn),
                                              self.options.epochs, model.own)
                 number, optuna_id = asked.number, asked._trial_id
                 params = studies.search_params(asked)
