@@ -135,9 +135,11 @@ def test_a_file_that_does_not_match_the_hubs_checksum_is_refused(hub, tmp_path):
 def test_no_download_keeps_the_message_and_asks_nothing(hub, root, tmp_path, capsys):
     empty = tmp_path / "nothing"
     empty.mkdir()
-    assert run(root, empty, "-c", CONFIG, "-t", "1", "--no-download") == 1
+    with pytest.raises(SystemExit, match="2"):
+        run(root, empty, "-c", CONFIG, "-t", "1", "--no-download")
     out = capsys.readouterr()
-    assert (out.out + out.err).count(f"no UTKFace images in {empty}") == 1 and "automatic download" not in out.out
+    assert out.err.count(f"no UTKFace images in {empty}") == 1 and "automatic download" not in out.err
+    assert len(out.err.strip().splitlines()) == 1
     assert hub.seen == [] and api.trials(db=root / "db" / "ab.nn.db").empty
 
 
@@ -145,10 +147,12 @@ def test_offline_the_download_fails_at_once_with_the_message(root, tmp_path, cap
     """The conftest points HF_ENDPOINT at a closed port: no network."""
     empty = tmp_path / "nothing"
     empty.mkdir()
-    assert run(root, empty, "-c", CONFIG, "-t", "1") == 1
-    text = "".join(capsys.readouterr())
+    with pytest.raises(SystemExit, match="2"):
+        run(root, empty, "-c", CONFIG, "-t", "1")
+    text = capsys.readouterr().err
     assert text.count(f"no UTKFace images in {empty}") == 1 and "UTKFace.tar.gz" in text
     assert "automatic download failed too (cannot reach the Hugging Face Hub" in text
+    assert "refused the connection" in text and len(text.strip().splitlines()) == 1
     assert api.trials(db=root / "db" / "ab.nn.db").empty
 
 

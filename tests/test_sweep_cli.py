@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from ab.nn import registry, api, train
+from ab.nn.sweep import estimate
 from tests.helpers import optuna_links
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
@@ -132,21 +133,51 @@ def test_boolean_flags_are_booleans(root, utk_dir):
     assert json.loads((root / "out" / CONFIG / str(trial_id) / "meta.json").read_text())["config"] == CONFIG
 
 
-def test_missing_images_say_where_to_put_them_once_before_any_trial(root, tmp_path, capsys):
+def test_missing_images_stop_the_run_with_one_line_before_any_trial(root, tmp_path, capsys):
     empty = tmp_path / "nothing"
     empty.mkdir()
-    assert train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"]) == 1
+    with pytest.raises(SystemExit) as stopped:
+        train.cli(["--root", str(root), "--data-dir", str(empty), *FAST, "-c", CONFIG, "-t", "1", "-a", "1"])
+    assert stopped.value.code == 2
     out = capsys.readouterr()
-    assert (out.out + out.err).count(f"no UTKFace images in {empty}") == 1
-    assert "UTKFace.tar.gz" in out.out
+    assert out.err.count(f"no UTKFace images in {empty}") == 1 and len(out.err.strip().splitlines()) == 1
+    assert "UTKFace.tar.gz" in out.err
     assert api.trials(db=root / "db" / "ab.nn.db").empty  # no trial was spawned
 
 
-def test_help_explains_every_flag():
+def test_help_explains_every_flag_in_kebab_case_and_names_lemurs_spellings():
     out = subprocess.run([sys.executable, "-m", "ab.nn.train", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for flag in ("-c", "-p", "-e", "-t", "-b", "--min_batch_binary_power", "-l", "--min_learning_rate", "-m",
-                 "--min_momentum", "-d", "--min_dropout", "-f", "-a", "-r", "-w", "--pretrained",
-                 "--epoch_limit_minutes", "--save_pth_weights", "--save_onnx_weights", "--root", "--db",
+    for flag in ("-c", "-p", "-e", "-t", "-b", "--min-batch-binary-power", "-l", "--min-learning-rate", "-m",
+                 "--min-momentum", "-d", "--min-dropout", "-f", "-a", "-r", "-w", "--pretrained",
+                 "--epoch-limit-minutes", "--save-pth-weights", "--save-onnx-weights", "--root", "--db",
                  "--data-dir", "--seed", "--device", "--max-samples", "--split"):
         assert f"{flag} " in out or f"{flag}," in out or f"{flag}\n" in out, flag
+    options, aliases = out.split("LEMUR's spellings are accepted too:")
+    assert "_" not in "".join(w for w in options.split() if w.startswith("--"))  # one style in the flag lines
+    for alias in ("--nn_prm", "--min_batch_binary_power", "--save_pth_weights", "--epoch_limit_minutes"):
+        assert alias in aliases
+
+
+@pytest.mark.parametrize("spelling", ["--save_pth_weights", "--save-pth-weights"])
+def test_lemurs_spelling_and_the_kebab_one_are_the_same_flag(spelling):
+    args = train.parser().parse_args([spelling, "0", "--nn_prm", "{}", "--min-learning-rate", "0.1",
+                                      "--min_learning_rate", "0.2", "--epoch_limit_minutes", "3"])
+    assert args.save_pth_weights is False and args.nn_prm == "{}" and args.epoch_limit_minutes == 3
+    assert args.min_learning_rate == 0.2  # the later one wins: both spellings set the same value
+
+
+def test_dry_run_estimates_the_time_from_earlier_trials_seconds_per_image(root, utk_dir, capsys):
+    def dry_run() -> str:
+        assert run(root, utk_dir, "-c", CONFIG, "-e", "3", "-t", "4", "--dry-run") == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  time: "))
+
+    assert dry_run() == "  time: no measurement yet (no trial of this config has finished an epoch on cpu)"
+    assert run(root, utk_dir, "-c", CONFIG, "-e", "1", "-t", "1", "--device", "cpu") == 0
+    with db(root) as con:
+        seconds, images = con.execute("select max(s.duration) / 1e9, t.n_train + t.n_eval from stat s "
+                                      "join trial t on s.trial_id = t.id").fetchone()
+    per_trial = seconds / images * images * 3  # the planned trials see the same images, for 3 epochs
+    line = dry_run()
+    assert f"~{estimate.duration(per_trial)} per trial, ~{estimate.duration(per_trial * 4)} for 4 (" in line, line
+    assert f"{seconds / images * 1e3:.2f} ms per image, the median of 1 earlier trial on cpu" in line

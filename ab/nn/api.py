@@ -345,7 +345,7 @@ def load_model(trial_id: int, db=None, root=None, device: str = "cpu"):
     row = frames.trial(trial_id, db=ws.db_url)
     folder = checkpoint.folder_of(ws, row)
     if not (folder / checkpoint.WEIGHTS).is_file():
-        raise LookupError(f"trial {trial_id} has no checkpoint in {folder} (train with --save_pth_weights, or "
+        raise LookupError(f"trial {trial_id} has no checkpoint in {folder} (train with --save-pth-weights, or "
                           f"pass root= the workspace it was trained in)")
     with workspace.active.use(ws):  # a model file of that workspace's nn/ folder is found too
         model, _ = checkpoint.load(folder, device)

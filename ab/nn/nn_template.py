@@ -20,11 +20,12 @@ message gives the right values), and the model contract tests cover the new file
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+from ab.nn.util.arguments import Parser
 
 MODEL_DIR = Path(__file__).resolve().parent / "nn"
 COMMAND = "python -m ab.nn.nn_template"
@@ -93,8 +94,8 @@ def write(directory: Path = MODEL_DIR) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=COMMAND, description="Write the torchvision comparison models "
-                                "(ab/nn/nn/<name>.py) from their template in ab/nn/nn_template.py.")
+    p = Parser(prog=COMMAND, description="Write the torchvision comparison models "
+               "(ab/nn/nn/<name>.py) from their template in ab/nn/nn_template.py.")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file differs")
     args = p.parse_args(argv)
     if args.check:

@@ -8,12 +8,12 @@ folder, where the next sweep finds it (and trains it in the sandbox, like any wo
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 from ab.nn import registry, workspace
+from ab.nn.util.arguments import Parser
 from ab.nn.workspace import Workspace
 
 
@@ -67,7 +67,7 @@ def restore(ws: Workspace, name: str) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ab.nn.quarantine", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m ab.nn.quarantine", description=__doc__.split("\n\n")[0])
     workspace.add_arguments(parser, data=False)
     parser.add_argument("--restore", metavar="NAME", help="write the quarantined model NAME into <root>/nn/")
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
 """``python -m ab.nn.train``: sweep hyperparameters with Optuna and record every trial.
 
-LEMUR's flags and defaults, with booleans that are booleans (``--save_pth_weights``,
-``--save_pth_weights 1``/``true``, ``--save_pth_weights false``), plus workspace, database,
-data, seed, device, split and smoke-run options. ``main(...)`` keeps LEMUR's Python signature.
+LEMUR's flags and defaults, in kebab-case with LEMUR's underscore spellings kept as aliases
+(``--save-pth-weights`` = ``--save_pth_weights``), with booleans that are booleans
+(``--save-pth-weights``, ``--save-pth-weights 1``/``true``, ``--save-pth-weights false``), plus
+workspace, database, data, seed, device, split and smoke-run options. ``main(...)`` keeps LEMUR's Python signature.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from contextlib import contextmanager
 
 from ab.nn.config import ConfigError
+from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
@@ -27,6 +29,8 @@ from ab.nn.sweep.search import PRUNERS, Search
 from ab.nn.sweep.runner import SweepOptions, SweepSummary, plan, run
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
+from ab.nn.util.arguments import Parser
+from ab.nn.util.wording import count
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
@@ -49,7 +53,7 @@ def _positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m ab.nn.train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Sweep hyperparameters with Optuna and record every trial in the statistics database.")
     flag = dict(nargs="?", const=True, default=False, type=_bool, metavar="BOOL")
@@ -60,33 +64,44 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-configs", action="store_true", help="list the configs that can run, with their trials")
     p.add_argument("--dry-run", action="store_true",
                    help="show what would run (configs, data, trials, how each hyperparameter is chosen), train nothing")
-    p.add_argument("-p", "--nn_prm", default="",
+    p.add_argument("-p", "--nn-prm", "--nn_prm", default="",
                    help="JSON object of fixed hyperparameters, used as given (0 included), e.g. '{\"lr\": 0.001}'")
     p.add_argument("-e", "--epochs", type=_positive, default=1, help="epochs per trial (epoch_max)")
     p.add_argument("-t", "--trials", type=int, default=-1,
                    help="trials wanted per config at this epoch count; negative: that many more")
     own = " (unset: the model's own range where its file declares one, else LEMUR's {})"
-    p.add_argument("--min_batch_binary_power", type=int, default=None, help="smallest batch is 2**this" + own.format("0"))
-    p.add_argument("-b", "--max_batch_binary_power", type=int, default=None,
+    p.add_argument("--min-batch-binary-power", "--min_batch_binary_power",
+                   type=int, default=None, help="smallest batch is 2**this" + own.format("0"))
+    p.add_argument("-b", "--max-batch-binary-power", "--max_batch_binary_power", type=int, default=None,
                    help="largest batch is 2**this" + own.format("12"))
-    p.add_argument("--min_learning_rate", type=float, default=None, help="lr lower bound (log-uniform)" + own.format("1e-5"))
-    p.add_argument("-l", "--max_learning_rate", type=float, default=None, help="lr upper bound" + own.format("1.0"))
-    p.add_argument("--min_momentum", type=float, default=None, help="momentum lower bound (uniform)" + own.format("0.0"))
-    p.add_argument("-m", "--max_momentum", type=float, default=None, help="momentum upper bound" + own.format("1.0"))
-    p.add_argument("--min_dropout", type=float, default=None, help="dropout lower bound (uniform)" + own.format("0.0"))
-    p.add_argument("-d", "--max_dropout", type=float, default=None, help="dropout upper bound" + own.format("0.5"))
+    p.add_argument("--min-learning-rate", "--min_learning_rate",
+                   type=float, default=None, help="lr lower bound (log-uniform)" + own.format("1e-5"))
+    p.add_argument("-l", "--max-learning-rate", "--max_learning_rate",
+                   type=float, default=None, help="lr upper bound" + own.format("1.0"))
+    p.add_argument("--min-momentum", "--min_momentum",
+                   type=float, default=None, help="momentum lower bound (uniform)" + own.format("0.0"))
+    p.add_argument("-m", "--max-momentum", "--max_momentum",
+                   type=float, default=None, help="momentum upper bound" + own.format("1.0"))
+    p.add_argument("--min-dropout", "--min_dropout",
+                   type=float, default=None, help="dropout lower bound (uniform)" + own.format("0.0"))
+    p.add_argument("-d", "--max-dropout", "--max_dropout",
+                   type=float, default=None, help="dropout upper bound" + own.format("0.5"))
     p.add_argument("-f", "--transform", default=None, help="fix the transform; default: Optuna picks one")
-    p.add_argument("-a", "--nn_fail_attempts", type=_positive, default=30,
+    p.add_argument("-a", "--nn-fail-attempts", "--nn_fail_attempts", type=_positive, default=30,
                    help="failed trials in a row after which a config is given up")
-    p.add_argument("-r", "--random_config_order", help="run configs in a seeded random order", **flag)
+    p.add_argument("-r", "--random-config-order", "--random_config_order",
+                   help="run configs in a seeded random order", **flag)
     p.add_argument("-w", "--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--pretrained", type=int, choices=(0, 1), default=None,
                    help="1: always ImageNet weights, 0: never; default: Optuna chooses")
-    p.add_argument("--epoch_limit_minutes", type=float, default=30,
+    p.add_argument("--epoch-limit-minutes", "--epoch_limit_minutes", type=float, default=30,
                    help="wall-clock cap per epoch; a cut epoch is flagged 'truncated' in train_stat")
-    p.add_argument("--train_missing_pipelines", help="only configs without any result yet", **flag)
-    p.add_argument("--save_pth_weights", help="save each trial's state_dict under out/<config>/<trial>/", **flag)
-    p.add_argument("--save_onnx_weights", help="export each trial's model to ONNX under out/<config>/<trial>/ "
+    p.add_argument("--train-missing-pipelines", "--train_missing_pipelines",
+                   help="only configs without any result yet", **flag)
+    p.add_argument("--save-pth-weights", "--save_pth_weights",
+                   help="save each trial's state_dict under out/<config>/<trial>/", **flag)
+    p.add_argument("--save-onnx-weights", "--save_onnx_weights",
+                   help="export each trial's model to ONNX under out/<config>/<trial>/ "
                                                "(adds onnx to --export)", **flag)
     p.add_argument("--export", default="default",
                    help="artifacts made after each trial, with their MAE and latency: none, default "
@@ -223,6 +238,8 @@ def report(summary: SweepSummary) -> str:
             lines.append(f"  repaired: {finding}")
         if r.data:
             lines.append(f"  data: {r.data}")
+        if r.skipped:
+            lines.append(f"  skipped data files: {r.skipped}")
         if r.statuses:
             lines.append("  trials on this data: " + ", ".join(f"{n} {s}" for s, n in sorted(r.statuses.items())))
         if r.baseline:
@@ -232,7 +249,7 @@ def report(summary: SweepSummary) -> str:
         if r.best:
             b = r.best
             interval = f" [95% CI {b['test_mae_low']:.2f}, {b['test_mae_high']:.2f}]" if b.get("test_mae_low") else ""
-            lines.append(f"  best: trial {b['id']} ({b['status']}, {b['epochs_done']} epochs), val MAE "
+            lines.append(f"  best: trial {b['id']} ({b['status']}, {count(b['epochs_done'], 'epoch')}), val MAE "
                          f"{_mae(b['eval_mae'])}, test MAE {_mae(b['test_mae'])}{interval} years"
                          + (f", files in {r.folder}" if r.folder else ""))
             verdict = constant_predictor.verdict(b, r.baseline)
@@ -263,7 +280,7 @@ def cli(argv=None) -> int:
             return 0
         with terminate_as_interrupt():
             summary = run(options_from(args))
-    except (ConfigError, RegistryError, HyperparameterError, DatabaseError, ValueError) as error:
+    except (ConfigError, RegistryError, HyperparameterError, DatabaseError, DataError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     except KeyboardInterrupt as error:
         name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ab.nn.util.arguments import Parser
+
 
 def main(argv=None) -> int:
     from ab.nn import workspace
     from ab.nn.bundle.writer import PRECISIONS, write_bundle
 
-    p = argparse.ArgumentParser(prog="python -m ab.nn.bundle", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.bundle", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="best:<config>, trial:<id>, a trial folder, or an .onnx/.tflite file")
     p.add_argument("--to", required=True, help="the bundle folder to write")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="of the TFLite age model")

@@ -34,13 +34,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import requests
 from tqdm.auto import tqdm
 
 from ab.nn.util.digest import sha256_of
 from ab.nn.util.filelock import locked
+from ab.nn.util.arguments import Parser
 
 CHUNK = 1 << 16
 ENDPOINT_ENV = "HF_ENDPOINT"
@@ -261,7 +262,17 @@ def download(remote: RemoteFile, folder: Path, retries: int = 3, timeout: float 
 
 
 def _reason(error: Exception) -> str:
-    text = str(error)
+    """What went wrong, in words: a connection failure's nested urllib3 text says it least clearly."""
+    if isinstance(error, requests.exceptions.ConnectionError):
+        host = urlparse(getattr(error.request, "url", "") or "").hostname or "the server"
+        text = str(error)
+        if "NameResolutionError" in text or "Name or service not known" in text or "Failed to resolve" in text:
+            return f"no network: the name {host} cannot be resolved"
+        if "Connection refused" in text:
+            return f"{host} refused the connection"
+    if isinstance(error, requests.exceptions.Timeout):
+        return "the connection timed out"
+    text = " ".join(str(error).split())
     return text if len(text) < 200 else text[:200] + "..."
 
 
@@ -314,8 +325,8 @@ def cli(argv=None) -> int:
     from ab.nn.dataset.utkface import FORMATS
     from ab.nn.workspace import Workspace
 
-    p = argparse.ArgumentParser(prog="python -m ab.nn.dataset.download", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.dataset.download", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted(SOURCES))
     p.add_argument("--to", default=None, help="target folder (default: <root>/data/<dataset>)")
     p.add_argument("--revision", default=None, help="commit (or branch) of the Hugging Face dataset")

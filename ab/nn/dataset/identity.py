@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -94,6 +94,7 @@ class DataIdentity:
     settings: DataSettings
     digests: Mapping[str, str | None] | None = None
     counts: Mapping[str, int] | None = None
+    skipped_log: str | None = field(default=None, compare=False)  # where the loader lists the files it skipped
 
     @property
     def key(self) -> str:

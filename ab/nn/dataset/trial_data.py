@@ -59,7 +59,7 @@ def identify(config: Config, ws: Workspace, settings: DataSettings) -> DataIdent
     """The data key of ``config`` under ``settings``, from the loader's ``data_identity`` hook where it
     has one (no image is decoded); its errors (no images, unreadable folder) surface here, once."""
     found = _loader_hook(config, ws, settings, "data_identity") or {}
-    return DataIdentity(config.dataset, settings, found.get("digests"), found.get("counts"))
+    return DataIdentity(config.dataset, settings, found.get("digests"), found.get("counts"), found.get("skipped_log"))
 
 
 def part_ages(config: Config, ws: Workspace, settings: DataSettings) -> dict | None:

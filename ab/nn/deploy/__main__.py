@@ -3,7 +3,7 @@
     python -m ab.nn.deploy --trial 12 --export all          # e.g. add the int8 artifacts
     python -m ab.nn.deploy --best age-regression_utkface_mae_MobileAgeNet
 
-The trial must have been trained with ``--save_pth_weights``. New artifact and latency rows are
+The trial must have been trained with ``--save-pth-weights``. New artifact and latency rows are
 added beside the earlier ones; ``python -m ab.nn.deploy.report`` shows the table.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ab.nn.stat import frames
 from ab.nn.stat.store import StatStore
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
+from ab.nn.util.arguments import Parser
 
 
 def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
@@ -40,8 +41,8 @@ def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.deploy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.deploy", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="trial id")
     which.add_argument("--best", help="the best trial of this config")

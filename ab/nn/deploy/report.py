@@ -17,6 +17,7 @@ from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.stat import frames, ranking
 from ab.nn.util.markdown import table
 from ab.nn import workspace
+from ab.nn.util.arguments import Parser
 
 
 def best_trial(config: str, db) -> pd.Series:
@@ -56,8 +57,8 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.deploy.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.deploy.report", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default=None, help="config string task_dataset_metric_nn: its best trial")
     p.add_argument("--trial", type=int, default=None, help="a trial id instead of the best trial")
     p.add_argument("--history", action="store_true",

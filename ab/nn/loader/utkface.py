@@ -8,6 +8,8 @@ never used for selection. Labels are ages in years, float32, shape (1,). Images 
 (Hugging Face ``nu-delta/utkface``) are downloaded there first, where the network allows, unless
 ``--no-download`` (the runner asks ``data_identity`` before any trial, so this happens once).
 """
+from pathlib import Path
+
 from ab.nn import workspace
 from ab.nn.dataset import settings, utkface
 from ab.nn.face.aligner import TemplateAlignment
@@ -23,11 +25,18 @@ def _check(task):
         raise ValueError(f"utkface serves the task 'age-regression', not {task!r}")
 
 
+def _folder(ws) -> Path:
+    """The images' folder; one named by --data-dir / $LEMUR_DATA must exist (it is never created)."""
+    if ws.data_dir is not None:
+        utkface.require_folder(ws.data_dir)
+    return ws.dataset_dir(utkface.NAME)
+
+
 def loader(transform_fn, task):
     _check(task)
     ws = workspace.active.current()
     norm = utkface.IMAGENET_NORM
-    parts = utkface.load(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), transform_fn(norm),
+    parts = utkface.load(_folder(ws), ws.cache_dir(utkface.NAME), transform_fn(norm),
                          eval_transform_for(transform_fn, norm), settings.active.current(),
                          alignment=TemplateAlignment(ws.face_template_path))
     parts.eval.held_out_test = parts.test
@@ -40,16 +49,18 @@ def _plan(task) -> utkface.SplitPlan:
     _check(task)
     ws = workspace.active.current()
     current = settings.active.current()
-    return utkface.plan(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), current, current.progress,
+    return utkface.plan(_folder(ws), ws.cache_dir(utkface.NAME), current, current.progress,
                         TemplateAlignment(ws.face_template_path))
 
 
 def data_identity(task):
-    """The digests and sizes of the active split's parts, without decoding an image (an ab.nn
-    extension of the loader contract, used before any trial starts; LEMUR ignores it). Raises the
-    loader's own error, saying where to put the files, when there are no images."""
+    """The digests and sizes of the active split's parts and the log of skipped files (an ab.nn
+    extension of the loader contract, used before any trial starts; LEMUR ignores it). Decodes one
+    image, to stop when none can be. Raises the loader's own one-line error, saying where to put the
+    files, when the folder does not exist, holds no images or none that decodes."""
     plan = _plan(task)
-    return {"digests": plan.digests, "counts": plan.counts}
+    utkface.require_readable(plan)
+    return {"digests": plan.digests, "counts": plan.counts, "skipped_log": str(plan.catalog.skipped_log)}
 
 
 def data_labels(task):

@@ -25,6 +25,7 @@ from ab.nn.stat.schema import Fusion
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
+from ab.nn.util.arguments import Parser
 
 COLUMNS = (("mae", "MAE"), ("worst_group_mae", "worst group MAE"), ("fairness_gap", "fairness gap"),
            ("error_std", "error std"), ("cs5", "CS@5"), ("bias", "bias"))
@@ -89,8 +90,8 @@ def _recorded(trial_id: int | None, ws: Workspace) -> tuple[int, dict]:
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.moe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.moe", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("fit", "show"))
     p.add_argument("--experts", nargs="+", default=[], help="trial:<id>, best:<config>, onnx:<file>[:<spec.json>]")
     p.add_argument("--calibrator", choices=("mlp", "bins"), default="mlp", help="per-expert bias correction")

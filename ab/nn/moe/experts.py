@@ -124,7 +124,7 @@ class TrialExpert(Expert):
         self.stored = frames.predictions(trial_id=int(trial["id"]), db=workspace.db_url)
         if self.stored.empty and not (self.folder / checkpoint.WEIGHTS).exists():
             raise ExpertError(f"trial {int(trial['id'])} ({trial['config']}) has neither stored predictions nor a "
-                              f"checkpoint in {self.folder}; train with --save_pth_weights")
+                              f"checkpoint in {self.folder}; train with --save-pth-weights")
 
     def describe(self) -> dict:
         return {"kind": "trial", "trial_id": int(self.trial["id"]), "config": self.trial["config"],

@@ -29,6 +29,13 @@ def search_space():
     return {"lr": {"low": 1e-4, "high": 3e-3, "log": True}, "batch": {"choices": [32, 64, 128]}}
 
 
+def supported_input_sizes():
+    """The input sizes ab.nn's runner samples transforms for (LEMUR's runner ignores this): 64x64 only,
+    the paper's design: the flattened features of every view, and so the bin layer, grow with the
+    square of the side."""
+    return [64]
+
+
 def supported_hyperparameters():
     return {"lr", "momentum", "dropout"}
 

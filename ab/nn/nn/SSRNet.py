@@ -27,6 +27,13 @@ def search_space():
     return {"lr": {"low": 1e-4, "high": 3e-3, "log": True}, "batch": {"choices": [32, 64, 128]}}
 
 
+def supported_input_sizes():
+    """The input sizes ab.nn's runner samples transforms for (LEMUR's runner ignores this): 64x64 only,
+    the paper's design: its pooling ahead of each stage is sized for it, and the cost grows with the
+    square of the side (160 px: 122 M MACs) with nothing in the design to use the extra pixels."""
+    return [64]
+
+
 def supported_hyperparameters():
     return {"lr", "momentum", "dropout"}
 

@@ -24,6 +24,8 @@ import warnings
 
 from tqdm.auto import tqdm
 
+from ab.nn.util.arguments import Parser
+
 
 def main(argv=None) -> int:
     from ab.nn import workspace
@@ -31,8 +33,8 @@ def main(argv=None) -> int:
     from ab.nn.face.detect import MIN_SCORE, MODELS
     from ab.nn.predict.models import RUNTIMES
 
-    p = argparse.ArgumentParser(prog="python -m ab.nn.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.predict", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files and folders (walked recursively)")
     p.add_argument("--model", required=True, help="best:<config>, trial:<id>, a trial or bundle folder, "
                                                   "or an .onnx/.tflite file")

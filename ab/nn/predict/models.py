@@ -43,7 +43,7 @@ class ResolvedModel:
             raise ValueError(f"unknown runtime {wanted!r}; choose one of {', '.join(RUNTIMES)}")
         if wanted not in self.files:
             raise ModelNotFound(f"{self.reference} cannot run in {wanted}: it has {', '.join(sorted(self.files))} "
-                                f"({'train with --save_pth_weights' if wanted == 'torch' else 'export it'})")
+                                f"({'train with --save-pth-weights' if wanted == 'torch' else 'export it'})")
         return wanted
 
 
@@ -69,7 +69,7 @@ def _trial_files(folder: Path) -> dict[str, Path]:
 def _from_trial_folder(reference: str, folder: Path) -> ResolvedModel:
     files = _trial_files(folder)
     if not files:
-        raise ModelNotFound(f"{reference}: no model files in {folder} (train with --save_pth_weights and/or "
+        raise ModelNotFound(f"{reference}: no model files in {folder} (train with --save-pth-weights and/or "
                             f"--export onnx,tflite-fp32)")
     return ResolvedModel(reference, metadata.for_trial_folder(folder), files)
 
@@ -100,7 +100,7 @@ def _trial_row(reference: str, workspace) -> dict:
         if _trial_files(trial_folder(row, workspace)):
             return row
     raise ModelNotFound(f"{reference}: no trained trial of {rest} with model files in {workspace.db_url} "
-                        f"(train with --save_pth_weights and --export onnx,tflite-fp32)")
+                        f"(train with --save-pth-weights and --export onnx,tflite-fp32)")
 
 
 def resolve(reference: str, workspace=None) -> ResolvedModel:

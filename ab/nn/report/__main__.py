@@ -29,6 +29,7 @@ from ab.nn.stat.uncertainty import RESOLUTION
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 from ab.nn.workspace import Workspace
+from ab.nn.util.arguments import Parser
 
 MIXTURE = "AgeMoE"
 
@@ -169,8 +170,8 @@ def _figures(ws: Workspace, out: Path, key: str, trials: pd.DataFrame, collected
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.report", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     workspace.add_arguments(p)
     p.add_argument("--out", default=None, help="report folder (default: <root>/report)")
     args = p.parse_args(argv)

@@ -2,16 +2,16 @@
 not (exit status 0 when it can, 1 when it cannot)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ab.nn.sandbox.availability import available
 from ab.nn.sandbox.limits import Limits
+from ab.nn.util.arguments import Parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ab.nn.sandbox", description=__doc__)
+    parser = Parser(prog="python -m ab.nn.sandbox", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     options = parser.parse_args(argv)
     found = available()

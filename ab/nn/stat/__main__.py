@@ -10,7 +10,7 @@
   copy          copy one database (e.g. a shared PostgreSQL) into another (e.g. a local SQLite file):
                 --from URL --to URL; Optuna's studies are rebuilt from the copied trials by the
                 reconciler (check --repair, or the next runner start)
-  trials        list trials (-c CONFIG, --status S): id, status, epochs, MAE with its interval, data key
+  trials        list trials (-c CONFIG, --status S): trial id, status, epochs, MAE in years with its 95% CI, data key
   keys          list the data keys each config was judged on, with their split, sizes and trial counts
   replicas      training-seed replicas grouped (-c CONFIG): n, seeds, val/test MAE mean and std, and the
                 test MAE's 95 % interval over images and seeds
@@ -34,11 +34,19 @@ from ab.nn.stat.copy import copy_database
 from ab.nn.stat.engine import DatabaseError
 from ab.nn import workspace
 from ab.nn.sweep.search import PRUNERS
+from ab.nn.util.arguments import Parser
+
+TRIAL_COLUMNS = {"id": "trial", "config": "config", "status": "status", "epochs_done": "epochs done",
+                 "epoch_max": "epochs asked", "eval_mae": "val MAE (years)", "test_mae": "test MAE (years)",
+                 "test_mae_low": "test MAE 95% CI low (years)", "test_mae_high": "test MAE 95% CI high (years)",
+                 "baseline_test_mae": "constant predictor test MAE (years)", "beats_baseline": "beats it",
+                 "seed": "seed", "split": "split", "max_samples": "max samples (images)", "data_key": "data key"}
+"""``trials``: the frame's columns shown, with the headers people read (units in brackets)."""
 
 
 def cli(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.stat", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.stat", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
                                        "replay-pruners", "attributes", "groups"))
     p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
@@ -117,9 +125,7 @@ def _run(p: argparse.ArgumentParser, args) -> int:
         if frame.empty:
             print("no trials")
         elif args.command == "trials":
-            print(table(frame[["id", "config", "status", "epochs_done", "epoch_max", "eval_mae", "test_mae",
-                               "test_mae_low", "test_mae_high", "baseline_test_mae", "beats_baseline", "seed", "split",
-                               "max_samples", "data_key"]].astype(object).fillna("-")))
+            print(table(frame[list(TRIAL_COLUMNS)].rename(columns=TRIAL_COLUMNS).astype(object).fillna("-")))
         else:
             keys = ["config", "data_key", "split", "max_samples"]
             counts = frame.groupby(keys, dropna=False).status.value_counts().unstack(fill_value=0)

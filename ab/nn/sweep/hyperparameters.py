@@ -2,8 +2,9 @@
 
 Sampling follows LEMUR: ``lr`` log-uniform, ``momentum`` and ``dropout`` uniform in their CLI
 ranges, ``pretrained`` from ``--pretrained`` or {0, 1}, any other name uniform in [0, 1],
-``batch`` from powers of two, ``transform`` from the available transforms. Unlike LEMUR, a value
-fixed with ``-p`` is used as given, 0 included.
+``batch`` from powers of two, ``transform`` from the available transforms (those of the input sizes
+the model declares, ``ab.nn.sweep.input_sizes``). Unlike LEMUR, a value fixed with ``-p`` is used as
+given, 0 included.
 
 A model file may declare how its hyperparameters are best sampled (an ab.nn extension LEMUR
 ignores): ``search_space()`` returns ``{name: {"choices": [...]}}`` for switches and named options

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from ab.nn import registry
 from ab.nn.dataset import DataError
+from ab.nn.sweep import estimate, input_sizes
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.models import ModelInfo
+from ab.nn.util.wording import count
 
 
 def describe_space(model: ModelInfo, space: SearchSpace, fixed: dict) -> list[str]:
@@ -29,6 +31,8 @@ def describe_space(model: ModelInfo, space: SearchSpace, fixed: dict) -> list[st
             how = f"one of {space.batches}"
         elif name == "transform":
             how = f"one of {list(space.transforms)}"
+            if model.input_sizes is not None:
+                how += f" (the model takes {input_sizes.describe(model.input_sizes)})"
         elif name == "pretrained":
             how = "one of [0, 1]"
         else:
@@ -49,11 +53,18 @@ def plan(sweep) -> str:
         except (DataError, registry.RegistryError) as error:
             lines.append(f"  cannot run: {str(error).splitlines()[0]}")
             continue
+        if (reason := sweep.cannot_take(model)) is not None:
+            lines.append(f"  cannot run: {reason}")
+            continue
         total, wanted = sweep.total(config, identity.key)
         epochs = sweep.options.epochs
         lines.append(f"  data: {identity.describe()}")
         lines.append(f"  trials: {wanted} to run ({'no total' if total is None else f'{total} wanted in all'}, "
-                     f"{epochs} epoch{'' if epochs == 1 else 's'} each), study {sweep.study_name(config, identity)!r}")
+                     f"{count(epochs, 'epoch')} each), study {sweep.study_name(config, identity)!r}")
+        counts = identity.counts or {}
+        images = counts.get("train", 0) + counts.get("eval", 0) if counts else None
+        rate = estimate.measured_rate(sweep.store, config, sweep.device)
+        lines.append("  " + estimate.describe(rate, images, epochs, wanted, sweep.device))
         lines.append("  hyperparameters:")
-        lines += describe_space(model, sweep.space, sweep.fixed_for(config.nn))
+        lines += describe_space(model, sweep.space_for(model), sweep.fixed_for(config.nn))
     return "\n".join(lines) if lines else "no config selected"

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.dataset import DataError, trial_data
+from ab.nn.dataset import DataError, skipped as skip_log, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
@@ -35,7 +35,7 @@ from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, v
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, TRAINED_STATES
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import groups, hyperparameters, search
+from ab.nn.sweep import groups, hyperparameters, input_sizes, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
@@ -43,6 +43,7 @@ from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
 from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
 from ab.nn.util import faults, system, tempdirs
+from ab.nn.util.wording import count
 from ab.nn.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ConfigResult:
     note: str | None = None          # why nothing (more) ran
     repaired: list = field(default_factory=list)  # disagreements with Optuna's copy found and repaired
     mirror: str | None = None        # the JSON mirror's state when it could not be written
+    skipped: str | None = None       # how many data files no trial uses, and the log that names them
 
 
 @dataclass
@@ -169,6 +171,43 @@ class Sweep:
             hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
         else:
             hyperparameters.check_fixed(self.fixed, (), registry.names(registry.TRANSFORM))
+        if "transform" in self.fixed:
+            self._check_fixed_transform()
+
+    def _check_fixed_transform(self) -> None:
+        """A fixed transform that no selected model takes is a bad command line, said before anything runs;
+        one that only some take leaves the others to give up, each with its reason."""
+        reasons = []
+        for nn in sorted({config.nn for config in self.configs}):
+            try:
+                reason = self.cannot_take(self.model(nn))
+            except registry.RegistryError:
+                return  # recorded as a failed trial when its turn comes
+            if reason is None:
+                return
+            reasons.append(reason)
+        if reasons:
+            raise hyperparameters.HyperparameterError("; ".join(reasons))
+
+    def transforms_for(self, model: ModelInfo) -> tuple[str, ...]:
+        """The transforms a model's trials sample from: those of its declared input sizes (all when it
+        declares none)."""
+        return tuple(input_sizes.allowed(self.space.transforms, model.input_sizes))
+
+    def space_for(self, model: ModelInfo) -> SearchSpace:
+        return replace(self.space, transforms=self.transforms_for(model))
+
+    def cannot_take(self, model: ModelInfo) -> str | None:
+        """Why none of this sweep's transforms (the fixed one, where one is) fits the model's declared input
+        sizes, in one line; None when one does."""
+        fixed = self.fixed.get("transform")
+        offered = [fixed] if fixed is not None else list(self.space.transforms)
+        if input_sizes.allowed(offered, model.input_sizes):
+            return None
+        sizes = sorted({input_sizes.transform_size(name) for name in offered})
+        what = f"transform {fixed} is" if fixed is not None else "the transforms offered are"
+        return (f"{model.name} takes {input_sizes.describe(model.input_sizes)} inputs only (its "
+                f"supported_input_sizes()), and {what} {input_sizes.describe(sizes)}")
 
     def _without_weights(self, model: ModelInfo) -> bool:
         """``pretrained`` is not sampled where the model says no ImageNet weights can be had here (a trial
@@ -192,10 +231,21 @@ class Sweep:
         return {**({"pretrained": 0} if model is not None and self._without_weights(model) else {}), **self.fixed}
 
     def run(self) -> SweepSummary:
+        self.require_data()
         tempdirs.clean_abandoned()  # what trials of runners killed on this host left behind
         storage = studies.storage(self.url)
         with studies.quiet(), RunnerLease(self.store, self.options.heartbeat_seconds) as self.lease:
             return SweepSummary([self.run_config(config, storage) for config in self.configs])
+
+    def require_data(self) -> None:
+        """Raise the first ``DataError`` (no folder, no images, none decodable) of any selected config
+        before anything is reserved: a data problem stops the run, once, not each config's trials. A
+        config whose loader cannot be imported is left to its turn (a recorded failed trial)."""
+        for config in self.configs:
+            try:
+                self.identity(config)
+            except registry.RegistryError:
+                continue
 
     # -- one config ------------------------------------------------------------------------------
     def identity(self, config: Config) -> DataIdentity:
@@ -273,10 +323,7 @@ class Sweep:
     def run_config(self, config: Config, storage) -> ConfigResult:
         result = ConfigResult(config)
         try:
-            identity = self.identity(config)
-        except DataError as error:
-            result.gave_up = str(error)  # the summary prints it, once
-            return result
+            identity = self.identity(config)  # its DataError was raised by require_data, before any trial
         except registry.RegistryError as error:
             identity = DataIdentity(config.dataset, self.options.data)
             module_error: Exception | None = error
@@ -297,6 +344,11 @@ class Sweep:
             result.failed, result.gave_up = 1, str(error)
             tqdm.write(f"{config}: {error}")
             return result
+        space = self.space_for(model)
+        result.gave_up = self.cannot_take(model) or self._choices_changed(study, space)
+        if result.gave_up is not None:
+            tqdm.write(f"{config}: {result.gave_up}")
+            return result
         total, wanted = self.total(config, identity.key)
         failures_in_row, waiting = 0, False
         reservation = dict(split=self.options.data.label, split_seed=self.options.data.split_seed,
@@ -308,7 +360,7 @@ class Sweep:
                 study.reclaim()  # slots of runners that died during this run are freed now, not at the next start
                 # one slot at a time: the replicas of a --seeds group spread over every worker on the study
                 group = groups.unfinished(self.store, config, self.options.epochs, identity.key, self.options.seeds,
-                                          self.fixed_for(config.nn), self.space.transforms)
+                                          self.fixed_for(config.nn), space.transforms)
                 owner = dict(host=system.host(), pid=os.getpid(), lease_id=self.lease.id, **reservation)
                 if group:
                     claimed = self.store.reserve_replicas(
@@ -329,12 +381,12 @@ class Sweep:
                         waiting = True
                         time.sleep(min(self.options.heartbeat_seconds, HELD_POLL_SECONDS))
                         continue
-                    result.note = (f"other workers hold or finished the remaining slots of the {total} trials "
+                    result.note = (f"other workers hold or finished the remaining slots of the {count(total, 'trial')} "
                                    f"wanted on this data")
                     break
                 trial_id, replica = slot
                 faults.point("reserve")
-                outcome = self._run_one(config, study, model, trial_id, identity, replica, group)
+                outcome = self._run_one(config, study, model, space, trial_id, identity, replica, group)
                 recorded = self.store.trial_status(trial_id)
                 faults.point("mirror")
                 self._flush_mirror(result)
@@ -362,13 +414,32 @@ class Sweep:
                 bar.update(1)
                 bar.set_postfix(best_val_mae=_fmt(result.best_mae), last=f"trial {trial_id}: {_fmt(outcome.eval_mae)}")
         if wanted == 0:
-            result.note = (f"nothing to do: {total} trials wanted at {self.options.epochs} epochs on this data, and "
+            result.note = (f"nothing to do: {count(total, 'trial')} wanted at {count(self.options.epochs, 'epoch')} on this data, and "
                            f"they are trained (-t -N asks for N more)")
         self._summarise(result, config, identity)
         return result
 
+    def _choices_changed(self, study: SweepStudy, space: SearchSpace) -> str | None:
+        """Optuna keeps a categorical's choices for the life of a study: where its trials sampled the transform
+        from other choices (before the model declared its input sizes, or before a workspace transform was
+        added), every new trial would fail, so the config stops here and says what still runs."""
+        if "transform" in self.fixed:
+            return None
+        for trial in study.optuna.get_trials(deepcopy=False):
+            recorded = trial.distributions.get("transform")
+            if recorded is not None:
+                if list(recorded.choices) == list(space.transforms):
+                    return None
+                return (f"study {study.name!r} sampled the transform from {len(recorded.choices)} choices, and its "
+                        f"trials may now use {', '.join(space.transforms)} only (Optuna cannot change a study's "
+                        f"choices): fix one with -f, or sweep into a new database")
+        return None
+
     def _summarise(self, result: ConfigResult, config: Config, identity: DataIdentity) -> None:
         result.data = identity.describe()
+        if identity.skipped_log:
+            skipped = len(skip_log.read(identity.skipped_log))
+            result.skipped = f"{count(skipped, 'file')}, listed in {identity.skipped_log}" if skipped else None
         rows = [self.store.trial_row(i) for i in self.store.trial_ids(config, identity.key)]
         judged = [constant_predictor.beats(row, result.baseline) for row in rows if row["status"] in TRAINED_STATES]
         result.beating = (sum(j is True for j in judged), sum(j is not None for j in judged))
@@ -380,15 +451,15 @@ class Sweep:
             folder = self.workspace.trial_dir(config.name, best)
             result.folder = str(folder) if folder.exists() else None
 
-    def _run_one(self, config: Config, study: SweepStudy, model: ModelInfo, trial_id: int, identity: DataIdentity,
-                 replica: int, group: groups.Group | None) -> TrialOutcome:
+    def _run_one(self, config: Config, study: SweepStudy, model: ModelInfo, space: SearchSpace, trial_id: int,
+                 identity: DataIdentity, replica: int, group: groups.Group | None) -> TrialOutcome:
         """Ask Optuna for a point (or, for a replica, repeat its group's), record it, run the trial, and tell
         Optuna what our record then says."""
         fence = self.lease.id
         try:
             if group is None:
                 asked = study.ask(trial_id)
-                prm = hyperparameters.sample(asked, model.supported, self.space, self.fixed_for(config.nn),
+                prm = hyperparameters.sample(asked, model.supported, space, self.fixed_for(config.nn),
                                              self.options.epochs, model.own)
                 number, optuna_id = asked.number, asked._trial_id
                 params = studies.search_params(asked)

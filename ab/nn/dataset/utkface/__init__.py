@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ab.nn.dataset import DataError, identity, splits
+from ab.nn.dataset import DataError, identity, skipped as skip_log, splits
 from ab.nn.dataset.cache import open_or_build
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.sources import (Alignment, ArchiveSource, Entry, FolderSource, ImageSource, ParquetSource,
@@ -28,6 +28,9 @@ FORMATS = ("the aligned & cropped images (UTKFace/*.jpg.chip.jpg), in the folder
            "the same packed as UTKFace.tar.gz, .tgz, .tar or .zip",
            "the Hugging Face parquet files of nu-delta/utkface (*.parquet or data/*.parquet)",
            "the in-the-wild images: part1/ part2/ part3/ folders of *.jpg and the landmark_list*.txt files")
+BRIEF_FORMATS = ("UTKFace/*.jpg.chip.jpg, UTKFace.tar.gz (.tgz, .tar, .zip), nu-delta/utkface's *.parquet, or "
+                 "part1/ part2/ part3/ with their landmark_list*.txt")
+"""``FORMATS`` in one line, for one-line errors."""
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,18 @@ def _find_source(folder: Path) -> ImageSource:
         wild = WildSource(folder)
         if any(_has_images(part) for part in wild.parts()) and wild.landmark_files():
             return wild
-    accepted = "\n  - ".join(FORMATS)
-    raise DataNotFound(
-        f"no UTKFace images in {folder}. Put one of these there:\n  - {accepted}\n"
-        f"or point --data-dir / $LEMUR_DATA at such a folder, or download where the network allows:\n"
-        f"  python -m ab.nn.dataset.download utkface --to {folder}")
+    raise DataNotFound(f"no UTKFace images in {folder}: put {BRIEF_FORMATS} there (docs: guide/data.md), or "
+                       f"download them: python -m ab.nn.dataset.download utkface --to {folder}")
+
+
+def require_folder(folder: Path, flag: str = "--data-dir / $LEMUR_DATA") -> None:
+    """An explicitly named data folder must exist: it is never created (nor downloaded into), as a
+    typo would otherwise become a new, empty data folder."""
+    if not folder.exists():
+        raise DataNotFound(f"the data folder {folder} ({flag}) does not exist; name the folder that holds the "
+                           f"UTKFace images, or leave {flag} unset to use the workspace's data/utkface")
+    if not folder.is_dir():
+        raise DataNotFound(f"the data folder {folder} ({flag}) is a file, not a folder")
 
 
 def available(folder: Path, settings: DataSettings, alignment: Alignment | None = None) -> ImageSource:
@@ -109,7 +119,8 @@ def _located(folder: Path, settings: DataSettings) -> ImageSource:
         try:
             download.fetch(download.UTKFACE, folder, progress=settings.progress)
         except (download.DownloadError, OSError) as error:
-            raise DataNotFound(f"{missing}\nThe automatic download failed too ({error}); --no-download skips "
+            reason = " ".join(str(error).split())
+            raise DataNotFound(f"{missing}; the automatic download failed too ({reason}); --no-download skips "
                                f"it") from None
         return find_source(folder)
 
@@ -117,7 +128,7 @@ def _located(folder: Path, settings: DataSettings) -> ImageSource:
 @dataclass
 class Catalog:
     """The labelled, readable entries of a source, their content ids, their gender and race labels
-    (``attributes``), and what was skipped."""
+    (``attributes``), and what was skipped (each skipped file named in the ``skipped_log`` file)."""
 
     source: ImageSource
     entries: list[Entry]
@@ -126,6 +137,7 @@ class Catalog:
     skipped: Counter = field(default_factory=Counter)
     total: int = 0
     attributes: list[attributes.Attributes] = field(default_factory=list)
+    skipped_log: Path | None = None
 
 
 _catalogs: dict[str, Catalog] = {}
@@ -136,7 +148,7 @@ def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Cata
     fingerprint = source.fingerprint()
     if fingerprint in _catalogs:
         return _catalogs[fingerprint]
-    labelled, ages, skipped = [], [], Counter()
+    labelled, ages, skipped, named = [], [], Counter(), []
     all_entries = source.entries()
     for entry in all_entries:
         if entry.age is not None:
@@ -146,6 +158,7 @@ def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Cata
                 age = parse(entry.name).age
             except Unparseable as error:
                 skipped[f"name without a readable age ({error.reason})"] += 1
+                named.append((entry.key, f"name without a readable age ({error.reason})"))
                 continue
         labelled.append(entry)
         ages.append(age)
@@ -153,10 +166,13 @@ def catalog(source: ImageSource, cache_dir: Path, progress: bool = True) -> Cata
     readable = [i for i, image in enumerate(ids) if image is not None]
     if len(readable) < len(labelled):
         skipped["unreadable file"] += len(labelled) - len(readable)
+        named += [(entry.key, "unreadable file") for entry, image in zip(labelled, ids) if image is None]
     skipped += source.skip_counts()
+    log_file = skip_log.log_path(cache_dir, fingerprint)
+    skip_log.record(log_file, named)
     result = Catalog(source, [labelled[i] for i in readable], np.asarray([ages[i] for i in readable], np.float32),
                      [ids[i] for i in readable], skipped, len(all_entries) + sum(source.skip_counts().values()),
-                     [attributes.of_entry(labelled[i], ages[i]) for i in readable])
+                     [attributes.of_entry(labelled[i], ages[i]) for i in readable], log_file)
     _catalogs[fingerprint] = result
     return result
 
@@ -194,6 +210,32 @@ def plan(folder: Path, cache_dir: Path, settings: DataSettings, progress: bool =
     return SplitPlan(cat, parts, digests)
 
 
+def require_readable(split: SplitPlan) -> None:
+    """Stop before any trial when not one image of the split decodes (a folder of files named .jpg
+    that are not images): decodes the planned images in order until the first that does, so a
+    usable folder costs one decode. The failures are added to the skipped-files log."""
+    cat = split.catalog
+    planned = np.unique(np.concatenate(list(split.parts.values()))) if split.parts else np.zeros(0, np.int64)
+    entries = [cat.entries[i] for i in planned]
+    if not entries:
+        raise DataError(f"no usable UTKFace images in {cat.source.describe()}: {_skip_summary(cat.skipped)} of "
+                        f"{cat.total} files skipped, listed in {cat.skipped_log}")
+    failed: list[tuple[str, str]] = []
+    for i, blob in cat.source.read(entries):
+        try:
+            cat.source.decode(blob, 8, entries[i])
+            return
+        except Exception as error:  # any decoder failure: the file is not an image
+            failed.append((entries[i].key, f"undecodable image: {type(error).__name__}"))
+    skip_log.record(cat.skipped_log, failed)
+    raise DataError(f"none of the {len(entries)} images of the split in {cat.source.describe()} can be decoded "
+                    f"(e.g. {failed[0][0] if failed else entries[0].key}); each is listed in {cat.skipped_log}")
+
+
+def _skip_summary(counts: Counter) -> str:
+    return ", ".join(f"{n} {why}" for why, n in sorted(counts.items())) or "none"
+
+
 @dataclass
 class Parts:
     """The three parts of a split as datasets; ``test`` is empty for protocols without one."""
@@ -211,9 +253,8 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
     if not total or key in _reported:
         return
     _reported.add(key)
-    detail = ", ".join(f"{n} {why}" for why, n in sorted(total.items()))
-    log.warning("UTKFace: skipped %d of %d files in %s: %s", sum(total.values()), cat.total,
-                cat.source.describe(), detail)
+    log.warning("UTKFace: skipped %d of %d files in %s: %s; listed in %s", sum(total.values()), cat.total,
+                cat.source.describe(), _skip_summary(total), cat.skipped_log)
 
 
 def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
@@ -234,6 +275,8 @@ def load(folder: Path, cache_dir: Path, train_transform, eval_transform, setting
             caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads, progress)
     failures = Counter(next(iter(caches.values())).failures.values())
     bad = {i for cache in caches.values() for i in cache.failures}
+    skip_log.record(cat.skipped_log, [(chosen[i].key, why) for cache in caches.values()
+                                         for i, why in cache.failures.items()])
 
     def dataset(part: str, transform) -> CachedImages:
         from ab.nn.dataset.images import CachedImages

@@ -23,6 +23,7 @@ from ab.nn.face.align import CROP_SIZE
 from ab.nn.face.detect import DEFAULT_MODEL, MODELS, FaceDetector
 from ab.nn.face.template import (DEFAULT_IMAGES, FILE_NAME, SAMPLE_SEED, Template, default_path, landmarks_in_crop,
                                  summarise, table)
+from ab.nn.util.arguments import Parser
 
 
 def training_crops(folder: Path, settings, images: int, seed: int = SAMPLE_SEED, cache_dir: Path | None = None):
@@ -64,8 +65,8 @@ def measure(folder: Path, settings=None, images: int = DEFAULT_IMAGES, detector_
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ab.nn.face.template", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m ab.nn.face.template", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="training crops to measure (a seeded sample)")
     p.add_argument("--sample-seed", type=int, default=SAMPLE_SEED)
     p.add_argument("--split", choices=PROTOCOLS, default="paper")
