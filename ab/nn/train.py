@@ -92,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--random-config-order", "--random_config_order",
                    help="run configs in a seeded random order", **flag)
     p.add_argument("-w", "--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch threads for each trial's training; default: the cores left after one per "
+                        "DataLoader worker (-w), at least 1")
     p.add_argument("--pretrained", type=int, choices=(0, 1), default=None,
                    help="1: always ImageNet weights, 0: never; default: Optuna chooses")
     p.add_argument("--epoch-limit-minutes", "--epoch_limit_minutes", type=float, default=30,
@@ -212,7 +215,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
     return SweepOptions(configs=configs, fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
-                        workers=args.workers, epoch_limit_minutes=args.epoch_limit_minutes,
+                        workers=args.workers, threads=args.threads, epoch_limit_minutes=args.epoch_limit_minutes,
                         train_missing_pipelines=args.train_missing_pipelines, save_pth=args.save_pth_weights,
                         export=export, seed=args.seed, seeds=args.seeds, device=args.device, data=data,
                         heartbeat_seconds=args.heartbeat_seconds,

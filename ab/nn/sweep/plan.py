@@ -6,6 +6,7 @@ from ab.nn.dataset import DataError
 from ab.nn.sweep import estimate, input_sizes
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.models import ModelInfo
+from ab.nn.util import system
 from ab.nn.util.wording import count
 
 
@@ -65,6 +66,10 @@ def plan(sweep) -> str:
         images = counts.get("train", 0) + counts.get("eval", 0) if counts else None
         rate = estimate.measured_rate(sweep.store, config, sweep.device)
         lines.append("  " + estimate.describe(rate, images, epochs, wanted, sweep.device))
+        threads = sweep.options.threads or system.training_threads(sweep.options.workers)
+        why = "--threads" if sweep.options.threads else f"{count(system.cpu_count(), 'core')}, " \
+            f"{count(sweep.options.workers, 'DataLoader worker')}"
+        lines.append(f"  training: {count(threads, 'torch thread')} per trial ({why})")
         lines.append("  hyperparameters:")
         lines += describe_space(model, sweep.space_for(model), sweep.fixed_for(config.nn))
     return "\n".join(lines) if lines else "no config selected"

@@ -63,6 +63,7 @@ class SweepOptions:
     fail_attempts: int = 30
     random_config_order: bool = False
     workers: int = 2
+    threads: int | None = None  # torch threads per trial; None: system.training_threads(workers)
     epoch_limit_minutes: float = 30
     train_missing_pipelines: bool = False
     save_pth: bool = False
@@ -474,7 +475,8 @@ class Sweep:
                 if optuna_id is not None else None
             spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url, link=link,
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
-                             workers=self.options.workers, epoch_limit_minutes=self.options.epoch_limit_minutes,
+                             workers=self.options.workers, threads=self.options.threads,
+                             epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.options.export,
                              progress=self.options.progress, identity=identity, lease_id=fence,
                              group_gap_by=study.definition.group_gap_by,

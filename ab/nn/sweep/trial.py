@@ -62,6 +62,7 @@ class TrialSpec:
     seed: int
     device: str = "cpu"
     workers: int = 0
+    threads: int | None = None  # torch threads for training; None: system.training_threads(workers)
     epoch_limit_minutes: float = 0
     save_pth: bool = False
     export: ExportOptions = field(default_factory=ExportOptions)
@@ -83,7 +84,7 @@ class TrialSpec:
                 "workspace": {"root": str(self.workspace.root),
                               "data_dir": str(self.workspace.data_dir) if self.workspace.data_dir else None},
                 "data": {**asdict(self.data), "download": False}, "seed": self.seed, "device": self.device,
-                "workers": self.workers, "epoch_limit_minutes": self.epoch_limit_minutes, "save_pth": self.save_pth,
+                "workers": self.workers, "threads": self.threads, "epoch_limit_minutes": self.epoch_limit_minutes, "save_pth": self.save_pth,
                 "export": self.export.to_json(), "progress": self.progress,
                 "identity": self.identity.to_json() if self.identity is not None else None,
                 "model_file": str(self.model_file) if self.model_file is not None else None}
@@ -96,7 +97,9 @@ class TrialSpec:
                    db_url=PARENT, workspace=Workspace(Path(ws["root"]), None,
                                                       Path(ws["data_dir"]) if ws["data_dir"] else None),
                    data=DataSettings(**value["data"]), seed=int(value["seed"]), device=value["device"],
-                   workers=int(value["workers"]), epoch_limit_minutes=float(value["epoch_limit_minutes"]),
+                   workers=int(value["workers"]),
+                   threads=int(value["threads"]) if value.get("threads") is not None else None,
+                   epoch_limit_minutes=float(value["epoch_limit_minutes"]),
                    save_pth=bool(value["save_pth"]), export=ExportOptions.from_json(value["export"]),
                    progress=bool(value["progress"]),
                    identity=DataIdentity.from_json(value["identity"]) if value["identity"] else None,
@@ -195,6 +198,7 @@ def _current_lr(model) -> float | None:
 def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
            phase: Callable[[str, int], None]) -> tuple[TrialOutcome, tuple]:
     malloc.tune_for_tensors()
+    torch.set_num_threads(spec.threads or system.training_threads(spec.workers))
     seed_everything(spec.seed)
     config, prm = spec.config, spec.prm
     device = torch.device(spec.device)
