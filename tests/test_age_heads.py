@@ -343,7 +343,7 @@ def test_a_trial_with_a_distribution_head_records_its_fidelity_and_latency(root,
     config = "age-regression_utkface_mae_MobileAgeNet"
     prm = '{"lr": 0.001, "batch": 16, "head": 0.6, "flip_average": 1}'
     assert run(root, utk_dir_large, "-c", config, "-t", "1", "-e", "2", "-p", prm,
-               "--export", "onnx,tflite-fp32", "--latency-runs", "3", "--latency-warmup", "1") == 0
+               "--export", "onnx,tflite-fp32", "--export-unlearned", "--latency-runs", "3", "--latency-warmup", "1") == 0
     db = root / "db" / "ab.nn.db"
     trial = api.trials(db=db).iloc[0]
     assert trial.status == "complete" and trial.prm["head"] == 0.6 and trial.prm["flip_average"] == 1

@@ -34,13 +34,17 @@ from ab.nn.util.digest import sha256_of
 
 TFLITE = "tflite-"
 FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
-DEFAULT_FORMATS = ("onnx", "tflite-fp32", "tflite-fp16")
-OK, FAILED, DELETED = "ok", "failed", "deleted"
+DEFAULT_FORMATS = ("onnx", "tflite-fp32")
+"""What the recorded latency needs (LiteRT fp32, and the ONNX file it is converted from): every other
+precision costs a conversion and a measuring process per trial, so it is made only when asked for."""
+OK, FAILED, DELETED, SKIPPED = "ok", "failed", "deleted", "skipped"
+PIPELINE = "pipeline"
+"""The format of a trial's one row about its export as a whole: its seconds, or why it failed or was skipped."""
 log = logging.getLogger(__name__)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    """``none``, ``default`` (ONNX + TFLite fp32/fp16), ``all``, or a comma list of ``FORMATS``."""
+    """``none``, ``default`` (ONNX + TFLite fp32), ``all``, or a comma list of ``FORMATS``."""
     text = text.strip().lower()
     if text in ("", "none", "off", "0"):
         return ()
@@ -69,6 +73,7 @@ class ExportOptions:
     keep_best_only: bool = False
     timeout: float = 1800.0
     export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
+    export_unlearned: bool = False  # also export trials no better than the constant predictor
     converters: tuple[str, ...] = (converters.ONNX2TF,)  # TFLite converters (--converter)
 
     def thread_counts(self) -> tuple[int, ...]:
