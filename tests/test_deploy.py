@@ -14,7 +14,7 @@ from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
-EXPORT = ["--export", "onnx,tflite-fp32,tflite-fp16", "--export-unlearned", "--latency-runs", "12", "--latency-warmup", "3"]
+EXPORT = ["--export", "onnx,tflite-fp32,tflite-fp16", "--export-unlearned", "--latency-threads", "1,all", "--latency-runs", "12", "--latency-warmup", "3"]
 
 
 def deployed(root, utk_dir, config, *extra):

@@ -20,6 +20,10 @@ def test_the_default_exports_what_the_recorded_latency_needs_and_saves_the_weigh
     args = train.parser().parse_args(["-c", "x"])
     assert pipeline.parse_formats(args.export) == ("onnx", "tflite-fp32")  # LiteRT fp32 and the file it comes from
     assert args.save_pth_weights is True and args.export_unlearned is False
+    assert train.options_from(args).export.thread_counts() == (1,)  # the recorded latency's; all cores on request
+    assert pipeline.parse_threads("1,all") == (1, 0) and pipeline.ExportOptions(threads=(1, 0)).thread_counts()[0] == 1
+    with pytest.raises(ValueError, match="neither a positive thread count nor 'all'"):
+        pipeline.parse_threads("1,two")
     assert train.parser().parse_args(["-c", "x", "--save_pth_weights", "false"]).save_pth_weights is False
     assert train.options_from(args).export.export_unlearned is False
     latency_study = train.options_from(train.parser().parse_args(["-c", "x", "--max-latency-ms", "5"]))

@@ -16,7 +16,7 @@ from ab.nn.config import ConfigError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats
+from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats, parse_threads
 from ab.nn.registry import RegistryError
 from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import DatabaseError, is_storage_error
@@ -99,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
                         "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=_positive, default=RUNS, help="timed runs per latency measurement")
     p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
+    p.add_argument("--latency-threads", default="1", help="thread counts latency is timed at: a comma list, 'all' for "
+                                                          "every core (e.g. 1,all); the recorded latency is 1 thread's")
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
     p.add_argument("--in-process", action="store_true",
@@ -197,6 +199,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
     if any(f.startswith(TFLITE) for f in formats):
         available(chosen)
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
+                           threads=parse_threads(args.latency_threads),
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
                            export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
