@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from ab.nn import api
 
 
@@ -35,7 +37,7 @@ def one_run(data: Path, train_args: list[str]) -> float:
         for trial in trials.itertuples():
             trained = (trial.finished_at - trial.started_at).total_seconds()
             row = pipeline.loc[trial.id] if trial.id in pipeline.index else None
-            seconds = float(row.seconds) if row is not None and row.seconds == row.seconds else 0.0
+            seconds = float(row.seconds) if row is not None and pd.notna(row.seconds) else 0.0
             exported += seconds
             why = f" ({row.error.splitlines()[0][:90]}...)" if row is not None and row.status != "ok" else ""
             print(f"  trial {trial.id}: {trial.status}, val MAE {trial.eval_mae:.2f}, trained {trained:.0f} s, "

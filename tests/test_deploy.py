@@ -14,7 +14,8 @@ from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
-EXPORT = ["--export", "onnx,tflite-fp32,tflite-fp16", "--export-unlearned", "--latency-threads", "1,all", "--latency-runs", "12", "--latency-warmup", "3"]
+EXPORT = ["--export", "onnx,tflite-fp32,tflite-fp16", "--export-unlearned", "--latency-threads", "1,all",
+          "--latency-runs", "12", "--latency-warmup", "3"]
 
 
 def deployed(root, utk_dir, config, *extra):
@@ -42,7 +43,8 @@ def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, t
     trial, exports, latency = deployed(root, utk_dir_large, config, "--save_pth_weights")
     assert trial.status == "complete"
     by_kind = {(r.format, r.precision): r for r in exports.itertuples()}
-    assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"), ("pipeline", "-")}
+    assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"),
+                            ("pipeline", "-")}
     assert by_kind[("pipeline", "-")].seconds > 0  # the whole export's time
     assert all(r.status == "ok" for r in exports.itertuples()), exports[["format", "precision", "error"]]
     reference = by_kind[("pytorch", "fp32")]

@@ -5,9 +5,9 @@ saved by default so that ``api.load_model`` opens the trial. Speed itself: bench
 import pytest
 
 from ab.nn import api, train
+from ab.nn.config import Config
 from ab.nn.deploy import pipeline
 from ab.nn.sweep.runner import ConfigResult
-from ab.nn.config import Config
 from tests import helpers
 from tests.test_constant_baseline import ORACLE_MODEL, _constant_model
 from tests.test_sweep_cli import run
@@ -38,7 +38,7 @@ def test_the_summary_line_reports_the_share_and_the_trials_not_exported():
 
 
 def test_only_a_trial_better_than_the_constant_predictor_is_exported(root, utk_dir, capsys):
-    helpers.write_model(root, "EsConst", _constant_model("33.0"))  # near the training mean: trained to the end, learned nothing
+    helpers.write_model(root, "EsConst", _constant_model("33.0"))  # near the training mean: runs to the end
     helpers.write_model(root, "EsOracle", ORACLE_MODEL)
     db = root / "db" / "ab.nn.db"
 
@@ -60,6 +60,6 @@ def test_only_a_trial_better_than_the_constant_predictor_is_exported(root, utk_d
     assert not api.latency(trial_id=oracle, runtime="onnxruntime", threads=1, db=db).empty
     assert api.load_model(oracle, root=root) is not None  # model.pth without --save_pth_weights
 
-    assert run(root, utk_dir, "-c", PREFIX + "EsConst", *ONNX_ONLY, "-t", "-1", "--export-unlearned") == 0  # one more trial
+    assert run(root, utk_dir, "-c", PREFIX + "EsConst", *ONNX_ONLY, "-t", "-1", "--export-unlearned") == 0
     forced = api.exports(config=PREFIX + "EsConst", format="onnx", db=db)
     assert list(forced.status) == ["ok"]

@@ -52,7 +52,8 @@ def cli(argv=None) -> int:
                         "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=int, default=RUNS)
     p.add_argument("--latency-warmup", type=int, default=WARMUP)
-    p.add_argument("--latency-threads", default="1", help="thread counts: a comma list, 'all' for every core (e.g. 1,all)")
+    p.add_argument("--latency-threads", default="1",
+                   help="thread counts: a comma list, 'all' for every core (e.g. 1,all)")
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
