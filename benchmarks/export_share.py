@@ -28,9 +28,10 @@ from ab.nn import api
 def one_run(data: Path, train_args: list[str]) -> float:
     with tempfile.TemporaryDirectory(prefix="export-share-") as root:
         start = time.monotonic()
-        subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", root, "--data-dir", str(data), "--quiet",
-                        *train_args], check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, "-m", "ab.nn.train", "--root", root, "--data-dir", str(data), "--quiet",
+                               *train_args], check=True, stdout=subprocess.PIPE, text=True)
         wall = time.monotonic() - start
+        print("\n".join(line for line in done.stdout.splitlines() if line.strip().startswith("export:")))
         trials = api.trials(root=root)
         pipeline = api.exports(format="pipeline", root=root).set_index("trial_id")
         exported = 0.0
