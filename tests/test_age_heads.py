@@ -349,7 +349,7 @@ def test_a_trial_with_a_distribution_head_records_its_fidelity_and_latency(root,
     assert trial.status == "complete" and trial.prm["head"] == 0.6 and trial.prm["flip_average"] == 1
     exports = api.exports(trial_id=int(trial.id), db=db)
     rows = {(r.format, r.precision): r for r in exports.itertuples()}
-    assert set(rows) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32")}
+    assert set(rows) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("pipeline", "-")}
     assert all(r.status == "ok" for r in exports.itertuples()), exports[["format", "precision", "error"]]
     assert rows[("onnx", "fp32")].eval_max_diff < 1e-3 and rows[("tflite", "fp32")].eval_max_diff < 1e-2
     assert abs(rows[("onnx", "fp32")].eval_mae - trial.eval_mae) < 1e-3
