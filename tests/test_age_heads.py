@@ -343,13 +343,13 @@ def test_a_trial_with_a_distribution_head_records_its_fidelity_and_latency(root,
     config = "age-regression_utkface_mae_MobileAgeNet"
     prm = '{"lr": 0.001, "batch": 16, "head": 0.6, "flip_average": 1}'
     assert run(root, utk_dir_large, "-c", config, "-t", "1", "-e", "2", "-p", prm,
-               "--export", "onnx,tflite-fp32", "--latency-runs", "3", "--latency-warmup", "1") == 0
+               "--export", "onnx,tflite-fp32", "--export-unlearned", "--latency-runs", "3", "--latency-warmup", "1") == 0
     db = root / "db" / "ab.nn.db"
     trial = api.trials(db=db).iloc[0]
     assert trial.status == "complete" and trial.prm["head"] == 0.6 and trial.prm["flip_average"] == 1
     exports = api.exports(trial_id=int(trial.id), db=db)
     rows = {(r.format, r.precision): r for r in exports.itertuples()}
-    assert set(rows) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32")}
+    assert set(rows) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("pipeline", "-")}
     assert all(r.status == "ok" for r in exports.itertuples()), exports[["format", "precision", "error"]]
     assert rows[("onnx", "fp32")].eval_max_diff < 1e-3 and rows[("tflite", "fp32")].eval_max_diff < 1e-2
     assert abs(rows[("onnx", "fp32")].eval_mae - trial.eval_mae) < 1e-3

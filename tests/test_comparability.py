@@ -24,8 +24,8 @@ def _db(root):
 def test_a_smoke_run_cannot_change_what_a_real_run_trains_ranks_or_keeps(root, utk_dir, tiny_model):
     config = f"age-regression_utkface_mae_{tiny_model}"
     assert run(root, utk_dir, "-c", config, "-t", "1", "--max-samples", "8", "--save_pth_weights",
-               "--export", "onnx", "--latency-runs", "2", "--latency-warmup", "0") == 0
-    assert run(root, utk_dir, "-c", config, "-t", "2", "--export", "onnx", "--keep-best-only",
+               "--export", "onnx", "--export-unlearned", "--latency-runs", "2", "--latency-warmup", "0") == 0
+    assert run(root, utk_dir, "-c", config, "-t", "2", "--export", "onnx", "--export-unlearned", "--keep-best-only",
                "--latency-runs", "2", "--latency-warmup", "0") == 0  # the smoke trial does not count
     trials = api.trials(db=_db(root)).sort_values("id")
     smoke, real = trials.iloc[0], trials.iloc[1:]

@@ -14,7 +14,8 @@ from tests.test_sweep_cli import FAST, run
 
 pytestmark = pytest.mark.slow
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"
-EXPORT = ["--export", "default", "--latency-runs", "12", "--latency-warmup", "3"]
+EXPORT = ["--export", "onnx,tflite-fp32,tflite-fp16", "--export-unlearned", "--latency-threads", "1,all",
+          "--latency-runs", "12", "--latency-warmup", "3"]
 
 
 def deployed(root, utk_dir, config, *extra):
@@ -28,7 +29,7 @@ def deployed(root, utk_dir, config, *extra):
 
 def test_parse_formats():
     assert pipeline.parse_formats("none") == ()
-    assert pipeline.parse_formats("default") == ("onnx", "tflite-fp32", "tflite-fp16")
+    assert pipeline.parse_formats("default") == ("onnx", "tflite-fp32")  # what the recorded latency needs
     assert pipeline.parse_formats("tflite-int8") == ("onnx", "tflite-int8")
     with pytest.raises(ValueError, match="unknown format"):
         pipeline.parse_formats("onnx,coreml")
@@ -42,7 +43,9 @@ def test_trial_exports_onnx_and_tflite_that_match_pytorch(root, utk_dir_large, t
     trial, exports, latency = deployed(root, utk_dir_large, config, "--save_pth_weights")
     assert trial.status == "complete"
     by_kind = {(r.format, r.precision): r for r in exports.itertuples()}
-    assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
+    assert set(by_kind) == {("pytorch", "fp32"), ("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"),
+                            ("pipeline", "-")}
+    assert by_kind[("pipeline", "-")].seconds > 0  # the whole export's time
     assert all(r.status == "ok" for r in exports.itertuples()), exports[["format", "precision", "error"]]
     reference = by_kind[("pytorch", "fp32")]
     assert reference.eval_mae == pytest.approx(trial.eval_mae, abs=1e-4)
@@ -97,8 +100,8 @@ def test_no_export_with_none(root, utk_dir):
 
 
 def test_keep_best_only_deletes_the_other_trials_files(root, utk_dir):
-    assert run(root, utk_dir, "-c", CONFIG, "-t", "2", "--export", "onnx", "--latency-runs", "3",
-               "--latency-warmup", "0", "--keep-best-only") == 0
+    assert run(root, utk_dir, "-c", CONFIG, "-t", "2", "--export", "onnx", "--export-unlearned",
+               "--latency-runs", "3", "--latency-warmup", "0", "--keep-best-only") == 0
     db = root / "db" / "ab.nn.db"
     trials = api.trials(db=db)
     best = trials.sort_values("eval_accuracy", ascending=False).id.iloc[0]

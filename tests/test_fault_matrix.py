@@ -59,7 +59,8 @@ SWEEP = ["-c", CONFIG, "-e", "1", "-f", "norm_64", "--min_batch_binary_power", "
 """The command every case runs (later flags win: a case adds ``-w 1``, ``--export onnx`` ...)."""
 PHASES = ("reserve", "workers", "train", "test", "export", "tell", "mirror")
 """The runner's fault points in the order a trial meets them."""
-PHASE_FLAGS = {"workers": ["-w", "1"], "export": ["--export", "onnx", "--latency-runs", "1", "--latency-warmup", "0"]}
+PHASE_FLAGS = {"workers": ["-w", "1"],
+               "export": ["--export", "onnx", "--export-unlearned", "--latency-runs", "1", "--latency-warmup", "0"]}
 """DataLoader workers exist only with ``-w 1`` or more; an export only with ``--export``."""
 SIGNALS = ("SIGTERM", "SIGKILL")
 FAULTS = [*(f"runner {sig} at {phase}" for phase in PHASES for sig in SIGNALS),

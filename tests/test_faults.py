@@ -128,7 +128,8 @@ def test_import_json_into_a_database_with_trials_maps_ids(tmp_path, root, utk_di
 
 def test_keep_best_only_touches_only_this_workspaces_files(root, utk_dir, tiny_model, tmp_path):
     config = f"age-regression_utkface_mae_{tiny_model}"
-    db = _sweep(root, utk_dir, config, "--export", "onnx", "--latency-runs", "2", "--latency-warmup", "0")
+    db = _sweep(root, utk_dir, config, "--export", "onnx", "--export-unlearned", "--latency-runs", "2",
+                "--latency-warmup", "0")
     outside = tmp_path / "precious.txt"
     outside.write_text("not an artifact")
     trials = api.ranked_trials(config=config, db=db)

@@ -46,6 +46,7 @@ def test_an_export_crash_is_recorded_on_the_export_and_the_trained_trial_stands(
                                                                                  monkeypatch):
     monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "export-segfault")
     done = subprocess.run(_runner(root, utk_dir, "-c", misbehaving, "-t", "2", "-a", "1", "--export", "onnx",
+                                  "--export-unlearned",
                                   "--latency-runs", "2", "--latency-warmup", "0"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]  # not given up: an export is not a trial failure

@@ -209,5 +209,5 @@ def test_the_allowed_filter_values_are_the_ones_the_code_writes():
     assert set(tflite_convert.PRECISIONS) < set(vocabulary.PRECISIONS)
     names = {runtimes.TorchRuntime.name, runtimes.OnnxRuntime.name, runtimes.LiteRtRuntime.name}
     assert names == set(vocabulary.RUNTIMES)
-    assert (pipeline.OK, pipeline.FAILED, pipeline.DELETED) == vocabulary.EXPORT_STATUS
+    assert (pipeline.OK, pipeline.FAILED, pipeline.DELETED, pipeline.SKIPPED) == vocabulary.EXPORT_STATUS
     assert set(vocabulary.TRIAL_STATUS) == {schema.RUNNING, *schema.FINAL_STATES}

@@ -22,7 +22,7 @@ def test_pareto_front():
 def test_report_has_tables_and_plots(root, utk_dir, tiny_model):
     for config, fixed in ((CONFIG, ["-p", '{"head": "regression"}']), (f"age-regression_utkface_mae_{tiny_model}", [])):
         assert run(root, utk_dir, "-c", config, "-t", "2", "--save_pth_weights", "--export", "onnx",
-                   "--latency-runs", "5", "--latency-warmup", "1", *fixed) == 0
+                   "--export-unlearned", "--latency-runs", "5", "--latency-warmup", "1", *fixed) == 0
     assert report_cli.cli(["--root", str(root), "--data-dir", str(utk_dir)]) == 0
     folder = root / "report"
     text = (folder / "README.md").read_text()

@@ -130,7 +130,7 @@ def test_a_sandboxed_trial_exports_into_its_folder_and_the_runner_keeps_the_best
     """The sandboxed child writes its artifacts to a scratch folder seen at out/<config>/<trial>; the runner
     copies them into the workspace, checks each row against its file, and deletes all but the best trial's
     files itself (--keep-best-only)."""
-    done = _sweep(ws, utk_dir, "-c", "age-regression_utkface_mae_WsTiny", "-t", "2", "--export", "onnx",
+    done = _sweep(ws, utk_dir, "-c", "age-regression_utkface_mae_WsTiny", "-t", "2", "--export", "onnx", "--export-unlearned",
                   "--latency-runs", "2", "--latency-warmup", "0", "--keep-best-only", "--save_pth_weights")
     assert done.returncode == 0, done.stderr[-3000:]
     trials = api.trials(db=ws.db_path).set_index("id")

@@ -368,7 +368,8 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
             db=None) -> pd.DataFrame:
     """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision and
     ``converter``, with its version): file, sha256, size, layout, MAE on eval/test and the largest
-    difference from PyTorch's ages, in years; failed conversions carry their error. ``converter``
+    difference from PyTorch's ages, in years; failed conversions carry their error; one ``pipeline`` row
+    per trial holds its whole export's ``seconds``, or why it failed or was ``skipped``. ``converter``
     (``onnx2tf`` or ``litert-torch``) keeps that converter's TFLite rows. Join with ``trials()`` on
     ``trial_id``."""
     vocabulary.check("converter", converter, converters.CONVERTERS)

@@ -18,7 +18,7 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats
+from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats, parse_threads
 from ab.nn.registry import RegistryError
 from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import DatabaseError, is_storage_error
@@ -102,18 +102,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-missing-pipelines", "--train_missing_pipelines",
                    help="only configs without any result yet", **flag)
     p.add_argument("--save-pth-weights", "--save_pth_weights",
-                   help="save each trial's state_dict under out/<config>/<trial>/", **flag)
+                   help="save each trial's state_dict under out/<config>/<trial>/ (default: true, what load_model "
+                        "and predict open; false saves none)", **{**flag, "default": True})
     p.add_argument("--save-onnx-weights", "--save_onnx_weights",
                    help="export each trial's model to ONNX under out/<config>/<trial>/ "
                                                "(adds onnx to --export)", **flag)
     p.add_argument("--export", default="default",
                    help="artifacts made after each trial, with their MAE and latency: none, default "
-                        "(onnx,tflite-fp32,tflite-fp16), all, or a comma list of " + ", ".join(FORMATS))
+                        "(onnx,tflite-fp32: what the trial's recorded latency needs), all, or a comma list of "
+                        + ", ".join(FORMATS))
     p.add_argument("--converter", default="onnx2tf",
                    help="TFLite converter: onnx2tf (from the ONNX file), litert-torch (from the PyTorch model, "
                         "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=_positive, default=RUNS, help="timed runs per latency measurement")
     p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
+    p.add_argument("--latency-threads", default="1", help="thread counts latency is timed at: a comma list, 'all' for "
+                                                          "every core (e.g. 1,all); the recorded latency is 1 thread's")
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
     p.add_argument("--in-process", action="store_true",
@@ -156,6 +160,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"this runner's lease heartbeat; other runners reclaim its trials after "
                         f"{LAPSE_BEATS} missed beats")
     p.add_argument("--export-stopped", help="also export trials that LEMUR's gate stopped early", **flag)
+    p.add_argument("--export-unlearned", help="also export trials no better than the constant predictor (by default "
+                                              "they are not, and the summary says so)", **flag)
     p.add_argument("--pruner", choices=PRUNERS, default="none",
                    help="stop losing trials early on their per-epoch validation accuracy (none: LEMUR's way, every "
                         "trial runs all its epochs); a pruned trial is recorded 'pruned' and counts towards -t")
@@ -210,7 +216,9 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
     if any(f.startswith(TFLITE) for f in formats):
         available(chosen)
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
-                           keep_best_only=args.keep_best_only, export_stopped=args.export_stopped, converters=chosen)
+                           threads=parse_threads(args.latency_threads),
+                           keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
+                           export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
     return SweepOptions(configs=configs, fixed=args.nn_prm, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
@@ -258,6 +266,8 @@ def report(summary: SweepSummary) -> str:
             verdict = constant_predictor.verdict(b, r.baseline)
             if verdict:
                 lines.append(f"  best: {verdict}")
+        if r.export_share():
+            lines.append(f"  {r.export_share()}")
         if r.note:
             lines.append(f"  {r.note}")
         if r.mirror:

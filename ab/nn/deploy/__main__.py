@@ -18,7 +18,8 @@ from ab.nn.dataset.identity import DataMismatch
 from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.pipeline import FORMATS, TFLITE, Deployment, ExportOptions, NetSource, metadata_for, parse_formats
+from ab.nn.deploy.pipeline import (FORMATS, TFLITE, Deployment, ExportOptions, NetSource, metadata_for, parse_formats,
+                                   parse_threads)
 from ab.nn.deploy.report import best_trial
 from ab.nn.stat import frames
 from ab.nn.stat.store import StatStore
@@ -52,11 +53,14 @@ def cli(argv=None) -> int:
                         "LEMUR's; its own environment: scripts/setup_litert_torch.sh), or both")
     p.add_argument("--latency-runs", type=int, default=RUNS)
     p.add_argument("--latency-warmup", type=int, default=WARMUP)
+    p.add_argument("--latency-threads", default="1",
+                   help="thread counts: a comma list, 'all' for every core (e.g. 1,all)")
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     ws = workspace.from_arguments(args)
     try:
         options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs,
+                                threads=parse_threads(args.latency_threads),
                                 converters=parse_converters(args.converter))
         if any(f.startswith(TFLITE) for f in options.formats):
             available(options.converters)

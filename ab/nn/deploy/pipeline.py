@@ -34,13 +34,17 @@ from ab.nn.util.digest import sha256_of
 
 TFLITE = "tflite-"
 FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
-DEFAULT_FORMATS = ("onnx", "tflite-fp32", "tflite-fp16")
-OK, FAILED, DELETED = "ok", "failed", "deleted"
+DEFAULT_FORMATS = ("onnx", "tflite-fp32")
+"""What the recorded latency needs (LiteRT fp32, and the ONNX file it is converted from): every other
+precision costs a conversion and a measuring process per trial, so it is made only when asked for."""
+OK, FAILED, DELETED, SKIPPED = "ok", "failed", "deleted", "skipped"
+PIPELINE = "pipeline"
+"""The format of a trial's one row about its export as a whole: its seconds, or why it failed or was skipped."""
 log = logging.getLogger(__name__)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    """``none``, ``default`` (ONNX + TFLite fp32/fp16), ``all``, or a comma list of ``FORMATS``."""
+    """``none``, ``default`` (ONNX + TFLite fp32), ``all``, or a comma list of ``FORMATS``."""
     text = text.strip().lower()
     if text in ("", "none", "off", "0"):
         return ()
@@ -58,21 +62,40 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def parse_threads(text: str) -> tuple[int, ...]:
+    """``--latency-threads``: a comma list of thread counts, ``all`` for every core (``0``). The default, 1, is
+    the recorded latency's; timing at every core too costs most on a busy machine, where a second
+    thread waits for a core (PyTorch at 2 threads took 779 ms a call against 39 ms at 1 on our shared
+    2-core machine)."""
+    counts = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part == "all":
+            counts.append(0)
+        elif part.isdigit() and int(part) > 0:
+            counts.append(int(part))
+        else:
+            raise ValueError(f"--latency-threads: {part!r} is neither a positive thread count nor 'all' (e.g. 1,all)")
+    if not counts:
+        raise ValueError("--latency-threads: name at least one thread count, e.g. 1 or 1,all")
+    return tuple(dict.fromkeys(counts))
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     warmup: int = WARMUP
     runs: int = RUNS
-    threads: tuple[int, ...] = ()  # empty: 1 thread and every core
+    threads: tuple[int, ...] = (1,)  # latency thread counts; 0: every core (parse_threads)
     batch: int = 64                # batch of the fidelity passes (latency is batch 1)
     calibration_images: int = 200
     keep_best_only: bool = False
     timeout: float = 1800.0
     export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
+    export_unlearned: bool = False  # also export trials no better than the constant predictor
     converters: tuple[str, ...] = (converters.ONNX2TF,)  # TFLite converters (--converter)
 
     def thread_counts(self) -> tuple[int, ...]:
-        return self.threads or tuple(sorted({1, system.cpu_count()}))
+        return tuple(sorted({count or system.cpu_count() for count in self.threads or (1,)}))
 
     def to_json(self) -> dict:
         return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}

@@ -139,7 +139,8 @@ def exports(trial_id=None, config=None, nn=None, format=None, precision=None, st
             db=None) -> pd.DataFrame:
     """One row per artifact of a trial (``pytorch``, ``onnx``, ``tflite`` at each precision and
     ``converter``, with its version): file, sha256, size, layout, MAE on eval/test and the largest
-    difference from PyTorch's ages, in years; failed conversions carry their error. Join with
+    difference from PyTorch's ages, in years; failed conversions carry their error; one ``pipeline`` row
+    per trial holds its whole export's ``seconds``, or why it failed or was ``skipped``. Join with
     ``trials()`` on ``trial_id``."""
     vocabulary.check("format", format, vocabulary.FORMATS)
     vocabulary.check("precision", precision, vocabulary.PRECISIONS)

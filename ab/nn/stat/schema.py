@@ -318,7 +318,7 @@ class Export(Base):
     n_eval: Mapped[int | None] = mapped_column(Integer)
     n_test: Mapped[int | None] = mapped_column(Integer)
     seconds: Mapped[float | None] = mapped_column(Float)  # conversion time
-    status: Mapped[str] = mapped_column(String(16))       # ok, failed, deleted
+    status: Mapped[str] = mapped_column(String(16))       # ok, failed, deleted, skipped
     error: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str | None] = mapped_column(Text)        # the machine whose disk holds ``path``
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ab.nn.stat.schema import FINAL_STATES, RUNNING
 
 TRIAL_STATUS = (RUNNING,) + FINAL_STATES
-EXPORT_STATUS = ("ok", "failed", "deleted")       # ab.nn.deploy.pipeline OK, FAILED, DELETED
+EXPORT_STATUS = ("ok", "failed", "deleted", "skipped")  # ab.nn.deploy.pipeline OK, FAILED, DELETED, SKIPPED
 LATENCY_STATUS = ("ok", "failed")
 RUNTIMES = ("pytorch", "onnxruntime", "litert")   # ab.nn.deploy.runtimes *.name
-FORMATS = ("pytorch", "onnx", "tflite", "export", "pipeline")  # the last two: rows of a crashed export
+FORMATS = ("pytorch", "onnx", "tflite", "export", "pipeline")  # the last two: a crashed export; the export as a whole
 PRECISIONS = ("fp32", "fp16", "dynamic-int8", "int8", "-")     # ab.nn.deploy.tflite_convert.PRECISIONS
 SPLITS = ("eval", "test")
 

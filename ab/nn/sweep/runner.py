@@ -30,7 +30,7 @@ from ab.nn.config import Config
 from ab.nn.dataset import DataError, skipped as skip_log, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import ExportOptions, keep_best_only
+from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions, keep_best_only
 from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, TRAINED_STATES
@@ -66,7 +66,7 @@ class SweepOptions:
     threads: int | None = None  # torch threads per trial; None: system.training_threads(workers)
     epoch_limit_minutes: float = 30
     train_missing_pipelines: bool = False
-    save_pth: bool = False
+    save_pth: bool = True  # model.pth in out/<config>/<trial>/, what load_model and predict open
     export: ExportOptions = field(default_factory=ExportOptions)
     isolate: bool = True
     limits: Limits = field(default_factory=Limits)
@@ -99,6 +99,20 @@ class ConfigResult:
     repaired: list = field(default_factory=list)  # disagreements with Optuna's copy found and repaired
     mirror: str | None = None        # the JSON mirror's state when it could not be written
     skipped: str | None = None       # how many data files no trial uses, and the log that names them
+    seconds: float = 0.0             # this run's wall time on the config's trials
+    export_seconds: float = 0.0      # of which exporting (each trial's ``pipeline`` export row)
+    not_exported: int = 0            # trials not exported: no better than the constant predictor
+
+    def export_share(self) -> str | None:
+        """One line: how much of this run's time went to export, and which trials were not exported."""
+        if not self.seconds or not (self.export_seconds or self.not_exported):
+            return None
+        line = (f"export: {self.export_seconds:.0f} s of this run's {self.seconds:.0f} s "
+                f"({100 * self.export_seconds / self.seconds:.0f} %)")
+        if self.not_exported:
+            line += (f"; {self.not_exported} trial{'s' if self.not_exported > 1 else ''} no better than the constant "
+                     f"predictor not exported (--export-unlearned exports them)")
+        return line
 
 
 @dataclass
@@ -135,6 +149,9 @@ class Sweep:
             registry.path(registry.TRANSFORM, options.transform)
             transforms = [options.transform]
         self.space = SearchSpace(**{**options.space.__dict__, "transforms": tuple(transforms)})
+        # a latency objective or constraint needs every trial's latency, whatever it learned
+        self.export = replace(options.export, export_unlearned=True) if options.search.needs_latency \
+            else options.export
         self.configs = resolve_configs(options.configs, self.store.configs())
         if execute is None and not options.isolate:
             outside = sorted({c.nn for c in self.configs if registry.origin(registry.MODEL, c.nn) != registry.PACKAGE})
@@ -387,7 +404,10 @@ class Sweep:
                     break
                 trial_id, replica = slot
                 faults.point("reserve")
+                began = time.monotonic()
                 outcome = self._run_one(config, study, model, space, trial_id, identity, replica, group)
+                result.seconds += time.monotonic() - began
+                self._count_export(result, trial_id)
                 recorded = self.store.trial_status(trial_id)
                 faults.point("mirror")
                 self._flush_mirror(result)
@@ -477,12 +497,13 @@ class Sweep:
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
                              workers=self.options.workers, threads=self.options.threads,
                              epoch_limit_minutes=self.options.epoch_limit_minutes,
-                             save_pth=self.options.save_pth, export=self.options.export,
+                             save_pth=self.options.save_pth, export=self.export,
+                             baseline=self.store.baseline(identity.key),
                              progress=self.options.progress, identity=identity, lease_id=fence,
                              group_gap_by=study.definition.group_gap_by,
                              model_file=registry.path(registry.MODEL, config.nn))
             outcome = self.execute(spec)
-            if self.options.export.enabled and self.options.export.keep_best_only:
+            if self.export.enabled and self.export.keep_best_only:
                 keep_best_only(self.store, config, identity.key, self.workspace.out_dir)
         except Exception as error:
             if engines.is_storage_error(error) or engines.is_database_bug(error):
@@ -496,6 +517,12 @@ class Sweep:
         faults.point("tell")
         study.tell(trial_id)
         return outcome
+
+    def _count_export(self, result: ConfigResult, trial_id: int) -> None:
+        for row in self.store.exports_of([trial_id]):
+            if row.format == PIPELINE:
+                result.export_seconds += row.seconds or 0.0
+                result.not_exported += row.status == SKIPPED
 
     def _interrupted(self, trial_id: int, study: SweepStudy, error: BaseException) -> None:
         """Ctrl-C, SIGTERM (pre-emption) or a broken database in the middle of a trial: record it

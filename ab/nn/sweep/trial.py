@@ -30,7 +30,9 @@ from ab.nn.dataset import DataError, trial_data
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.dataset.trial_data import DataSpec
-from ab.nn.deploy.pipeline import Deployment, ExportOptions, NetSource, metadata_for
+from ab.nn.deploy.pipeline import FAILED as EXPORT_FAILED
+from ab.nn.deploy.pipeline import OK, PIPELINE, SKIPPED, Deployment, ExportOptions, NetSource, metadata_for
+from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import engine, is_storage_error
 from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
@@ -72,6 +74,7 @@ class TrialSpec:
     lease_id: int | None = None  # the runner's lease: every write about the trial is fenced with it
     group_gap_by: tuple[str, ...] | None = None  # its study's --group-gap-by: the trial records its validation gap
     model_file: Path | None = None  # the model's file as the runner found it (a staged file of check_nn's too)
+    baseline: dict | None = None  # the constant predictor of its data key: a trial no better is not exported
 
     @property
     def data_spec(self) -> DataSpec:
@@ -87,7 +90,8 @@ class TrialSpec:
                 "workers": self.workers, "threads": self.threads, "epoch_limit_minutes": self.epoch_limit_minutes, "save_pth": self.save_pth,
                 "export": self.export.to_json(), "progress": self.progress,
                 "identity": self.identity.to_json() if self.identity is not None else None,
-                "model_file": str(self.model_file) if self.model_file is not None else None}
+                "model_file": str(self.model_file) if self.model_file is not None else None,
+                "baseline": self.baseline}
 
     @classmethod
     def from_json(cls, value: dict) -> "TrialSpec":
@@ -103,7 +107,8 @@ class TrialSpec:
                    save_pth=bool(value["save_pth"]), export=ExportOptions.from_json(value["export"]),
                    progress=bool(value["progress"]),
                    identity=DataIdentity.from_json(value["identity"]) if value["identity"] else None,
-                   model_file=Path(value["model_file"]) if value["model_file"] else None)
+                   model_file=Path(value["model_file"]) if value["model_file"] else None,
+                   baseline=value.get("baseline"))
 
 
 PARENT = "parent:"
@@ -119,6 +124,12 @@ class TrialOutcome:
     epochs: int = 0
     error: str | None = None
     fatal: bool = False  # the cause is the setup (data, registry), so further trials would fail alike
+    test_interval: tuple[float, float] | None = None  # 95% interval of the test MAE
+
+    def row(self) -> dict:
+        """The MAEs as ``constant_predictor.beats`` reads a trial row."""
+        low, high = self.test_interval or (None, None)
+        return {"eval_mae": self.eval_mae, "test_mae": self.test_mae, "test_mae_low": low, "test_mae_high": high}
 
 
 def describe_error(error: BaseException) -> str:
@@ -164,7 +175,7 @@ def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None
     if spec.export.enabled and outcome.status in spec.export.states:
         phase("export", outcome.epochs)
         try:
-            _deploy(spec, store, *trained)
+            _deploy(spec, store, outcome, *trained)
         except LeaseLost:
             pass  # another runner reclaimed the trial meanwhile: its artifacts are not recorded
     return outcome
@@ -276,7 +287,7 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
         store.record_test(spec.trial_id, stat_id, tested.accuracy, tested.values, interval, fence=spec.lease_id)
         store.record_predictions(spec.trial_id, "test", tested.labels, tested.predicted, _image_ids(test_set),
                                  fence=spec.lease_id)
-        outcome.test_mae = tested.mae
+        outcome.test_mae, outcome.test_interval = tested.mae, interval
     folder = spec.workspace.trial_dir(config.name, spec.trial_id)
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
@@ -319,10 +330,26 @@ def _image_attributes(dataset) -> list[tuple[str, object]]:
     return list(zip(ids, found)) if ids is not None and found is not None and len(found) == len(ids) else []
 
 
-def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
+def unlearned(spec: TrialSpec, outcome: TrialOutcome) -> str | None:
+    """Why the trial is not exported: it is no better than the constant predictor (a model that learned
+    nothing has nothing to deploy), unless ``--export-unlearned``; ``None`` where it is exported."""
+    if spec.export.export_unlearned:
+        return None
+    verdict = constant_predictor.verdict(outcome.row(), spec.baseline)
+    return f"not exported: {verdict} (--export-unlearned exports it)" if verdict else None
+
+
+def _deploy(spec: TrialSpec, store: StatStore, outcome: TrialOutcome, model, data, in_shape) -> None:
     """Export after the trial's result is recorded: whatever fails here is recorded on the
-    artifacts' rows and leaves the trial as it is."""
+    artifacts' rows and leaves the trial as it is. The trial's ``pipeline`` row holds the export's
+    seconds, or why it failed or was skipped."""
+    skipped = unlearned(spec, outcome)
+    if skipped:
+        store.add_export(spec.trial_id, fence=spec.lease_id, format=PIPELINE, precision="-", status=SKIPPED,
+                         error=skipped[:4000])
+        return
     folder = spec.workspace.trial_dir(spec.config.name, spec.trial_id)
+    start = time.perf_counter()
     faults.point("export")
     try:
         metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
@@ -330,5 +357,8 @@ def _deploy(spec: TrialSpec, store: StatStore, model, data, in_shape) -> None:
                    NetSource.of(spec.config, spec.prm, data.out_shape), fence=spec.lease_id).run(
             model, data, metadata, spec.progress)
     except Exception as error:
-        store.add_export(spec.trial_id, fence=spec.lease_id, format="pipeline", precision="-", status="failed",
-                         error=describe_error(error)[:4000])
+        store.add_export(spec.trial_id, fence=spec.lease_id, format=PIPELINE, precision="-", status=EXPORT_FAILED,
+                         error=describe_error(error)[:4000], seconds=time.perf_counter() - start)
+        return
+    store.add_export(spec.trial_id, fence=spec.lease_id, format=PIPELINE, precision="-", status=OK,
+                     seconds=time.perf_counter() - start)

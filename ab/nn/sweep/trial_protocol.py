@@ -49,7 +49,7 @@ TRAIN_STAT = _args(cpu_count=COUNT, cpu_type=_text(300), total_ram_kb=BIG, gpu_t
 EXPORT = dict(format={"type": "string", "maxLength": 16}, precision={"type": "string", "maxLength": 16},
               converter=_text(300), path=_text(4096), sha256=_text(64), size_bytes=BIG, layout=_text(8),
               input_shape=_text(100), eval_mae=NUMBER, test_mae=NUMBER, eval_max_diff=NUMBER, test_max_diff=NUMBER,
-              n_eval=COUNT, n_test=COUNT, seconds=NUMBER, status={"enum": ["ok", "failed"]}, error=_text(4000))
+              n_eval=COUNT, n_test=COUNT, seconds=NUMBER, status={"enum": ["ok", "failed", "skipped"]}, error=_text(4000))
 LATENCY = dict(runtime={"type": "string", "maxLength": 24}, threads=COUNT, batch=COUNT, input_shape=_text(100),
                warmup=COUNT, runs=COUNT, median_ms=NUMBER, p90_ms=NUMBER, min_ms=NUMBER, mean_ms=NUMBER, cpu=_text(300),
                cpu_count=COUNT, host=_text(300), versions=_text(4000), status={"enum": ["ok", "failed"]},
