@@ -142,7 +142,7 @@ def main(argv: list[str]) -> int:
         command = [sys.executable, "-m", "pytest", FILE, f"--junitxml={report}", "-p", "no:cacheprovider", *argv]
         load = os.getloadavg()[0]
         start, cpu = time.monotonic(), _cpu()
-        code = subprocess.run(command, cwd=REPO).returncode
+        code = subprocess.run(command, cwd=REPO, env={**os.environ, "AB_NN_FULL_FAULT_MATRIX": "1"}).returncode
         seconds, cpu = time.monotonic() - start, _cpu() - cpu
         table = rows(report)
     shown = "source scripts/postgres.sh && python -m tests.fault_matrix " + shlex.join(argv)

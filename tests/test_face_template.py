@@ -156,12 +156,16 @@ def test_train_align_refuses_aligned_crops_and_a_missing_template(real_utkface, 
     wild, root = tmp_path / "wild", tmp_path / "ws"
     wild_photos(real_utkface, wild, [20, 30, 40, 50])
 
-    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 1
-    assert "no alignment template at" in capsys.readouterr().out
+    def refused(data) -> str:
+        """A data problem stops the run before any trial: one line on stderr, exit status 2."""
+        with pytest.raises(SystemExit) as stopped:
+            train.cli(["--root", str(root), "--data-dir", str(data), *FAST, "--align"])
+        assert stopped.value.code == 2
+        return capsys.readouterr().err
+
+    assert "no alignment template at" in refused(wild)
     Workspace.resolve(root).face_template_path.parent.mkdir(parents=True, exist_ok=True)
     Workspace.resolve(root).face_template_path.write_text("{}")
-    assert train.cli(["--root", str(root), "--data-dir", str(wild), *FAST, "--align"]) == 1
-    assert "not an alignment template" in capsys.readouterr().out
-    assert train.cli(["--root", str(root), "--data-dir", str(utk_dir), *FAST, "--align"]) == 1
-    assert "which are aligned already" in capsys.readouterr().out
-    assert api.trials(db=root / "db" / "ab.nn.db").empty
+    assert "not an alignment template" in refused(wild)
+    assert "which are aligned already" in refused(utk_dir)
+    assert not (root / "db" / "ab.nn.db").exists() or api.trials(db=root / "db" / "ab.nn.db").empty

@@ -687,3 +687,16 @@ def test_a_folder_the_sandbox_user_cannot_read_is_named_before_the_child_starts(
     data.chmod(0o755)
     with sandbox.launch("tests.sandboxed_script", limits=SCRIPT, binds=[sandbox.Bind(data)]) as box:
         assert box.request({"type": "run", "code": code}, DONE)["result"] == "42\n"
+
+
+def test_deep_nesting_is_refused_before_parsing_whatever_the_recursion_limit():
+    """A library that raises the recursion limit (several do) must not let a child's deeply nested message
+    overflow the parent's C stack in json's parser: the depth is checked before parsing."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10 ** 6)
+    try:
+        with pytest.raises(protocol.ProtocolError, match="nested deeper than 64 levels"):
+            protocol.decode(b"[" * 1_000_000)
+        assert protocol.decode(b'{"text": "' + b"[" * 1000 + b'"}') == {"text": "[" * 1000}  # inside a string
+    finally:
+        sys.setrecursionlimit(limit)

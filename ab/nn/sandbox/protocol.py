@@ -39,7 +39,39 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a message may have. Checked before parsing: json's C parser
+recurses once per level, and where a library has raised the interpreter's recursion limit, a deep enough
+message from a hostile child would overflow the parent's C stack (a crash, not an error)."""
+
+
+def _depth(text: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (a scan of the bytes, no parsing)."""
+    if text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def decode(text: bytes) -> dict:
+    if _depth(text) > MAX_DEPTH:
+        raise ProtocolError(f"a malformed message (nested deeper than {MAX_DEPTH} levels)")
     try:
         value = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:

@@ -80,6 +80,8 @@ def trials(config=None, task=None, dataset=None, metric=None, nn=None, status=No
     frame = as_frame(rows, [c for c in rows.columns if c not in OPTUNA_COLUMNS] + ["mae", "duration_s",
                                                                                    *constant_predictor.COLUMNS])
     frame["beats_baseline"] = frame["beats_baseline"].astype("boolean")
+    for column in ("baseline_eval_mae", "baseline_test_mae"):  # floats, also where no row has a baseline
+        frame[column] = frame[column].astype(float)
     return frame
 
 
