@@ -1,9 +1,14 @@
 import os
-from pathlib import Path
 
-import pytest
+# One torch thread per test process and the trials it starts (set before anything imports torch): the suite
+# runs in two xdist workers on two cores, and two threads each made every training step fight for them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests import helpers
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests import helpers  # noqa: E402
 
 REAL_DATA = os.environ.get("LEMUR_TEST_UTKFACE") or os.environ.get("LEMUR_DATA")
 """The real images: `.ci/run` sets LEMUR_TEST_UTKFACE; a developer may set either variable."""

@@ -25,6 +25,7 @@ COUNTING = helpers.TINY_MODEL.replace("    def learn(self, train_data):\n", ''' 
 
 @pytest.mark.parametrize("cores, workers, threads", [(2, 2, 1), (2, 0, 2), (16, 2, 14), (1, 4, 1)])
 def test_the_default_leaves_a_core_to_each_dataloader_worker(monkeypatch, cores, workers, threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(system, "cpu_count", lambda: cores)
     assert system.training_threads(workers) == threads
 
@@ -39,6 +40,7 @@ def test_threads_travel_to_the_trial_child(tmp_path):
 @pytest.mark.parametrize("flags, expected", [(["--threads", "1"], lambda: 1), ([], lambda: system.cpu_count())])
 def test_a_trial_trains_with_the_threads_asked_or_the_default(root, utk_dir, tmp_path, monkeypatch, flags, expected):
     seen = tmp_path / "threads.txt"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("AB_NN_TEST_THREADS_FILE", str(seen))
     helpers.write_model(root, "CountsThreads", COUNTING)
     assert train.cli(["--root", str(root), "--data-dir", str(utk_dir), "-c", "age-regression_utkface_mae_CountsThreads",
@@ -51,3 +53,10 @@ def test_the_dry_run_says_how_many_threads_a_trial_trains_with(root, utk_dir, ca
     assert train.cli(["--root", str(root), "--data-dir", str(utk_dir), "-c", "age-regression_utkface_mae_CountsThreads",
                       "-w", "1", "--threads", "3", "--dry-run", *SWEEP]) == 0
     assert "training: 3 torch threads per trial (--threads)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, threads", [("3", 3), ("1", 1), ("0", 2), ("many", 2), ("", 2)])
+def test_omp_num_threads_is_the_users_share_of_the_machine(monkeypatch, value, threads):
+    monkeypatch.setattr(system, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert system.training_threads(0) == threads

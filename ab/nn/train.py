@@ -93,8 +93,8 @@ def parser() -> argparse.ArgumentParser:
                    help="run configs in a seeded random order", **flag)
     p.add_argument("-w", "--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--threads", type=_positive, default=None,
-                   help="torch threads for each trial's training; default: the cores left after one per "
-                        "DataLoader worker (-w), at least 1")
+                   help="torch threads for each trial's training; default: OMP_NUM_THREADS if set, else the "
+                        "cores left after one per DataLoader worker (-w), at least 1")
     p.add_argument("--pretrained", type=int, choices=(0, 1), default=None,
                    help="1: always ImageNet weights, 0: never; default: Optuna chooses")
     p.add_argument("--epoch-limit-minutes", "--epoch_limit_minutes", type=float, default=30,

@@ -67,8 +67,8 @@ def plan(sweep) -> str:
         rate = estimate.measured_rate(sweep.store, config, sweep.device)
         lines.append("  " + estimate.describe(rate, images, epochs, wanted, sweep.device))
         threads = sweep.options.threads or system.training_threads(sweep.options.workers)
-        why = "--threads" if sweep.options.threads else f"{count(system.cpu_count(), 'core')}, " \
-            f"{count(sweep.options.workers, 'DataLoader worker')}"
+        why = "--threads" if sweep.options.threads else "OMP_NUM_THREADS" if system.threads_asked() else \
+            f"{count(system.cpu_count(), 'core')}, {count(sweep.options.workers, 'DataLoader worker')}"
         lines.append(f"  training: {count(threads, 'torch thread')} per trial ({why})")
         lines.append("  hyperparameters:")
         lines += describe_space(model, sweep.space_for(model), sweep.fixed_for(config.nn))

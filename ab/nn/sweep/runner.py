@@ -495,7 +495,8 @@ class Sweep:
                 if optuna_id is not None else None
             spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url, link=link,
                              workspace=self.workspace, data=self.options.data, seed=seed, device=self.device,
-                             workers=self.options.workers, threads=self.options.threads,
+                             workers=self.options.workers,
+                             threads=self.options.threads or system.training_threads(self.options.workers),
                              epoch_limit_minutes=self.options.epoch_limit_minutes,
                              save_pth=self.options.save_pth, export=self.export,
                              baseline=self.store.baseline(identity.key),

@@ -29,10 +29,17 @@ def cpu_count() -> int:
 
 
 def training_threads(workers: int) -> int:
-    """Torch threads for a trial's training when none are asked for: the cores left after one per
+    """Torch threads for a trial's training when none are asked for: ``OMP_NUM_THREADS`` where the user
+    set it (as torch itself honours it: a shared machine's share), else the cores left after one per
     DataLoader worker, at least one. Torch's own default (every core) makes the trial's threads fight
     its workers for the cores: on a busy 2-core machine two threads ran ~10x slower per batch than one."""
-    return max(1, cpu_count() - max(0, workers))
+    return threads_asked() or max(1, cpu_count() - max(0, workers))
+
+
+def threads_asked() -> int | None:
+    """``OMP_NUM_THREADS`` when it is a positive whole number (torch ignores anything else too)."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(asked) if asked.isdigit() and int(asked) > 0 else None
 
 
 def host() -> str:
