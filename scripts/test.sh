@@ -13,6 +13,8 @@ trap 'rm -rf "$site"' EXIT
 # (not --quiet: it hides the warnings that --strict counts)
 NO_MKDOCS_2_WARNING=1 "$repo/.venv/bin/mkdocs" build --strict -f "$repo/mkdocs.yml" -d "$site"
 rm -rf "$site"
-# Two xdist workers: run one at a time, the suite keeps one of two cores busy on average (it waits on
-# trial processes and converters). `-n 0` after the script's arguments runs it in one process.
-exec "$repo/.venv/bin/python" -m pytest -n 2 "$@"
+# Two xdist workers, one per core, each training with one torch thread (tests/conftest.py); a third worker
+# made the run no shorter (23:07 against 22:22 on 7 December). worksteal: a worker that is done takes
+# queued tests from the other, so one long test at the end does not hold the run. `-n 0` after the
+# script's arguments runs it in one process.
+exec "$repo/.venv/bin/python" -m pytest -n 2 --dist worksteal "$@"

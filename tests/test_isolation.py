@@ -24,7 +24,7 @@ ISOLATED = [a for a in FAST if a not in ("--in-process", "--unsafe")]
     ("segfault", [], "died from signal SIGSEGV"),
     ("exit", [], "exited with code 3"),
     ("memory", ["--trial-memory-gb", "2"], "memory limit of 2 GB hit"),
-    ("sleep", ["--trial-timeout-minutes", "0.75"], "wall-clock limit of 0.75 minutes hit"),
+    ("sleep", ["--trial-timeout-minutes", "0.4"], "wall-clock limit of 0.4 minutes hit"),
 ])
 def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(root, utk_dir, misbehaving, monkeypatch, how, args,
                                                             reason):
