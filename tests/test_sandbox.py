@@ -33,8 +33,8 @@ from ab.nn.sandbox.bwrap import project_root
 from ab.nn.sandbox.limits import MiB
 
 PROJECT = project_root()
-NOT_HASHED = {"__pycache__", ".pytest_cache", ".hypothesis", ".git", ".venv", ".venv-litert-torch", "db", "data", "out", "stat",
-              "cache", "report"}
+NOT_HASHED = {"__pycache__", ".pytest_cache", ".hypothesis", ".git", ".venv", ".venv-litert-torch", "db", "data", "out",
+              "stat", "cache", "report"}
 """Written by the test run itself (hypothesis's example database by whichever worker runs its tests), by
 version control or by a workspace in the project folder, or too large to hash (the environment is checked
 by a write into it instead)."""
