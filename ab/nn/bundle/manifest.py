@@ -105,6 +105,13 @@ def _check_model_entries(manifest: dict) -> None:
         raise BundleError(f"{PIPELINE_FILE} detector.model: {detector.get('model')!r:.80} is not one of "
                           f"{', '.join(MODELS)}")
     _listed(detector.get("file"), files, "detector.file")
+    if detector.get("check") is not None:
+        check = _object(detector["check"], f"{PIPELINE_FILE} detector.check")
+        _listed(check.get("file"), files, "detector.check.file")
+        presence = check.get("min_presence")
+        if isinstance(presence, bool) or not isinstance(presence, (int, float)) or not 0 <= presence < 1:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.min_presence: expected a number in [0, 1), "
+                              f"got {presence!r:.80}")
 
 
 def _check_input(manifest: dict) -> None:

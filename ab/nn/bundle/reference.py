@@ -9,12 +9,15 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
    centred on black, pixels to [-1, 1]); BlazeFace gives 16 numbers and a logit per anchor: box
    centre, size and six keypoints (x, y), relative to the anchor, in input pixels. Keep scores
    (sigmoid) above ``min_score``, merge overlapping ones by weighted non-maximum suppression, map
-   back through the letterbox.
+   back through the letterbox. With a ``check``, keep only faces whose region (the box's centre,
+   its longer side times ``roi_scale``, turned so the eyes are level, warped PIL bilinear into the
+   check model's square input, pixels to [0, 1]) the face-mesh model gives a face-presence
+   probability (sigmoid of its one-number output) above ``min_presence``.
 2. Align: the similarity transform (least squares, no reflection) taking the face's eyes, nose
    and mouth onto the template's. With ``refine``, look again: warp the photo through it into a
-   canvas twice the crop's size with the crop at its centre, detect there, and fit again to those
-   landmarks (mapped back to the photo). Warp the photo through the fit into a 200x200 crop (PIL
-   bilinear, black outside).
+   canvas twice the crop's size with the crop at its centre, detect there (without the check), and
+   fit again to those landmarks (mapped back to the photo). Warp the photo through the fit into a
+   200x200 crop (PIL bilinear, black outside).
 3. Age: resize the crop to the model's input (PIL bilinear), scale to [0, 1], subtract the mean,
    divide by the std, feed the TFLite model (NHWC), read the age in years.
 """
@@ -98,6 +101,11 @@ class Pipeline:
         self.det_boxes = next(o["index"] for o in outputs if o["shape"][-1] == 16)
         self.det_scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
         self.anchors = anchors(det["input_size"], det["strides"], det["anchors_per_cell"])
+        self.check = None
+        if det.get("check"):
+            self.check = Interpreter(model_path=bundle_file(folder, self.config, det["check"]["file"]),
+                                     num_threads=threads)
+            self.check.allocate_tensors()
         self.age_model = Interpreter(model_path=bundle_file(folder, self.config, self.config["age_model"]["tflite"]),
                                      num_threads=threads)
         self.age_model.allocate_tensors()
@@ -105,8 +113,8 @@ class Pipeline:
         self.template = np.array(template["mean"], np.float64)[template["align_points"]]
         self.align_points = template["align_points"]
 
-    def detect(self, image):
-        """[(box (4,), landmarks (6, 2), score), ...] in photo pixels."""
+    def detect(self, image, checked=True):
+        """[(box (4,), landmarks (6, 2), score), ...] in photo pixels; ``checked=False`` skips the check."""
         det = self.config["detector"]
         size = det["input_size"]
         scale = size / max(image.size)
@@ -139,7 +147,25 @@ class Pipeline:
             faces.append((((box - (left, top)) / scale).reshape(4).astype(np.float32),
                           ((marks - (left, top)) / scale).astype(np.float32), float(scores[remaining[0]])))
             remaining = remaining[overlap <= det["nms_iou"]]
-        return faces
+        if self.check is None or not checked:
+            return faces
+        return [face for face in faces if self.presence(image, face[0], face[1]) > det["check"]["min_presence"]]
+
+    def presence(self, image, box, marks):
+        """The face-mesh model's face-presence probability for the region of one detection."""
+        size = int(self.check.get_input_details()[0]["shape"][1])
+        box = np.asarray(box, np.float64)
+        centre = (box[:2] + box[2:]) / 2
+        side = self.config["detector"]["check"]["roi_scale"] * max(box[2] - box[0], box[3] - box[1])
+        eyes = np.asarray(marks[1], np.float64) - marks[0]
+        t = np.arctan2(eyes[1], eyes[0])
+        linear = (size / side) * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+        x = np.asarray(warp(image, np.hstack([linear, (size / 2 - linear @ centre)[:, None]]), size), np.float32)
+        self.check.set_tensor(self.check.get_input_details()[0]["index"], (x / 255.0)[None])
+        self.check.invoke()
+        output = next(o for o in self.check.get_output_details() if int(np.prod(o["shape"])) == 1)
+        logit = float(self.check.get_tensor(output["index"]).reshape(-1)[0])
+        return 1 / (1 + np.exp(-np.clip(logit, -80, 80)))
 
     def align(self, image, landmarks):
         """The 200x200 crop with the template's geometry."""
@@ -148,7 +174,7 @@ class Pipeline:
         if self.config["refine"]:
             view = m.copy()
             view[:, 2] += size / 2
-            for box, marks, _ in self.detect(warp(image, view, 2 * size)):
+            for box, marks, _ in self.detect(warp(image, view, 2 * size), checked=False):
                 if np.all(np.abs(box.reshape(2, 2).mean(axis=0) - size) < size / 4):
                     back = marks[self.align_points] @ invert(view)[:, :2].T + invert(view)[:, 2]
                     m = similarity(back, self.template)
