@@ -108,10 +108,18 @@ def _check_model_entries(manifest: dict) -> None:
     if detector.get("check") is not None:
         check = _object(detector["check"], f"{PIPELINE_FILE} detector.check")
         _listed(check.get("file"), files, "detector.check.file")
-        presence = check.get("min_presence")
-        if isinstance(presence, bool) or not isinstance(presence, (int, float)) or not 0 <= presence < 1:
-            raise BundleError(f"{PIPELINE_FILE} detector.check.min_presence: expected a number in [0, 1), "
-                              f"got {presence!r:.80}")
+        if not 0 <= _number(check.get("min_presence"), f"{PIPELINE_FILE} detector.check.min_presence") < 1:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.min_presence: expected a number in [0, 1)")
+        if not _number(check.get("max_disagreement"), f"{PIPELINE_FILE} detector.check.max_disagreement") > 0:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.max_disagreement: expected a positive number")
+        if not 0 < _number(check.get("roi_scale"), f"{PIPELINE_FILE} detector.check.roi_scale") <= 10:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.roi_scale: expected a number in (0, 10]")
+        points = check.get("mesh_points")
+        if not isinstance(points, list) or len(points) != 4 or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(type(i) is int and 0 <= i < 468 for i in pair)
+                for pair in points):
+            raise BundleError(f"{PIPELINE_FILE} detector.check.mesh_points: expected 4 pairs of mesh vertices "
+                              f"(0-467), got {points!r:.80}")
 
 
 def _check_input(manifest: dict) -> None:

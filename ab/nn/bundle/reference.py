@@ -12,7 +12,8 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
    back through the letterbox. With a ``check``, keep only faces whose region (the box's centre,
    its longer side times ``roi_scale``, turned so the eyes are level, warped PIL bilinear into the
    check model's square input, pixels to [0, 1]) the face-mesh model gives a face-presence
-   probability (sigmoid of its one-number output) above ``min_presence``.
+   probability (sigmoid of its one-number output) above ``min_presence``, with its eyes, nose tip
+   and mouth within ``max_disagreement`` eye distances of the detector's (``passes``).
 2. Align: the similarity transform (least squares, no reflection) taking the face's eyes, nose
    and mouth onto the template's. With ``refine``, look again: warp the photo through it into a
    canvas twice the crop's size with the crop at its centre, detect there (without the check), and
@@ -149,23 +150,34 @@ class Pipeline:
             remaining = remaining[overlap <= det["nms_iou"]]
         if self.check is None or not checked:
             return faces
-        return [face for face in faces if self.presence(image, face[0], face[1]) > det["check"]["min_presence"]]
+        return [face for face in faces if self.passes(image, face[0], face[1])]
 
-    def presence(self, image, box, marks):
-        """The face-mesh model's face-presence probability for the region of one detection."""
+    def passes(self, image, box, marks):
+        """The face check: the face-mesh model, run on the detection's region, gives a face-presence
+        probability above min_presence, and its eyes, nose tip and mouth (midpoints of mesh_points)
+        lie within max_disagreement eye distances (mean) of the detector's."""
+        check = self.config["detector"]["check"]
         size = int(self.check.get_input_details()[0]["shape"][1])
         box = np.asarray(box, np.float64)
         centre = (box[:2] + box[2:]) / 2
-        side = self.config["detector"]["check"]["roi_scale"] * max(box[2] - box[0], box[3] - box[1])
+        side = check["roi_scale"] * max(box[2] - box[0], box[3] - box[1])
         eyes = np.asarray(marks[1], np.float64) - marks[0]
         t = np.arctan2(eyes[1], eyes[0])
         linear = (size / side) * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
-        x = np.asarray(warp(image, np.hstack([linear, (size / 2 - linear @ centre)[:, None]]), size), np.float32)
+        m = np.hstack([linear, (size / 2 - linear @ centre)[:, None]])
+        x = np.asarray(warp(image, m, size), np.float32)
         self.check.set_tensor(self.check.get_input_details()[0]["index"], (x / 255.0)[None])
         self.check.invoke()
-        output = next(o for o in self.check.get_output_details() if int(np.prod(o["shape"])) == 1)
-        logit = float(self.check.get_tensor(output["index"]).reshape(-1)[0])
-        return 1 / (1 + np.exp(-np.clip(logit, -80, 80)))
+        outputs = self.check.get_output_details()
+        logit = self.check.get_tensor(next(o for o in outputs if int(np.prod(o["shape"])) == 1)["index"])
+        mesh = self.check.get_tensor(next(o for o in outputs if int(np.prod(o["shape"])) >= 3 * 468)["index"])
+        mesh = mesh.reshape(-1, 3)[:, :2].astype(np.float64)
+        theirs = np.array([(mesh[a] + mesh[b]) / 2 for a, b in check["mesh_points"]])
+        ours = np.asarray(marks, np.float64)[:4] @ m[:, :2].T + m[:, 2]
+        eye_distance = max(float(np.linalg.norm(ours[1] - ours[0])), 1e-6)
+        disagreement = np.linalg.norm(ours - theirs, axis=1).mean() / eye_distance
+        presence = 1 / (1 + np.exp(-np.clip(float(logit.reshape(-1)[0]), -80, 80)))
+        return presence > check["min_presence"] and disagreement < check["max_disagreement"]
 
     def align(self, image, landmarks):
         """The 200x200 crop with the template's geometry."""

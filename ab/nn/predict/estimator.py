@@ -117,9 +117,10 @@ class AgeEstimator:
         threads = threads or os.cpu_count() or 1
         the_template = resolve_template(model, template, workspace)
         if model.bundle is not None and detector is None:
-            recorded = model.detector.get("check")
-            check = FaceCheck(recorded["min_presence"] if min_presence is None else min_presence, threads,
-                              model.bundle / recorded["file"]) if face_check and recorded else None
+            recorded = model.detector.get("check") if face_check else None
+            check = None if recorded is None else FaceCheck(
+                recorded["min_presence"] if min_presence is None else min_presence, threads,
+                model.bundle / recorded["file"], recorded["max_disagreement"])
             face_detector = FaceDetector(model.detector["model"], threads=threads, min_score=min_score,
                                          model_path=model.bundle / model.detector["file"], check=check)
         else:
