@@ -79,3 +79,12 @@ def test_real_faces_pasted_onto_textures_are_kept(real_utkface, detectors):
         centres = [f.box.reshape(2, 2).mean(axis=0) for f in checked(image)]
         inside = [c for c in centres if np.all(np.abs(align.apply(align.invert(matrix), [c])[0] - 100) < 50)]
         assert inside, (kind, edge)
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1", "nan"])
+def test_predict_refuses_a_presence_threshold_outside_0_to_1(value, capsys):
+    from ab.nn.predict import __main__ as predict_cli
+
+    with pytest.raises(SystemExit) as stopped:
+        predict_cli.main(["photo.jpg", "--model", "model.onnx", "--min-presence", value])
+    assert stopped.value.code == 2 and "--min-presence must be at least 0 and below 1" in capsys.readouterr().err
