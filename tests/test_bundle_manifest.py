@@ -83,6 +83,14 @@ HOSTILE = {
     "NaN mean": (lambda m, f: m["input"].update(mean=[float("nan"), 0, 0]), "input.mean: expected a finite number"),
     "zero std": (lambda m, f: m["input"].update(std=[0, 1, 1]), "input.std: every value must be positive"),
     "unknown detector": (lambda m, f: m["detector"].update(model=["back"]), "detector.model"),
+    "unlisted face check": (lambda m, f: ((f / "check.tflite").write_bytes(b"x"), m["detector"].update(
+        check={"file": "check.tflite", "min_presence": 0.5})), "detector.check.file: 'check.tflite' is not listed"),
+    "face check mesh points": (lambda m, f: m["detector"].update(check={
+        "file": "face_detector.tflite", "min_presence": 0.5, "max_disagreement": 0.3, "roi_scale": 1.5,
+        "mesh_points": [[33, 133], [263, 362], [1, 1], [13, 9999]]}), "detector.check.mesh_points"),
+    "face check threshold": (lambda m, f: m["detector"].update(check={"file": "face_detector.tflite",
+                                                                      "min_presence": 1.5}),
+                             "detector.check.min_presence: expected a number in [0, 1)"),
     "template index": (lambda m, f: m["template"].update(align_points=[0, 99]), "template: size, align_points"),
     "template garbage": (lambda m, f: m.update(template="x"), "template: not an alignment template"),
     "newer version": (lambda m, f: m.update(version=2), "version: 2 is not 1"),

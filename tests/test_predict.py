@@ -14,6 +14,7 @@ from PIL import Image
 from ab.nn import api
 from ab.nn.dataset import utkface
 from ab.nn.dataset.cache import decode_resized
+from ab.nn.face import verify
 from ab.nn.face.template import TemplateMissing, default_path
 from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
@@ -99,6 +100,8 @@ def test_json_output_has_the_documented_schema(trial, template, scenes, tmp_path
                      "--template", str(template_file), "--threads", "1"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["runtime"] == "onnx" and document["detector"] == "blazeface-back"
+    settings = document["detector_settings"]  # the face check is on by default and says so
+    assert settings["min_score"] == 0.5 and settings["check"]["min_presence"] == verify.MIN_PRESENCE
     model = document["model"]
     assert model["input_size"] == photo.SIZE and model["mean"] == [0.485, 0.456, 0.406]
     assert model["trial_id"] == photo.TRIAL_ID and model["config"] == photo.CONFIG and model["age_range"] == [0, 116]

@@ -1,4 +1,5 @@
-"""Write a bundle an app can ship: the age model (.tflite and .onnx), the face detector (.tflite),
+"""Write a bundle an app can ship: the age model (.tflite and .onnx), the face detector and its
+face check (.tflite; --no-face-check leaves the check out),
 pipeline.json (alignment template, crop size, input layout, colour order, mean/std, age range,
 provenance, sha256 of every file) and reference.py (the whole pipeline in numpy, Pillow and LiteRT).
 
@@ -26,13 +27,15 @@ def main(argv=None) -> int:
     p.add_argument("--template", default=None, help="alignment template file (default: the model's, else "
                                                     "<root>/data/utkface/align_template.json)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
+    p.add_argument("--no-face-check", dest="face_check", action="store_false",
+                   help="leave out the face-mesh check of each detection (ab.nn.face.verify; 2.4 MB)")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     from ab.nn.bundle.manifest import read_manifest
 
     try:
         folder = write_bundle(args.model, args.to, args.precision, args.template, workspace.from_arguments(args),
-                              args.force)
+                              args.force, args.face_check)
     except (LookupError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -105,6 +105,21 @@ def _check_model_entries(manifest: dict) -> None:
         raise BundleError(f"{PIPELINE_FILE} detector.model: {detector.get('model')!r:.80} is not one of "
                           f"{', '.join(MODELS)}")
     _listed(detector.get("file"), files, "detector.file")
+    if detector.get("check") is not None:
+        check = _object(detector["check"], f"{PIPELINE_FILE} detector.check")
+        _listed(check.get("file"), files, "detector.check.file")
+        if not 0 <= _number(check.get("min_presence"), f"{PIPELINE_FILE} detector.check.min_presence") < 1:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.min_presence: expected a number in [0, 1)")
+        if not _number(check.get("max_disagreement"), f"{PIPELINE_FILE} detector.check.max_disagreement") > 0:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.max_disagreement: expected a positive number")
+        if not 0 < _number(check.get("roi_scale"), f"{PIPELINE_FILE} detector.check.roi_scale") <= 10:
+            raise BundleError(f"{PIPELINE_FILE} detector.check.roi_scale: expected a number in (0, 10]")
+        points = check.get("mesh_points")
+        if not isinstance(points, list) or len(points) != 4 or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(type(i) is int and 0 <= i < 468 for i in pair)
+                for pair in points):
+            raise BundleError(f"{PIPELINE_FILE} detector.check.mesh_points: expected 4 pairs of mesh vertices "
+                              f"(0-467), got {points!r:.80}")
 
 
 def _check_input(manifest: dict) -> None:

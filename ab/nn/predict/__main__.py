@@ -7,8 +7,9 @@
 
 --model: best:<config>, trial:<id>, a trial folder, a bundle folder, or an .onnx/.tflite file.
 Output: one line per face (file, box x0,y0,x1,y1 in pixels, age in years, detector score), a line
-for an image without a face; unreadable files and images over --max-pixels are reported on stderr
-and skipped. --json prints one JSON document instead, with an "error" for each such file. --out
+for an image without a face (every detection passes BlazeFace's threshold and the face-mesh
+check, ab.nn.face.verify; --no-face-check turns the check off); unreadable files and images over
+--max-pixels are reported on stderr and skipped. --json prints one JSON document instead, with an "error" for each such file. --out
 writes annotated copies under that folder and nowhere else (see ab.nn.predict.paths). Exit status:
 0, or 1 if any file could not be read or written, 2 for a bad model or argument. A trial (trial:<id>,
 best:<config>) that is not better than the constant predictor of its data (its training mean age for
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     from ab.nn import workspace
     from ab.nn.dataset.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
     from ab.nn.face.detect import MIN_SCORE, MODELS
+    from ab.nn.face.verify import MIN_PRESENCE
     from ab.nn.predict.models import RUNTIMES
 
     p = Parser(prog="python -m ab.nn.predict", description=__doc__,
@@ -49,6 +51,10 @@ def main(argv=None) -> int:
     p.add_argument("--detector", choices=sorted(MODELS), default=None, help="BlazeFace variant (default: the "
                                                                             "template's)")
     p.add_argument("--min-score", type=float, default=MIN_SCORE, help="detector score threshold")
+    p.add_argument("--no-face-check", dest="face_check", action="store_false",
+                   help="report BlazeFace's detections without the face-mesh check (ab.nn.face.verify)")
+    p.add_argument("--min-presence", type=float, default=None,
+                   help=f"the face check's presence threshold (default: the bundle's, else {MIN_PRESENCE})")
     p.add_argument("--max-pixels", type=int, default=None,
                    help=f"largest image decoded, in pixels (default ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,6 +64,8 @@ def main(argv=None) -> int:
         p.error("--threads must be at least 1")
     if not 0 < args.min_score < 1:
         p.error("--min-score must be between 0 and 1")
+    if args.min_presence is not None and not 0 <= args.min_presence < 1:
+        p.error("--min-presence must be at least 0 and below 1")
     if args.max_pixels is not None and args.max_pixels < 1:
         p.error("--max-pixels must be at least 1")
 
@@ -71,7 +79,8 @@ def main(argv=None) -> int:
         limit = max_pixels(args.max_pixels)
         estimator = AgeEstimator.from_model(args.model, runtime=args.runtime, threads=args.threads,
                                             template=args.template, detector=args.detector,
-                                            min_score=args.min_score, workspace=workspace.from_arguments(args))
+                                            min_score=args.min_score, workspace=workspace.from_arguments(args),
+                                            face_check=args.face_check, min_presence=args.min_presence)
     except (LookupError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from ab.nn.dataset.decode import open_image
 from ab.nn.face.aligner import REFINE, FaceAligner
 from ab.nn.face.detect import KEYPOINTS, MIN_SCORE, FaceDetector
 from ab.nn.face.template import Template, TemplateMissing, default_path
+from ab.nn.face.verify import MIN_PRESENCE, FaceCheck
 from ab.nn.predict import models
 from ab.nn.predict.models import ResolvedModel
 
@@ -94,14 +95,18 @@ class AgeEstimator:
     @classmethod
     def from_model(cls, reference: str | Path, runtime: str | None = None, threads: int | None = None,
                    template: Template | str | Path | None = None, detector: str | None = None,
-                   min_score: float = MIN_SCORE, workspace=None, *, root=None) -> "AgeEstimator":
+                   min_score: float = MIN_SCORE, workspace=None, *, root=None, face_check: bool = True,
+                   min_presence: float | None = None) -> "AgeEstimator":
         """``reference``: ``best:<config>``, ``trial:<id>``, a trial or bundle folder, or an
         ``.onnx``/``.tflite`` file (see ``ab.nn.predict.models``). ``runtime``: ``torch``,
         ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch).
         ``threads``: default every core. ``template``: default the model's own (a bundle's), else
         the workspace's measured one. ``root`` (or its older name ``workspace``): the workspace, a path
         or a ``Workspace``, whose database, trial folders and template are used (default: the
-        environment's)."""
+        environment's). ``face_check``: every detection must also pass the face-mesh check
+        (``ab.nn.face.verify``; a bundle's own, as its ``pipeline.json`` records it, and none for a
+        bundle written without one); ``min_presence`` its threshold (default the bundle's, else
+        ``MIN_PRESENCE``)."""
         from ab.nn.workspace import active, of
 
         if root is not None and workspace is not None:
@@ -112,11 +117,16 @@ class AgeEstimator:
         threads = threads or os.cpu_count() or 1
         the_template = resolve_template(model, template, workspace)
         if model.bundle is not None and detector is None:
+            recorded = model.detector.get("check") if face_check else None
+            check = None if recorded is None else FaceCheck(
+                recorded["min_presence"] if min_presence is None else min_presence, threads,
+                model.bundle / recorded["file"], recorded["max_disagreement"])
             face_detector = FaceDetector(model.detector["model"], threads=threads, min_score=min_score,
-                                         model_path=model.bundle / model.detector["file"])
+                                         model_path=model.bundle / model.detector["file"], check=check)
         else:
+            check = FaceCheck(MIN_PRESENCE if min_presence is None else min_presence, threads) if face_check else None
             face_detector = FaceDetector(detector or the_template.detector.removeprefix("blazeface-"),
-                                         threads=threads, min_score=min_score)
+                                         threads=threads, min_score=min_score, check=check)
         refine = REFINE if model.refine is None else model.refine
         with active.use(workspace):  # a model file of that workspace's nn/ folder is found too
             return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
@@ -135,9 +145,10 @@ class AgeEstimator:
                      a.crop) for a, age in zip(aligned, ages)]
 
     def describe(self) -> dict:
-        """What produced the ages: model, runtime, detector, template (for ``--json``)."""
-        template = self.aligner.template
+        """What produced the ages: model, runtime, detector and its settings, template (for ``--json``)."""
+        template, detector = self.aligner.template, self.aligner.detector
         return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json()},
-                "runtime": self.runtime_name, "threads": self.threads, "detector": self.aligner.detector.name,
+                "runtime": self.runtime_name, "threads": self.threads, "detector": detector.name,
+                "detector_settings": detector.settings(),
                 "template": {"images": template.images, "refine": self.aligner.refine,
                              "align_points": [template.keypoints[i] for i in template.align_points]}}
