@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     bins = ((0.15, 0.25), (0.25, 0.4), (0.4, 0.6))
     found = {name: {b: [] for b in bins} for name in detectors}
     bare = {name: 0 for name in detectors}
-    entries, _, blobs, _ = test_crops(ws.dataset_dir(utkface.NAME), args.images, args.seed)
+    entries, _, blobs, _ = test_crops(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME), args.images, args.seed)
     rng = np.random.default_rng(args.seed)
     for _, blob in tqdm(blobs, total=len(entries), desc="scenes", unit="img"):
         crop = open_image(blob)
