@@ -8,9 +8,10 @@ import pytest
 from ab.nn import api, train
 from ab.nn.sweep.search import Search, SearchError
 from tests import helpers
-from tests.test_sweep_cli import CONFIG, run
+from tests.test_sweep_cli import CONFIG, FAST, run
 
 FIXED = '{"lr": 0.01, "momentum": 0.9}'
+SANDBOXED = [a for a in FAST if a not in ("--in-process", "--unsafe")]
 
 
 def _study(root):
@@ -35,6 +36,18 @@ def test_a_losing_trial_is_pruned_and_recorded_with_its_epochs(root, utk_dir, ti
     assert pruned.test_mae.isna().all()  # not trained to the end: no test number, no export
     assert run(root, utk_dir, "-c", config, "-t", "5", "-e", "4", "--pruner", "median", "-p", FIXED) == 0
     assert len(api.trials(db=root / "db" / "ab.nn.db")) == 5  # a pruned trial counts towards -t
+
+
+def test_a_sandboxed_trial_is_pruned_too(root, utk_dir, tiny_model):
+    """The pruner's answer crosses the sandbox's JSON protocol (Optuna's numpy bool once made every
+    prunable sandboxed trial fail)."""
+    config = f"age-regression_utkface_mae_{tiny_model}"
+    assert run(root, utk_dir, "-c", config, "-t", "4", "-e", "4", "--pruner", "median", "-p", FIXED) == 0
+    assert train.cli(["--root", str(root), "--data-dir", str(utk_dir), *SANDBOXED, "-c", config, "-t", "-1", "-e", "4",
+                      "--pruner", "median", "-p", '{"lr": 1e-9, "momentum": 0.0}']) == 0
+    trials, study = _study(root)
+    assert trials.status.tolist() == ["complete"] * 4 + ["pruned"], trials.error.tolist()
+    assert study.trials[-1].state.name == "PRUNED"
 
 
 def test_no_trial_is_pruned_before_the_pruner_warmup(root, utk_dir, tiny_model):

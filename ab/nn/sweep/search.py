@@ -215,7 +215,7 @@ class EpochReporter:
                                           pruner=self.link.search.make_pruner(self.link.epochs))
                 self._trial = optuna.trial.Trial(study, self.link.optuna_trial_id)
             self._trial.report(float(mae), epoch)
-            return self.link.search.prunes and self._trial.should_prune()
+            return self.link.search.prunes and bool(self._trial.should_prune())  # numpy's bool is no JSON
         except Exception as error:
             if engines.is_storage_error(error):
                 raise
