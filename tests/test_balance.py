@@ -88,7 +88,7 @@ def test_a_sweep_with_balance_records_it_and_trains(root, utk_dir, tiny_model, c
     from tests.test_sweep_cli import run
 
     assert run(root, utk_dir, "-c", f"age-regression_utkface_mae_{tiny_model}", "-t", "1", "--balance",
-               "race, age") == 0
+               "race, age", "-p", '{"lr": 0.01}') == 0
     trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
     assert trial.status == "complete" and trial.prm["balance"] == "age,race"
     with pytest.raises(SystemExit):

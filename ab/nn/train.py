@@ -207,15 +207,6 @@ def search_space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace(**values, pretrained=args.pretrained, explicit=frozenset(explicit))
 
 
-def _canonical_balance(value: str) -> str:
-    from ab.nn.dataset import balance
-
-    try:
-        return balance.parse(value)
-    except ValueError:
-        return value
-
-
 def options_from(args: argparse.Namespace) -> SweepOptions:
     space = search_space(args)
     data = DataSettings(split=args.split, split_seed=args.split_seed, fold=args.fold, folds=args.folds,
@@ -232,10 +223,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
                            export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
-    fixed = dict(args.nn_prm or {})
-    if args.balance is not None:  # spelled one way in prm, so that replicas group; a bad value is refused below
-        fixed["balance"] = _canonical_balance(args.balance)
-    return SweepOptions(configs=configs, fixed=fixed, epochs=args.epochs,
+    return SweepOptions(configs=configs, fixed=args.nn_prm, balance=args.balance, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, threads=args.threads, epoch_limit_minutes=args.epoch_limit_minutes,
