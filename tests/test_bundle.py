@@ -201,7 +201,7 @@ def test_the_model_s_calibration_is_applied_unless_asked_not_to(made, real_utkfa
     template.save(tmp_path / "t.json")
     assert predict_cli.main([files[0], "--model", str(trial), "--template", str(tmp_path / "t.json"), "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["model"]["calibration"] == {"method": "isotonic", "images": 500, "knots": 3}
+    assert json.loads(captured.out)["model"]["calibration"] == {"method": "inverse", "images": 500, "knots": 3}
     assert "per-age calibration" in captured.err
     assert predict_cli.main([files[0], "--model", str(trial), "--template", str(tmp_path / "t.json"), "--json",
                              "--no-calibration"]) == 0

@@ -1,4 +1,4 @@
-"""Per-age calibration fitted on the validation part (ab.nn.stat.calibration): the isotonic fit, the
+"""Per-age calibration fitted on the validation part (ab.nn.stat.calibration): the isotonic fits, the
 map read back from JSON, and its judgement on the test part through api.groups/compare and the CLI."""
 import json
 
@@ -24,37 +24,57 @@ def test_the_fit_is_the_least_squares_monotone_fit():
     rng = np.random.default_rng(1)
     x = rng.permutation(60).astype(float)  # distinct predictions, so every block centre is a prediction mean
     y = 20 + 0.3 * x + rng.normal(0, 6, 60)
-    fitted = calibration.fit(x, y)
+    fitted = calibration.fit(x, y, "forward")
     expected = _brute_isotonic(x, y)  # a step function: the map's knots are its steps, at their centres
     assert np.allclose(np.unique(expected.round(9)), np.unique(np.round(fitted.calibrated, 9)))
     steps = np.unique(expected.round(9), return_inverse=True)[1]
     centres = [np.sort(x)[steps == k].mean() for k in range(steps.max() + 1)]
     assert np.allclose(fitted.predicted, centres) and np.allclose(fitted(centres), np.unique(expected.round(9)))
+    inverse = calibration.fit(y, x, "inverse")  # the same regression of x on y, read from y back to x
+    assert inverse.predicted == fitted.calibrated and inverse.calibrated == fitted.predicted
     assert (np.diff(fitted.calibrated) >= 0).all() and (np.diff(fitted.predicted) > 0).all()
 
 
 def test_ties_are_pooled_and_the_map_is_flat_beyond_its_ends():
     x = np.repeat([10.0, 20.0, 30.0], 20)
     y = np.concatenate([np.full(20, 4.0), np.full(20, 25.0), np.full(20, 50.0)])
-    fitted = calibration.fit(x, y)
+    fitted = calibration.fit(x, y, "forward")
     assert fitted.predicted == (10.0, 20.0, 30.0) and fitted.calibrated == (4.0, 25.0, 50.0)
     assert fitted([0.0, 15.0, 99.0]).tolist() == [4.0, 14.5, 50.0]
 
 
+def _bias(mapped, truth, where):
+    return abs((mapped - truth)[where].mean())
+
+
 def test_a_shrunk_model_is_stretched_back_on_images_it_was_not_fitted_on():
     """A model that regresses to the mean (children older, the old younger) is calibrated on one half
-    and judged on the other: the extremes' bias more than halves, the MAE does not grow."""
+    and judged on the other: the inverse map removes most of the extremes' bias, and the MAE falls."""
     rng = np.random.default_rng(0)
     ages = rng.integers(1, 90, 6000).astype(float)
     predicted = 33 + 0.7 * (ages - 33) + rng.normal(0, 4, ages.size)
-    fit_half, judge_half = slice(0, 3000), slice(3000, None)
-    fitted = calibration.fit(predicted[fit_half], ages[fit_half])
-    plain, mapped = predicted[judge_half], fitted(predicted[judge_half])
-    truth = ages[judge_half]
+    fitted = calibration.fit(predicted[:3000], ages[:3000])
+    plain, mapped, truth = predicted[3000:], fitted(predicted[3000:]), ages[3000:]
     young, old = truth < 10, truth >= 70
-    assert abs((mapped - truth)[young].mean()) < abs((plain - truth)[young].mean()) / 2
-    assert abs((mapped - truth)[old].mean()) < abs((plain - truth)[old].mean()) / 2
+    assert _bias(mapped, truth, young) < _bias(plain, truth, young) / 4
+    assert _bias(mapped, truth, old) < _bias(plain, truth, old) / 4
     assert np.abs(mapped - truth).mean() < np.abs(plain - truth).mean()
+
+
+def test_the_forward_map_adds_bias_per_true_age_to_a_noisy_model_and_the_inverse_does_not():
+    """A model without bias but with noise: the mean age per prediction (forward) pulls its answers
+    towards the bulk of the ages, so children come out older; the inverse map leaves them as they were."""
+    rng = np.random.default_rng(1)
+    ages = np.r_[rng.integers(1, 18, 1500), rng.integers(18, 40, 4500)].astype(float)
+    predicted = ages + rng.normal(0, 5, ages.size)
+    order = rng.permutation(ages.size)
+    ages, predicted = ages[order], predicted[order]
+    truth, young = ages[3000:], ages[3000:] < 10
+    forward = calibration.fit(predicted[:3000], ages[:3000], "forward")(predicted[3000:])
+    inverse = calibration.fit(predicted[:3000], ages[:3000], "inverse")(predicted[3000:])
+    plain = predicted[3000:]
+    assert _bias(forward, truth, young) > _bias(plain, truth, young) + 0.5
+    assert _bias(inverse, truth, young) < _bias(forward, truth, young) - 0.5
 
 
 def test_fitting_refuses_too_few_or_bad_numbers():
@@ -67,11 +87,13 @@ def test_fitting_refuses_too_few_or_bad_numbers():
 
 
 def test_a_map_read_from_json_is_checked():
-    fitted = calibration.fit(np.arange(50.0), np.arange(50.0) * 1.1)
-    assert AgeCalibration.from_json(json.loads(json.dumps(fitted.to_json()))) == fitted
+    for method in calibration.METHODS:
+        fitted = calibration.fit(np.arange(50.0), np.arange(50.0) * 1.1, method)
+        assert AgeCalibration.from_json(json.loads(json.dumps(fitted.to_json()))) == fitted
     good = fitted.to_json()
     for broken, message in [
         ({**good, "method": "platt"}, "not an age calibration"),
+        ({**good, "method": "isotonic"}, "method inverse or forward"),
         ({**good, "predicted": good["predicted"][::-1]}, "must increase"),
         ({**good, "calibrated": good["calibrated"][:-1]}, "as many"),
         ({**good, "calibrated": [float("nan")] * 50}, "finite"),
@@ -124,6 +146,8 @@ def test_calibrated_replicas_are_judged_on_the_test_part_paired_with_the_plain_o
     assert _all(mapped, "mae") < _all(plain, "mae")
     with pytest.raises(ValueError, match="fitted on the eval part"):
         api.groups(calibrated, split="eval", db=url)
+    with pytest.raises(ValueError, match="method is one of inverse, forward"):
+        api.calibrated(trials, "isotonic")
 
 
 def test_paired_seeds_give_a_tighter_interval_than_independent_ones():
@@ -152,7 +176,7 @@ def test_the_groups_command_judges_a_calibration_against_the_plain_models(tmp_pa
     ids = ",".join(map(str, trials))
     assert cli(["groups", "--trial", ids, "--by", "age_group", "--calibrated", "--against", "--db", url]) == 0
     out = capsys.readouterr().out
-    assert "after per-age calibration fitted on their eval part" in out and "paired over images and seeds" in out
+    assert "after inverse per-age calibration fitted on their eval part" in out and "paired over images and seeds" in out
     line = next(row for row in out.splitlines() if row.startswith("| 70+ | bias |"))
     assert "B lower" in line
     with pytest.raises(SystemExit):
@@ -182,7 +206,7 @@ def test_calibrate_writes_the_map_into_the_trial_folder(tmp_path, capsys):
     assert calibration.load(folder) == calibration.fit(predicted, ages)
     stored = json.loads((folder / calibration.FILE).read_text())
     assert stored["trial_id"] == trial and stored["data_key"] == "k" and stored["fitted_on"] == "eval"
-    (folder / calibration.FILE).write_text('{"method": "isotonic", "predicted": [1, 2]')
+    (folder / calibration.FILE).write_text('{"method": "inverse", "predicted": [1, 2]')
     with pytest.raises(ValueError, match="calibration.json"):
         calibration.load(folder)
     assert calibration.load(tmp_path) is None

@@ -156,8 +156,9 @@ class AgeEstimator:
     def describe(self) -> dict:
         """What produced the ages: model, runtime, detector and its settings, template (for ``--json``)."""
         template, detector = self.aligner.template, self.aligner.detector
-        calibration = None if self.calibration is None else {"method": "isotonic", "images": self.calibration.images,
-                                                             "knots": len(self.calibration.predicted)}
+        calibration = None if self.calibration is None else {
+            "method": self.calibration.method, "images": self.calibration.images,
+            "knots": len(self.calibration.predicted)}
         return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json(),
                           "calibration": calibration},
                 "runtime": self.runtime_name, "threads": self.threads, "detector": detector.name,

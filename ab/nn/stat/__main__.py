@@ -24,8 +24,9 @@
                 at 13, 18 and 21, each with its 95 % interval, and the gap between groups; --calibrated: after
                 per-age calibration fitted on each trial's validation part; --against IDS: paired comparison
                 with other trials (or, with --calibrated and no IDS, with the same trials read plain)
-  calibrate     fit a trial's per-age calibration on its validation predictions (--trial ID) and write it
-                into its folder (calibration.json), where predict and bundles read it
+  calibrate     fit a trial's per-age calibration on its validation predictions (--trial ID, --method
+                inverse|forward) and write it into its folder (calibration.json), where predict and bundles
+                read it
 """
 from __future__ import annotations
 
@@ -67,8 +68,11 @@ def cli(argv=None) -> int:
                                                   "calibrate: a trial id")
     p.add_argument("--by", default="age_group", help="groups: age_group, gender, race, or a combination (race,gender)")
     p.add_argument("--split", default="test", choices=("test", "eval"), help="groups: the part judged")
-    p.add_argument("--calibrated", action="store_true",
-                   help="groups: judge the trials after per-age calibration fitted on their validation part")
+    p.add_argument("--calibrated", nargs="?", const="inverse", default=None, choices=("inverse", "forward"),
+                   help="groups: judge the trials after per-age calibration fitted on their validation part "
+                        "(inverse, the default: unbiased per true age; forward: the mean age per prediction)")
+    p.add_argument("--method", default="inverse", choices=("inverse", "forward"),
+                   help="calibrate: the map to fit (ab.nn.stat.calibration)")
     p.add_argument("--against", nargs="?", const="same", default=None, metavar="IDS",
                    help="groups: paired comparison with these trial ids (comma-separated); alone, with "
                         "--calibrated: with the same trials read plain")
@@ -178,7 +182,7 @@ def _groups(p: argparse.ArgumentParser, args, ws) -> int:
         p.exit(2, f"{p.prog}: error: --against needs trial ids (or --calibrated, to compare with the same trials)\n")
     try:
         ids = _ids(args.trial)
-        trials = comparison.calibrated(ids) if args.calibrated else ids
+        trials = comparison.calibrated(ids, args.calibrated) if args.calibrated else ids
         if args.against:
             other = ids if args.against == "same" else _ids(args.against)
             frame = comparison.compare(trials, other, split=args.split, db=ws.db_url, by=args.by)
@@ -187,7 +191,7 @@ def _groups(p: argparse.ArgumentParser, args, ws) -> int:
     except (FileNotFoundError, LookupError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     attrs = frame.attrs
-    how = " after per-age calibration fitted on their eval part" if args.calibrated else ""
+    how = f" after {args.calibrated} per-age calibration fitted on their eval part" if args.calibrated else ""
     print(f"trials {', '.join(map(str, attrs['trial_ids']))} ({attrs['replicas']} replica(s)){how}, {args.split} "
           f"part, {attrs['images']:,} images"
           + (f"; {attrs['unrecorded']:,} without stored labels (python -m ab.nn.stat attributes)"
@@ -216,17 +220,17 @@ def _calibrate(p: argparse.ArgumentParser, args, ws) -> int:
     try:
         trial = frames.trial(int(args.trial), db=ws.db_url)
         validation = comparison.judged(int(args.trial), "eval", ws.db_url)
-        fitted = calibration.fit(validation.predicted[0], validation.ages)
+        fitted = calibration.fit(validation.predicted[0], validation.ages, args.method)
     except (FileNotFoundError, LookupError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     path = calibration.save(fitted, folder_of(ws, trial), trial_id=int(trial["id"]), data_key=trial["data_key"],
                             fitted_on="eval")
     probes = [5.0, 12.0, 18.0, 30.0, 50.0, 70.0, 85.0]
-    print(f"trial {trial['id']}: per-age calibration fitted on {fitted.images:,} validation images "
+    print(f"trial {trial['id']}: {fitted.method} per-age calibration fitted on {fitted.images:,} validation images "
           f"({len(fitted.predicted)} knots), written to {path}")
     print("predicted -> calibrated (years): " + ", ".join(f"{a:g} -> {b:.1f}" for a, b in zip(probes, fitted(probes))))
     print("predict and bundles of this trial now read ages through it (--no-calibration: plain); judge it with "
-          f"python -m ab.nn.stat groups --trial {trial['id']} --calibrated --against")
+          f"python -m ab.nn.stat groups --trial {trial['id']} --calibrated {fitted.method} --against")
     return 0
 
 

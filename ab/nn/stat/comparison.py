@@ -93,21 +93,27 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
 # -- who the models fail: errors by age group, gender and race (ab.nn.stat.groups) ----------------
 @dataclass(frozen=True)
 class Calibrated:
-    """Trials read through their per-age calibration (``ab.nn.stat.calibration``): each trial's test
-    predictions mapped by an isotonic map fitted on its own validation predictions. Made by
+    """Trials read through a per-age calibration (``ab.nn.stat.calibration``): each trial's test
+    predictions mapped by a map of ``method`` fitted on its own validation predictions. Made by
     ``calibrated()``; ``groups()`` and ``compare()`` take it wherever they take trial ids."""
 
     trials: tuple[int, ...]
+    method: str = "inverse"
 
     def __repr__(self) -> str:
-        return f"calibrated({list(self.trials)})"
+        return f"calibrated({list(self.trials)}, method={self.method!r})"
 
 
-def calibrated(trials) -> Calibrated:
+def calibrated(trials, method: str = "inverse") -> Calibrated:
     """``trials`` (an id, or replica ids) judged after per-age calibration fitted on their validation
-    part: ``api.compare(api.calibrated([4, 5, 6]), [4, 5, 6], by="age_group")`` judges the mitigation
-    against the same models read plain, paired over images and seeds."""
-    return Calibrated(tuple(_trial_list(trials)))
+    part (``method``: ``inverse``, unbiased per true age, or ``forward``, the mean age per prediction):
+    ``api.compare(api.calibrated([4, 5, 6]), [4, 5, 6], by="age_group")`` judges it against the same
+    models read plain, paired over images and seeds."""
+    from ab.nn.stat.calibration import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"method is one of {', '.join(METHODS)}, got {method!r}")
+    return Calibrated(tuple(_trial_list(trials)), method)
 
 
 def _trial_list(trials) -> list[int]:
@@ -127,7 +133,7 @@ def judged(trials, split: str, db):
     with engines.engine(db_url(db), writer=False).connect() as connection:
         found = group_stats.load(connection, _trial_list(trials), split)
         if isinstance(trials, Calibrated):
-            found = calibration.apply(found, group_stats.load(connection, _trial_list(trials), "eval"))
+            found = calibration.apply(found, group_stats.load(connection, _trial_list(trials), "eval"), trials.method)
         return found
 
 
