@@ -107,12 +107,12 @@ def verdict(numbers: dict, edge: str = "soft") -> str:
     g = numbers[f"{edge}, textured"]
     if not g["n"]:
         return f"{edge}: no face found"
-    mean, low, high = g["shift"]
+    low, high = g["shift"][1:]
     if -BAR <= low and high <= BAR:
         return f"{edge} shift {_cell(g['shift'])}: within {BAR} years, interval and all"
-    if mean > BAR or mean < -BAR:
-        return f"{edge} shift {_cell(g['shift'])}: over {BAR} years"
-    return f"{edge} shift {_cell(g['shift'])}: the estimate is within {BAR} years, its interval is not"
+    if low > BAR or high < -BAR:
+        return f"{edge} shift {_cell(g['shift'])}: beyond {BAR} years, interval and all"
+    return f"{edge} shift {_cell(g['shift'])}: not shown within {BAR} years (the interval reaches beyond it)"
 
 
 def main(argv=None) -> int:

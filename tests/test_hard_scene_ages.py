@@ -78,8 +78,10 @@ def test_the_verdict_holds_the_interval_to_the_bar(ages):
         return {"soft, textured": {"scenes": 10, "n": 10, "shift": [mean, low, high]}}
 
     assert "within 0.5 years, interval and all" in ages.verdict(numbers(0.1, -0.2, 0.4))
-    assert "over 0.5 years" in ages.verdict(numbers(0.9, 0.6, 1.2))
-    assert "its interval is not" in ages.verdict(numbers(0.3, 0.0, 0.6))
+    assert "beyond 0.5 years, interval and all" in ages.verdict(numbers(0.9, 0.6, 1.2))
+    assert "beyond 0.5 years, interval and all" in ages.verdict(numbers(-0.9, -1.2, -0.6))
+    assert "not shown within 0.5 years" in ages.verdict(numbers(0.3, 0.0, 0.6))
+    assert "not shown within 0.5 years" in ages.verdict(numbers(0.9, 0.2, 1.6))
     assert ages.verdict({"soft, textured": {"scenes": 3, "n": 0}}) == "soft: no face found"
     labels = set(ages.groups([]))
     assert {"soft, textured", "cutout, textured", "hard, plain", "soft, mosaic"} <= labels
