@@ -13,8 +13,9 @@ scene - crop, MAE on the scene and on the crop against the true age, and the pai
 Intervals: 95 % percentile bootstrap over faces (``ab.nn.stat.uncertainty``); with several
 ``--model`` replicas (training seeds of one recipe) it resamples the replicas too.
 
-    python benchmarks/hard_scene_ages.py --model trial:1 trial:2 --root <workspace> \\
-        --data-dir ../shared/data/utkface --faces 40 --seeds 5 6
+    python benchmarks/hard_scene_ages.py --model trial:1 --root <workspace> \\
+        --data-dir ../shared/data/utkface --faces 100 --seeds 5 6 7   # the experiments page; 793 s on 2 vCPU
+    python benchmarks/hard_scene_ages.py --model trial:1 trial:2 trial:3 ...  # training-seed replicas
 """
 from __future__ import annotations
 
