@@ -80,36 +80,49 @@ def _record(image, faces, check) -> list[dict]:
     return out
 
 
+def scene_count(seeds, faceless_n: int, faces_n: int) -> int:
+    from ab.nn.face.scenes import EDGES, FACELESS
+
+    return len(seeds) * len(FACELESS) * (faceless_n + len(EDGES) * faces_n)
+
+
+def scenes(crops, seeds, faceless_n: int, faces_n: int, mosaic_pieces: int = 16):
+    """Every scene, in a fixed order drawn from the seeds: per seed, ``faceless_n`` faceless photos of
+    each kind, then ``faces_n`` face scenes per kind and edge. Yields dicts: ``image``, ``seed``,
+    ``kind``, ``edge`` (None: faceless), and for face scenes ``crop`` (the pasted crop's index in
+    ``crops``), ``side``, ``angle`` and ``matrix`` (crop -> scene). The first 64 crops of each seed's
+    shuffle are mosaic tiles only, the rest faces (drawn with replacement)."""
+    from ab.nn.face.scenes import EDGES, FACELESS, faceless, random_scene
+
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(crops))
+        pool, faces_left = [crops[i] for i in order[:64]], order[64:]
+        for kind in FACELESS:
+            for i in range(faceless_n):
+                tiles = [pool[j] for j in rng.choice(len(pool), mosaic_pieces, replace=False)]
+                yield {"image": faceless(kind, seed=int(rng.integers(1 << 31)), crops=tiles),
+                       "seed": seed, "kind": kind, "edge": None}
+        for kind in FACELESS:
+            for edge in EDGES:
+                for i in range(faces_n):
+                    index = int(faces_left[int(rng.integers(len(faces_left)))])
+                    tiles = [pool[j] for j in rng.choice(len(pool), mosaic_pieces, replace=False)]
+                    backdrop = faceless(kind, seed=int(rng.integers(1 << 31)), crops=tiles)
+                    image, matrix, side, angle = random_scene(crops[index], rng, scene=backdrop, edge=edge)
+                    yield {"image": image, "seed": seed, "kind": kind, "edge": edge, "crop": index, "side": side,
+                           "angle": angle, "matrix": np.asarray(matrix).tolist()}
+
+
 def run(crops, seeds, faceless_n: int, faces_n: int, detector, check, mosaic_pieces: int = 16) -> list[dict]:
     """One row per scene: kind, edge (face scenes), seed, BlazeFace's detections with the check's
     presence score each, and for face scenes the paste (side, angle, crop -> scene matrix)."""
-    from ab.nn.face.scenes import EDGES, FACELESS, faceless, random_scene
-
     rows = []
-    total = len(seeds) * len(FACELESS) * (faceless_n + len(EDGES) * faces_n)
-    with tqdm(total=total, desc="scenes", unit="img") as bar:
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            order = rng.permutation(len(crops))
-            pool, faces_left = [crops[i] for i in order[:64]], [crops[i] for i in order[64:]]
-            for kind in FACELESS:
-                for i in range(faceless_n):
-                    tiles = [pool[j] for j in rng.choice(len(pool), mosaic_pieces, replace=False)]
-                    image = faceless(kind, seed=int(rng.integers(1 << 31)), crops=tiles)
-                    rows.append({"seed": seed, "kind": kind, "edge": None,
-                                 "faces": _record(image, detector(image), check)})
-                    bar.update()
-            for kind in FACELESS:
-                for edge in EDGES:
-                    for i in range(faces_n):
-                        crop = faces_left[int(rng.integers(len(faces_left)))]
-                        tiles = [pool[j] for j in rng.choice(len(pool), mosaic_pieces, replace=False)]
-                        backdrop = faceless(kind, seed=int(rng.integers(1 << 31)), crops=tiles)
-                        image, matrix, side, angle = random_scene(crop, rng, scene=backdrop, edge=edge)
-                        rows.append({"seed": seed, "kind": kind, "edge": edge, "side": side, "angle": angle,
-                                     "matrix": np.asarray(matrix).tolist(),
-                                     "faces": _record(image, detector(image), check)})
-                        bar.update()
+    for scene in tqdm(scenes(crops, seeds, faceless_n, faces_n, mosaic_pieces), desc="scenes", unit="img",
+                      total=scene_count(seeds, faceless_n, faces_n)):
+        image = scene.pop("image")
+        scene.pop("crop", None)
+        rows.append({**scene, "faces": _record(image, detector(image), check)})
     return rows
 
 
