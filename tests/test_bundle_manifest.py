@@ -94,6 +94,9 @@ HOSTILE = {
     "template index": (lambda m, f: m["template"].update(align_points=[0, 99]), "template: size, align_points"),
     "template garbage": (lambda m, f: m.update(template="x"), "template: not an alignment template"),
     "newer version": (lambda m, f: m.update(version=2), "version: 2 is not 1"),
+    "age calibration out of order": (lambda m, f: m.update(age_calibration={
+        "method": "inverse", "images": 100, "predicted": [50.0, 10.0], "calibrated": [40.0, 20.0]}),
+        "age_calibration: a calibration's predicted ages must increase"),
     "not a bundle": (lambda m, f: m.update(format="something else"), "not a ab.nn photo-to-age bundle"),
 }
 

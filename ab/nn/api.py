@@ -31,7 +31,7 @@ from ab.nn.check_nn import check_nn
 from ab.nn.deploy import converters
 from ab.nn.stat import architecture, code_similarity, filters, frames, join, query, vocabulary
 from ab.nn.stat import comparison, ranking
-from ab.nn.stat.comparison import attributes, compare, groups, versus_constant
+from ab.nn.stat.comparison import Calibrated, attributes, calibrated, compare, groups, versus_constant
 from ab.nn.stat.frames import as_frame as _frame, seconds as _seconds
 from ab.nn.stat.join import JoinConf
 from ab.nn.stat.ranking import default_data_keys
@@ -41,7 +41,7 @@ from ab.nn.sweep import replay
 __all__ = ("data", "data_withnonnullvalue", "run_data", "nn_stat_data", "check_nn", "JoinConf", "trials", "trial",
            "load_model", "ranked_trials", "default_data_keys", "predictions", "compare", "Comparison", "replicas",
            "replay_pruner", "replay_pruners", "metrics", "age_groups", "exports", "latency", "db_url", "attributes", "groups",
-           "baselines", "versus_constant")
+           "baselines", "versus_constant", "calibrated", "Calibrated")
 
 LEMUR_DATA_COLUMNS = ("id", "task", "dataset", "metric", "metric_code", "metric_id", "nn", "nn_code", "nn_id",
                       "epoch", "accuracy", "duration", "prm_id", "transform_code", "transform_id")

@@ -180,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-group-gap", type=float, default=None, metavar="YEARS",
                    help="constraint on the gap between the best and the worst group (--group-gap-by) of a trial's "
                         "validation part: age-standardised MAE for race and gender, MAE for age groups")
+    p.add_argument("--balance", default=None, metavar="WHAT",
+                   help="draw the training images balanced by age (label distribution smoothing), race, or "
+                        "age,race (ab.nn.dataset.balance); recorded in each trial's prm as 'balance'")
     p.add_argument("--group-gap-by", default="race", metavar="GROUPS",
                    help="the groups of --max-group-gap: race, gender, age_group, or a combination (race,gender)")
     return p
@@ -220,7 +223,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
                            export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))
-    return SweepOptions(configs=configs, fixed=args.nn_prm, epochs=args.epochs,
+    return SweepOptions(configs=configs, fixed=args.nn_prm, balance=args.balance, epochs=args.epochs,
                         trials=args.trials, space=space, transform=args.transform,
                         fail_attempts=args.nn_fail_attempts, random_config_order=args.random_config_order,
                         workers=args.workers, threads=args.threads, epoch_limit_minutes=args.epoch_limit_minutes,

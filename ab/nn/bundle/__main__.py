@@ -1,7 +1,7 @@
 """Write a bundle an app can ship: the age model (.tflite and .onnx), the face detector and its
 face check (.tflite; --no-face-check leaves the check out),
 pipeline.json (alignment template, crop size, input layout, colour order, mean/std, age range,
-provenance, sha256 of every file) and reference.py (the whole pipeline in numpy, Pillow and LiteRT).
+the model's per-age calibration where it has one, provenance, sha256 of every file) and reference.py (the whole pipeline in numpy, Pillow and LiteRT).
 
     python -m ab.nn.bundle --model best:age-regression_utkface_mae_MobileAgeNet --to bundle/
     python -m ab.nn.predict photo.jpg --model bundle/          # runs from the bundle alone
@@ -29,13 +29,15 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
     p.add_argument("--no-face-check", dest="face_check", action="store_false",
                    help="leave out the face-mesh check of each detection (ab.nn.face.verify; 2.4 MB)")
+    p.add_argument("--no-calibration", dest="calibrated", action="store_false",
+                   help="leave out the model's per-age calibration (python -m ab.nn.stat calibrate) where it has one")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     from ab.nn.bundle.manifest import read_manifest
 
     try:
         folder = write_bundle(args.model, args.to, args.precision, args.template, workspace.from_arguments(args),
-                              args.force, args.face_check)
+                              args.force, args.face_check, args.calibrated)
     except (LookupError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

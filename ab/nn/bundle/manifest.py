@@ -137,6 +137,13 @@ def _check_input(manifest: dict) -> None:
         low, high = _numbers(manifest["age_range"], 2, f"{PIPELINE_FILE} age_range")
         if not low < high:
             raise BundleError(f"{PIPELINE_FILE} age_range: {low:g} is not below {high:g}")
+    if manifest.get("age_calibration") is not None:
+        from ab.nn.stat.calibration import AgeCalibration
+
+        try:
+            AgeCalibration.from_json(manifest["age_calibration"])
+        except ValueError as error:
+            raise BundleError(f"{PIPELINE_FILE} age_calibration: {error}") from None
     if not isinstance(manifest.get("refine", True), bool):
         raise BundleError(f"{PIPELINE_FILE} refine: expected true or false")
     if not isinstance(manifest.get("provenance", {}), dict):

@@ -20,7 +20,9 @@ only: what an app ports. Everything it needs is in this folder; ``pipeline.json`
    fit again to those landmarks (mapped back to the photo). Warp the photo through the fit into a
    200x200 crop (PIL bilinear, black outside).
 3. Age: resize the crop to the model's input (PIL bilinear), scale to [0, 1], subtract the mean,
-   divide by the std, feed the TFLite model (NHWC), read the age in years.
+   divide by the std, feed the TFLite model (NHWC), read the age in years. Where ``pipeline.json``
+   has an ``age_calibration`` (a per-age map fitted on the model's validation images), read the age
+   through it: linear between its knots (``predicted`` -> ``calibrated``), flat beyond the outermost.
 """
 import hashlib
 import json
@@ -204,7 +206,11 @@ class Pipeline:
             x = x.transpose(2, 0, 1)
         self.age_model.set_tensor(detail["index"], np.ascontiguousarray(x[None], np.float32))
         self.age_model.invoke()
-        return float(self.age_model.get_tensor(self.age_model.get_output_details()[0]["index"]).reshape(-1)[0])
+        age = float(self.age_model.get_tensor(self.age_model.get_output_details()[0]["index"]).reshape(-1)[0])
+        calibration = self.config.get("age_calibration")
+        if calibration:  # the per-age map fitted on validation: linear between knots, flat beyond them
+            age = float(np.interp(age, calibration["predicted"], calibration["calibrated"]))
+        return age
 
     def __call__(self, image):
         image = ImageOps.exif_transpose(image).convert("RGB")

@@ -105,9 +105,10 @@ def _detector_entry(name: str, face_check: bool) -> dict:
 
 
 def write_bundle(reference: str, to: Path, precision: str = "fp32", template=None, workspace=None,
-                 force: bool = False, face_check: bool = True) -> Path:
+                 force: bool = False, face_check: bool = True, calibrated: bool = True) -> Path:
     """Write the bundle of the model ``reference`` (any ``--model`` form) into the folder ``to``;
-    ``face_check``: with the face-mesh check (``ab.nn.face.verify``) that predict applies by default."""
+    ``face_check``: with the face-mesh check (``ab.nn.face.verify``) that predict applies by default;
+    ``calibrated``: with the model's per-age calibration where it carries one (``age_calibration``)."""
     from ab.nn.predict import models
     from ab.nn.predict.estimator import resolve_template
 
@@ -141,6 +142,7 @@ def write_bundle(reference: str, to: Path, precision: str = "fp32", template=Non
             "age_model": age_model, "tflite_layout": "NHWC", "onnx_layout": "NCHW", "precision": tflite_precision,
             "input": {**info.to_json(), "resize": "PIL bilinear, from the aligned crop to input_size"},
             "age_range": list(info.age_range) if info.age_range else None,
+            "age_calibration": info.calibration.to_json() if calibrated and info.calibration else None,
             "crop_size": the_template.size, "template": the_template.to_json(), "refine": REFINE,
             "detector": _detector_entry(detector, face_check),
             "provenance": {**{k: v for k, v in info.provenance.items() if v is not None},

@@ -14,7 +14,9 @@ writes annotated copies under that folder and nowhere else (see ab.nn.predict.pa
 0, or 1 if any file could not be read or written, 2 for a bad model or argument. A trial (trial:<id>,
 best:<config>) that is not better than the constant predictor of its data (its training mean age for
 every face; ab.nn.stat.constant_predictor) is said on stderr, and in --json as the model's
-"beats_baseline" and "baseline_warning".
+"beats_baseline" and "baseline_warning". A model that carries a per-age calibration (a trial folder's
+calibration.json from python -m ab.nn.stat calibrate, or a bundle written from one) has its ages read
+through it, and says so on stderr; --no-calibration reads them plain.
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-pixels", type=int, default=None,
                    help=f"largest image decoded, in pixels (default ${MAX_PIXELS_ENV}, else {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-calibration", dest="calibrated", action="store_false", default=None,
+                   help="read the ages plain even where the model carries a per-age calibration "
+                        "(python -m ab.nn.stat calibrate)")
     workspace.add_arguments(p, data=False)
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -80,13 +85,17 @@ def main(argv=None) -> int:
         estimator = AgeEstimator.from_model(args.model, runtime=args.runtime, threads=args.threads,
                                             template=args.template, detector=args.detector,
                                             min_score=args.min_score, workspace=workspace.from_arguments(args),
-                                            face_check=args.face_check, min_presence=args.min_presence)
+                                            face_check=args.face_check, min_presence=args.min_presence,
+                                            calibrated=args.calibrated)
     except (LookupError, ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     warning = estimator.info.provenance.get("baseline_warning")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if estimator.calibration is not None and not args.quiet:
+        print(f"ages read through the model's per-age calibration (fitted on {estimator.calibration.images:,} "
+              f"validation images; --no-calibration reads them plain)", file=sys.stderr)
     files = walk(args.inputs)
     try:
         out = OutputFolder(args.out, [path for path, _ in files]) if args.out else None

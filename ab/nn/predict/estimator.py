@@ -87,16 +87,18 @@ class AgeEstimator:
     """Ages of the faces in photos. Build it with ``from_model``; ``predict`` takes a path, bytes
     or a PIL image and returns a ``Face`` per detected face, best detector score first."""
 
-    def __init__(self, model: ResolvedModel, runtime: str, aligner: FaceAligner, threads: int):
+    def __init__(self, model: ResolvedModel, runtime: str, aligner: FaceAligner, threads: int,
+                 calibrated: bool = True):
         self.model, self.runtime_name, self.aligner, self.threads = model, runtime, aligner, threads
         self.info = model.info
+        self.calibration = model.info.calibration if calibrated else None
         self.runtime = _age_runtime(model, runtime, threads)
 
     @classmethod
     def from_model(cls, reference: str | Path, runtime: str | None = None, threads: int | None = None,
                    template: Template | str | Path | None = None, detector: str | None = None,
                    min_score: float = MIN_SCORE, workspace=None, *, root=None, face_check: bool = True,
-                   min_presence: float | None = None) -> "AgeEstimator":
+                   min_presence: float | None = None, calibrated: bool | None = None) -> "AgeEstimator":
         """``reference``: ``best:<config>``, ``trial:<id>``, a trial or bundle folder, or an
         ``.onnx``/``.tflite`` file (see ``ab.nn.predict.models``). ``runtime``: ``torch``,
         ``onnx`` or ``tflite`` (default: the first the model has of TFLite, ONNX, PyTorch).
@@ -106,13 +108,18 @@ class AgeEstimator:
         environment's). ``face_check``: every detection must also pass the face-mesh check
         (``ab.nn.face.verify``; a bundle's own, as its ``pipeline.json`` records it, and none for a
         bundle written without one); ``min_presence`` its threshold (default the bundle's, else
-        ``MIN_PRESENCE``)."""
+        ``MIN_PRESENCE``). ``calibrated``: read the ages through the model's per-age calibration
+        (``ab.nn.stat.calibration``; a trial folder's ``calibration.json``, a bundle's
+        ``age_calibration``); default: where the model carries one; True: it must carry one."""
         from ab.nn.workspace import active, of
 
         if root is not None and workspace is not None:
             raise ValueError("from_model: give root= or workspace=, not both")
         workspace = of(root if root is not None else workspace)
         model = models.resolve(str(reference), workspace)
+        if calibrated and model.info.calibration is None:
+            raise models.ModelNotFound(f"{reference} carries no age calibration; fit one on its validation part "
+                                       f"with: python -m ab.nn.stat calibrate --trial ID")
         chosen = model.runtime(runtime)
         threads = threads or os.cpu_count() or 1
         the_template = resolve_template(model, template, workspace)
@@ -129,13 +136,15 @@ class AgeEstimator:
                                          threads=threads, min_score=min_score, check=check)
         refine = REFINE if model.refine is None else model.refine
         with active.use(workspace):  # a model file of that workspace's nn/ folder is found too
-            return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads)
+            return cls(model, chosen, FaceAligner(face_detector, the_template, refine), threads,
+                       calibrated=calibrated is not False)
 
     def ages(self, crops) -> np.ndarray:
         """Ages of aligned 200x200 crops (PIL images), one model call for all of them."""
         if not crops:
             return np.zeros(0, np.float32)
-        return self.runtime.predict(self.info.preprocess(crops))
+        ages = self.runtime.predict(self.info.preprocess(crops))
+        return ages if self.calibration is None else self.calibration(ages).astype(np.float32)
 
     def predict(self, image) -> list[Face]:
         photo = open_photo(image)
@@ -147,7 +156,11 @@ class AgeEstimator:
     def describe(self) -> dict:
         """What produced the ages: model, runtime, detector and its settings, template (for ``--json``)."""
         template, detector = self.aligner.template, self.aligner.detector
-        return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json()},
+        calibration = None if self.calibration is None else {
+            "method": self.calibration.method, "images": self.calibration.images,
+            "knots": len(self.calibration.predicted)}
+        return {"model": {"reference": self.model.reference, **self.info.provenance, **self.info.to_json(),
+                          "calibration": calibration},
                 "runtime": self.runtime_name, "threads": self.threads, "detector": detector.name,
                 "detector_settings": detector.settings(),
                 "template": {"images": template.images, "refine": self.aligner.refine,

@@ -16,6 +16,8 @@ import numpy as np
 
 from ab.nn.bundle.manifest import PIPELINE_FILE
 from ab.nn.face.template import Template
+from ab.nn.stat import calibration as age_calibration
+from ab.nn.stat.calibration import AgeCalibration
 
 META_FILE = "meta.json"
 ONNX_FILE = "model.onnx"
@@ -40,6 +42,7 @@ class ModelInfo:
     age_range: tuple[float, float] | None = None
     template: Template | None = None
     provenance: dict = field(default_factory=dict)
+    calibration: AgeCalibration | None = None  # per-age map fitted on validation (ab.nn.stat.calibration)
 
     def preprocess(self, crops) -> np.ndarray:
         """Aligned 200x200 crops (PIL) -> the model's float32 NCHW batch, exactly as training saw
@@ -160,7 +163,9 @@ def from_pipeline_json(path: Path) -> ModelInfo:
                          std=tuple(map(float, model["std"])), color=model.get("color", "RGB"),
                          age_range=tuple(values["age_range"]) if values.get("age_range") else None,
                          template=Template.from_json(values["template"], str(path)),
-                         provenance=dict(values.get("provenance", {})))
+                         provenance=dict(values.get("provenance", {})),
+                         calibration=AgeCalibration.from_json(values["age_calibration"])
+                         if values.get("age_calibration") is not None else None)
     except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as error:
         raise MetadataError(f"cannot read the bundle's {path}: {error}") from None
 
@@ -171,9 +176,9 @@ def for_tflite(path: Path) -> ModelInfo:
     if (folder / PIPELINE_FILE).is_file():
         return from_pipeline_json(folder / PIPELINE_FILE)
     if (folder / ONNX_FILE).is_file():
-        return from_onnx(folder / ONNX_FILE)
+        return _calibrated(from_onnx(folder / ONNX_FILE), folder)
     if (folder / META_FILE).is_file():
-        return from_meta_json(folder)
+        return _calibrated(from_meta_json(folder), folder)
     raise MetadataError(f"{path}: a .tflite file carries no metadata; put the {ONNX_FILE} it was converted from, "
                         f"the trial's {META_FILE} or a bundle's {PIPELINE_FILE} beside it")
 
@@ -181,6 +186,13 @@ def for_tflite(path: Path) -> ModelInfo:
 def for_trial_folder(folder: Path) -> ModelInfo:
     """A trial folder: its ONNX file's metadata where it was exported, else ``meta.json``."""
     folder = Path(folder)
-    if (folder / ONNX_FILE).is_file():
-        return from_onnx(folder / ONNX_FILE)
-    return from_meta_json(folder)
+    return _calibrated(from_onnx(folder / ONNX_FILE) if (folder / ONNX_FILE).is_file() else from_meta_json(folder),
+                       folder)
+
+
+def _calibrated(info: ModelInfo, folder: Path) -> ModelInfo:
+    """``info`` with the trial folder's age calibration, where it has one."""
+    try:
+        return replace(info, calibration=age_calibration.load(folder))
+    except ValueError as error:
+        raise MetadataError(str(error)) from None

@@ -21,7 +21,12 @@
                 none yet (trials recorded before labels were stored), read from the data folder
   groups        who a trial fails (--trial ID, or replicas ID,ID,ID; --by race|gender|age_group|race,gender;
                 --split test|eval): MAE, bias, CS@5, age-standardised MAE, false-adult and false-minor rates
-                at 13, 18 and 21, each with its 95 % interval, and the gap between groups
+                at 13, 18 and 21, each with its 95 % interval, and the gap between groups; --calibrated: after
+                per-age calibration fitted on each trial's validation part; --against IDS: paired comparison
+                with other trials (or, with --calibrated and no IDS, with the same trials read plain)
+  calibrate     fit a trial's per-age calibration on its validation predictions (--trial ID, --method
+                inverse|forward) and write it into its folder (calibration.json), where predict and bundles
+                read it
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ def cli(argv=None) -> int:
     p = Parser(prog="python -m ab.nn.stat", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("check", "upgrade", "export-json", "import-json", "copy", "trials", "keys", "replicas",
-                                       "replay-pruners", "attributes", "groups"))
+                                       "replay-pruners", "attributes", "groups", "calibrate"))
     p.add_argument("--repair", action="store_true", help="check: bring every copy back to the database")
     p.add_argument("-c", "--config", default=None, help="check, trials, keys, replicas: only this config")
     p.add_argument("--status", default=None, help="trials: only this status")
@@ -59,9 +64,18 @@ def cli(argv=None) -> int:
                    help="replay-pruners: the warm-ups to replay each pruner with (default: 1 2)")
     p.add_argument("--pruner-floor", type=float, default=None, metavar="ACCURACY",
                    help="replay-pruners: replay each with this --pruner-floor too (and the floor alone)")
-    p.add_argument("--trial", default=None, help="groups: a trial id, or replica trial ids joined by commas")
+    p.add_argument("--trial", default=None, help="groups: a trial id, or replica trial ids joined by commas; "
+                                                  "calibrate: a trial id")
     p.add_argument("--by", default="age_group", help="groups: age_group, gender, race, or a combination (race,gender)")
     p.add_argument("--split", default="test", choices=("test", "eval"), help="groups: the part judged")
+    p.add_argument("--calibrated", nargs="?", const="inverse", default=None, choices=("inverse", "forward"),
+                   help="groups: judge the trials after per-age calibration fitted on their validation part "
+                        "(inverse, the default: unbiased per true age; forward: the mean age per prediction)")
+    p.add_argument("--method", default="inverse", choices=("inverse", "forward"),
+                   help="calibrate: the map to fit (ab.nn.stat.calibration)")
+    p.add_argument("--against", nargs="?", const="same", default=None, metavar="IDS",
+                   help="groups: paired comparison with these trial ids (comma-separated); alone, with "
+                        "--calibrated: with the same trials read plain")
     p.add_argument("--from", dest="source", default=None, help="copy: the database to read (SQLAlchemy URL)")
     p.add_argument("--to", dest="target", default=None, help="copy: the database to write (SQLAlchemy URL)")
     workspace.add_arguments(p)
@@ -114,6 +128,8 @@ def _run(p: argparse.ArgumentParser, args) -> int:
         print(table(done) if not done.empty else "every image that trials were judged on has its labels")
     elif args.command == "groups":
         return _groups(p, args, ws)
+    elif args.command == "calibrate":
+        return _calibrate(p, args, ws)
     elif args.command in ("trials", "keys"):
         from ab.nn.stat.frames import trials
         from ab.nn.util.markdown import table
@@ -162,23 +178,67 @@ def _groups(p: argparse.ArgumentParser, args, ws) -> int:
 
     if not args.trial:
         p.exit(2, f"{p.prog}: error: groups needs --trial ID (or replicas ID,ID,ID)\n")
+    if args.against == "same" and not args.calibrated:
+        p.exit(2, f"{p.prog}: error: --against needs trial ids (or --calibrated, to compare with the same trials)\n")
     try:
-        ids = [int(t) for t in args.trial.split(",")]
-        frame = comparison.groups(ids, by=args.by, split=args.split, db=ws.db_url)
+        ids = _ids(args.trial)
+        trials = comparison.calibrated(ids, args.calibrated) if args.calibrated else ids
+        if args.against:
+            other = ids if args.against == "same" else _ids(args.against)
+            frame = comparison.compare(trials, other, split=args.split, db=ws.db_url, by=args.by)
+        else:
+            frame = comparison.groups(trials, by=args.by, split=args.split, db=ws.db_url)
     except (FileNotFoundError, LookupError, ValueError) as error:
         p.exit(2, f"{p.prog}: error: {error}\n")
     attrs = frame.attrs
-    print(f"trials {', '.join(map(str, attrs['trial_ids']))} ({attrs['replicas']} replica(s)), {args.split} part, "
-          f"{attrs['images']:,} images"
+    how = f" after {args.calibrated} per-age calibration fitted on their eval part" if args.calibrated else ""
+    print(f"trials {', '.join(map(str, attrs['trial_ids']))} ({attrs['replicas']} replica(s)){how}, {args.split} "
+          f"part, {attrs['images']:,} images"
           + (f"; {attrs['unrecorded']:,} without stored labels (python -m ab.nn.stat attributes)"
              if attrs["unrecorded"] else "")
           + (f"; age-standardised over {', '.join(attrs['standard_bins'])} ({attrs['coverage']:.1%} of the images)"
              if attrs["standard_bins"] else ""))
-    shown = frame.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
-                                   for lo, hi in zip(frame.low, frame.high)])
-    columns = ["group", "metric", "value", "interval", "n", "highest", "lowest"]
+    if args.against:
+        print(f"A: the trials above; B: trials {', '.join(map(str, attrs['trial_ids_b']))} read plain; "
+              f"difference = A - B, paired over images" + (" and seeds" if args.against == "same" else ""))
+        shown = frame.assign(interval=[f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(frame.low, frame.high)])
+        columns = ["group", "metric", "a", "b", "difference", "interval", "verdict", "n"]
+    else:
+        shown = frame.assign(interval=[f"[{lo:.3f}, {hi:.3f}]" if lo == lo else ""
+                                       for lo, hi in zip(frame.low, frame.high)])
+        columns = ["group", "metric", "value", "interval", "n", "highest", "lowest"]
     print(table(shown[columns].astype(object).fillna(""), digits=3))
     return 0
+
+
+def _calibrate(p: argparse.ArgumentParser, args, ws) -> int:
+    from ab.nn.checkpoint import folder_of
+    from ab.nn.stat import calibration, comparison, frames
+
+    if not args.trial or not args.trial.isdigit():
+        p.exit(2, f"{p.prog}: error: calibrate needs --trial ID (one trial)\n")
+    try:
+        trial = frames.trial(int(args.trial), db=ws.db_url)
+        validation = comparison.judged(int(args.trial), "eval", ws.db_url)
+        fitted = calibration.fit(validation.predicted[0], validation.ages, args.method)
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        p.exit(2, f"{p.prog}: error: {error}\n")
+    path = calibration.save(fitted, folder_of(ws, trial), trial_id=int(trial["id"]), data_key=trial["data_key"],
+                            fitted_on="eval")
+    probes = [5.0, 12.0, 18.0, 30.0, 50.0, 70.0, 85.0]
+    print(f"trial {trial['id']}: {fitted.method} per-age calibration fitted on {fitted.images:,} validation images "
+          f"({len(fitted.predicted)} knots), written to {path}")
+    print("predicted -> calibrated (years): " + ", ".join(f"{a:g} -> {b:.1f}" for a, b in zip(probes, fitted(probes))))
+    print("predict and bundles of this trial now read ages through it (--no-calibration: plain); judge it with "
+          f"python -m ab.nn.stat groups --trial {trial['id']} --calibrated {fitted.method} --against")
+    return 0
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"trial ids are whole numbers joined by commas, got {text!r}") from None
 
 
 def _replay_pruners(p: argparse.ArgumentParser, args, ws) -> int:

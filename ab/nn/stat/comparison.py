@@ -3,6 +3,7 @@ of two trials (or two groups of replicas), and training-seed replicas grouped wi
 their test MAE (the arithmetic is ``ab.nn.stat.uncertainty``'s)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -35,9 +36,17 @@ def paired_errors(trial_ids: Sequence[int], split: str, db) -> tuple[np.ndarray,
 def _compare_mae(a, b, split: str = "test", db=None) -> Comparison:
     """Paired comparison of trial(s) ``a`` against ``b`` on the same images: MAE difference (a - b)
     with its 95 % paired-bootstrap interval and the Wilcoxon p-value; ``.verdict`` says ``tie`` when
-    the interval contains 0. ``a`` and ``b`` are trial ids or lists of replica trial ids."""
-    ids_a = [int(a)] if np.isscalar(a) else [int(t) for t in a]
-    ids_b = [int(b)] if np.isscalar(b) else [int(t) for t in b]
+    the interval contains 0. ``a`` and ``b`` are trial ids or lists of replica trial ids, or either of
+    them ``calibrated(...)``."""
+    if isinstance(a, Calibrated) or isinstance(b, Calibrated):
+        judged_a, judged_b = judged(a, split, db), judged(b, split, db)
+        if judged_a.images != judged_b.images or not np.array_equal(judged_a.ages, judged_b.ages):
+            raise DataMismatch(f"trials {judged_a.trial_ids} and {judged_b.trial_ids} were judged on different "
+                               f"{split} images; compare trials of the same data key")
+        return uncertainty.compare(np.abs(judged_a.predicted - judged_a.ages),
+                                   np.abs(judged_b.predicted - judged_b.ages),
+                                   paired_replicas=judged_a.trial_ids == judged_b.trial_ids)
+    ids_a, ids_b = _trial_list(a), _trial_list(b)
     errors_a, images = paired_errors(ids_a, split, db)
     errors_b, other = paired_errors(ids_b, split, db)
     if images != other:
@@ -82,16 +91,50 @@ def replicas(config=None, data_key=None, db=None) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns).sort_values(["config", "eval_mae_mean"]).reset_index(drop=True)
 
 # -- who the models fail: errors by age group, gender and race (ab.nn.stat.groups) ----------------
+@dataclass(frozen=True)
+class Calibrated:
+    """Trials read through a per-age calibration (``ab.nn.stat.calibration``): each trial's test
+    predictions mapped by a map of ``method`` fitted on its own validation predictions. Made by
+    ``calibrated()``; ``groups()`` and ``compare()`` take it wherever they take trial ids."""
+
+    trials: tuple[int, ...]
+    method: str = "inverse"
+
+    def __repr__(self) -> str:
+        return f"calibrated({list(self.trials)}, method={self.method!r})"
+
+
+def calibrated(trials, method: str = "inverse") -> Calibrated:
+    """``trials`` (an id, or replica ids) judged after per-age calibration fitted on their validation
+    part (``method``: ``inverse``, unbiased per true age, or ``forward``, the mean age per prediction):
+    ``api.compare(api.calibrated([4, 5, 6]), [4, 5, 6], by="age_group")`` judges it against the same
+    models read plain, paired over images and seeds."""
+    from ab.nn.stat.calibration import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"method is one of {', '.join(METHODS)}, got {method!r}")
+    return Calibrated(tuple(_trial_list(trials)), method)
+
+
 def _trial_list(trials) -> list[int]:
+    if isinstance(trials, Calibrated):
+        return list(trials.trials)
     return [int(trials)] if np.isscalar(trials) else [int(t) for t in trials]
 
 
-def _judged(trials, split: str, db):
-    from ab.nn.stat import engine as engines, groups as group_stats
+def judged(trials, split: str, db):
+    """Trials (an id, replica ids, or ``calibrated(...)``) as ``ab.nn.stat.groups.Judged`` on ``split``:
+    true ages, each replica's predictions and the images' labels, for numbers of one's own."""
+    from ab.nn.stat import calibration, engine as engines, groups as group_stats
 
     vocabulary.check("split", split, vocabulary.SPLITS)
+    if isinstance(trials, Calibrated) and split == "eval":
+        raise ValueError("a calibration is fitted on the eval part: judge it on the test part (split='test')")
     with engines.engine(db_url(db), writer=False).connect() as connection:
-        return group_stats.load(connection, _trial_list(trials), split)
+        found = group_stats.load(connection, _trial_list(trials), split)
+        if isinstance(trials, Calibrated):
+            found = calibration.apply(found, group_stats.load(connection, _trial_list(trials), "eval"), trials.method)
+        return found
 
 
 def attributes(trial_id=None, split=None, db=None) -> pd.DataFrame:
@@ -127,12 +170,13 @@ def groups(trials, by="age_group", split: str = "test", thresholds=(13, 18, 21),
     ``false_minor@T`` for each threshold, each with its 95 % bootstrap interval (``low``, ``high``); a
     row ``all`` (every image) and a row ``gap`` per number (largest group minus smallest, with the groups
     it is between in ``highest``/``lowest``). ``trials``: a trial id, or the ids of training-seed replicas
-    judged on the same images (the interval then holds the seed-to-seed spread too). Long form: one row
+    judged on the same images (the interval then holds the seed-to-seed spread too), or
+    ``calibrated(...)`` of either. Long form: one row
     per (group, metric); ``frame.attrs`` holds the age bins of the standardisation and the share of
     images they cover. See ``ab.nn.stat.groups`` and docs/guide/groups.md."""
     from ab.nn.stat import groups as group_stats
 
-    return group_stats.summarise(_judged(trials, split, db), by=by, thresholds=tuple(thresholds),
+    return group_stats.summarise(judged(trials, split, db), by=by, thresholds=tuple(thresholds),
                                  min_group=min_group)
 
 
@@ -141,10 +185,12 @@ def compare(a, b, split: str = "test", db=None, *, by=None, thresholds=(13, 18, 
     difference (a - b) as a ``Comparison`` (95 % paired-bootstrap interval, Wilcoxon p, ``.verdict``).
     With ``by`` (as ``groups()``): a DataFrame with every number of ``groups()`` for each group and each
     gap, ``a``, ``b``, ``difference`` with its interval and ``verdict`` (``tie`` when the interval holds
-    0). ``a`` and ``b`` are trial ids or lists of replica trial ids."""
+    0). ``a`` and ``b`` are trial ids or lists of replica trial ids, or ``calibrated(...)`` of either; when
+    both name the same trials (a calibration judged against the models read plain) the seeds are paired
+    too."""
     if by is None:
         return _compare_mae(a, b, split, db)
     from ab.nn.stat import groups as group_stats
 
-    return group_stats.compare(_judged(a, split, db), _judged(b, split, db), by=by, thresholds=tuple(thresholds),
+    return group_stats.compare(judged(a, split, db), judged(b, split, db), by=by, thresholds=tuple(thresholds),
                                min_group=min_group)

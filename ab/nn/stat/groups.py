@@ -238,13 +238,18 @@ def _cell_sums(values: np.ndarray, design: _Design, images: np.ndarray) -> np.nd
     return np.add.reduceat(taken, design.starts, axis=-1)
 
 
-def _replica_means(values: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """(kinds, n) for one replica; else (count, kinds, n): each resample's replicas drawn with
-    replacement and averaged per image."""
-    replicas = values.shape[1]
+def _replica_weights(replicas: int, count: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Each resample's replicas drawn with replacement, as weights (count, replicas); None for one."""
     if replicas == 1:
+        return None
+    return rng.multinomial(replicas, np.full(replicas, 1.0 / replicas), size=count) / replicas
+
+
+def _replica_means(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """(kinds, n) for one replica; else (count, kinds, n): the replicas averaged per image with each
+    resample's ``weights``."""
+    if weights is None:
         return values[:, 0, :]
-    weights = rng.multinomial(replicas, np.full(replicas, 1.0 / replicas), size=count) / replicas
     return np.einsum("br,krn->bkn", weights, values)
 
 
@@ -292,15 +297,19 @@ def _setup(judged: Judged, by, thresholds, min_group: int, design: _Design | Non
 
 
 def _resampled(setups: list[_Setup], thresholds, resamples: int, seed: int):
-    """Numbers and gaps of each setup on the same image resamples, chunk by chunk."""
+    """Numbers and gaps of each setup on the same image resamples, chunk by chunk. Setups of the same
+    trials (the same models read two ways, e.g. calibrated and plain) draw the same replicas too."""
     rng = np.random.default_rng(seed)
     design = setups[0].design
+    same_trials = len({tuple(s.judged.trial_ids) for s in setups}) == 1 and bool(setups[0].judged.trial_ids)
     for start in range(0, resamples, _CHUNK):
         count = min(_CHUNK, resamples - start)
         images = design.draw(count, rng)
+        shared = _replica_weights(setups[0].values.shape[1], count, rng) if same_trials else None
         out = []
         for s in setups:
-            sums = _cell_sums(_replica_means(s.values, count, rng), design, images)
+            weights = shared if same_trials else _replica_weights(s.values.shape[1], count, rng)
+            sums = _cell_sums(_replica_means(s.values, weights), design, images)
             numbers = _numbers(sums, s.kinds, design, thresholds)
             out.append((numbers, _gaps(numbers, s.usable)))
         yield out
@@ -409,7 +418,7 @@ def compare(a: Judged, b: Judged, by="age_group", thresholds=THRESHOLDS, min_gro
             level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Paired comparison of ``a`` and ``b`` (trials or replica groups judged on the same images) on every
     number of every group and on every gap: ``a``, ``b``, ``difference`` (a - b) with its interval (the
-    same images drawn for both, replicas drawn per side) and ``verdict`` (``tie`` when the interval holds
+    same images drawn for both, replicas drawn per side unless both sides are the same trials) and ``verdict`` (``tie`` when the interval holds
     0, else ``A lower`` or ``B lower``). The groups compared in a gap are those usable on both sides."""
     if a.images != b.images or not np.array_equal(a.ages, b.ages) or any(
             not np.array_equal(a.labels.get(k, []), b.labels.get(k, [])) for k in set(a.labels) | set(b.labels)):

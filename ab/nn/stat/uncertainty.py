@@ -81,11 +81,14 @@ def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
     return float(wilcoxon(a, b, zero_method="zsplit").pvalue)
 
 
-def _replicas_mean(errors: np.ndarray, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """MAE of each resample: replicas of ``errors`` (replicas, images) drawn with replacement, then the
-    resampled ``images`` (resamples, n) of their per-image mean."""
-    replicas = errors[rng.integers(0, errors.shape[0], size=(images.shape[0], errors.shape[0]))]
-    return np.take_along_axis(replicas.mean(axis=1), images, axis=1).mean(axis=1)
+def _replicas_mean(errors: np.ndarray, images: np.ndarray, rng: np.random.Generator,
+                   drawn: np.ndarray | None = None) -> np.ndarray:
+    """MAE of each resample: replicas of ``errors`` (replicas, images) drawn with replacement (or the
+    given ``drawn`` replica indices, (resamples, replicas)), then the resampled ``images`` (resamples, n)
+    of their per-image mean."""
+    if drawn is None:
+        drawn = rng.integers(0, errors.shape[0], size=(images.shape[0], errors.shape[0]))
+    return np.take_along_axis(errors[drawn].mean(axis=1), images, axis=1).mean(axis=1)
 
 
 def bootstrap_replicas(abs_errors, level: float = LEVEL, resamples: int = RESAMPLES,
@@ -105,23 +108,30 @@ def bootstrap_replicas(abs_errors, level: float = LEVEL, resamples: int = RESAMP
     return _percentiles(means, level)
 
 
-def compare(abs_a, abs_b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> Comparison:
+def compare(abs_a, abs_b, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
+            paired_replicas: bool = False) -> Comparison:
     """Paired comparison of two models' absolute errors on the same images, in the same order.
 
     Each argument is one row of per-image errors, or a (replicas, images) array of training-seed
     replicas: the bootstrap then draws images (shared by both sides) and, independently per side,
-    replicas, so the interval holds both the test-set and the seed-to-seed uncertainty."""
+    replicas, so the interval holds both the test-set and the seed-to-seed uncertainty.
+    ``paired_replicas``: row i of both sides is the same training seed (the same models read two ways,
+    e.g. with and without a calibration), so the same replicas are drawn for both."""
     a = np.atleast_2d(np.asarray(abs_a, dtype=np.float64))
     b = np.atleast_2d(np.asarray(abs_b, dtype=np.float64))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a paired comparison needs the same images: {a.shape[1]} vs {b.shape[1]} errors")
+    if paired_replicas and a.shape[0] != b.shape[0]:
+        raise ValueError(f"paired replicas need as many on both sides: {a.shape[0]} vs {b.shape[0]}")
     rng = np.random.default_rng(seed)
     n = a.shape[1]
     differences = np.empty(resamples)
     for start in range(0, resamples, _CHUNK):
         count = min(_CHUNK, resamples - start)
         images = rng.integers(0, n, size=(count, n))
-        differences[start:start + count] = _replicas_mean(a, images, rng) - _replicas_mean(b, images, rng)
+        drawn = rng.integers(0, a.shape[0], size=(count, a.shape[0])) if paired_replicas else None
+        differences[start:start + count] = (_replicas_mean(a, images, rng, drawn)
+                                            - _replicas_mean(b, images, rng, drawn))
     low, high = _percentiles(differences, level)
     per_image_a, per_image_b = a.mean(axis=0), b.mean(axis=0)
     return Comparison(n_images=n, replicas_a=a.shape[0], replicas_b=b.shape[0], mae_a=float(per_image_a.mean()),

@@ -39,7 +39,11 @@ def unfinished(store: StatStore, config: Config, epochs: int, data_key: str, see
 
 
 def agrees(prm: dict, fixed: dict, transforms) -> bool:
-    """Whether these hyperparameters agree with a worker's fixed values (``-p``) and transforms (``-f``)."""
+    """Whether these hyperparameters agree with a worker's fixed values (``-p``) and transforms (``-f``).
+    How the training images were drawn (``balance``) must match whether or not it was fixed: a plain
+    trial is no replica of a balanced one."""
     if any(name in prm and prm[name] != value for name, value in fixed.items()):
+        return False
+    if prm.get("balance") != fixed.get("balance"):
         return False
     return not transforms or prm.get("transform") in transforms

@@ -20,8 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-FRAMEWORK = ("batch", "transform", "epoch_max")
-"""Names every trial's ``prm`` carries besides the model's own hyperparameters."""
+FRAMEWORK = ("batch", "transform", "epoch_max", "balance")
+"""Names a trial's ``prm`` carries besides the model's own hyperparameters (``balance`` only where
+``--balance`` fixed it: how the training images were drawn, ``ab.nn.dataset.balance``)."""
 
 
 class HyperparameterError(ValueError):
@@ -105,6 +106,14 @@ def check_fixed(fixed: Mapping, supported: Iterable[str], transforms: Iterable[s
         if name == "transform":
             if value not in set(transforms):
                 raise HyperparameterError(f"-p transform: unknown transform {value!r}")
+        elif name == "balance":
+            from ab.nn.dataset import balance
+
+            try:
+                if balance.parse(value) != value:
+                    raise ValueError(f"balance is spelled {balance.parse(value)!r}, got {value!r}")
+            except ValueError as error:
+                raise HyperparameterError(f"--balance: {error}") from None
         elif name == "batch":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise HyperparameterError(f"-p {name} must be a positive integer, got {value!r}")
@@ -156,4 +165,6 @@ def sample(trial, supported: Iterable[str], space: SearchSpace, fixed: Mapping, 
     prm["transform"] = fixed["transform"] if "transform" in fixed else \
         trial.suggest_categorical("transform", list(space.transforms))
     prm["epoch_max"] = epoch_max
+    if "balance" in fixed:
+        prm["balance"] = fixed["balance"]
     return prm

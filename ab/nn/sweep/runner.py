@@ -60,6 +60,7 @@ class SweepOptions:
     trials: int = -1
     space: SearchSpace = field(default_factory=SearchSpace)
     transform: str | None = None
+    balance: str | None = None  # --balance: how the training images are drawn (ab.nn.dataset.balance)
     fail_attempts: int = 30
     random_config_order: bool = False
     workers: int = 2
@@ -175,6 +176,8 @@ class Sweep:
         self.fixed = hyperparameters.parse_fixed(options.fixed)
         if options.transform is not None:
             self.fixed.setdefault("transform", options.transform)
+        if options.balance is not None:  # spelled one way in prm, so that replicas group; a bad value is refused below
+            self.fixed["balance"] = _canonical_balance(options.balance)
         self.models: dict[str, ModelInfo] = {}
         if set(self.fixed) - set(hyperparameters.FRAMEWORK):  # -p names a model's own: check it against them all
             supported, choices = set(), {}
@@ -564,3 +567,12 @@ def run(options: SweepOptions, execute: Callable[[TrialSpec], TrialOutcome] | No
 
     with active.use(options.workspace):  # the registry finds the workspace's own model files
         return Sweep(options, execute).run()
+
+
+def _canonical_balance(value: str) -> str:
+    from ab.nn.dataset import balance
+
+    try:
+        return balance.parse(value)
+    except ValueError:
+        return value

@@ -181,9 +181,21 @@ def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None
     return outcome
 
 
-def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.device) -> DataLoader:
+def _loader(dataset, batch: int, shuffle: bool, spec: TrialSpec, device: torch.device,
+            balance: str | None = None) -> DataLoader:
+    """``balance`` (training only): draw the images with ``ab.nn.dataset.balance``'s weights, with
+    replacement, as many per epoch as the part holds; else shuffled (training) or in order."""
     workers = getattr(dataset, "num_workers", spec.workers)
-    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=workers,
+    sampler = None
+    if balance:
+        from torch.utils.data import WeightedRandomSampler
+
+        from ab.nn.dataset import balance as balancing
+
+        sampler = WeightedRandomSampler(torch.as_tensor(balancing.of_dataset(balance, dataset), dtype=torch.double),
+                                        num_samples=len(dataset), replacement=True, generator=generator(spec.seed))
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       collate_fn=getattr(dataset, "collate_fn", None), generator=generator(spec.seed),
                       worker_init_fn=partial(worker_init, parent=os.getpid()), persistent_workers=workers > 0,
                       pin_memory=device.type == "cuda")
@@ -218,7 +230,7 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
         data.identity.require_same(spec.identity, f"trial {spec.trial_id} (reserved by the runner)")
     train_set, eval_set, test_set, out_shape = data.train, data.eval, data.test, data.out_shape
     batch = int(prm["batch"])
-    train_loader = _loader(train_set, batch, True, spec, device)
+    train_loader = _loader(train_set, batch, True, spec, device, balance=prm.get("balance"))
     eval_loader = _loader(eval_set, batch, False, spec, device)
     test_loader = _loader(test_set, batch, False, spec, device) if test_set is not None else None
 
