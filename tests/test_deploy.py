@@ -155,3 +155,18 @@ def test_a_graph_that_needs_a_static_batch_still_converts(tmp_path):
     assert runtime.fixed_batch == 1
     assert np.abs(runtime.predict(x) - expected).max() < 1e-3
     assert np.abs(OnnxRuntime(path, 1).predict(x) - expected).max() < 1e-3
+
+
+def test_a_worker_that_crashes_hands_back_what_it_had_written(tmp_path, monkeypatch):
+    """A convert-measure worker writes the conversion's result before it measures: a LiteRT abort
+    while measuring loses no converted file (the pipeline measures the rest in separate workers)."""
+    from ab.nn.deploy import worker
+
+    crashing = tmp_path / "python"  # called as: python -m ab.nn.deploy.worker JOB RESULT
+    crashing.write_text("#!/bin/sh\necho '{\"converter\": \"c\", \"results\": {\"fp32\": {\"path\": \"x\"}}}' > \"$4\"\n"
+                        "kill -ABRT $$\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(worker.sys, "executable", str(crashing))
+    with pytest.raises(worker.WorkerFailed, match="crashed \\(signal SIGABRT\\)") as failed:
+        worker.run({"kind": "convert-measure"})
+    assert failed.value.partial == {"converter": "c", "results": {"fp32": {"path": "x"}}}
