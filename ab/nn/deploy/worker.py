@@ -3,12 +3,13 @@ LiteRT abort (seen with int8 models) cannot take the sweep down.
 
     python -m ab.nn.deploy.worker JOB.json RESULT.json
 
-Jobs: ``convert`` (ONNX -> TFLite); ``measure``: an artifact's ages on the trial's eval/test
-inputs (read from and written as .npy, ``ab.nn.deploy.inputs``), then its batch-1 timings at the given thread counts; ``time``: the
-timings alone (a fresh process per runtime keeps another runtime's idle threads off the cores);
-``convert-measure``: ``convert``, then ``measure`` of each file made, in one process (one Python
-start instead of two per trial). Its result file holds the conversion's
-result before any measurement starts, so a LiteRT abort loses no file made (``WorkerFailed.partial``).
+Jobs: ``convert`` (ONNX -> TFLite); ``measure``: an artifact's ages on the trial's eval/test inputs
+(read from and written as .npy, ``ab.nn.deploy.inputs``), then its batch-1 timings at the given thread
+counts; ``time``: the timings alone (a fresh process per runtime keeps another runtime's idle threads off
+the cores); ``convert-measure``: ``convert``, then ``measure`` of each file made, in one process (one
+Python start instead of two per trial; TensorFlow's threads stay idle while LiteRT is timed). Its result
+file holds the conversion's result before any measurement starts, so a LiteRT abort loses no file made
+(``WorkerFailed.partial``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ab.nn.util import faults
 from ab.nn.util.processes import die_with_parent
 
 
@@ -118,6 +120,7 @@ def _convert_measure(job: dict, result_path: Path) -> dict:
     ``result_path`` after the conversion and after each measurement."""
     converted = _convert(job)
     _write(result_path, converted)
+    faults.point("measure")
     measured = {}
     for precision, made in converted["results"].items():
         if "path" not in made:
