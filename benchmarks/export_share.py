@@ -34,14 +34,16 @@ def _time(value) -> pd.Timestamp:
 def steps(finished, exports: pd.DataFrame, latency: pd.DataFrame) -> str:
     """Seconds of each step of one trial's export, each ending where its last row was written: PyTorch's
     ages (the ``pytorch`` row), PyTorch's latency, ONNX (export, fidelity, latency), TFLite (conversion,
-    fidelity, latency: the ``pipeline`` row). Empty where the trial has no ``pytorch`` row."""
+    fidelity, latency: to the ``pipeline`` row; "the rest" without TFLite). Empty where the trial has no
+    ``pytorch`` row."""
     def last(rows) -> pd.Timestamp | None:
         return max(map(_time, rows.created_at)) if len(rows) else None
 
     marks = [("reference", last(exports[exports.format == "pytorch"])),
              ("pytorch latency", last(latency[latency.runtime == "pytorch"])),
              ("onnx", last(latency[latency.runtime == "onnxruntime"]) or last(exports[exports.format == "onnx"])),
-             ("tflite", last(exports[exports.format == "pipeline"]))]
+             ("tflite" if (exports.format == "tflite").any() else "the rest",
+              last(exports[exports.format == "pipeline"]))]
     if marks[0][1] is None:
         return ""
     parts, previous = [], _time(finished)
