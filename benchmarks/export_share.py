@@ -1,8 +1,9 @@
 """What share of a sweep's time goes to export (issue 41, item 6; bars: 10 % for a default sweep, 25 % for a
 ``--max-samples 256`` smoke run). Each run is a real ``python -m ab.nn.train`` in a fresh workspace; per
 trial it prints the training time (the trial's start to its recorded end), the export's seconds (its
-``pipeline`` export row) and why a trial was not exported; then the run's share (export seconds over the
-command's wall time) and the median share over ``--runs``.
+``pipeline`` export row) and why a trial was not exported, and the seconds of each export step, from the
+creation times of the trial's export and latency rows (``steps``); then the run's share (export seconds over
+the command's wall time) and the median share over ``--runs``.
 
     python benchmarks/export_share.py --data /work/shared/data/utkface --runs 1 \
         -- -c age-regression_utkface_mae_MobileAgeNet -t 3 -e 1 --max-samples 256
@@ -25,6 +26,34 @@ import pandas as pd
 from ab.nn import api
 
 
+def _time(value) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert(None) if stamp.tzinfo is not None else stamp
+
+
+def steps(finished, exports: pd.DataFrame, latency: pd.DataFrame) -> str:
+    """Seconds of each step of one trial's export, each ending where its last row was written: PyTorch's
+    ages (the ``pytorch`` row), PyTorch's latency, ONNX (export, fidelity, latency), TFLite (conversion,
+    fidelity, latency: to the ``pipeline`` row; "the rest" without TFLite). Empty where the trial has no
+    ``pytorch`` row."""
+    def last(rows) -> pd.Timestamp | None:
+        return max(map(_time, rows.created_at)) if len(rows) else None
+
+    marks = [("reference", last(exports[exports.format == "pytorch"])),
+             ("pytorch latency", last(latency[latency.runtime == "pytorch"])),
+             ("onnx", last(latency[latency.runtime == "onnxruntime"]) or last(exports[exports.format == "onnx"])),
+             ("tflite" if (exports.format == "tflite").any() else "the rest",
+              last(exports[exports.format == "pipeline"]))]
+    if marks[0][1] is None:
+        return ""
+    parts, previous = [], _time(finished)
+    for name, mark in marks:
+        if mark is not None:
+            parts.append(f"{name} {(mark - previous).total_seconds():.1f} s")
+            previous = mark
+    return ", ".join(parts)
+
+
 def one_run(data: Path, train_args: list[str]) -> float:
     with tempfile.TemporaryDirectory(prefix="export-share-") as root:
         start = time.monotonic()
@@ -33,7 +62,8 @@ def one_run(data: Path, train_args: list[str]) -> float:
         wall = time.monotonic() - start
         print("\n".join(line for line in done.stdout.splitlines() if line.strip().startswith("export:")))
         trials = api.trials(root=root)
-        pipeline = api.exports(format="pipeline", root=root).set_index("trial_id")
+        every_export, every_latency = api.exports(root=root), api.latency(root=root)
+        pipeline = every_export[every_export.format == "pipeline"].set_index("trial_id")
         exported = 0.0
         for trial in trials.itertuples():
             trained = (trial.finished_at - trial.started_at).total_seconds()
@@ -43,6 +73,10 @@ def one_run(data: Path, train_args: list[str]) -> float:
             why = f" ({row.error.splitlines()[0][:90]}...)" if row is not None and row.status != "ok" else ""
             print(f"  trial {trial.id}: {trial.status}, val MAE {trial.eval_mae:.2f}, trained {trained:.0f} s, "
                   f"export {seconds:.0f} s, {row.status if row is not None else 'no export'}{why}")
+            step_seconds = steps(trial.finished_at, every_export[every_export.trial_id == trial.id],
+                                 every_latency[every_latency.trial_id == trial.id])
+            if step_seconds:
+                print(f"    steps: {step_seconds}")
         share = exported / wall
         print(f"  run: {wall:.0f} s, export {exported:.0f} s: {100 * share:.1f} %")
         return share

@@ -155,3 +155,49 @@ def test_a_graph_that_needs_a_static_batch_still_converts(tmp_path):
     assert runtime.fixed_batch == 1
     assert np.abs(runtime.predict(x) - expected).max() < 1e-3
     assert np.abs(OnnxRuntime(path, 1).predict(x) - expected).max() < 1e-3
+
+
+def test_a_worker_that_crashes_hands_back_what_it_had_written(tmp_path, monkeypatch):
+    """A convert-measure worker writes the conversion's result before it measures: a LiteRT abort
+    while measuring loses no converted file (the pipeline measures the rest in separate workers)."""
+    from ab.nn.deploy import worker
+
+    crashing = tmp_path / "python"  # called as: python -m ab.nn.deploy.worker JOB RESULT
+    written = '{"converter": "c", "results": {"fp32": {"path": "x"}}}'
+    crashing.write_text(f"#!/bin/sh\necho '{written}' > \"$4\"\nkill -ABRT $$\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(worker.sys, "executable", str(crashing))
+    with pytest.raises(worker.WorkerFailed, match="crashed \\(signal SIGABRT\\)") as failed:
+        worker.run({"kind": "convert-measure"})
+    assert failed.value.partial == {"converter": "c", "results": {"fp32": {"path": "x"}}}
+
+
+def test_a_crash_while_measuring_keeps_the_converted_file_and_measures_it_alone(root, utk_dir, tmp_path):
+    """The converting worker is killed (as a LiteRT abort would) after its conversion, before it measures:
+    the TFLite file's row is recorded and measured by a separate worker, as if nothing had happened."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_sweep_cli import FAST
+
+    handshake = tmp_path / "faults"
+    handshake.mkdir()
+    env = {**os.environ, "AB_NN_FAULT": "measure", "AB_NN_FAULT_DIR": str(handshake), "AB_NN_FAULT_SECONDS": "600"}
+    sweep = subprocess.Popen([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(utk_dir),
+                              *FAST, "-c", CONFIG, "-t", "1", "-e", "1", "--export", "tflite-fp32", "--export-unlearned",
+                              "--latency-runs", "3", "--latency-warmup", "0"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 900
+    while not (held := list(handshake.glob("measure.*"))) and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held, f"the converting worker never reached its measurement: {sweep.stderr.read()[-2000:]}"
+    os.kill(int(held[0].name.split(".")[1]), signal.SIGABRT)
+    assert sweep.wait(timeout=900) == 0, sweep.stderr.read()[-2000:]
+    db = root / "db" / "ab.nn.db"
+    row = api.exports(format="tflite", db=db).iloc[0]
+    assert row.status == "ok" and row.size_bytes > 0 and row.n_eval > 0 and row.eval_max_diff < 1e-3
+    litert = api.latency(runtime="litert", db=db)
+    assert list(litert.status) == ["ok"] and (litert.runs == 3).all()

@@ -15,7 +15,6 @@ from ab.nn import checkpoint
 from ab.nn.config import Config
 from ab.nn.dataset import trial_data
 from ab.nn.dataset.identity import DataMismatch
-from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
 from ab.nn.deploy.pipeline import (FORMATS, TFLITE, Deployment, ExportOptions, NetSource, metadata_for, parse_formats,
@@ -32,13 +31,12 @@ def deploy(trial: dict, ws: Workspace, options: ExportOptions) -> None:
     folder = checkpoint.folder_of(ws, trial)
     model, meta = checkpoint.load(folder)
     data = trial_data.load_judged(trial, ws, meta["prm"]["transform"], progress=True)
-    spec = DataSpec(trial["config"], meta["prm"]["transform"], ws, data.identity.settings)
     config = Config.parse(trial["config"])
     in_shape = tuple(meta["in_shape"])
     metadata = metadata_for(config, int(trial["id"]), in_shape, data, model, ws.face_template_path)
     store = StatStore(ws.db_url)
     source = NetSource.of(config, meta["prm"], meta["out_shape"])
-    Deployment(store, int(trial["id"]), config, folder, options, spec, in_shape, source).run(model, data, metadata)
+    Deployment(store, int(trial["id"]), config, folder, options, in_shape, source).run(model, data, metadata)
 
 
 def cli(argv=None) -> int:

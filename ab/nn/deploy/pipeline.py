@@ -1,5 +1,6 @@
 """Every trial deploys: PyTorch -> ONNX -> TFLite, each artifact's MAE on the same preprocessed
-eval/test inputs as PyTorch's and its largest difference from PyTorch's ages, and batch-1 latency
+eval/test inputs as PyTorch's (made once, ``inputs``) and its largest difference from PyTorch's ages (the
+trial's own recorded predictions where they are the same computation, ``reference``), and batch-1 latency
 per runtime and thread count. A failing step is recorded on its artifact's row; it never changes
 the trial's training result and never stops the sweep."""
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from torch.utils.data import DataLoader
 
 from ab.nn import __version__, checkpoint, registry
 from ab.nn.config import Config
-from ab.nn.dataset.trial_data import DataSpec, TrialData
+from ab.nn.dataset.trial_data import TrialData
 from ab.nn.deploy import converters, worker
+from ab.nn.deploy import inputs as model_inputs
 from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
+from ab.nn.deploy.reference import Reference, from_recorded
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
 from ab.nn.deploy.tflite_convert import PRECISIONS
 from ab.nn.stat import ranking
@@ -133,21 +135,13 @@ class NetSource:
         return cls(registry.path(registry.MODEL, config.nn), dict(prm), tuple(out_shape))
 
 
-@dataclass
-class Reference:
-    """PyTorch's ages and the labels, per split: what every artifact is compared with."""
-
-    labels: dict[str, np.ndarray]
-    ages: dict[str, np.ndarray]
-
-
 class Deployment:
     def __init__(self, store: StatStore, trial_id: int, config: Config, folder: Path, options: ExportOptions,
-                 data_spec: DataSpec, in_shape: tuple, source: NetSource | None = None, fence: int | None = None):
+                 in_shape: tuple, source: NetSource | None = None, fence: int | None = None):
         """``fence``: the lease of the runner that trained the trial (its rows are written only while it
         owns the trial); ``None`` for a deployment of a finished trial from the command line."""
         self.store, self.trial_id, self.config, self.fence = store, trial_id, config, fence
-        self.folder, self.options, self.data_spec, self.source = folder, options, data_spec, source
+        self.folder, self.options, self.source = folder, options, source
         self.in_shape = tuple(in_shape)
         self.shape_text = "x".join(map(str, self.in_shape))
         self.versions = library_versions()
@@ -156,15 +150,19 @@ class Deployment:
     def _splits(self, data: TrialData) -> dict[str, object]:
         return {"eval": data.eval, **({"test": data.test} if data.test is not None else {})}
 
-    def _reference(self, runtime: TorchRuntime, data: TrialData) -> Reference:
-        labels, ages = {}, {}
-        for split, dataset in self._splits(data).items():
-            ys, ps = [], []
-            for x, y in DataLoader(dataset, batch_size=self.options.batch):
-                ys.append(y.reshape(-1).numpy())
-                ps.append(runtime.predict(x.numpy()))
-            labels[split], ages[split] = np.concatenate(ys), np.concatenate(ps)
-        return Reference(labels, ages)
+    def _reference(self, model: torch.nn.Module, data: TrialData, inputs: dict[str, Path],
+                   labels: dict[str, np.ndarray]) -> Reference:
+        """The trial's recorded predictions where they are this model's ages on these images on the CPU
+        (``reference.from_recorded``), else a PyTorch pass over every eval and test input."""
+        reference, why = from_recorded(self.store.recorded_predictions(self.trial_id), self._splits(data), labels,
+                                       data.identity.key)
+        if reference is not None:
+            return reference
+        log.info("trial %s: PyTorch's ages computed again (%s)", self.trial_id, why)
+        runtime = TorchRuntime(model)
+        with torch_threads(system.cpu_count()):
+            return Reference(labels, {split: model_inputs.predict(runtime, path, self.options.batch)
+                                      for split, path in inputs.items()})
 
     @staticmethod
     def _fidelity(reference: Reference, ages: dict[str, np.ndarray]) -> dict:
@@ -210,7 +208,6 @@ class Deployment:
     # -- the steps -------------------------------------------------------------------------------
     def run(self, model: torch.nn.Module, data: TrialData, metadata: dict, progress: bool = True) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.data_key = data.identity.key
         tflite = [f[len(TFLITE):] for f in self.options.formats if f.startswith(TFLITE)]
         steps = 2 + 2 * len(tflite) * len(self.options.converters)
         self.bar = tqdm(total=steps, desc=f"deploying trial {self.trial_id}", unit="step", leave=False,
@@ -226,8 +223,15 @@ class Deployment:
     def _run(self, model: torch.nn.Module, data: TrialData, metadata: dict, tflite: list[str]) -> None:
         cpu_model = copy.deepcopy(model).cpu().eval()
         self._step("PyTorch reference ages and latency")
-        with torch_threads(system.cpu_count()):
-            reference = self._reference(TorchRuntime(cpu_model), data)
+        # in the trial's folder: a sandboxed trial's /tmp is a size-capped tmpfs, and the inputs of all of
+        # UTKFace at 224 px take gigabytes
+        with tempfile.TemporaryDirectory(prefix="export-inputs-", dir=self.folder) as scratch:
+            inputs, labels = model_inputs.write(self._splits(data), Path(scratch), self.options.batch)
+            reference = self._reference(cpu_model, data, inputs, labels)
+            self._artifacts(cpu_model, reference, inputs, data, metadata, tflite)
+
+    def _artifacts(self, cpu_model: torch.nn.Module, reference: Reference, inputs: dict[str, Path], data: TrialData,
+                   metadata: dict, tflite: list[str]) -> None:
         weights = self.folder / "model.pth"
         size = weights.stat().st_size if weights.exists() else len(_state_bytes(cpu_model))
         export_id = self.store.add_export(
@@ -242,13 +246,13 @@ class Deployment:
 
         self.bar.update(1)
         self._step("ONNX export, fidelity and latency")
-        onnx_path = self._onnx(cpu_model, reference, data, metadata)
+        onnx_path = self._onnx(cpu_model, reference, inputs, metadata)
         self.bar.update(1)
         for converter in self.options.converters if tflite else ():
             self._step(f"TFLite conversion with {converter} ({', '.join(tflite)})")
-            self._tflite(converter, cpu_model, onnx_path, tflite, reference, data, metadata)
+            self._tflite(converter, cpu_model, onnx_path, tflite, reference, inputs, data, metadata)
 
-    def _onnx(self, model, reference: Reference, data: TrialData, metadata: dict) -> Path | None:
+    def _onnx(self, model, reference: Reference, inputs: dict[str, Path], metadata: dict) -> Path | None:
         path = self.folder / "model.onnx"
         start = time.perf_counter()
         try:
@@ -261,9 +265,7 @@ class Deployment:
         export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **row)
         try:
             runtime = OnnxRuntime(path, system.cpu_count())
-            ages = {split: np.concatenate([runtime.predict(x.numpy()) for x, _ in
-                                           DataLoader(dataset, batch_size=self.options.batch)])
-                    for split, dataset in self._splits(data).items()}
+            ages = {split: model_inputs.predict(runtime, file, self.options.batch) for split, file in inputs.items()}
             self.store.update_export(export_id, **self._fidelity(reference, ages))
             self._latency_rows(export_id, "onnxruntime", self._time_in_process(lambda t: OnnxRuntime(path, t)))
         except Exception as error:
@@ -284,7 +286,7 @@ class Deployment:
         return path
 
     def _tflite(self, converter: str, model: torch.nn.Module, onnx_path: Path | None, precisions: list[str],
-                reference: Reference, data: TrialData, metadata: dict) -> None:
+                reference: Reference, inputs: dict[str, Path], data: TrialData, metadata: dict) -> None:
         def failed(precision: str, error, name: str = converter) -> None:
             self.store.add_export(self.trial_id, fence=self.fence, format="tflite", precision=precision, converter=name,
                                   input_shape=self.shape_text, status=FAILED, error=_short(error))
@@ -306,54 +308,81 @@ class Deployment:
         job = {"out_dir": str(self.folder), "precisions": precisions,
                "calibration": str(calibration) if calibration else None,
                "mean": _floats(metadata.get("mean"), IMAGENET_MEAN), "std": _floats(metadata.get("std"), IMAGENET_STD)}
-        try:
-            with tempfile.TemporaryDirectory(prefix="ab-nn-convert-") as scratch:
-                if converter == converters.ONNX2TF:
-                    converted = worker.run({"kind": "convert", "onnx": str(onnx_path), **job}, self.options.timeout)
-                else:
-                    weights = Path(scratch) / "weights.pth"
-                    torch.save(model.state_dict(), weights)
-                    converted = worker.run({**job, "model_file": str(self.source.model_file),
-                                            "prm": checkpoint.without_pretrained(self.source.prm),
-                                            "weights": str(weights), "in_shape": list(self.in_shape),
-                                            "out_shape": list(self.source.out_shape)},
-                                           self.options.timeout, command=converters.litert_torch_command())
-        except (worker.WorkerFailed, converters.ConverterUnavailable) as error:
+        with tempfile.TemporaryDirectory(prefix="ab-nn-convert-") as scratch:
+            try:
+                converted = self._convert(converter, model, onnx_path, job, inputs, Path(scratch))
+            except (worker.WorkerFailed, converters.ConverterUnavailable) as error:
+                for precision in precisions:
+                    failed(precision, error)
+                return
+            finally:
+                if calibration is not None:
+                    calibration.unlink(missing_ok=True)
+            measured = converted.get("measured", {})
             for precision in precisions:
-                failed(precision, error)
-            return
-        finally:
-            if calibration is not None:
-                calibration.unlink(missing_ok=True)
-        for precision in precisions:
-            result = converted["results"].get(precision, {"error": "not produced"})
-            if "error" in result:
-                failed(precision, result["error"], converted["converter"])
-                continue
-            path = Path(result["path"])
-            export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **self._artifact(
-                "tflite", precision, path, converted["converter"], "NHWC", result["seconds"]))
-            self.bar.update(1)
-            self._step(f"TFLite {precision}: fidelity and latency")
-            self._measure_tflite(export_id, path, reference)
-            self.bar.update(1)
+                result = converted["results"].get(precision, {"error": "not produced"})
+                if "error" in result:
+                    failed(precision, result["error"], converted["converter"])
+                    continue
+                path = Path(result["path"])
+                export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **self._artifact(
+                    "tflite", precision, path, converted["converter"], "NHWC", result["seconds"]))
+                self.bar.update(1)
+                self._step(f"TFLite {precision}: fidelity and latency")
+                if precision in measured:
+                    self._record_measured(export_id, measured[precision], reference)
+                else:
+                    self._measure_tflite(export_id, path, reference, inputs)
+                self.bar.update(1)
 
-    def _measure_tflite(self, export_id: int, path: Path, reference: Reference) -> None:
+    def _convert(self, converter: str, model: torch.nn.Module, onnx_path: Path | None, job: dict,
+                 inputs: dict[str, Path], scratch: Path) -> dict:
+        """The converter's result. onnx2tf's worker also measures each file it made (``measured``): one
+        process start fewer per trial. A measurement that crashed that worker keeps the
+        conversion's result; what it left unmeasured is measured alone (``_measure_tflite``), as before."""
+        if converter == converters.ONNX2TF:
+            try:
+                return worker.run({"kind": "convert-measure", "onnx": str(onnx_path), **job,
+                                   "measure": self._measure_job(inputs, scratch)},
+                                  self.options.timeout * (1 + len(job["precisions"])))
+            except worker.WorkerFailed as error:
+                if "results" not in (error.partial or {}):
+                    raise
+                log.warning("trial %s: %s; what it converted is measured in separate workers", self.trial_id, error)
+                return error.partial
+        weights = scratch / "weights.pth"
+        torch.save(model.state_dict(), weights)
+        return worker.run({**job, "model_file": str(self.source.model_file),
+                           "prm": checkpoint.without_pretrained(self.source.prm), "weights": str(weights),
+                           "in_shape": list(self.in_shape), "out_shape": list(self.source.out_shape)},
+                          self.options.timeout, command=converters.litert_torch_command())
+
+    def _measure_job(self, inputs: dict[str, Path], out: Path, artifact: Path | None = None) -> dict:
+        return {"kind": "measure", "artifact": str(artifact) if artifact else None, "threads": system.cpu_count(),
+                "batch": self.options.batch, "inputs": {split: str(path) for split, path in inputs.items()},
+                "out": str(out),
+                "timing_threads": list(self.options.thread_counts()), "shape": list(self.in_shape),
+                "warmup": self.options.warmup, "runs": self.options.runs}
+
+    def _measure_tflite(self, export_id: int, path: Path, reference: Reference, inputs: dict[str, Path]) -> None:
         """Ages and latency in one worker process (LiteRT can abort the process on a bad model)."""
         with tempfile.TemporaryDirectory(prefix="ab-nn-measure-") as out:
             try:
-                measured = worker.run({"kind": "measure", "artifact": str(path), "threads": system.cpu_count(),
-                                       "batch": self.options.batch, "data": self.data_spec.to_json(),
-                                       "data_key": self.data_key,
-                                       "splits": list(reference.labels), "out": out,
-                                       "timing_threads": list(self.options.thread_counts()),
-                                       "shape": list(self.in_shape), "warmup": self.options.warmup,
-                                       "runs": self.options.runs}, self.options.timeout)
-                ages = {split: np.load(file) for split, file in measured["files"].items()}
-                self.store.update_export(export_id, layout=measured["layout"], **self._fidelity(reference, ages))
-            except (worker.WorkerFailed, ValueError) as error:
-                self.store.update_export(export_id, status=FAILED, error=_short(error))
-                return
+                measured = worker.run(self._measure_job(inputs, Path(out), path), self.options.timeout)
+            except worker.WorkerFailed as error:
+                measured = {"error": str(error)}
+            self._record_measured(export_id, measured, reference)
+
+    def _record_measured(self, export_id: int, measured: dict, reference: Reference) -> None:
+        """A ``measure`` job's result on the artifact's rows: its fidelity, then its latency rows."""
+        try:
+            if "error" in measured:
+                raise worker.WorkerFailed(measured["error"])
+            ages = {split: np.load(file) for split, file in measured["files"].items()}
+            self.store.update_export(export_id, layout=measured["layout"], **self._fidelity(reference, ages))
+        except (worker.WorkerFailed, ValueError) as error:
+            self.store.update_export(export_id, status=FAILED, error=_short(error))
+            return
         if "latency_error" in measured:
             self._latency_failed(export_id, "litert", measured["latency_error"])
         else:

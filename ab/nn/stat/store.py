@@ -508,6 +508,23 @@ class StatStore:
             return list(session.scalars(select(Trial.id).where(
                 Trial.config == config.name, *([Trial.data_key == data_key] if data_key is not None else []))))
 
+    def recorded_predictions(self, trial_id: int) -> dict:
+        """What a trial's final evaluation recorded image by image, for an export to compare its artifacts
+        with instead of running PyTorch again: ``device``, ``data_key`` and, per split, ``ages``,
+        ``predicted`` and ``image_ids`` in position order (``ab.nn.deploy.reference``)."""
+        with self.transaction() as session:
+            trial = session.get(Trial, trial_id)
+            splits: dict[str, dict] = {}
+            for row in session.execute(select(Prediction.split, Prediction.age, Prediction.predicted,
+                                              Prediction.image_id).where(Prediction.trial_id == trial_id)
+                                       .order_by(Prediction.split, Prediction.position)):
+                split = splits.setdefault(row.split, {"ages": [], "predicted": [], "image_ids": []})
+                split["ages"].append(row.age)
+                split["predicted"].append(row.predicted)
+                split["image_ids"].append(row.image_id)
+            return {"device": trial.device if trial else None, "data_key": trial.data_key if trial else None,
+                    "splits": splits}
+
     def trial_status(self, trial_id: int) -> str | None:
         with self.transaction() as session:
             return session.scalar(select(Trial.status).where(Trial.id == trial_id))

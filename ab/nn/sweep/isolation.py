@@ -332,6 +332,9 @@ class _Served:
     def _trial_status(self) -> str | None:
         return self.store.trial_status(self.spec.trial_id)
 
+    def _recorded_predictions(self) -> dict:
+        return self.store.recorded_predictions(self.spec.trial_id)
+
     def _artifact(self, fields: dict) -> dict:
         path = fields.get("path")
         folder = self.spec.workspace.trial_dir(self.spec.config.name, self.spec.trial_id)

@@ -365,7 +365,7 @@ def _deploy(spec: TrialSpec, store: StatStore, outcome: TrialOutcome, model, dat
     faults.point("export")
     try:
         metadata = metadata_for(spec.config, spec.trial_id, in_shape, data, model, spec.workspace.face_template_path)
-        Deployment(store, spec.trial_id, spec.config, folder, spec.export, spec.data_spec, in_shape,
+        Deployment(store, spec.trial_id, spec.config, folder, spec.export, in_shape,
                    NetSource.of(spec.config, spec.prm, data.out_shape), fence=spec.lease_id).run(
             model, data, metadata, spec.progress)
     except Exception as error:

@@ -98,6 +98,9 @@ class RunnerStore:
     def trial_status(self, trial_id) -> str | None:
         return self._call("trial_status")
 
+    def recorded_predictions(self, trial_id) -> dict:
+        return self._call("recorded_predictions")
+
     def add_export(self, trial_id, *, fence=None, **fields) -> int:
         return self._call("add_export", **fields)
 

@@ -2,8 +2,9 @@
 length-prefixed, size-capped, never pickle).
 
 1. The runner sends ``{"type": "trial", "id": ..., "spec": TrialSpec.to_json()}``.
-2. The child sends a ``call`` for every write it would make to the statistics database, for Optuna's
-   pruning question, for an image cache it lacks and for each phase it enters:
+2. The child sends a ``call`` for every write it would make to the statistics database, for its own
+   trial's status and recorded predictions (its export compares with them), for Optuna's pruning
+   question, for an image cache it lacks and for each phase it enters:
    ``{"type": "call", "id": ..., "method": ..., "args": {...}}``. The runner answers each with
    ``{"type": "reply", "id": ..., "value": ...}``, or ``{"type": "refused", "id": ..., "error": ...,
    "status": ...}`` when the runner's lease no longer covers the trial (another runner reclaimed it).
@@ -75,6 +76,7 @@ METHODS = {
     "finish_trial": _args(("status", "error"), status={"enum": list(ENDINGS)}, error=_text(MAX_ERROR),
                           bookkeeping_seconds=NUMBER),
     "trial_status": _args(),
+    "recorded_predictions": _args(),
     "add_export": _args(("format", "precision", "status"), **EXPORT),
     "update_export": _args(("export_id",), export_id=COUNT, **EXPORT),
     "add_latency": _args(("export_id", "runtime", "status"), export_id=COUNT, **LATENCY),
