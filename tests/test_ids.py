@@ -77,7 +77,8 @@ def test_frames_summaries_and_dashboard_labels_show_our_trial_ids_only(swept, ca
 def test_every_api_function_that_reads_the_database_takes_root():
     for name in api.__all__:
         function = getattr(api, name)
-        if callable(function) and not inspect.isclass(function) and name != "default_data_keys":
+        # calibrated() only names trials for groups()/compare(), which read the database and take root
+        if callable(function) and not inspect.isclass(function) and name not in ("default_data_keys", "calibrated"):
             assert "root" in inspect.signature(function).parameters, name
 
 
