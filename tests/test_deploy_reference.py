@@ -4,6 +4,7 @@ PyTorch again. The decision, on recorded rows as ``StatStore.recorded_prediction
 import numpy as np
 import pytest
 
+from ab.nn.deploy.inputs import sample
 from ab.nn.deploy.reference import from_recorded
 
 
@@ -42,6 +43,26 @@ def test_a_loader_without_image_ids_is_matched_by_count_and_labels():
     assert from_recorded(recorded(test=None), plain, labels, "k1")[0] is None  # ids recorded for other images
 
 
+def test_a_fidelity_sample_is_compared_with_the_recorded_rows_at_its_positions():
+    whole = {"eval": Images(["a", "b", "c"], 3)}
+    part, positions = sample(whole["eval"], 2, seed=3)
+    assert list(positions) == sorted(positions) and len(set(positions)) == 2 and part.image_ids == [
+        ["a", "b", "c"][i] for i in positions]
+    reference, why = from_recorded(recorded(test=None), {"eval": part}, {"eval": LABELS["eval"][positions]}, "k1")
+    assert reference is not None, why
+    assert reference.ages["eval"].tolist() == [[25.25, 30.5, 41.125][i] for i in positions]
+    wrong = {"eval": LABELS["eval"][positions][::-1]}  # another sample's labels
+    assert from_recorded(recorded(test=None), {"eval": part}, wrong, "k1")[0] is None
+
+
+def test_the_fidelity_sample_is_seeded_and_whole_parts_stay_whole():
+    images = Images([str(i) for i in range(50)], 50)
+    first, again = sample(images, 10), sample(images, 10)
+    assert list(first[1]) == list(again[1]) and first[0].image_ids == again[0].image_ids  # every trial, same images
+    assert sample(images, 50)[0] is images and sample(images, None)[0] is images
+    assert list(sample(images, 60)[1]) == list(range(50))
+
+
 @pytest.mark.parametrize("stored, why", [
     (recorded(eval=None, test=None), "no split"),                              # the trial recorded none
     (recorded(test=None), "the export measures ['eval', 'test']"),             # a split is missing
@@ -69,6 +90,8 @@ def test_an_export_reuses_the_trial_s_predictions_only_where_valid_with_the_same
     predictions is run through PyTorch again; the ONNX artifact's fidelity is the same either way (the
     sandboxed sweep's export, which reused them, against a deployment here that computed them)."""
     import sqlite3
+
+    from dataclasses import replace
 
     from ab.nn import api, checkpoint
     from ab.nn.config import Config
@@ -99,7 +122,7 @@ def test_an_export_reuses_the_trial_s_predictions_only_where_valid_with_the_same
 
     def reference_offset() -> dict[str, float]:
         """How far the export's reference lies from a PyTorch pass now, per split."""
-        reference = deployment._reference(model, data, inputs, labels)
+        reference = deployment._reference(model, data, splits, inputs, labels)
         assert all(np.array_equal(reference.labels[s], labels[s]) for s in splits)
         return {split: float(np.mean(reference.ages[split] - pytorch[split])) for split in splits}
 
@@ -107,6 +130,18 @@ def test_an_export_reuses_the_trial_s_predictions_only_where_valid_with_the_same
     with sqlite3.connect(db) as con:  # recorded predictions one year off: a reused reference shows it
         con.execute("update prediction set predicted = predicted + 1")
     assert reference_offset() == pytest.approx({"eval": 1.0, "test": 1.0}, abs=1e-4)
+    sampled = Deployment(StatStore(ws.db_url), int(trial["id"]), Config.parse(CONFIG), folder,
+                         replace(options, fidelity_images=3), tuple(meta["in_shape"]))
+    few = sampled._splits(data)  # a fidelity sample: the recorded rows at its positions are its reference
+    assert {split: len(part) for split, part in few.items()} == {"eval": 3, "test": 3}
+    (tmp_path / "few").mkdir()
+    few_inputs, few_labels = model_inputs.write(few, tmp_path / "few", options.batch)
+    reused = sampled._reference(model, data, few, few_inputs, few_labels)
+    for split, part in few.items():
+        now = model_inputs.predict(TorchRuntime(model), few_inputs[split], options.batch)
+        assert np.allclose(reused.ages[split] - now, 1.0, atol=1e-4), split  # the recorded rows, one year off
+        assert np.allclose(now, pytorch[split][part.positions], atol=1e-4)
+
     for spoil, undo in [("update trial set device = 'cuda:0'", "update trial set device = 'cpu'"),
                         ("update prediction set image_id = 'another' where position = 0 and split = 'test'",
                          f"update prediction set image_id = '{data.test.image_ids[0]}' where position = 0 "

@@ -26,6 +26,12 @@ def test_the_default_exports_what_the_recorded_latency_needs_and_saves_the_weigh
         pipeline.parse_threads("1,two")
     assert train.parser().parse_args(["-c", "x", "--save_pth_weights", "false"]).save_pth_weights is False
     assert train.options_from(args).export.export_unlearned is False
+    assert train.options_from(args).export.fidelity_images == pipeline.FIDELITY_IMAGES  # a seeded sample per split
+    every = train.parser().parse_args(["-c", "x", "--fidelity-images", "all"])
+    assert train.options_from(every).export.fidelity_images is None
+    for bad in ("0", "-5", "half"):
+        with pytest.raises(ValueError, match="--fidelity-images: .* neither a positive number of images nor 'all'"):
+            train.options_from(train.parser().parse_args(["-c", "x", "--fidelity-images", bad]))
     latency_study = train.options_from(train.parser().parse_args(["-c", "x", "--max-latency-ms", "5"]))
     assert latency_study.export.export_unlearned is False  # the runner exports every trial of such a study
 
@@ -50,11 +56,15 @@ def test_only_a_trial_better_than_the_constant_predictor_is_exported(root, utk_d
     assert skipped.error.iloc[0].startswith("not exported: not better than the constant predictor")
     assert "1 trial no better than the constant predictor not exported (--export-unlearned exports them)" in out
 
-    assert run(root, utk_dir, "-c", PREFIX + "EsOracle", *ONNX_ONLY) == 0
+    assert run(root, utk_dir, "-c", PREFIX + "EsOracle", *ONNX_ONLY, "--fidelity-images", "4") == 0
     out = capsys.readouterr().out
-    oracle = int(api.trials(config=PREFIX + "EsOracle", db=db).id.iloc[0])
-    rows = api.exports(trial_id=oracle, db=db)
+    oracle = api.trials(config=PREFIX + "EsOracle", db=db).iloc[0]
+    rows = api.exports(trial_id=int(oracle.id), db=db)
     assert set(zip(rows.format, rows.status)) == {("pytorch", "ok"), ("onnx", "ok"), ("pipeline", "ok")}
+    measured = rows[rows.format != "pipeline"]  # PyTorch and ONNX on the same 4 + 4 images of more
+    assert oracle.n_eval > 4 and (measured.n_eval == 4).all() and (measured.n_test == 4).all()
+    assert (measured.eval_max_diff < 1e-3).all()
+    oracle = int(oracle.id)
     seconds = rows[rows.format == "pipeline"].seconds.iloc[0]
     assert seconds > 0 and f"export: {seconds:.0f} s of this run's " in out
     assert not api.latency(trial_id=oracle, runtime="onnxruntime", threads=1, db=db).empty

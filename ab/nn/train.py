@@ -18,7 +18,8 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.pipeline import FORMATS, TFLITE, ExportOptions, parse_formats, parse_threads
+from ab.nn.deploy.pipeline import (FIDELITY_IMAGES, FORMATS, TFLITE, ExportOptions, parse_fidelity_images,
+                                   parse_formats, parse_threads)
 from ab.nn.registry import RegistryError
 from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import DatabaseError, is_storage_error
@@ -118,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
     p.add_argument("--latency-threads", default="1", help="thread counts latency is timed at: a comma list, 'all' for "
                                                           "every core (e.g. 1,all); the recorded latency is 1 thread's")
+    p.add_argument("--fidelity-images", default=str(FIDELITY_IMAGES), metavar="N|all",
+                   help="evaluation and test images (each) every artifact's MAE and largest difference from PyTorch "
+                        "are measured on: a seeded sample, the same for every trial of a data key; 'all' for every "
+                        "image (on all of UTKFace, most of a trial's export)")
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
     p.add_argument("--in-process", action="store_true",
@@ -220,6 +225,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
         available(chosen)
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
                            threads=parse_threads(args.latency_threads),
+                           fidelity_images=parse_fidelity_images(args.fidelity_images),
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
                            export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))

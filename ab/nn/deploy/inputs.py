@@ -9,6 +9,36 @@ from pathlib import Path
 
 import numpy as np
 
+SAMPLE_SEED = 0
+"""The seed of the images an artifact's fidelity is measured on: fixed, so that every trial of a data key
+is measured on the same images."""
+
+
+class Sample:
+    """The images at ``positions`` (ascending) of ``dataset``, as a dataset (and their ``image_ids`` where the
+    dataset states them)."""
+
+    def __init__(self, dataset, positions: np.ndarray):
+        self.dataset, self.positions = dataset, positions
+        ids = getattr(dataset, "image_ids", None)
+        self.image_ids = None if ids is None or len(ids) != len(dataset) else [ids[int(i)] for i in positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int):
+        return self.dataset[int(self.positions[index])]
+
+
+def sample(dataset, count: int | None, seed: int = SAMPLE_SEED) -> tuple[object, np.ndarray]:
+    """``dataset`` itself where ``count`` is ``None`` or not smaller, else a seeded ``Sample`` of ``count`` of
+    its images in their order; and the positions chosen."""
+    size = len(dataset)
+    if count is None or count >= size:
+        return dataset, np.arange(size)
+    positions = np.sort(np.random.default_rng(seed).choice(size, count, replace=False))
+    return Sample(dataset, positions), positions
+
 
 def write(splits: dict[str, object], folder: Path, batch: int) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
     """Each split's inputs as ``folder/<split>.npy`` (NCHW float32, in the dataset's order) and its labels."""

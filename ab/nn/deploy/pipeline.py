@@ -1,7 +1,7 @@
 """Every trial deploys: PyTorch -> ONNX -> TFLite, each artifact's MAE on the same preprocessed
-eval/test inputs as PyTorch's (made once, ``inputs``) and its largest difference from PyTorch's ages (the
-trial's own recorded predictions where they are the same computation, ``reference``), and batch-1 latency
-per runtime and thread count. A failing step is recorded on its artifact's row; it never changes
+eval/test inputs as PyTorch's (made once, ``inputs``; a seeded sample of each split by default,
+``--fidelity-images``) and its largest difference from PyTorch's ages (the trial's own recorded predictions
+where they are the same computation, ``reference``), and batch-1 latency per runtime and thread count. A failing step is recorded on its artifact's row; it never changes
 the trial's training result and never stops the sweep."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
 from ab.nn.deploy.onnx_export import export_onnx
 from ab.nn.deploy.reference import Reference, from_recorded
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
-from ab.nn.deploy.tflite_convert import PRECISIONS
+from ab.nn.deploy.tflite_convert import PRECISIONS, PRELOAD
 from ab.nn.stat import ranking
 from ab.nn.stat.schema import COMPLETE, STOPPED
 from ab.nn.stat.store import StatStore
@@ -64,6 +64,23 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
+FIDELITY_IMAGES = 500
+"""Images of each of the eval and test parts an artifact's fidelity is measured on by default (the same
+seeded sample for every trial of a data key, ``inputs.sample``). A conversion that changes a model changes
+its ages on any few hundred faces; passing all 7,112 of UTKFace's eval and test images through ONNX Runtime
+and LiteRT was most of a full-data trial's export (at 224 px, minutes per runtime)."""
+
+
+def parse_fidelity_images(text: str) -> int | None:
+    """``--fidelity-images``: a positive count per split, or ``all`` (``None``)."""
+    text = str(text).strip().lower()
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(f"--fidelity-images: {text!r} is neither a positive number of images nor 'all'")
+
+
 def parse_threads(text: str) -> tuple[int, ...]:
     """``--latency-threads``: a comma list of thread counts, ``all`` for every core (``0``). The default, 1, is
     the recorded latency's; timing at every core too costs most on a busy machine, where a second
@@ -90,6 +107,7 @@ class ExportOptions:
     threads: tuple[int, ...] = (1,)  # latency thread counts; 0: every core (parse_threads)
     batch: int = 64                # batch of the fidelity passes (latency is batch 1)
     calibration_images: int = 200
+    fidelity_images: int | None = FIDELITY_IMAGES  # per split; None: every eval and test image
     keep_best_only: bool = False
     timeout: float = 1800.0
     export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
@@ -145,16 +163,20 @@ class Deployment:
         self.in_shape = tuple(in_shape)
         self.shape_text = "x".join(map(str, self.in_shape))
         self.versions = library_versions()
+        self._converter: worker.Worker | None = None  # onnx2tf's worker, started early (_artifacts)
 
     # -- measurements ----------------------------------------------------------------------------
     def _splits(self, data: TrialData) -> dict[str, object]:
-        return {"eval": data.eval, **({"test": data.test} if data.test is not None else {})}
+        """The images every artifact is measured on: each split whole, or its fidelity sample."""
+        whole = {"eval": data.eval, **({"test": data.test} if data.test is not None else {})}
+        return {split: model_inputs.sample(dataset, self.options.fidelity_images)[0]
+                for split, dataset in whole.items()}
 
-    def _reference(self, model: torch.nn.Module, data: TrialData, inputs: dict[str, Path],
-                   labels: dict[str, np.ndarray]) -> Reference:
+    def _reference(self, model: torch.nn.Module, data: TrialData, splits: dict[str, object],
+                   inputs: dict[str, Path], labels: dict[str, np.ndarray]) -> Reference:
         """The trial's recorded predictions where they are this model's ages on these images on the CPU
-        (``reference.from_recorded``), else a PyTorch pass over every eval and test input."""
-        reference, why = from_recorded(self.store.recorded_predictions(self.trial_id), self._splits(data), labels,
+        (``reference.from_recorded``), else a PyTorch pass over the inputs."""
+        reference, why = from_recorded(self.store.recorded_predictions(self.trial_id), splits, labels,
                                        data.identity.key)
         if reference is not None:
             return reference
@@ -226,8 +248,9 @@ class Deployment:
         # in the trial's folder: a sandboxed trial's /tmp is a size-capped tmpfs, and the inputs of all of
         # UTKFace at 224 px take gigabytes
         with tempfile.TemporaryDirectory(prefix="export-inputs-", dir=self.folder) as scratch:
-            inputs, labels = model_inputs.write(self._splits(data), Path(scratch), self.options.batch)
-            reference = self._reference(cpu_model, data, inputs, labels)
+            splits = self._splits(data)
+            inputs, labels = model_inputs.write(splits, Path(scratch), self.options.batch)
+            reference = self._reference(cpu_model, data, splits, inputs, labels)
             self._artifacts(cpu_model, reference, inputs, data, metadata, tflite)
 
     def _artifacts(self, cpu_model: torch.nn.Module, reference: Reference, inputs: dict[str, Path], data: TrialData,
@@ -246,11 +269,23 @@ class Deployment:
 
         self.bar.update(1)
         self._step("ONNX export, fidelity and latency")
-        onnx_path = self._onnx(cpu_model, reference, inputs, metadata)
-        self.bar.update(1)
-        for converter in self.options.converters if tflite else ():
-            self._step(f"TFLite conversion with {converter} ({', '.join(tflite)})")
-            self._tflite(converter, cpu_model, onnx_path, tflite, reference, inputs, data, metadata)
+        # onnx2tf's worker starts now (TensorFlow's import beside the ONNX export), after PyTorch's timing
+        self._converter = worker.Worker(preload=PRELOAD) if tflite and converters.ONNX2TF in self.options.converters \
+            else None
+        try:
+            onnx_path = self._onnx(cpu_model, reference, inputs, metadata)
+            self.bar.update(1)
+            for converter in self.options.converters if tflite else ():
+                self._step(f"TFLite conversion with {converter} ({', '.join(tflite)})")
+                self._tflite(converter, cpu_model, onnx_path, tflite, reference, inputs, data, metadata)
+        finally:
+            if self._converter is not None:
+                self._converter.close()
+
+    def _quiet(self) -> None:
+        """Before timing: wait for a starting converter to finish its imports."""
+        if self._converter is not None:
+            self._converter.ready(self.options.timeout)
 
     def _onnx(self, model, reference: Reference, inputs: dict[str, Path], metadata: dict) -> Path | None:
         path = self.folder / "model.onnx"
@@ -267,6 +302,7 @@ class Deployment:
             runtime = OnnxRuntime(path, system.cpu_count())
             ages = {split: model_inputs.predict(runtime, file, self.options.batch) for split, file in inputs.items()}
             self.store.update_export(export_id, **self._fidelity(reference, ages))
+            self._quiet()
             self._latency_rows(export_id, "onnxruntime", self._time_in_process(lambda t: OnnxRuntime(path, t)))
         except Exception as error:
             self.store.update_export(export_id, status=FAILED, error=_short(error))
@@ -341,10 +377,11 @@ class Deployment:
         process start fewer per trial. A measurement that crashed that worker keeps the
         conversion's result; what it left unmeasured is measured alone (``_measure_tflite``), as before."""
         if converter == converters.ONNX2TF:
+            started, self._converter = self._converter or worker.Worker(), None
             try:
-                return worker.run({"kind": "convert-measure", "onnx": str(onnx_path), **job,
-                                   "measure": self._measure_job(inputs, scratch)},
-                                  self.options.timeout * (1 + len(job["precisions"])))
+                return started.finish({"kind": "convert-measure", "onnx": str(onnx_path), **job,
+                                       "measure": self._measure_job(inputs, scratch)},
+                                      self.options.timeout * (1 + len(job["precisions"])))
             except worker.WorkerFailed as error:
                 if "results" not in (error.partial or {}):
                     raise

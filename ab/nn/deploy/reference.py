@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ab.nn.deploy.inputs import Sample
+
 
 @dataclass
 class Reference:
@@ -25,7 +27,9 @@ def from_recorded(recorded: dict, splits: dict[str, object], labels: dict[str, n
     It stands only where it is the same computation: a CPU trial (a GPU's kernels give other ages than the
     CPU that runs the export), on the same data key, with every split's rows in the datasets' order (the
     same image ids, where the loader states them, and the same labels), every prediction finite. It can
-    differ from a pass now by the float rounding of another batch size or thread count (about 1e-6 years)."""
+    differ from a pass now by the float rounding of another batch size or thread count (about 1e-6 years).
+    A split measured on a fidelity ``Sample`` (``ab.nn.deploy.inputs.sample``) is compared with the recorded
+    rows at its positions."""
     if recorded.get("device") != "cpu":
         return None, f"the trial ran on {recorded.get('device') or 'an unrecorded device'}, not the CPU"
     if data_key is None or recorded.get("data_key") != data_key:
@@ -36,15 +40,19 @@ def from_recorded(recorded: dict, splits: dict[str, object], labels: dict[str, n
     ages = {}
     for split, dataset in splits.items():
         rows, count = stored[split], len(labels[split])
-        if len(rows["predicted"]) != count:
-            return None, f"{split}: {len(rows['predicted'])} recorded predictions for {count} images"
+        sampled = isinstance(dataset, Sample)
+        chosen = dataset.positions if sampled else np.arange(count)
+        whole = len(dataset.dataset) if sampled else count
+        if len(rows["predicted"]) != whole or len(chosen) != count:
+            return None, f"{split}: {len(rows['predicted'])} recorded predictions for {whole} images"
         ids = getattr(dataset, "image_ids", None)
         ids = list(ids) if ids is not None and len(ids) == count else [None] * count
-        if list(rows["image_ids"]) != ids:
+        if [rows["image_ids"][i] for i in chosen] != ids:
             return None, f"{split}: the recorded image ids are not the images measured, in their order"
-        if not np.array_equal(np.asarray(rows["ages"], dtype=np.float32), labels[split]):
+        if not np.array_equal(np.asarray(rows["ages"], dtype=np.float32)[chosen], labels[split]):
             return None, f"{split}: the recorded labels are not the images' labels"
-        if any(value is None for value in rows["predicted"]):
+        predicted = [rows["predicted"][i] for i in chosen]
+        if any(value is None for value in predicted):
             return None, f"{split}: a recorded prediction is not finite"
-        ages[split] = np.asarray(rows["predicted"], dtype=np.float32)
+        ages[split] = np.asarray(predicted, dtype=np.float32)
     return Reference(dict(labels), ages), "the trial's recorded predictions"

@@ -45,7 +45,8 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
         row = {"format": e.format, "precision": e.precision, "converter": family(e.converter), "status": e.status,
                "size MB": None if pd.isna(e.size_bytes) else e.size_bytes / 1e6,
                "eval MAE": e.eval_mae, "test MAE": e.test_mae,
-               "max diff eval": e.eval_max_diff, "max diff test": e.test_max_diff}
+               "max diff eval": e.eval_max_diff, "max diff test": e.test_max_diff,
+               "images": _images(e.n_eval, e.n_test)}
         for _, t in timings[timings.export_id == e.id].iterrows():  # one runtime per artifact
             row["runtime"] = t.runtime
             row[f"{t.threads}T median ms"] = t.median_ms
@@ -54,6 +55,12 @@ def deployment_table(trial_id: int, db, history: bool = False) -> pd.DataFrame:
             row["error"] = e.error.splitlines()[0][:80]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _images(n_eval, n_test) -> str:
+    """How many eval + test images an artifact was measured on (a fidelity sample: ``--fidelity-images``)."""
+    counts = [f"{int(n)}" for n in (n_eval, n_test) if not pd.isna(n)]
+    return " + ".join(counts)
 
 
 def cli(argv=None) -> int:

@@ -1,7 +1,10 @@
 """The deployment worker: one job per process, so that TensorFlow's weight, a converter crash or a
 LiteRT abort (seen with int8 models) cannot take the sweep down.
 
-    python -m ab.nn.deploy.worker JOB.json RESULT.json
+    python -m ab.nn.deploy.worker [--preload MODULE,...] JOB.json RESULT.json
+
+With ``--preload`` it imports those modules first, writes ``ready`` beside JOB.json, and reads its job
+once a line ``go`` comes on its input (``Worker``).
 
 Jobs: ``convert`` (ONNX -> TFLite); ``measure``: an artifact's ages on the trial's eval/test inputs
 (read from and written as .npy, ``ab.nn.deploy.inputs``), then its batch-1 timings at the given thread
@@ -13,12 +16,15 @@ file holds the conversion's result before any measurement starts, so a LiteRT ab
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,25 +46,83 @@ def run(job: dict, timeout: float = 1800, command: list[str] | None = None) -> d
     """Run ``job`` in a fresh Python process and return its result. ``command`` starts another
     program with the same contract (``JOB.json RESULT.json``), e.g. a converter in its own environment,
     which gets no ``PYTHONPATH`` of ours."""
-    with tempfile.TemporaryDirectory(prefix="ab-nn-worker-") as folder:
-        job_path, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
-        job_path.write_text(json.dumps(job))
-        env = None if command is None else {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        command = command or [sys.executable, "-m", "ab.nn.deploy.worker"]
+    return Worker(command=command).finish(job, timeout)
+
+
+class Worker:
+    """One worker process. ``preload``: modules it imports before its job is known (TensorFlow with
+    onnx2tf: about 10 s of a trial's export on our 2-core machine), so that its start overlaps the work
+    that makes the job; ``ready()`` waits for those imports, before anything is timed beside it. A worker
+    never given its job ends when ``close()`` closes its input."""
+
+    def __init__(self, preload: tuple[str, ...] = (), command: list[str] | None = None):
+        self.folder = Path(tempfile.mkdtemp(prefix="ab-nn-worker-"))
+        self.job_path, self.result_path = self.folder / "job.json", self.folder / "result.json"
+        self.preload, self.command = tuple(preload), command
+        self.process: subprocess.Popen | None = None
+        if self.preload:
+            self._start()
+
+    def _start(self) -> None:
+        env = None if self.command is None else {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        command = self.command or [sys.executable, "-m", "ab.nn.deploy.worker"]
+        preload = ["--preload", ",".join(self.preload)] if self.preload else []
+        self.log = open(self.folder / "output.log", "w+")
+        self.process = subprocess.Popen([*command, *preload, str(self.job_path), str(self.result_path)], env=env,
+                                        stdin=subprocess.PIPE, stdout=self.log, stderr=self.log, text=True,
+                                        preexec_fn=die_with_parent)
+
+    def ready(self, timeout: float = 120) -> bool:
+        """Wait until the worker has imported what it preloads (or has died, or ``timeout`` passed)."""
+        deadline = time.monotonic() + timeout
+        while self.process is not None and not (self.folder / READY).exists() and self.process.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return (self.folder / READY).exists()
+
+    def finish(self, job: dict, timeout: float = 1800) -> dict:
+        """Hand the worker ``job`` and return its result; the process is gone after, whatever happened."""
         try:
-            done = subprocess.run([*command, str(job_path), str(result_path)], env=env,
-                                  capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
-        except subprocess.TimeoutExpired:
-            raise WorkerFailed(f"{job['kind']} worker timed out after {timeout:.0f} s", _read(result_path)) from None
-        if done.returncode != 0 or not result_path.exists():
-            code = done.returncode
-            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise WorkerFailed(f"{job['kind']} worker crashed ({how}): {tail[-600:]}", _read(result_path))
-        result = json.loads(result_path.read_text())
-        if "error" in result:
-            raise WorkerFailed(result["error"])
-        return result
+            self.job_path.write_text(json.dumps(job))
+            if self.process is None:
+                self._start()
+            try:
+                self.process.stdin.write("go\n")
+                self.process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass  # it died while preloading: reported below
+            try:
+                code = self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise WorkerFailed(f"{job['kind']} worker timed out after {timeout:.0f} s",
+                                   _read(self.result_path)) from None
+            if code != 0 or not self.result_path.exists():
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                self.log.seek(0)
+                tail = " | ".join(self.log.read().strip().splitlines()[-3:])
+                raise WorkerFailed(f"{job['kind']} worker crashed ({how}): {tail[-600:]}", _read(self.result_path))
+            result = json.loads(self.result_path.read_text())
+            if "error" in result:
+                raise WorkerFailed(result["error"])
+            return result
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End a worker that was never given its job, and remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None:
+            self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _read(result_path: Path) -> dict | None:
@@ -146,8 +210,19 @@ JOBS = {"measure": lambda job, _: _measure(job), "convert": lambda job, _: _conv
         "time": lambda job, _: _latency(job), "convert-measure": _convert_measure}
 
 
+READY = "ready"
+"""The file a preloading worker writes beside its job file once its imports are done."""
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[0] == "--preload":
+        for module in argv[1].split(","):
+            importlib.import_module(module)
+        argv = argv[2:]
+        Path(argv[0]).with_name(READY).touch()
+        if sys.stdin.readline().strip() != "go":
+            return 0  # closed without a job
     job, result_path = json.loads(Path(argv[0]).read_text()), Path(argv[1])
     try:
         result = JOBS[job["kind"]](job, result_path)
