@@ -90,7 +90,7 @@ def plain_row(plain: list[int], db: str) -> dict:
             "race gap, age-standardised (years)": f"{gap.value:.2f} {_interval(gap.low, gap.high, sign=False, digits=2)}",
             "70+ bias (years)": f"{old.value:+.2f} {_interval(old.low, old.high, digits=2)}",
             "test MAE (years)": f"{mae.value:.3f} {_interval(mae.low, mae.high, sign=False)}",
-            "targets met": f"(n = {int(adult.n)} minors, {int(_row(own, '70+', 'bias').n)} aged 70+)"}
+            "targets met": f"(n = {int(adult.n)} minors, {int(old.n)} aged 70+)"}
 
 
 def by_age_group(candidate, plain: list[int], db: str) -> list[dict]:

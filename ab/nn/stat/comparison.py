@@ -40,7 +40,7 @@ def _compare_mae(a, b, split: str = "test", db=None) -> Comparison:
     them ``calibrated(...)``."""
     if isinstance(a, Calibrated) or isinstance(b, Calibrated):
         judged_a, judged_b = judged(a, split, db), judged(b, split, db)
-        if judged_a.images != judged_b.images or not np.array_equal(judged_a.ages, judged_b.ages):
+        if not judged_a.same_images(judged_b):
             raise DataMismatch(f"trials {judged_a.trial_ids} and {judged_b.trial_ids} were judged on different "
                                f"{split} images; compare trials of the same data key")
         return uncertainty.compare(np.abs(judged_a.predicted - judged_a.ages),

@@ -90,6 +90,12 @@ class Judged:
     def images(self) -> int:
         return self.ages.size
 
+    def same_images(self, other: "Judged") -> bool:
+        """Judged on the same images as ``other``, in the same order (their true ages and labels agree):
+        what a paired comparison needs."""
+        return self.images == other.images and np.array_equal(self.ages, other.ages) and all(
+            np.array_equal(self.labels.get(k, []), other.labels.get(k, [])) for k in set(self.labels) | set(other.labels))
+
 
 def parse_by(by) -> tuple[str, ...]:
     """``"race"``, ``("race", "gender")`` or ``"race,gender"`` as a tuple of ``DIMENSIONS``."""
@@ -420,8 +426,7 @@ def compare(a: Judged, b: Judged, by="age_group", thresholds=THRESHOLDS, min_gro
     number of every group and on every gap: ``a``, ``b``, ``difference`` (a - b) with its interval (the
     same images drawn for both, replicas drawn per side unless both sides are the same trials) and ``verdict`` (``tie`` when the interval holds
     0, else ``A lower`` or ``B lower``). The groups compared in a gap are those usable on both sides."""
-    if a.images != b.images or not np.array_equal(a.ages, b.ages) or any(
-            not np.array_equal(a.labels.get(k, []), b.labels.get(k, [])) for k in set(a.labels) | set(b.labels)):
+    if not a.same_images(b):
         raise DataMismatch("a paired comparison needs the same images, in the same order, on both sides")
     design = _Design.of(a, parse_by(by), min_group)
     setups = [_setup(a, by, thresholds, min_group, design), _setup(b, by, thresholds, min_group, design)]
