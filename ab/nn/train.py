@@ -18,6 +18,7 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
+from ab.nn.deploy.onnx_export import parse_exporters
 from ab.nn.deploy.pipeline import (FIDELITY_IMAGES, FORMATS, TFLITE, ExportOptions, parse_fidelity_images,
                                    parse_formats, parse_threads)
 from ab.nn.registry import RegistryError
@@ -119,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-warmup", type=int, default=WARMUP, help="untimed warm-up runs before timing")
     p.add_argument("--latency-threads", default="1", help="thread counts latency is timed at: a comma list, 'all' for "
                                                           "every core (e.g. 1,all); the recorded latency is 1 thread's")
+    p.add_argument("--onnx-exporter", default="auto",
+                   help="PyTorch's ONNX exporter: auto (TorchScript's, and torch.export's where that fails), "
+                        "torchscript or dynamo")
     p.add_argument("--fidelity-images", default=str(FIDELITY_IMAGES), metavar="N|all",
                    help="evaluation and test images (each) every artifact's MAE and largest difference from PyTorch "
                         "are measured on: a seeded sample, the same for every trial of a data key; 'all' for every "
@@ -226,6 +230,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
     export = ExportOptions(formats=formats, warmup=args.latency_warmup, runs=args.latency_runs,
                            threads=parse_threads(args.latency_threads),
                            fidelity_images=parse_fidelity_images(args.fidelity_images),
+                           onnx_exporters=parse_exporters(args.onnx_exporter),
                            keep_best_only=args.keep_best_only, export_stopped=args.export_stopped,
                            export_unlearned=args.export_unlearned, converters=chosen)
     configs = tuple("" if pattern in ("*", "all") else pattern for pattern in args.config or ("",))

@@ -17,6 +17,7 @@ from ab.nn.dataset import trial_data
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
+from ab.nn.deploy.onnx_export import parse_exporters
 from ab.nn.deploy.pipeline import (FIDELITY_IMAGES, FORMATS, TFLITE, Deployment, ExportOptions, NetSource,
                                    metadata_for, parse_fidelity_images, parse_formats, parse_threads)
 from ab.nn.deploy.report import best_trial
@@ -53,6 +54,9 @@ def cli(argv=None) -> int:
     p.add_argument("--latency-warmup", type=int, default=WARMUP)
     p.add_argument("--latency-threads", default="1",
                    help="thread counts: a comma list, 'all' for every core (e.g. 1,all)")
+    p.add_argument("--onnx-exporter", default="auto",
+                   help="PyTorch's ONNX exporter: auto (TorchScript's, and torch.export's where that fails), "
+                        "torchscript or dynamo")
     p.add_argument("--fidelity-images", default=str(FIDELITY_IMAGES), metavar="N|all",
                    help="evaluation and test images (each) the artifacts are measured on: a seeded sample, or all")
     workspace.add_arguments(p)
@@ -62,6 +66,7 @@ def cli(argv=None) -> int:
         options = ExportOptions(formats=parse_formats(args.export), warmup=args.latency_warmup, runs=args.latency_runs,
                                 threads=parse_threads(args.latency_threads),
                                 fidelity_images=parse_fidelity_images(args.fidelity_images),
+                                onnx_exporters=parse_exporters(args.onnx_exporter),
                                 converters=parse_converters(args.converter))
         if any(f.startswith(TFLITE) for f in options.formats):
             available(options.converters)

@@ -24,7 +24,7 @@ from ab.nn.dataset.trial_data import TrialData
 from ab.nn.deploy import converters, worker
 from ab.nn.deploy import inputs as model_inputs
 from ab.nn.deploy.latency import RUNS, WARMUP, library_versions, time_calls
-from ab.nn.deploy.onnx_export import export_onnx
+from ab.nn.deploy import onnx_export
 from ab.nn.deploy.reference import Reference, from_recorded
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
 from ab.nn.deploy.tflite_convert import PRECISIONS, PRELOAD
@@ -113,6 +113,7 @@ class ExportOptions:
     export_stopped: bool = False  # also export trials stopped early (LEMUR's gate), not only complete ones
     export_unlearned: bool = False  # also export trials no better than the constant predictor
     converters: tuple[str, ...] = (converters.ONNX2TF,)  # TFLite converters (--converter)
+    onnx_exporters: tuple[str, ...] = onnx_export.EXPORTERS  # tried in order (--onnx-exporter)
 
     def thread_counts(self) -> tuple[int, ...]:
         return tuple(sorted({count or system.cpu_count() for count in self.threads or (1,)}))
@@ -291,12 +292,14 @@ class Deployment:
         path = self.folder / "model.onnx"
         start = time.perf_counter()
         try:
-            export_onnx(model, self.in_shape, path, metadata=metadata)
+            path, exporter = onnx_export.export(model, self.in_shape, path, metadata=metadata,
+                                                exporters=self.options.onnx_exporters)
         except Exception as error:
-            self.store.add_export(self.trial_id, fence=self.fence, format="onnx", precision="fp32", converter=_onnx_converter(),
+            tried = onnx_export.exporter_name(", ".join(self.options.onnx_exporters))
+            self.store.add_export(self.trial_id, fence=self.fence, format="onnx", precision="fp32", converter=tried,
                                   layout="NCHW", input_shape=self.shape_text, status=FAILED, error=_short(error))
             return None
-        row = self._artifact("onnx", "fp32", path, _onnx_converter(), "NCHW", time.perf_counter() - start)
+        row = self._artifact("onnx", "fp32", path, exporter, "NCHW", time.perf_counter() - start)
         export_id = self.store.add_export(self.trial_id, fence=self.fence, status=OK, **row)
         try:
             runtime = OnnxRuntime(path, system.cpu_count())
@@ -431,10 +434,6 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _floats(text: str | None, default) -> list[float]:
     return [float(v) for v in text.split(",")] if text else list(default)
-
-
-def _onnx_converter() -> str:
-    return f"torch.onnx (dynamo) {torch.__version__}"
 
 
 def _state_bytes(model: torch.nn.Module) -> bytes:
