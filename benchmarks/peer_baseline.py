@@ -109,22 +109,25 @@ def _run(command: list, what: str, progress: bool) -> None:
 def ensure_env(env: Path, requirements=REQUIREMENTS, base_python: str = sys.executable,
                progress: bool = True) -> Path:
     """The Python of a virtual environment at ``env`` that holds ``requirements``: made with ``venv`` and
-    pip-installed unless it already holds exactly them (its ``MARKER`` file). Refuses the environment
-    this script runs in."""
+    pip-installed unless it already holds exactly them. Only an environment this function made (its
+    ``MARKER`` file) is installed into or reused, so the project's own environment, or anyone else's, is
+    never changed."""
     env = Path(env).expanduser().absolute()
     if env.resolve() == Path(sys.prefix).resolve():
         raise EnvError(f"--env {env} is the environment this script runs in; the peer package goes into a "
                        f"separate one (name a new folder)")
     python, marker = env_python(env), env / MARKER
     wanted = "\n".join(requirements) + "\n"
-    if python.exists() and marker.exists() and marker.read_text() == wanted:
+    if marker.is_file() and python.exists() and marker.read_text() == wanted:
         _say(f"reusing the environment {env} ({', '.join(requirements)})", progress)
         return python
-    if env.exists() and not python.exists() and any(env.iterdir()):
-        raise EnvError(f"--env {env} exists and is not a virtual environment; name an empty or new folder")
+    if env.exists() and not marker.is_file() and (not env.is_dir() or any(env.iterdir())):
+        raise EnvError(f"--env {env} exists and is not an environment this script made; name an empty or new "
+                       f"folder")
     if not python.exists():
         _say(f"creating a virtual environment in {env}", progress)
         _run([base_python, "-m", "venv", env], f"creating a virtual environment in {env}", progress)
+        marker.write_text("")  # ours, nothing installed yet
     _say(f"installing {', '.join(requirements)} into {env}", progress)
     _run([python, "-m", "pip", "install", "--disable-pip-version-check", *requirements],
          f"pip install of {requirements[0]} into {env} (the package registry must be reachable)", progress)

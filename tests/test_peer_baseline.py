@@ -144,13 +144,18 @@ def test_native_size_files_are_passed_as_they_are_others_as_decoded_crops(peer, 
     assert not folder.exists()
 
 
-def test_ensure_env_refuses_this_environment_and_a_folder_that_is_not_one(peer, tmp_path):
+def test_ensure_env_changes_no_environment_it_did_not_make(peer, tmp_path):
     with pytest.raises(peer.EnvError, match="the environment this script runs in"):
         peer.ensure_env(Path(sys.prefix), progress=False)
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "notes.txt").write_text("mine")
-    with pytest.raises(peer.EnvError, match="exists and is not a virtual environment"):
-        peer.ensure_env(tmp_path / "stuff", progress=False)
+    (tmp_path / "a-file").write_text("mine")
+    foreign = tmp_path / "foreign"
+    peer.env_python(foreign).parent.mkdir(parents=True)
+    peer.env_python(foreign).write_text("")
+    for folder in ("stuff", "a-file", "foreign"):
+        with pytest.raises(peer.EnvError, match="exists and is not an environment this script made"):
+            peer.ensure_env(tmp_path / folder, base_python=str(tmp_path / "no-python"), progress=False)
 
 
 def test_ensure_env_says_which_step_failed(peer, tmp_path):
