@@ -81,12 +81,24 @@ def _example(in_shape, dynamic_batch: bool) -> torch.Tensor:
 
 
 def _torchscript(model, in_shape, path: Path, dynamic_batch: bool) -> None:
+    import onnx
+
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    example = _example(in_shape, dynamic_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))
-        torch.onnx.export(model, (_example(in_shape, dynamic_batch),), str(path), dynamo=False,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=OPSET,
-                          dynamic_axes=axes, verbose=False)
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=OPSET, dynamic_axes=axes, verbose=False)
+    # the tracer leaves an output dimension it computed (a flip-averaged head's) undeclared; the file
+    # declares what the model gives, as torch.export's does: (batch, 1) for ages, never logits
+    with torch.no_grad():
+        shape = tuple(model(example).shape)
+    proto = onnx.load(str(path))
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == len(shape) and any(not d.dim_value for d in dims[1:]):
+        for dim, size in zip(dims[1:], shape[1:]):
+            dim.dim_value = size  # replaces a symbolic name the tracer made up
+        onnx.save(proto, str(path))
 
 
 def _dynamo(model, in_shape, path: Path, dynamic_batch: bool) -> None:
