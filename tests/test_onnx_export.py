@@ -53,6 +53,30 @@ def test_a_model_torchscript_cannot_export_is_exported_by_dynamo(tmp_path):
     assert not (tmp_path / "t.onnx").exists()
 
 
+class Branching(torch.nn.Module):
+    """Python control flow on a tensor's value: the tracer would keep the example's branch."""
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3)).unsqueeze(1)
+        return mean + 40.0 if bool(mean.sum() > 0) else mean + 20.0
+
+
+class Constants(torch.nn.Module):
+    def forward(self, x):
+        scale = torch.tensor([0.5, 1.0, 2.0])  # a tracer warning that happens to be harmless
+        return (x * scale.view(1, 3, 1, 1)).mean(dim=(1, 2, 3)).unsqueeze(1)
+
+
+def test_a_trace_the_tracer_warns_about_is_never_kept(tmp_path):
+    path, exporter = onnx_export.export(Constants(), (1, 3, 8, 8), tmp_path / "c.onnx")
+    assert "(dynamo)" in exporter  # torch.export's instead
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert np.abs(OnnxRuntime(path, 1).predict(x) - _ages(Constants(), x)).max() < 1e-5
+    with pytest.raises(RuntimeError, match="torchscript: RuntimeError: the tracer warned: Converting a tensor to a "
+                                           "Python boolean"):
+        onnx_export.export(Branching(), (1, 3, 8, 8), tmp_path / "b.onnx")  # torch.export refuses it too
+
+
 def test_the_exporter_is_chosen_by_name():
     assert onnx_export.parse_exporters("auto") == ("torchscript", "dynamo")
     assert onnx_export.parse_exporters("Dynamo") == ("dynamo",)

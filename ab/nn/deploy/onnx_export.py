@@ -5,7 +5,8 @@ default of ``torch.onnx.export`` since PyTorch 2.9, which deprecates the other).
 exports and converts to TFLite with either, with the same fidelity, but the TorchScript exporter took
 about 1 s for MobileAgeNet where the dynamo exporter took 17 s (5.5 s of ``torch.export`` and 13.6 s of
 translation), on a trial's export that is otherwise about 20 s. Where the first fails (a model it cannot
-trace, or a PyTorch that no longer has it), the next is used; the exporter is recorded with the file."""
+export, a tracer warning that the trace may hold the example's control flow or values, or a PyTorch that
+no longer has it), the next is used; the exporter is recorded with the file."""
 from __future__ import annotations
 
 import copy
@@ -85,10 +86,14 @@ def _torchscript(model, in_shape, path: Path, dynamic_batch: bool) -> None:
 
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     example = _example(in_shape, dynamic_batch)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning, UserWarning))
+        warnings.simplefilter("always", torch.jit.TracerWarning)
         torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=OPSET, dynamic_axes=axes, verbose=False)
+    traced = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if traced:  # the trace may hold this example's control flow or values: torch.export's turn
+        raise RuntimeError(f"the tracer warned: {str(traced[0].message).splitlines()[0]}")
     # the tracer leaves an output dimension it computed (a flip-averaged head's) undeclared; the file
     # declares what the model gives, as torch.export's does: (batch, 1) for ages, never logits
     with torch.no_grad():
