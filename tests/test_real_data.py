@@ -21,7 +21,7 @@ def test_the_real_folder_parses_completely(real_utkface, root):
 
 def test_a_short_trial_beats_the_training_mean(real_utkface, root):
     args = ["--root", str(root), "--data-dir", str(real_utkface), "-c", "age-regression_utkface_mae_MobileAgeNet",
-            "-e", "2", "-t", "1", "--max-samples", str(SAMPLES), "-f", "norm_64_flip", "-w", "0", "--quiet", "--pretrained", "0", "--export", "onnx,tflite-fp32", "--export-unlearned", "--latency-runs", "5", "--in-process",
+            "-e", "2", "-t", "1", "--max-samples", str(SAMPLES), "-f", "norm_64_flip", "-w", "0", "--quiet", "--pretrained", "0", "--export", "onnx,tflite-fp32", "--export-unlearned", "--fidelity-images", "all", "--latency-runs", "5", "--in-process",
             "-p", RECIPE]
     assert train.cli(args) == 0
     trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]

@@ -1,8 +1,9 @@
 """Every trial deploys: PyTorch -> ONNX -> TFLite, each artifact's MAE on the same preprocessed
 eval/test inputs as PyTorch's (made once, ``inputs``; a seeded sample of each split by default,
-``--fidelity-images``) and its largest difference from PyTorch's ages (the trial's own recorded predictions
-where they are the same computation, ``reference``), and batch-1 latency per runtime and thread count. A failing step is recorded on its artifact's row; it never changes
-the trial's training result and never stops the sweep."""
+``--fidelity-images``) and its largest difference from PyTorch's ages (the trial's own recorded
+predictions where they are the same computation, ``reference``), and batch-1 latency per runtime and
+thread count. A failing step is recorded on its artifact's row; it never changes the trial's training
+result and never stops the sweep."""
 from __future__ import annotations
 
 import copy

@@ -10,6 +10,7 @@ refuses a database that needs an upgrade, and one written by newer code, with a 
 from __future__ import annotations
 
 import functools
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -123,7 +124,7 @@ def alembic_config(connection: Connection):
     """Alembic's configuration for running its commands (``upgrade``, ``check``) on ``connection``."""
     from alembic.config import Config
 
-    config = Config()
+    config = Config(stdout=sys.stdout)  # Config's default is the sys.stdout of alembic's import: maybe closed since
     config.set_main_option("script_location", str(SCRIPTS))
     config.attributes["connection"] = connection
     return config
