@@ -102,3 +102,19 @@ def test_a_study_that_sampled_other_choices_stops_and_says_to_fix_one(root, utk_
     with sqlite3.connect(root / "db" / "ab.nn.db") as con:
         assert con.execute("select count(*) from trial where status='failed'").fetchone()[0] == 0
     assert transforms(root)[-1] == "norm_96"
+
+
+def test_transforms_kept_out_of_searches_are_never_drawn_but_run_when_fixed(root, utk_dir, capsys):
+    assert not input_sizes.searched("norm_96_bg") and input_sizes.searched("norm_96_aug")
+    helpers.write_model(root, "TinyAny", helpers.TINY_MODEL)
+    assert sweep(root, utk_dir, "-c", config("TinyAny"), "-t", "1", "--dry-run") == 0
+    shown = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("transform:"))
+    drawn = set(shown.split("[", 1)[1].split("]", 1)[0].replace("'", "").split(", "))
+    # the 15 a search drew before background replacement existed: its studies keep their choices
+    assert drawn == {f"norm_{side}{kind}" for side in (64, 96, 128, 160, 224) for kind in ("", "_flip", "_aug")}
+    for fixed in (["-f", "norm_64_bg"], ["-p", '{"transform": "norm_64_bg"}']):
+        assert sweep(root, utk_dir, "-c", config("TinyAny"), "-t", "-1", *fixed) == 0
+    assert transforms(root) == ["norm_64_bg", "norm_64_bg"]
+    with sqlite3.connect(root / "db" / "ab.nn.db") as con:
+        saved = {r[0] for r in con.execute("select name from transform")}
+    assert "norm_64_bg" in saved

@@ -1,5 +1,6 @@
-"""Which transforms a model can take: a transform's input size against the sizes the model file declares
-with ``supported_input_sizes()`` (read by ``ab.nn.model_probe.declared_sizes``).
+"""Which transforms a search draws from: those a package transform does not keep out of searches
+(``searched``), and of those the ones whose input size is among the sizes the model file declares with
+``supported_input_sizes()`` (read by ``ab.nn.model_probe.declared_sizes``).
 
 A package transform is imported (trusted code) and its size read from its ``transform`` function's
 ``image_size`` (``ab.nn.transform._pipeline.named`` sets it). A workspace transform is never imported
@@ -22,6 +23,15 @@ def transform_size(name: str) -> Size | None:
         return None
     side = getattr(registry.load(registry.TRANSFORM, name).transform, "image_size", None)
     return None if side is None else (int(side), int(side))
+
+
+def searched(name: str) -> bool:
+    """Whether a search draws this transform when none is fixed. A package transform may say no
+    (``ab.nn.transform._pipeline.named(..., searched=False)``); a workspace one is not imported here, so
+    it is drawn."""
+    if registry.origin(registry.TRANSFORM, name) != registry.PACKAGE:
+        return True
+    return bool(getattr(registry.load(registry.TRANSFORM, name).transform, "searched", True))
 
 
 def allowed(transforms: Iterable[str], sizes: Iterable[Size] | None) -> list[str]:

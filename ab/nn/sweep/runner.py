@@ -145,7 +145,7 @@ class Sweep:
         self.device = resolve_device(options.device)
         versions.upgrade(self.url)  # once per open, before any trial process starts
         self.store = StatStore(self.url)
-        transforms = registry.names(registry.TRANSFORM)
+        transforms = [name for name in registry.names(registry.TRANSFORM) if input_sizes.searched(name)]
         if options.transform is not None:
             registry.path(registry.TRANSFORM, options.transform)
             transforms = [options.transform]
@@ -192,7 +192,8 @@ class Sweep:
             hyperparameters.check_fixed(self.fixed, supported, registry.names(registry.TRANSFORM), choices)
         else:
             hyperparameters.check_fixed(self.fixed, (), registry.names(registry.TRANSFORM))
-        if "transform" in self.fixed:
+        if "transform" in self.fixed:  # -f or -p: that one, whether or not a search would draw it
+            self.space = replace(self.space, transforms=(self.fixed["transform"],))
             self._check_fixed_transform()
 
     def _check_fixed_transform(self) -> None:

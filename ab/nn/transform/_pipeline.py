@@ -1,15 +1,20 @@
-"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug]``).
+"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug|_bg]``).
 
 It accepts a uint8 CHW tensor from the decode-once cache (already at ``image_size``) or a PIL
 image, so augmentation runs on tensors. ``eval_transform`` of every named transform is the same
-pipeline without augmentation, hence deterministic.
+pipeline without augmentation, hence deterministic. ``bg`` is ``aug`` with background replacement
+(``ab.nn.transform._background``): a search does not draw it unless asked (``named(..., searched=False)``).
 """
 from __future__ import annotations
 
 import torch
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("none", "flip", "aug")
+from ab.nn.transform._background import ReplaceBackground
+
+AUGMENTATIONS = ("none", "flip", "aug", "bg")
+BACKGROUND_P = 0.5
+"""The share of training crops whose background ``bg`` replaces."""
 
 
 class ImagePipeline:
@@ -18,9 +23,11 @@ class ImagePipeline:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         mean, std = norm
         ops = []
-        if augment in ("flip", "aug"):
+        if augment == "bg":
+            ops.append(ReplaceBackground(BACKGROUND_P))
+        if augment != "none":
             ops.append(v2.RandomHorizontalFlip())
-        if augment == "aug":
+        if augment in ("aug", "bg"):
             ops += [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
                     v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05))]
         self.image_size = image_size
@@ -43,8 +50,10 @@ class ImagePipeline:
         return f"ImagePipeline(size={self.image_size}, augment={self.augment!r})"
 
 
-def named(image_size: int, augment: str):
-    """``(transform, eval_transform)`` functions of the LEMUR transform contract."""
+def named(image_size: int, augment: str, searched: bool = True):
+    """``(transform, eval_transform)`` functions of the LEMUR transform contract. ``searched=False``: a
+    sweep uses it only when told to (``-f``, ``-p transform``), never draws it (``ab.nn.sweep.input_sizes``),
+    so that adding one leaves the default search and its existing studies as they were."""
 
     def transform(norm):
         return ImagePipeline(norm, image_size, augment)
@@ -54,4 +63,5 @@ def named(image_size: int, augment: str):
 
     transform.eval_transform = eval_transform
     transform.image_size = eval_transform.image_size = image_size
+    transform.searched = searched
     return transform, eval_transform
