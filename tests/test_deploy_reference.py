@@ -45,7 +45,8 @@ def test_a_loader_without_image_ids_is_matched_by_count_and_labels():
 
 def test_a_fidelity_sample_is_compared_with_the_recorded_rows_at_its_positions():
     whole = {"eval": Images(["a", "b", "c"], 3)}
-    part, positions = sample(whole["eval"], 2, seed=3)
+    part = sample(whole["eval"], 2, seed=3)
+    positions = part.positions
     assert list(positions) == sorted(positions) and len(set(positions)) == 2 and part.image_ids == [
         ["a", "b", "c"][i] for i in positions]
     reference, why = from_recorded(recorded(test=None), {"eval": part}, {"eval": LABELS["eval"][positions]}, "k1")
@@ -58,9 +59,9 @@ def test_a_fidelity_sample_is_compared_with_the_recorded_rows_at_its_positions()
 def test_the_fidelity_sample_is_seeded_and_whole_parts_stay_whole():
     images = Images([str(i) for i in range(50)], 50)
     first, again = sample(images, 10), sample(images, 10)
-    assert list(first[1]) == list(again[1]) and first[0].image_ids == again[0].image_ids  # every trial, same images
-    assert sample(images, 50)[0] is images and sample(images, None)[0] is images
-    assert list(sample(images, 60)[1]) == list(range(50))
+    assert list(first.positions) == list(again.positions) and first.image_ids == again.image_ids  # every trial
+    assert len(first) == 10 and len(set(first.positions)) == 10
+    assert sample(images, 50) is images and sample(images, None) is images and sample(images, 60) is images
 
 
 @pytest.mark.parametrize("stored, why", [

@@ -15,8 +15,9 @@ is measured on the same images."""
 
 
 class Sample:
-    """The images at ``positions`` (ascending) of ``dataset``, as a dataset (and their ``image_ids`` where the
-    dataset states them)."""
+    """The images at ``positions`` (ascending) of ``dataset``, with their ``image_ids`` where the dataset
+    states them (``ab.nn.deploy.reference.from_recorded`` compares them). Not torch's ``Subset``: this
+    module is read by the measuring worker beside TensorFlow, where PyTorch must not be imported."""
 
     def __init__(self, dataset, positions: np.ndarray):
         self.dataset, self.positions = dataset, positions
@@ -30,14 +31,13 @@ class Sample:
         return self.dataset[int(self.positions[index])]
 
 
-def sample(dataset, count: int | None, seed: int = SAMPLE_SEED) -> tuple[object, np.ndarray]:
+def sample(dataset, count: int | None, seed: int = SAMPLE_SEED):
     """``dataset`` itself where ``count`` is ``None`` or not smaller, else a seeded ``Sample`` of ``count`` of
-    its images in their order; and the positions chosen."""
+    its images in their order."""
     size = len(dataset)
     if count is None or count >= size:
-        return dataset, np.arange(size)
-    positions = np.sort(np.random.default_rng(seed).choice(size, count, replace=False))
-    return Sample(dataset, positions), positions
+        return dataset
+    return Sample(dataset, np.sort(np.random.default_rng(seed).choice(size, count, replace=False)))
 
 
 def write(splits: dict[str, object], folder: Path, batch: int) -> tuple[dict[str, Path], dict[str, np.ndarray]]:

@@ -171,7 +171,7 @@ class Deployment:
     def _splits(self, data: TrialData) -> dict[str, object]:
         """The images every artifact is measured on: each split whole, or its fidelity sample."""
         whole = {"eval": data.eval, **({"test": data.test} if data.test is not None else {})}
-        return {split: model_inputs.sample(dataset, self.options.fidelity_images)[0]
+        return {split: model_inputs.sample(dataset, self.options.fidelity_images)
                 for split, dataset in whole.items()}
 
     def _reference(self, model: torch.nn.Module, data: TrialData, splits: dict[str, object],
