@@ -16,6 +16,8 @@ Intervals: 95 % percentile bootstrap over faces (``ab.nn.stat.uncertainty``); wi
     python benchmarks/hard_scene_ages.py --model trial:1 --root <workspace> \\
         --data-dir ../shared/data/utkface --faces 100 --seeds 5 6 7   # the experiments page; 793 s on 2 vCPU
     python benchmarks/hard_scene_ages.py --model trial:1 trial:2 trial:3 ...  # training-seed replicas
+    python benchmarks/hard_scene_ages.py --model trial:10 trial:11 trial:12 ... --against plain.json
+        # one recipe against another's run on the same scenes, paired over faces
 """
 from __future__ import annotations
 
@@ -116,6 +118,39 @@ def verdict(numbers: dict, edge: str = "soft") -> str:
     return f"{edge} shift {_cell(g['shift'])}: not shown within {BAR} years (the interval reaches beyond it)"
 
 
+def against(rows, other_rows, truth) -> list[str]:
+    """This run minus another run's recipe (``--against``, its ``--out`` file) on the same scenes: per group
+    of ``groups``, over the faces both found, the paired difference of the mean shift and of the scene
+    MAE (images drawn for both sides, each side's replicas drawn on its own)."""
+    from ab.nn.stat.uncertainty import compare
+
+    def key(row):
+        return row["seed"], row["kind"], row["edge"], row["crop"]
+
+    if [key(r) for r in rows] != [key(r) for r in other_rows]:
+        raise ValueError("--against: the other run's scenes are not this run's (give both the same --seeds, "
+                         "--faces and --crops)")
+    lines = ["| edge, background | faces | shift, this run | shift, other | shift difference | "
+             "scene MAE difference |", "|---|---|---|---|---|---|"]
+    mine, theirs = groups(rows), groups(other_rows)
+    for label in mine:
+        both = [(a, b) for a, b in zip(mine[label], theirs[label]) if a["found"] and b["found"]]
+        if not both:
+            lines.append(f"| {label} | 0 | - | - | - | - |")
+            continue
+        ages = np.array([truth[a["crop"]] for a, _ in both], dtype=np.float64)
+
+        def arrays(side):
+            scene = np.array([pair[side]["scene_ages"] for pair in both]).T
+            return scene - np.array([pair[side]["crop_ages"] for pair in both]).T, np.abs(scene - ages)
+
+        (shift_a, mae_a), (shift_b, mae_b) = arrays(0), arrays(1)
+        shift, mae = compare(shift_a, shift_b), compare(mae_a, mae_b)
+        lines.append(f"| {label} | {len(both)} | {shift.mae_a:+.2f} | {shift.mae_b:+.2f} | "
+                     f"{_cell((shift.difference, shift.low, shift.high))} | {_cell((mae.difference, mae.low, mae.high))} |")
+    return lines
+
+
 def main(argv=None) -> int:
     from ab.nn import workspace
     from ab.nn.dataset import utkface
@@ -130,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--crops", type=int, default=1500, help="test-split crops sampled (faces and mosaic tiles)")
     p.add_argument("--out", default=None, help="write the numbers and every scene's ages as JSON here")
+    p.add_argument("--against", default=None,
+                   help="another run's --out file on the same scenes: print this run minus that one, paired")
     workspace.add_arguments(p)
     args = p.parse_args(argv)
     if args.faces < 1:
@@ -138,6 +175,11 @@ def main(argv=None) -> int:
         p.error("--crops must be at least 65 (64 are mosaic tiles only)")
     ws = workspace.from_arguments(args)
     try:
+        other = json.loads(Path(args.against).read_text()) if args.against else None
+        if other is not None and (other.get("seeds") != args.seeds
+                                  or len(other.get("rows", ())) != scene_count(args.seeds, 0, args.faces)):
+            raise ValueError(f"--against {args.against}: another run's scenes (give both the same --seeds, --faces "
+                             f"and --crops)")
         estimators = [AgeEstimator.from_model(m, runtime=args.runtime, threads=1, root=ws) for m in args.model]
         entries, truth, blobs, test_size = test_crops(ws.dataset_dir(utkface.NAME), ws.cache_dir(utkface.NAME),
                                                       args.crops, min(args.seeds))
@@ -160,6 +202,9 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"models": args.model, "seeds": args.seeds, "numbers": numbers,
                                               "rows": rows}, indent=1))
+    if other is not None:
+        print(f"\nThis run ({', '.join(args.model)}) minus {', '.join(other['models'])}, paired over the same faces:")
+        print("\n".join(against(rows, other["rows"], truth)))
     return 0
 
 

@@ -99,3 +99,33 @@ def test_a_missing_model_is_a_one_line_error(ages, tmp_path, capsys):
     assert ages.main(["--model", str(tmp_path / "gone.onnx"), "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "gone.onnx" in err and "\n" not in err
+
+
+def test_a_run_against_another_pairs_the_faces_both_found_and_refuses_other_scenes(ages):
+    truth = np.array([30.0, 40.0, 50.0])
+
+    def row(crop, scene=None, crop_age=None):
+        found = scene is not None
+        return {"seed": 5, "kind": "skin", "edge": "soft", "crop": crop, "found": found,
+                **({"scene_ages": scene, "crop_ages": crop_age} if found else {})}
+
+    mine = [row(0, [31, 33], [30, 30]), row(1, [41, 41], [40, 40]), row(2, [52, 52], [50, 50])]
+    theirs = [row(0, [34], [30]), row(1, [44], [40]), row(2)]  # crop 2 not found by the other run
+    lines = ages.against(mine, theirs, truth)
+    soft = next(line for line in lines if line.startswith("| soft, textured |"))
+    cells = [c.strip() for c in soft.strip("|").split("|")]
+    assert cells[1] == "2" and cells[2] == "+1.50" and cells[3] == "+4.00"  # crop 2 left out of both
+    assert cells[4].startswith("-2.50 [") and cells[5].startswith("-2.50 [")
+    low, high = (float(v) for v in cells[4].split("[")[1].rstrip("]").split(","))
+    assert low <= -2.5 <= high and high < 0
+    assert "| hard, plain | 0 |" in "\n".join(lines)
+    with pytest.raises(ValueError, match="not this run's"):
+        ages.against(mine, theirs[:2] + [row(1)], truth)
+
+
+def test_against_a_run_of_other_scenes_is_refused_before_measuring(ages, tmp_path, capsys):
+    other = tmp_path / "plain.json"
+    other.write_text('{"models": ["trial:1"], "seeds": [5], "rows": []}')
+    assert ages.main(["--model", "trial:1", "--seeds", "6", "--against", str(other), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --against") and "\n" not in err
