@@ -600,18 +600,28 @@ class Sweep:
                        result: ConfigResult) -> TrialOutcome:
         """Run a claimed interrupted trial on from its resume file. Optuna cannot reopen the trial it was told
         failed: the trial gets a new running copy there, derived from our record (its sampled values, its
-        epochs so far), linked to it as a replica's copy is; the old copy stays failed."""
+        epochs so far), linked to it as a replica's copy is; the old copy stays failed. A copy Optuna still
+        runs (the interruption was never told) is kept."""
         try:
             with Session(engines.engine(self.url, writer=False)) as session:
                 trial = session.get(Trial, trial_id)
-                optuna_id, number = studies.add(session, study.optuna, trial, study.definition)
                 seed, replica = trial.seed, trial.replica_of is not None and trial.replica_of != trial.id
-            studies.link(self.url, {trial_id: (optuna_id, number)})
+                optuna_id = trial.optuna_trial_id if self._still_running(study, trial.optuna_trial_id) else None
+                if optuna_id is None:
+                    optuna_id, number = studies.add(session, study.optuna, trial, study.definition)
+                    studies.link(self.url, {trial_id: (optuna_id, number)})
             prm = self.store.trial_prm(trial_id)
         except BaseException as error:
             return self._told(study, trial_id, self._ended(config, study, trial_id, error))
         return self._execute(config, study, trial_id, prm, seed, None if replica else optuna_id, identity,
                              resume_file=True)
+
+    @staticmethod
+    def _still_running(study: SweepStudy, optuna_id: int | None) -> bool:
+        try:
+            return optuna_id is not None and not study.optuna._storage.get_trial(optuna_id).state.is_finished()
+        except KeyError:
+            return False
 
     def _count_export(self, result: ConfigResult, trial_id: int) -> None:
         for row in self.store.exports_of([trial_id]):

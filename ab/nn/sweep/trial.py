@@ -6,7 +6,7 @@ The trial writes through a store and asks about pruning through a reporter: in t
 (``--in-process``) the real ``StatStore`` and ``EpochReporter``; in a trial child
 (``ab.nn.sweep.trial_child``) stand-ins that send each write and question to the runner, which applies
 them. ``phase`` tells whoever watches the trial's time what it is doing (``setup``, ``learn``,
-``evaluate``, ``test``, ``export``)."""
+``evaluate``, ``test``, ``export``), and when an epoch's resume file is ``saved``."""
 from __future__ import annotations
 
 import copy
@@ -297,7 +297,7 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
                 status = PRUNED
                 break
             if epoch < epoch_max:
-                _save_resume(spec, folder, model, loaders, epoch, epoch_max, time.time_ns() - start)
+                _save_resume(spec, folder, model, loaders, epoch, epoch_max, time.time_ns() - start, phase)
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set),
@@ -326,7 +326,8 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
     return outcome, (model, data, in_shape)
 
 
-def _save_resume(spec: TrialSpec, folder: Path, model, loaders, epoch: int, epoch_max: int, duration: int) -> None:
+def _save_resume(spec: TrialSpec, folder: Path, model, loaders, epoch: int, epoch_max: int, duration: int,
+                 phase: Callable[[str, int], None]) -> None:
     """The state the next epoch goes on from (``ab.nn.sweep.resume``). A model whose state the file cannot hold,
     or a file that cannot be written, leaves the trial as it is, only not continuable."""
     reason = resume.not_resumable(model)
@@ -340,6 +341,8 @@ def _save_resume(spec: TrialSpec, folder: Path, model, loaders, epoch: int, epoc
         resume.remove(folder)  # an older epoch's would continue from the wrong place
         if epoch == 1:
             log.warning("trial %d cannot be continued if interrupted: %s", spec.trial_id, reason)
+    else:
+        phase("saved", epoch)
     faults.point("resume")  # a fault test kills the runner here, with the epoch's resume file written
 
 
