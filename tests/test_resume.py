@@ -5,8 +5,9 @@ that was never interrupted; a resume file that cannot be used gives a fresh tria
 interrupted trial, one continues it.
 
 Cost: one runner process with its sandboxed trial process (the runner killed at the fault point ``resume``
-after epoch 1 of 3, as the fault matrix kills runners), the rest in this process (``--in-process``) on
-copies of the killed run's workspace."""
+after epoch 1 of 3, as the fault matrix kills runners); the rest in this process, on copies of the killed
+run's workspace: the continued trial in a sandboxed child (the file goes into its sandbox and the epochs
+after it come out), the reference and the fresh trials ``--in-process``."""
 from __future__ import annotations
 
 import json
@@ -103,10 +104,15 @@ def _workspace(folder: Path) -> Path:
     return folder
 
 
-def _sweep(root: Path, images: Path, *extra: str) -> tuple[int, str]:
+def _sweep(root: Path, images: Path, *extra: str, isolated: bool = False) -> tuple[int, str]:
+    """The sweep in this process (``isolated``: its trial in a sandboxed child, as by default)."""
     from ab.nn import train
 
-    return _here(train.cli, ["--root", str(root), "--data-dir", str(images), *SWEEP, *extra])
+    return _here(train.cli, ["--root", str(root), "--data-dir", str(images), *_arguments(isolated), *extra])
+
+
+def _arguments(isolated: bool) -> list[str]:
+    return [a for a in SWEEP if a not in ("--in-process", "--unsafe")] if isolated else SWEEP
 
 
 def _db(root: Path) -> sqlite3.Connection:
@@ -143,8 +149,7 @@ def killed(images, tmp_path_factory) -> Path:
     """A workspace whose runner was killed (SIGKILL) after epoch 1's resume file was written."""
     base = tmp_path_factory.mktemp("killed")
     root = _workspace(base / "ws")
-    isolated = [a for a in SWEEP if a not in ("--in-process", "--unsafe")]  # its trial in a sandboxed child
-    run = Run([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(images), *isolated],
+    run = Run([sys.executable, "-m", "ab.nn.train", "--root", str(root), "--data-dir", str(images), *_arguments(True)],
               base / "runs", fault="resume")
     try:
         run.wait_point("resume")
@@ -164,7 +169,7 @@ def workspace(killed, tmp_path) -> Path:
 
 
 def test_a_killed_trial_continues_to_the_same_accuracies_and_weights(workspace, images, reference):
-    code, out = _sweep(workspace, images)
+    code, out = _sweep(workspace, images, isolated=True)  # its sandbox is given the file the killed one left
     assert code == 0, out
     assert "trial 1 continued from epoch 2" in out
     assert _trials(workspace) == {1: ("complete", None)}, "the trial was not continued as itself"

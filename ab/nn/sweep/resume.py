@@ -172,7 +172,7 @@ def _check(state, path: Path, trial_id: int, epoch_max: int, seed: int) -> None:
               and all(type(k) is int for k in python_keys) and isinstance(rng["generators"], list)
               and all(g is None or (isinstance(g, torch.Tensor) and g.dtype == torch.uint8) for g in rng["generators"])
               and isinstance(rng["cuda"], list))
-    except (KeyError, TypeError):
+    except Exception:  # a field of another type than saved: what indexing it raises
         ok = False
     if not ok:
         bad("its random states are incomplete")
