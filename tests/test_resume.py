@@ -28,7 +28,7 @@ from ab.nn.stat.schema import INTERRUPTED, RUNNING
 from ab.nn.stat.store import StatStore, reclaim_lapsed
 from ab.nn.sweep import resume
 from tests import helpers
-from tests.test_fault_matrix import Run, _here
+from tests.test_fault_matrix import Run, _here, images  # noqa: F401 (images: the fault matrix's fixture)
 
 NN = "ResumeProbe"
 CONFIG = f"age-regression_utkface_mae_{NN}"
@@ -89,14 +89,6 @@ class Net(nn.Module):
             self.scheduler.step()
         return loss.item()
 '''
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images") / "UTKFace"
-    helpers.make_utkface(folder, count=40)
-    folder.parent.chmod(0o755)  # a shared data folder: the sandbox user reads it too (pytest makes it 0700)
-    return folder.parent
 
 
 def _workspace(folder: Path) -> Path:
