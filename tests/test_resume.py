@@ -239,6 +239,25 @@ def test_two_runners_claiming_one_interrupted_trial_continue_it_once(workspace):
     engines.dispose_all()
 
 
+def test_an_interrupted_replica_is_not_continued_where_its_seed_was_trained_again(workspace):
+    """A --seeds group's replica continues in its own seed slot, and only while no other trial holds that seed
+    (a worker that found the slot missing may have reserved it anew)."""
+    url = f"sqlite:///{workspace / 'db' / 'ab.nn.db'}"
+    store = StatStore(url)
+    with store.transaction() as session:
+        reclaim_lapsed(session)
+    config, row = Config.parse(CONFIG), store.trial_row(1)
+    with _db(workspace) as con:  # trial 1 as the first of a group of replicas
+        con.execute("update trial set replica_of = 1 where id = 1")
+    again = store.reserve_replicas(config, EPOCHS, None, data_key=row["data_key"], group=1, seeds=[row["seed"]])
+    assert [seed for _, seed in again] == [row["seed"]]  # the interrupted one holds no slot
+    assert not store.continue_trial(config, 1, EPOCHS, None, data_key=row["data_key"], lease_id=101)
+    with _db(workspace) as con:
+        con.execute("update trial set status = 'failed' where id = ?", (again[0][0],))
+    assert store.continue_trial(config, 1, EPOCHS, None, data_key=row["data_key"], lease_id=101)
+    engines.dispose_all()
+
+
 def test_a_resume_file_is_read_as_untrusted(killed, tmp_path):
     folder = tmp_path / "t"
     folder.mkdir()
