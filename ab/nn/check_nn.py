@@ -236,7 +236,8 @@ class _Call:
                                    export=ExportOptions(formats=("onnx",) if self.export_onnx else ()), isolate=True,
                                    limits=Limits(minutes=None if left is None else max(left, 1.0) / 60),
                                    seed=self.seed, device=self.device, data=self.settings, workspace=ws,
-                                   progress=self.progress, unsafe=self.unsafe)
+                                   progress=self.progress, unsafe=self.unsafe,
+                                   resume=False)  # one call, one fresh trial: the one it returns
             summary = run(options)
         trial = _last_trial(store, config)
         if trial is None or trial["id"] == (before or {}).get("id"):

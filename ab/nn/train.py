@@ -129,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
                         "image (on all of UTKFace, most of a trial's export)")
     p.add_argument("--keep-best-only", action="store_true",
                    help="delete the artifact files of every trial but the config's best (rows stay)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="draw a fresh trial even where an interrupted trial of this sweep could be continued from "
+                        "its resume file (by default it continues, with the same trial id, from its last saved epoch)")
     p.add_argument("--in-process", action="store_true",
                    help="run trials in the runner's own process (debugging; the package's models only, workspace "
                         "models too with --unsafe); by default each trial runs in a child process (a sandbox for "
@@ -243,7 +246,7 @@ def options_from(args: argparse.Namespace) -> SweepOptions:
                         heartbeat_seconds=args.heartbeat_seconds,
                         search=Search.parse(args.pruner, args.objectives, args.max_latency_ms, args.pruner_warmup,
                                             args.pruner_floor, args.max_group_gap, args.group_gap_by),
-                        isolate=not args.in_process, unsafe=args.unsafe,
+                        isolate=not args.in_process, unsafe=args.unsafe, resume=not args.no_resume,
                         limits=Limits(minutes=args.trial_timeout_minutes, memory_gb=args.trial_memory_gb),
                         workspace=workspace.from_arguments(args), progress=not args.quiet)
 
@@ -261,6 +264,7 @@ def report(summary: SweepSummary) -> str:
                      + (f", lost {r.lost} to other runners" if r.lost else ""))
         for finding in r.repaired:
             lines.append(f"  repaired: {finding}")
+        lines += [f"  {line}" for line in r.continued + r.not_continued]
         if r.data:
             lines.append(f"  data: {r.data}")
         if r.skipped:

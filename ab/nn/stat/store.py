@@ -273,6 +273,50 @@ class StatStore:
         session.flush()
         return trials
 
+    # -- continuing interrupted trials (ab.nn.sweep.resume) --------------------------------------
+    def interrupted_trials(self, config: Config, epoch_max: int, data_key: str, nn_code_id: str | None) -> list[dict]:
+        """Interrupted trials of ``config`` at this ``epoch_max`` on the data ``data_key``, trained with the model
+        code ``nn_code_id``, that were given hyperparameters: the ones a runner may continue, oldest first."""
+        with self.transaction() as session:
+            rows = session.execute(select(Trial.id, Trial.seed, Trial.number, Trial.replica_of, Trial.epochs_done)
+                                   .where(Trial.config == config.name, Trial.epoch_max == epoch_max,
+                                          Trial.data_key == data_key, Trial.status == INTERRUPTED,
+                                          Trial.prm.is_not(None), Trial.seed.is_not(None),
+                                          Trial.nn_code_id == nn_code_id)
+                                   .order_by(Trial.id)).all()
+        return [row._asdict() for row in rows]
+
+    @retried
+    def continue_trial(self, config: Config, trial_id: int, epoch_max: int, total: int | None, *, data_key: str,
+                       lease_id: int, **fields) -> bool:
+        """Claim interrupted trial ``trial_id`` for the runner of ``lease_id``: it is ``running`` again (its
+        recorded epochs stay), under the same lock and the same limit (``total``) as a reservation, and a
+        replica only while no other trial of its group has its seed. Of several runners claiming it at once,
+        one gets True; a retried call whose first commit was applied gets True again."""
+        with self.transaction() as session:
+            engines.hold_transaction_lock(session, f"{config.name}|{data_key}")
+            trial = session.get(Trial, trial_id, with_for_update=True)
+            if trial is None or trial.status != INTERRUPTED:
+                return trial is not None and trial.status == RUNNING and trial.lease_id == lease_id
+            if self._room(session, config, epoch_max, total, data_key, 1) < 1:
+                return False
+            if trial.replica_of is not None and session.scalar(select(func.count()).select_from(Trial).where(
+                    Trial.replica_of == trial.replica_of, Trial.seed == trial.seed, Trial.id != trial.id,
+                    Trial.status.in_(RESULT_STATES + (RUNNING,)))):
+                return False
+            return bool(session.execute(update(Trial).where(Trial.id == trial_id, Trial.status == INTERRUPTED).values(
+                status=RUNNING, lease_id=lease_id, error=None, finished_at=None, **fields)).rowcount)
+
+    @retried
+    def not_continued(self, trial_id: int, reason: str) -> None:
+        """Say on an interrupted trial why it was not continued (its resume file could not be used)."""
+        with self.transaction() as session:
+            trial = session.get(Trial, trial_id, with_for_update=True)
+            if trial is None or trial.status != INTERRUPTED or reason in (trial.error or ""):
+                return
+            trial.error = f"{trial.error or 'interrupted'}\nnot continued: {reason}"[:8000]
+            session.add(Outbox(kind="mirror", trial_id=trial_id, host=system.host(), created_at=now(), attempts=0))
+
     def reserve_trial(self, config: Config, epoch_max: int, total: int | None, *, data_key: str,
                       **fields) -> int | None:
         """One slot (see ``reserve_trials``), or ``None``."""

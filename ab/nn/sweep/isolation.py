@@ -49,6 +49,7 @@ from ab.nn.sandbox.limits import GiB, MiB
 from ab.nn.sandbox.protocol import validate
 from ab.nn.stat.schema import FAILED, PRUNED, TRAINED_STATES
 from ab.nn.stat.store import LeaseLost, StatStore
+from ab.nn.sweep import resume
 from ab.nn.sweep.search import EpochReporter
 from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, run_trial, validation_gap
 from ab.nn.sweep.trial_protocol import FROM_CHILD, MAX_MESSAGE, METHODS
@@ -110,6 +111,8 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits(), *, unsafe: bool = F
         scratch.mkdir()
         if sandboxed:
             folder.mkdir(parents=True, exist_ok=True)  # the bind's mount point
+            if spec.resume and resume.path_of(folder).is_file():  # the sandbox sees scratch where its folder is
+                _copy(resume.path_of(folder), resume.path_of(scratch))
         try:
             box = start(CHILD, limits=_limits(spec, limits), binds=_binds(spec, untrusted, scratch, folder),
                         env=None if found is None else _environment(), sandboxed=sandboxed, inherit_env=found is None,
@@ -117,7 +120,7 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits(), *, unsafe: bool = F
         except sandbox.SandboxStartError as error:
             return _failed(store, spec, f"SandboxStartError: {error}", fatal=True)
         with box:
-            served = _Served(spec, store, box, limits)
+            served = _Served(spec, store, box, limits, scratch if sandboxed else None)
             served.run()
         if sandboxed:
             _collect(scratch, folder)
@@ -201,8 +204,10 @@ def _environment() -> dict[str, str]:
 class _Served:
     """One child's trial, served: its calls checked and applied, its phases timed, its end recorded."""
 
-    def __init__(self, spec: TrialSpec, store: StatStore, box: sandbox.Sandbox, limits: Limits):
-        self.spec, self.store, self.box, self.limits = spec, store, box, limits
+    def __init__(self, spec: TrialSpec, store: StatStore, box: sandbox.Sandbox, limits: Limits,
+                 scratch: Path | None = None):
+        """``scratch``: a sandboxed trial's output folder as this side sees it."""
+        self.spec, self.store, self.box, self.limits, self.scratch = spec, store, box, limits, scratch
         self.reporter = EpochReporter(spec.link)
         self.epochs = int(spec.prm.get("epoch_max", 1))
         self.position, self.phase = -1, "start"
@@ -282,6 +287,8 @@ class _Served:
 
     # -- each call: checked, then applied with the runner's lease --------------------------------------
     def _phase(self, phase: str, epoch: int) -> None:
+        if phase == "saved":
+            return self._saved(epoch)
         position = {"setup": 0, "learn": 2 * epoch - 1, "evaluate": 2 * epoch, "test": 2 * self.epochs + 1,
                     "export": 2 * self.epochs + 2}[phase]
         if position <= self.position or not 0 <= epoch <= self.epochs or phase in ("learn", "evaluate") and not epoch:
@@ -289,6 +296,22 @@ class _Served:
         self.position, self.deadline = position, self._deadline(phase)
         self.phase = {"setup": "setup (loading the data, building the model)", "learn": f"learn() of epoch {epoch}",
                       "evaluate": f"the evaluation of epoch {epoch}", "test": "the test", "export": "export"}[phase]
+
+    def _saved(self, epoch: int) -> None:
+        """A sandboxed trial's resume file is copied out at once (the sandbox's folder goes with the runner), as
+        ``_collect`` copies files: a regular file of at most ``FILE_BYTES``, else nothing."""
+        if self.position != 2 * epoch or not 1 <= epoch < self.epochs:
+            raise Refused(f"a resume file of epoch {epoch} after {self.phase}")
+        if self.scratch is None:
+            return
+        folder = self.spec.workspace.trial_dir(self.spec.config.name, self.spec.trial_id)
+        source = resume.path_of(self.scratch)
+        try:
+            info = os.lstat(source)
+            if stat.S_ISREG(info.st_mode) and info.st_size <= FILE_BYTES:
+                _copy(source, resume.path_of(folder))
+        except OSError:
+            pass  # not written, or not a file: the trial cannot be continued, and goes on
 
     def _update_trial(self, **fields) -> None:
         self.store.update_trial(self.spec.trial_id, fence=self.spec.lease_id, **fields)

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Callable
 
 import torch
+from sqlalchemy.orm import Session
 from tqdm.auto import tqdm
 
 from ab.nn import registry
@@ -33,9 +34,9 @@ from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions, keep_best_only
 from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
-from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, TRAINED_STATES
+from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Trial
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import groups, hyperparameters, input_sizes, search
+from ab.nn.sweep import groups, hyperparameters, input_sizes, resume, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
@@ -80,6 +81,7 @@ class SweepOptions:
     workspace: Workspace = field(default_factory=Workspace.resolve)
     progress: bool = True
     unsafe: bool = False  # run workspace model code without a sandbox where none can be had
+    resume: bool = True  # continue an interrupted trial from its resume file (--no-resume: a fresh trial instead)
 
 
 @dataclass
@@ -103,6 +105,8 @@ class ConfigResult:
     seconds: float = 0.0             # this run's wall time on the config's trials
     export_seconds: float = 0.0      # of which exporting (each trial's ``pipeline`` export row)
     not_exported: int = 0            # trials not exported: no better than the constant predictor
+    continued: list = field(default_factory=list)  # "trial 7 continued from epoch 12", each one this run continued
+    not_continued: list = field(default_factory=list)  # interrupted trials whose resume file could not be used, and why
 
     def export_share(self) -> str | None:
         """One line: how much of this run's time went to export, and which trials were not exported."""
@@ -380,11 +384,15 @@ class Sweep:
                   position=0) as bar:
             while result.trained < wanted and result.gave_up is None:
                 study.reclaim()  # slots of runners that died during this run are freed now, not at the next start
+                continued = self._claim_interrupted(config, identity, space, total, nn_code_id, result) \
+                    if self.options.resume else None
                 # one slot at a time: the replicas of a --seeds group spread over every worker on the study
                 group = groups.unfinished(self.store, config, self.options.epochs, identity.key, self.options.seeds,
-                                          self.fixed_for(config.nn), space.transforms)
+                                          self.fixed_for(config.nn), space.transforms) if continued is None else None
                 owner = dict(host=system.host(), pid=os.getpid(), lease_id=self.lease.id, **reservation)
-                if group:
+                if continued is not None:
+                    slot = (continued, None)
+                elif group:
                     claimed = self.store.reserve_replicas(
                         config, self.options.epochs, total, data_key=identity.key, group=group.id,
                         seeds=[group.seed + r for r in group.missing][:1], study=study.name, **owner)
@@ -409,7 +417,8 @@ class Sweep:
                 trial_id, replica = slot
                 faults.point("reserve")
                 began = time.monotonic()
-                outcome = self._run_one(config, study, model, space, trial_id, identity, replica, group)
+                outcome = self._run_continued(config, study, trial_id, identity, result) if continued is not None \
+                    else self._run_one(config, study, model, space, trial_id, identity, replica, group)
                 result.seconds += time.monotonic() - began
                 self._count_export(result, trial_id)
                 recorded = self.store.trial_status(trial_id)
@@ -495,6 +504,16 @@ class Sweep:
                 seed, replica_of = group.seed + replica, group.id
             self.store.assign_trial(trial_id, number=number, optuna_trial_id=optuna_id, prm=prm, seed=seed,
                                     replica_of=replica_of, search_params=params, fence=fence)
+        except BaseException as error:
+            return self._told(study, trial_id, self._ended(config, study, trial_id, error))
+        return self._execute(config, study, trial_id, prm, seed, optuna_id, identity)
+
+    def _execute(self, config: Config, study: SweepStudy, trial_id: int, prm: dict, seed: int, optuna_id: int | None,
+                 identity: DataIdentity, resume_file: bool = False) -> TrialOutcome:
+        """Run a trial that is recorded running with its hyperparameters (``resume_file``: from the resume file
+        in its folder), then tell Optuna what our record says. A trial that ended leaves no resume file."""
+        fence = self.lease.id
+        try:
             link = search.Link(self.url, study.name, optuna_id, self.options.search, self.options.epochs) \
                 if optuna_id is not None else None
             spec = TrialSpec(config=config, prm=prm, trial_id=trial_id, db_url=self.url, link=link,
@@ -506,22 +525,104 @@ class Sweep:
                              baseline=self.store.baseline(identity.key),
                              progress=self.options.progress, identity=identity, lease_id=fence,
                              group_gap_by=study.definition.group_gap_by,
-                             model_file=registry.path(registry.MODEL, config.nn))
+                             model_file=registry.path(registry.MODEL, config.nn), resume=resume_file)
             outcome = self.execute(spec)
             if self.export.enabled and self.export.keep_best_only:
                 keep_best_only(self.store, config, identity.key, self.workspace.out_dir)
-        except Exception as error:
-            if engines.is_storage_error(error) or engines.is_database_bug(error):
-                self._interrupted(trial_id, study, error)  # as far as the database still lets us
-                raise  # the database is gone (the CLI says why) or our own bug (raised with its statement)
-            outcome = TrialOutcome(FAILED, error=describe_error(error))
-            self.store.finish_trial(trial_id, FAILED, error=outcome.error, fence=fence)
-        except BaseException as error:  # interrupted: keep the record true, then stop
-            self._interrupted(trial_id, study, error)
-            raise
+        except BaseException as error:
+            outcome = self._ended(config, study, trial_id, error)
+        if self.store.trial_status(trial_id) not in (INTERRUPTED, RUNNING):
+            resume.remove(self.workspace.trial_dir(config.name, trial_id))
+        return self._told(study, trial_id, outcome)
+
+    @staticmethod
+    def _told(study: SweepStudy, trial_id: int, outcome: TrialOutcome) -> TrialOutcome:
         faults.point("tell")
         study.tell(trial_id)
         return outcome
+
+    def _ended(self, config: Config, study: SweepStudy, trial_id: int, error: BaseException) -> TrialOutcome:
+        """A trial that raised: recorded failed (and its outcome returned), or, for an interruption or a
+        database that is gone, recorded interrupted as far as possible and raised again."""
+        fence = self.lease.id
+        if isinstance(error, Exception):
+            if engines.is_storage_error(error) or engines.is_database_bug(error):
+                self._interrupted(trial_id, study, error)  # as far as the database still lets us
+                raise error  # the database is gone (the CLI says why) or our own bug (raised with its statement)
+            outcome = TrialOutcome(FAILED, error=describe_error(error))
+            self.store.finish_trial(trial_id, FAILED, error=outcome.error, fence=fence)
+            return outcome
+        self._interrupted(trial_id, study, error)  # interrupted: keep the record true, then stop
+        raise error
+
+    # -- continuing interrupted trials (ab.nn.sweep.resume) -----------------------------------------
+    def _claim_interrupted(self, config: Config, identity: DataIdentity, space: SearchSpace, total: int | None,
+                           nn_code_id: str, result: ConfigResult) -> int | None:
+        """An interrupted trial this runner could have drawn itself (same epochs, data, model code, fixed values
+        and transforms, and the seed this run's ``--seed`` and ``--seeds`` give it) whose resume file is sound,
+        claimed for this runner; None when there is none. A resume file that cannot be used is removed, and
+        why is recorded on its trial, which stays interrupted (a fresh trial is drawn instead)."""
+        for row in self.store.interrupted_trials(config, self.options.epochs, identity.key, nn_code_id):
+            if not self._could_have_drawn(row, config, space):
+                continue
+            folder = self.workspace.trial_dir(config.name, row["id"])
+            if not resume.path_of(folder).exists():
+                continue
+            try:
+                saved = resume.read(folder, trial_id=row["id"], epoch_max=self.options.epochs, seed=row["seed"])
+                if saved["epoch"] > (row["epochs_done"] or 0):
+                    raise resume.ResumeError(f"it is saved after epoch {saved['epoch']}, and the trial recorded "
+                                             f"{row['epochs_done'] or 0}")
+            except resume.ResumeError as error:
+                resume.remove(folder)
+                self.store.not_continued(row["id"], str(error))
+                result.not_continued.append(f"trial {row['id']} not continued: {error}")
+                tqdm.write(f"{config}: trial {row['id']} not continued: {error}")
+                continue
+            if self.store.continue_trial(config, row["id"], self.options.epochs, total, data_key=identity.key,
+                                         lease_id=self.lease.id, host=system.host(), pid=os.getpid()):
+                result.continued.append(f"trial {row['id']} continued from epoch {saved['epoch'] + 1}")
+                tqdm.write(f"{config}: {result.continued[-1]}")
+                return row["id"]
+        return None
+
+    def _could_have_drawn(self, row: dict, config: Config, space: SearchSpace) -> bool:
+        if not groups.agrees(self.store.trial_prm(row["id"]), self.fixed_for(config.nn), space.transforms):
+            return False
+        if self.options.seeds == 1:
+            return row["replica_of"] is None and row["number"] is not None and \
+                row["seed"] == self.options.seed + row["number"]
+        if row["replica_of"] is None:
+            return False
+        first = self.options.seed if row["replica_of"] == row["id"] else self.store.trial_row(row["replica_of"])["seed"]
+        return first == self.options.seed and 0 <= row["seed"] - first < self.options.seeds
+
+    def _run_continued(self, config: Config, study: SweepStudy, trial_id: int, identity: DataIdentity,
+                       result: ConfigResult) -> TrialOutcome:
+        """Run a claimed interrupted trial on from its resume file. Optuna cannot reopen the trial it was told
+        failed: the trial gets a new running copy there, derived from our record (its sampled values, its
+        epochs so far), linked to it as a replica's copy is; the old copy stays failed. A copy Optuna still
+        runs (the interruption was never told) is kept."""
+        try:
+            with Session(engines.engine(self.url, writer=False)) as session:
+                trial = session.get(Trial, trial_id)
+                seed, replica = trial.seed, trial.replica_of is not None and trial.replica_of != trial.id
+                optuna_id = trial.optuna_trial_id if self._still_running(study, trial.optuna_trial_id) else None
+                if optuna_id is None:
+                    optuna_id, number = studies.add(session, study.optuna, trial, study.definition)
+                    studies.link(self.url, {trial_id: (optuna_id, number)})
+            prm = self.store.trial_prm(trial_id)
+        except BaseException as error:
+            return self._told(study, trial_id, self._ended(config, study, trial_id, error))
+        return self._execute(config, study, trial_id, prm, seed, None if replica else optuna_id, identity,
+                             resume_file=True)
+
+    @staticmethod
+    def _still_running(study: SweepStudy, optuna_id: int | None) -> bool:
+        try:
+            return optuna_id is not None and not study.optuna._storage.get_trial(optuna_id).state.is_finished()
+        except KeyError:
+            return False
 
     def _count_export(self, result: ConfigResult, trial_id: int) -> None:
         for row in self.store.exports_of([trial_id]):

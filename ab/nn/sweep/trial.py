@@ -6,10 +6,11 @@ The trial writes through a store and asks about pruning through a reporter: in t
 (``--in-process``) the real ``StatStore`` and ``EpochReporter``; in a trial child
 (``ab.nn.sweep.trial_child``) stand-ins that send each write and question to the runner, which applies
 them. ``phase`` tells whoever watches the trial's time what it is doing (``setup``, ``learn``,
-``evaluate``, ``test``, ``export``)."""
+``evaluate``, ``test``, ``export``), and when an epoch's resume file is ``saved``."""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -38,6 +39,7 @@ from ab.nn.stat.groups import validation_gaps
 from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
 from ab.nn.stat.store import LeaseLost, StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
+from ab.nn.sweep import resume
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
 from ab.nn.sweep.search import EpochReporter, Link
@@ -47,6 +49,7 @@ from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
 
 SETUP_ERRORS = (DataError, registry.RegistryError)
+log = logging.getLogger(__name__)
 
 EXTRA_METRICS = {"age-regression": ("mae", "age-groups")}
 """Metrics evaluated for a task whatever its config names: the raw MAE and the per-age-group
@@ -75,6 +78,7 @@ class TrialSpec:
     group_gap_by: tuple[str, ...] | None = None  # its study's --group-gap-by: the trial records its validation gap
     model_file: Path | None = None  # the model's file as the runner found it (a staged file of check_nn's too)
     baseline: dict | None = None  # the constant predictor of its data key: a trial no better is not exported
+    resume: bool = False  # continue from the resume file in its folder (an interrupted trial the runner claimed)
 
     @property
     def data_spec(self) -> DataSpec:
@@ -91,7 +95,7 @@ class TrialSpec:
                 "export": self.export.to_json(), "progress": self.progress,
                 "identity": self.identity.to_json() if self.identity is not None else None,
                 "model_file": str(self.model_file) if self.model_file is not None else None,
-                "baseline": self.baseline}
+                "baseline": self.baseline, "resume": self.resume}
 
     @classmethod
     def from_json(cls, value: dict) -> "TrialSpec":
@@ -108,7 +112,7 @@ class TrialSpec:
                    progress=bool(value["progress"]),
                    identity=DataIdentity.from_json(value["identity"]) if value["identity"] else None,
                    model_file=Path(value["model_file"]) if value["model_file"] else None,
-                   baseline=value.get("baseline"))
+                   baseline=value.get("baseline"), resume=bool(value.get("resume", False)))
 
 
 PARENT = "parent:"
@@ -244,14 +248,20 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
                        **_size(model, in_shape))
 
     model.train_setup(copy.deepcopy(prm))
-    start = time.time_ns()
+    folder = spec.workspace.trial_dir(config.name, spec.trial_id)
+    loaders = (train_loader, eval_loader, test_loader)
     status, epoch, stat_id, evaluation = COMPLETE, 0, None, None
     system_stat = {"cpu_count": system.cpu_count(), "cpu_type": system.cpu_model(),
                    "total_ram_kb": system.total_ram_kb(), "gpu_type": system.gpu_name(device)}
     epoch_max = int(prm["epoch_max"])
-    with tqdm(total=epoch_max, desc=f"trial {spec.trial_id} epochs", unit="epoch", leave=False,
+    first, start = 1, time.time_ns()
+    if spec.resume:
+        saved = resume.read(folder, trial_id=spec.trial_id, epoch_max=epoch_max, seed=spec.seed)
+        resume.restore(model, loaders, saved)
+        first, start = saved["epoch"] + 1, time.time_ns() - saved["duration"]
+    with tqdm(total=epoch_max, initial=first - 1, desc=f"trial {spec.trial_id} epochs", unit="epoch", leave=False,
               disable=not spec.progress, position=1) as bar:
-        for epoch in range(1, epoch_max + 1):
+        for epoch in range(first, epoch_max + 1):
             phase("learn", epoch)
             began = time.perf_counter()
             roll = DataRoll(train_loader, spec.epoch_limit_minutes, f"epoch {epoch}", spec.progress)
@@ -286,6 +296,8 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
             if prune and epoch < epoch_max:
                 status = PRUNED
                 break
+            if epoch < epoch_max:
+                _save_resume(spec, folder, model, loaders, epoch, epoch_max, time.time_ns() - start, phase)
 
     outcome = TrialOutcome(status, accuracy=evaluation.accuracy, eval_mae=evaluation.mae, epochs=epoch)
     store.record_predictions(spec.trial_id, "eval", evaluation.labels, evaluation.predicted, _image_ids(eval_set),
@@ -300,7 +312,6 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
         store.record_predictions(spec.trial_id, "test", tested.labels, tested.predicted, _image_ids(test_set),
                                  fence=spec.lease_id)
         outcome.test_mae, outcome.test_interval = tested.mae, interval
-    folder = spec.workspace.trial_dir(config.name, spec.trial_id)
     if spec.save_pth:
         checkpoint.save(model, folder, config=config, prm=prm, in_shape=in_shape, out_shape=out_shape,
                         trial_id=spec.trial_id, preprocess=checkpoint.preprocessing(
@@ -313,6 +324,26 @@ def _train(spec: TrialSpec, store: StatStore, reporter: EpochReporter,
         outcome = TrialOutcome(recorded or FAILED, error=f"the trial was recorded {recorded} by another process "
                                                           f"while it ran; its result here is not recorded")
     return outcome, (model, data, in_shape)
+
+
+def _save_resume(spec: TrialSpec, folder: Path, model, loaders, epoch: int, epoch_max: int, duration: int,
+                 phase: Callable[[str, int], None]) -> None:
+    """The state the next epoch goes on from (``ab.nn.sweep.resume``). A model whose state the file cannot hold,
+    or a file that cannot be written, leaves the trial as it is, only not continuable."""
+    reason = resume.not_resumable(model)
+    if reason is None:
+        try:
+            resume.write(folder, model, loaders, trial_id=spec.trial_id, epoch=epoch, epoch_max=epoch_max,
+                         seed=spec.seed, duration=duration)
+        except OSError as error:
+            reason = f"its resume file cannot be written ({error})"
+    if reason is not None:
+        resume.remove(folder)  # an older epoch's would continue from the wrong place
+        if epoch == 1:
+            log.warning("trial %d cannot be continued if interrupted: %s", spec.trial_id, reason)
+    else:
+        phase("saved", epoch)
+    faults.point("resume")  # a fault test kills the runner here, with the epoch's resume file written
 
 
 def _size(model, in_shape) -> dict:

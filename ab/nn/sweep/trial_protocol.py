@@ -24,7 +24,9 @@ MAX_MESSAGE = 32 * MiB
 """Per-image predictions of a large test set fit in one message (about 90 bytes an image)."""
 MAX_IMAGES = 250_000
 MAX_ERROR = 20_000
-PHASES = ("setup", "learn", "evaluate", "test", "export")
+PHASES = ("setup", "learn", "evaluate", "saved", "test", "export")
+"""``saved``: the epoch's resume file is written (``ab.nn.sweep.resume``); the runner of a sandboxed trial
+copies it out of the sandbox then."""
 ENDINGS = ("complete", "stopped", "diverged", "pruned", "failed")
 """What a trial child may record as its trial's end (never ``interrupted``: that is the runner's word)."""
 

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-POINTS = ("reserve", "workers", "train", "test", "export", "mirror", "tell", "measure")
+POINTS = ("reserve", "workers", "train", "resume", "test", "export", "mirror", "tell", "measure")
 
 
 PREFIX = "AB_NN_FAULT"
