@@ -85,6 +85,32 @@ def test_a_trial_recorded_complete_that_optuna_still_runs_is_found_and_repaired(
     assert check(url, tmp_path / "stat" / "train").ok
 
 
+def test_a_repair_that_finds_the_trial_told_since_it_read_it_accepts_the_tell(url):
+    """Runners opening a study at once repair what they read: one reads Optuna's copy RUNNING, the trial's own
+    runner tells it before the repair writes, and whichever write of the repair comes first finds it
+    finished. The repair then judges what Optuna holds; it never raises (it used to end that runner)."""
+    definition, made = _study(url)
+    trial_id = _trial(url, made)
+    snapshot = _optuna_state(url, trial_id)
+    assert snapshot.state.name == "RUNNING" and not snapshot.intermediate_values
+
+    class ReadBeforeTheTell(optuna.storages.RDBStorage):
+        stale = True
+
+        def get_trial(self, optuna_id):
+            if self.stale and optuna_id == snapshot._trial_id:
+                self.stale = False
+                return snapshot
+            return super().get_trial(optuna_id)
+
+    made.tell(snapshot.number, 5.0)  # the trial's own runner, after the repairer's read
+    repairer = optuna.load_study(study_name=STUDY, storage=ReadBeforeTheTell(url))
+    with StatStore(url).transaction() as session:
+        assert studies.push(session, repairer, session.get(Trial, trial_id), definition) is True
+    frozen = _optuna_state(url, trial_id)
+    assert frozen.state.name == "COMPLETE" and frozen.value == pytest.approx(5.0)
+
+
 def test_optuna_copy_that_disagrees_after_finishing_is_rebuilt_from_our_tables(url, tmp_path):
     """Ours complete, Optuna FAIL (what SIGTERM during an export used to leave): Optuna refuses to change a
     finished trial, so the study is rebuilt from our tables, sampled values and links kept."""

@@ -379,18 +379,20 @@ def push(session: Session, optuna_study: optuna.Study, trial: Trial, study: Stud
     derived = derive(session, trial, study)
     frozen = storage.get_trial(optuna_id)
     if frozen.state == TrialState.RUNNING and derived.state.is_finished():
-        for epoch, value in derived.intermediate.items():
-            if epoch not in frozen.intermediate_values:
-                storage.set_trial_intermediate_value(optuna_id, epoch, value)
-        for name, value in derived.user_attrs.items():
-            storage.set_trial_user_attr(optuna_id, name, value)
-        for name, value in derived.constraints.items():
-            storage.set_trial_system_attr(optuna_id, f"constraints:{name}", value)
-        _note(optuna_study, optuna_id, derived.user_attrs)
         try:
+            for epoch, value in derived.intermediate.items():
+                if epoch not in frozen.intermediate_values:
+                    storage.set_trial_intermediate_value(optuna_id, epoch, value)
+            for name, value in derived.user_attrs.items():
+                storage.set_trial_user_attr(optuna_id, name, value)
+            for name, value in derived.constraints.items():
+                storage.set_trial_system_attr(optuna_id, f"constraints:{name}", value)
+            _note(optuna_study, optuna_id, derived.user_attrs)
             storage.set_trial_state_values(optuna_id, derived.state, derived.values)
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-            return agrees(storage.get_trial(optuna_id), derived)  # another process told it first
+            # another process finished it since it was read (its runner telling it, another runner repairing
+            # it): any step of the update may be the one that finds it finished
+            return agrees(storage.get_trial(optuna_id), derived)
         return True
     return agrees(frozen, derived)
 
