@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from ab.nn import api
+from ab.nn.sweep import resume
 from tests import helpers
 from tests.helpers import optuna_links
 from tests.test_sweep_cli import FAST, run
@@ -98,11 +99,18 @@ def _wait_for(db, sql, seconds=300):
 
 
 def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, utk_dir, misbehaving, monkeypatch):
+    """SIGTERM once epoch 1's resume file is out of the sandbox: the next run continues that trial, then
+    draws the second (a SIGTERM before any resume file leaves the trial interrupted: tests/test_resume.py)."""
     monkeypatch.setenv("AB_NN_FAULT_MISBEHAVE", "slow")
     command = _runner(root, utk_dir, "-c", misbehaving, "-t", "2", "-e", "4")
     runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = root / "db" / "ab.nn.db"
     _wait_for(db, "select count(*) from trial where status='running' and epochs_done >= 1")
+    saved = resume.path_of(root / "out" / misbehaving / "1")
+    deadline = time.time() + 300
+    while not saved.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert saved.exists(), "no resume file after epoch 1"
     runner.send_signal(signal.SIGTERM)
     _, err = runner.communicate(timeout=120)
     assert runner.returncode == 143 and "interrupted by SIGTERM" in err
@@ -111,8 +119,12 @@ def test_sigterm_records_the_trial_interrupted_and_the_next_run_continues(root, 
     assert _count(db, "select count(*) from lease where released_at is null") == 0
     study = optuna.load_study(study_name=trials.study[0], storage=f"sqlite:///{db}")
     assert [t.state.name for t in study.trials] == ["FAIL"]
-    assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
-    assert sorted(api.trials(db=db).status) == ["complete", "complete", "interrupted"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trial 1 continued from epoch" in again.stdout + again.stderr
+    trials = api.trials(db=db).sort_values("id")
+    assert list(trials.id) == [1, 2] and list(trials.status) == ["complete", "complete"]
+    assert list(trials.epochs_done) == [4, 4]
 
 
 def test_a_second_worker_trains_the_next_seed_of_a_group_beside_the_first(root, utk_dir, misbehaving, monkeypatch):

@@ -212,6 +212,16 @@ def test_no_resume_gives_a_fresh_trial(workspace, images):
     assert resume.path_of(_folder(workspace, 1)).exists(), "--no-resume removed what a later run may continue"
 
 
+def test_a_trial_interrupted_before_its_first_resume_file_stays_interrupted(workspace, images):
+    """What a runner ended between an epoch's record and its resume file leaves: nothing to continue from."""
+    resume.path_of(_folder(workspace, 1)).unlink()
+    code, out = _sweep(workspace, images)
+    assert code == 0, out
+    assert "continued" not in out
+    trials = _trials(workspace)
+    assert trials[1][0] == INTERRUPTED and trials[2] == ("complete", None) and len(trials) == 2
+
+
 def test_two_runners_claiming_one_interrupted_trial_continue_it_once(workspace):
     url = f"sqlite:///{workspace / 'db' / 'ab.nn.db'}"
     store = StatStore(url)
