@@ -1,4 +1,4 @@
-"""Background replacement (``norm_<size>_bg``): the face stays, the crop's surroundings become a random
+"""Background replacement (``norm_<size>_bg``, ``_bg75``): the face stays, the crop's surroundings become a random
 texture, the same for the same seed, and evaluation never sees it."""
 import pytest
 import torch
@@ -68,9 +68,13 @@ def test_bad_input_is_refused():
 def test_the_bg_transforms_evaluate_like_the_plain_ones_and_stay_out_of_searches():
     image = face()
     for side in (64, 96, 128, 160, 224):
-        bg, plain = (registry.load(registry.TRANSFORM, f"norm_{side}{kind}").transform for kind in ("_bg", ""))
-        assert bg.image_size == side and bg.searched is False and getattr(plain, "searched", True)
-        assert torch.equal(bg.eval_transform(NORM)(image), plain.eval_transform(NORM)(image))
+        plain = registry.load(registry.TRANSFORM, f"norm_{side}").transform
+        for kind, share in (("_bg", 0.5), ("_bg75", 0.75)):
+            bg = registry.load(registry.TRANSFORM, f"norm_{side}{kind}").transform
+            assert bg.image_size == side and bg.searched is False and getattr(plain, "searched", True)
+            assert torch.equal(bg.eval_transform(NORM)(image), plain.eval_transform(NORM)(image))
+            replace = bg(NORM)._augment.transforms[0]
+            assert isinstance(replace, ReplaceBackground) and replace.p == share
     training = registry.load(registry.TRANSFORM, "norm_96_bg").transform(NORM)
     torch.manual_seed(0)
     outs = [training(image) for _ in range(8)]

@@ -1,9 +1,10 @@
-"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug|_bg]``).
+"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug|_bg|_bg75]``).
 
 It accepts a uint8 CHW tensor from the decode-once cache (already at ``image_size``) or a PIL
 image, so augmentation runs on tensors. ``eval_transform`` of every named transform is the same
-pipeline without augmentation, hence deterministic. ``bg`` is ``aug`` with background replacement
-(``ab.nn.transform._background``): a search does not draw it unless asked (``named(..., searched=False)``).
+pipeline without augmentation, hence deterministic. ``bg`` and ``bg75`` are ``aug`` with background
+replacement (``ab.nn.transform._background``) in half or three quarters of the crops: a search does not draw
+them unless asked (``named(..., searched=False)``).
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from torchvision.transforms import v2
 
 from ab.nn.transform._background import ReplaceBackground
 
-AUGMENTATIONS = ("none", "flip", "aug", "bg")
-BACKGROUND_P = 0.5
-"""The share of training crops whose background ``bg`` replaces."""
+BACKGROUND_P = {"bg": 0.5, "bg75": 0.75}
+"""The share of training crops whose background each background-replacing augmentation replaces."""
+AUGMENTATIONS = ("none", "flip", "aug", *BACKGROUND_P)
 
 
 class ImagePipeline:
@@ -23,11 +24,11 @@ class ImagePipeline:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         mean, std = norm
         ops = []
-        if augment == "bg":
-            ops.append(ReplaceBackground(BACKGROUND_P))
+        if augment in BACKGROUND_P:
+            ops.append(ReplaceBackground(BACKGROUND_P[augment]))
         if augment != "none":
             ops.append(v2.RandomHorizontalFlip())
-        if augment in ("aug", "bg"):
+        if augment == "aug" or augment in BACKGROUND_P:
             ops += [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
                     v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05))]
         self.image_size = image_size

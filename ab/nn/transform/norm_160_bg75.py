@@ -1,0 +1,5 @@
+"""160x160, norm_160_aug plus background replacement in three quarters of the crops (norm_160_bg
+replaces half); not drawn by a default search. Evaluation: the same size, no augmentation."""
+from ab.nn.transform._pipeline import named
+
+transform, eval_transform = named(160, "bg75", searched=False)

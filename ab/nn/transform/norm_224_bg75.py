@@ -1,0 +1,5 @@
+"""224x224, norm_224_aug plus background replacement in three quarters of the crops (norm_224_bg
+replaces half); not drawn by a default search. Evaluation: the same size, no augmentation."""
+from ab.nn.transform._pipeline import named
+
+transform, eval_transform = named(224, "bg75", searched=False)

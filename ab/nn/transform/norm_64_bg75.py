@@ -1,0 +1,5 @@
+"""64x64, norm_64_aug plus background replacement in three quarters of the crops (norm_64_bg
+replaces half); not drawn by a default search. Evaluation: the same size, no augmentation."""
+from ab.nn.transform._pipeline import named
+
+transform, eval_transform = named(64, "bg75", searched=False)
