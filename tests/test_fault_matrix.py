@@ -390,7 +390,7 @@ def assert_one_record(sweep: Sweep, before: dict[int, str], trials: int = TRIALS
     written = Counter(r["ab_nn"]["stat_id"] for path in (mirror / "train" / CONFIG).glob("*.json")
                       for r in json.loads(path.read_text()))
     assert written == Counter(stat_id for stat_id, _, _ in epochs), "the JSON mirror's epochs are not ours, once each"
-    assert list(mirror.rglob(".*.tmp-*")) == [], "temporary mirror files left behind"
+    assert list(mirror.rglob("*.tmp-*")) == [], "temporary mirror files left behind"
 
     code, said = sweep.check()
     assert code == 0 and "agree" in said, f"python -m ab.nn.stat check exited {code}:\n{said}"

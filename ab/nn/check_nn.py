@@ -56,7 +56,7 @@ from pathlib import Path
 from ab.nn import codequality, registry
 from ab.nn.config import Config, ConfigError
 from ab.nn.quarantine import write_code
-from ab.nn.util import tempdirs
+from ab.nn.util import atomic, tempdirs
 from ab.nn.util.Exception import AccuracyException, CheckNNError, CodeSyntaxError, LearnTimeException
 from ab.nn.util.lemur_hash import lemur_md5
 
@@ -347,6 +347,4 @@ def _save_epochs(ws, trial_id: int, config, folder: Path) -> None:
         existing = [existing] if isinstance(existing, dict) else existing
         existing.append(record)
         existing.sort(key=lambda r: -(r.get("accuracy") or 0.0))
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(existing, indent=4, default=str))
-        os.replace(tmp, path)
+        atomic.write(path, json.dumps(existing, indent=4, default=str))

@@ -8,11 +8,11 @@ folder, where the next sweep finds it (and trains it in the sandbox, like any wo
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from ab.nn import registry, workspace
+from ab.nn.util import atomic
 from ab.nn.util.arguments import Parser
 from ab.nn.workspace import Workspace
 
@@ -23,10 +23,7 @@ def write_code(folder: Path, name: str, code: str) -> Path:
     target = folder / f"{name}.py"
     if target.exists() and target.read_text(encoding="utf-8") == code:
         return target
-    tmp = folder / f".{name}.py.tmp{os.getpid()}"
-    tmp.write_text(code, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic.write(target, code)
 
 
 def quarantined(ws: Workspace) -> list[dict]:

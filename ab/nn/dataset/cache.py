@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ab.nn.dataset import DataError
-from ab.nn.util import processes
+from ab.nn.util import atomic, processes
 from ab.nn.util.filelock import locked
 from ab.nn.util.scoped import Scoped
 from ab.nn.dataset.sources import Entry, ImageSource, open_image
@@ -156,16 +156,15 @@ def _reserve(path: Path, nbytes: int, size: int) -> None:
 
 
 def _build(source, entries, size, data: Path, meta_path: Path, threads: int, progress: bool) -> ImageCache:
-    tmp, tmp_meta = processes.temp_path(data), processes.temp_path(meta_path)
+    tmp = processes.temp_path(data)
     _remove_stale(data.parent)
     try:
-        return _fill(source, entries, size, data, meta_path, tmp, tmp_meta, threads, progress)
+        return _fill(source, entries, size, data, meta_path, tmp, threads, progress)
     finally:
         tmp.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
 
 
-def _fill(source, entries, size, data: Path, meta_path: Path, tmp: Path, tmp_meta: Path, threads: int,
+def _fill(source, entries, size, data: Path, meta_path: Path, tmp: Path, threads: int,
           progress: bool) -> ImageCache:
     count = len(entries)
     nbytes = count * size * size * 3
@@ -208,8 +207,7 @@ def _fill(source, entries, size, data: Path, meta_path: Path, tmp: Path, tmp_met
     meta = {"version": FORMAT_VERSION, "source": source.describe(), "size": size, "count": count,
             "bytes": count * size * size * 3, "blake2b": _digest(data),
             "failures": {str(k): v for k, v in sorted(failures.items())}}
-    tmp_meta.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_meta, meta_path)
+    atomic.write(meta_path, json.dumps(meta, indent=1))
     st = data.stat()
     _verified.add((str(data), st.st_size, st.st_mtime_ns))
     return ImageCache(path=data, size=size, count=count, failures=failures)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -20,7 +19,7 @@ from typing import Iterable, Mapping
 from tqdm.auto import tqdm
 
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.util import processes
+from ab.nn.util import atomic
 
 PARTS = ("train", "eval", "test")
 ID_LENGTH = 32  # hex digits (128 bits) of an image id
@@ -73,10 +72,7 @@ def image_ids(source, entries: list, cache_dir: Path, progress: bool = True) -> 
             bar.update(1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = processes.temp_path(path)  # removed by the image cache's next build here if this process dies
-        tmp.write_text(json.dumps({"version": FORMAT_VERSION,
-                                   "ids": {e.key: i for e, i in zip(entries, ids)}}))
-        os.replace(tmp, path)
+        atomic.write(path, json.dumps({"version": FORMAT_VERSION, "ids": {e.key: i for e, i in zip(entries, ids)}}))
     except OSError:
         pass  # a read-only workspace: ids are computed again next time
     return ids

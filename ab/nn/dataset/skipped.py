@@ -8,11 +8,10 @@ when one finds fewer than another.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
-from ab.nn.util import processes
+from ab.nn.util import atomic
 
 
 def log_path(cache_dir: Path, fingerprint: str) -> Path:
@@ -44,9 +43,7 @@ def record(path: Path, skipped: Iterable[tuple[str, str]]) -> None:
     text = "".join(f"{_clean(name)}\t{_clean(reason)}\n" for name, reason in sorted(merged.items()))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = processes.temp_path(path)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic.write(path, text)
     except OSError:
         pass
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ab.nn.util import faults
+from ab.nn.util import atomic, faults
 from ab.nn.util.processes import die_with_parent
 
 
@@ -201,9 +201,7 @@ def _convert_measure(job: dict, result_path: Path) -> dict:
 
 def _write(path: Path, result: dict) -> None:
     """Replace ``path`` whole: a crash never leaves half a result."""
-    scratch = path.with_suffix(".partial")
-    scratch.write_text(json.dumps(result))
-    os.replace(scratch, path)
+    atomic.write(path, json.dumps(result))
 
 
 JOBS = {"measure": lambda job, _: _measure(job), "convert": lambda job, _: _convert(job),

@@ -22,11 +22,12 @@ two faces), linear between their knots and flat beyond the outermost:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ab.nn.util import atomic
 
 MIN_IMAGES = 30
 """Fewer validation images than this leave too few blocks for a map worth applying."""
@@ -140,10 +141,7 @@ def save(calibration: AgeCalibration, folder: Path, **provenance) -> Path:
     """Write the map into a trial folder (atomically), with where it was fitted (``provenance``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path, partial = folder / FILE, folder / f".{FILE}.partial"
-    partial.write_text(json.dumps({**calibration.to_json(), **provenance}, indent=1))
-    os.replace(partial, path)
-    return path
+    return atomic.write(folder / FILE, json.dumps({**calibration.to_json(), **provenance}, indent=1))
 
 
 def load(folder: Path) -> AgeCalibration | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from sqlalchemy.orm import Session
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines
 from ab.nn.stat.schema import CodeVersion, Outbox, Prm, Stat, StatMetric, TrainStat, Trial
-from ab.nn.util import system
+from ab.nn.util import atomic, system
 from ab.nn.util.filelock import locked
 
 log = logging.getLogger(__name__)
@@ -121,34 +120,10 @@ def _dump(records: list[dict]) -> str:
 
 
 def _write(path: Path, records: list[dict] | dict) -> Path:
-    """Replace ``path`` atomically: a temporary file in the same folder, flushed to disk, renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp-{system.host()}-{os.getpid()}")
+    """Replace ``path`` whole, flushed to disk: the mirror is a record others read."""
     text = json.dumps(records, indent=1) if isinstance(records, dict) else (
         "[\n" + _dump(records) + "\n]" if records else "[]")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _sync_folder(path.parent)
-    return path
-
-
-def _sync_folder(folder: Path) -> None:
-    """The rename itself survives a power cut only once the folder is flushed too."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic.write(path, text, durable=True)
 
 
 def read_list(path: Path) -> list:

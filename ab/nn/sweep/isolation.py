@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import stat
 import sys
@@ -53,7 +54,7 @@ from ab.nn.sweep import resume
 from ab.nn.sweep.search import EpochReporter
 from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, run_trial, validation_gap
 from ab.nn.sweep.trial_protocol import FROM_CHILD, MAX_MESSAGE, METHODS
-from ab.nn.util import faults, system, tempdirs
+from ab.nn.util import atomic, faults, system, tempdirs
 from ab.nn.util.digest import sha256_of
 
 CHILD = "ab.nn.sweep.trial_child"
@@ -445,11 +446,7 @@ def _collect(scratch: Path, folder: Path) -> list[str]:
 def _copy(source: Path, target: Path) -> None:
     descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(descriptor, "rb") as reader:
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as writer:
-            while chunk := reader.read(1 << 22):
-                writer.write(chunk)
-    os.replace(tmp, target)
+        atomic.write(target, lambda writer: shutil.copyfileobj(reader, writer, 1 << 22))
 
 
 def _settle(store: StatStore, spec: TrialSpec, folder: Path) -> None:

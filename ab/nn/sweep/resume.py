@@ -2,7 +2,7 @@
 never stopped.
 
 After every epoch that training continues from, the trial writes ``resume.pt`` in its output folder
-(atomically: a temporary file, then ``os.replace``): the module's weights and buffers, ``model.optimizer``
+(whole or not at all, ``ab.nn.util.atomic``): the module's weights and buffers, ``model.optimizer``
 and ``model.scheduler`` (a scheduler of ``torch.optim.lr_scheduler``), the model object's plain attributes
 (its epoch counter, a flag saying its head was initialised), every random state (torch, numpy, Python's
 ``random``, CUDA's, and the ``torch.Generator`` of each data loader and sampler), the epochs done and the
@@ -13,13 +13,14 @@ The file lives in the workspace, so it is read as untrusted: ``torch.load(weight
 and plain containers only) and every field checked, a problem being one line of ``ResumeError``."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from ab.nn.util import atomic
 
 FILE = "resume.pt"
 VERSION = 1
@@ -65,17 +66,7 @@ def write(folder: Path, model, loaders, *, trial_id: int, epoch: int, epoch_max:
              "rng": _rng_states(loaders)}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = path_of(folder)
-    temporary = folder / f".{FILE}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as out:
-            torch.save(state, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, final)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return final
+    return atomic.write(path_of(folder), lambda out: torch.save(state, out), durable=True)
 
 
 def _optimizer_state(model) -> dict | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ab.nn.face.align import CROP_SIZE
 from ab.nn.face.detect import DEFAULT_MODEL, KEYPOINTS
+from ab.nn.util import atomic
 
 FILE_NAME = "align_template.json"
 ALIGN_POINTS = (0, 1, 2, 3)
@@ -71,10 +72,7 @@ class Template:
     def save(self, path: Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(path)
-        return path
+        return atomic.write(path, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "Template":
