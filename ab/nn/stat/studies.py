@@ -417,6 +417,24 @@ def add(session: Session, optuna_study: optuna.Study, trial: Trial, study: Study
     return optuna_id, storage.get_trial_number_from_id(optuna_id)
 
 
+def running_copy(url: str, optuna_study: optuna.Study, trial_id: int, study: StudyDef) -> int:
+    """Optuna's running copy of our interrupted trial ``trial_id``, which a runner continues. Optuna cannot
+    reopen a trial it was told failed: a copy it still runs (the interruption was never told) is kept, else
+    a new one, derived from our record (its sampled values, its epochs so far), is added and linked, and
+    the old copy stays failed."""
+    with Session(engines.engine(url, writer=False)) as session:
+        trial = session.get(Trial, trial_id)
+        if trial.optuna_trial_id is not None:
+            try:
+                if not optuna_study._storage.get_trial(trial.optuna_trial_id).state.is_finished():
+                    return trial.optuna_trial_id
+            except KeyError:
+                pass
+        optuna_id, number = add(session, optuna_study, trial, study)
+    link(url, {trial_id: (optuna_id, number)})
+    return optuna_id
+
+
 def link(url: str, links: dict[int, tuple[int | None, int | None]], params: dict[int, str] | None = None) -> None:
     """Write our side of the copy: each trial's Optuna (trial id, number), and sampled values read back
     from Optuna for trials recorded before our table kept them. One short transaction, after Optuna's

@@ -23,7 +23,6 @@ from functools import partial
 from typing import Callable
 
 import torch
-from sqlalchemy.orm import Session
 from tqdm.auto import tqdm
 
 from ab.nn import registry
@@ -34,7 +33,7 @@ from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions, keep_best_only
 from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
-from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Trial
+from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import groups, hyperparameters, input_sizes, resume, search
 from ab.nn.sweep.configs import resolve_configs
@@ -599,30 +598,17 @@ class Sweep:
 
     def _run_continued(self, config: Config, study: SweepStudy, trial_id: int, identity: DataIdentity,
                        result: ConfigResult) -> TrialOutcome:
-        """Run a claimed interrupted trial on from its resume file. Optuna cannot reopen the trial it was told
-        failed: the trial gets a new running copy there, derived from our record (its sampled values, its
-        epochs so far), linked to it as a replica's copy is; the old copy stays failed. A copy Optuna still
-        runs (the interruption was never told) is kept."""
+        """Run a claimed interrupted trial on from its resume file, told to Optuna's running copy of it
+        (``studies.running_copy``: the interrupted copy stays failed there)."""
         try:
-            with Session(engines.engine(self.url, writer=False)) as session:
-                trial = session.get(Trial, trial_id)
-                seed, replica = trial.seed, trial.replica_of is not None and trial.replica_of != trial.id
-                optuna_id = trial.optuna_trial_id if self._still_running(study, trial.optuna_trial_id) else None
-                if optuna_id is None:
-                    optuna_id, number = studies.add(session, study.optuna, trial, study.definition)
-                    studies.link(self.url, {trial_id: (optuna_id, number)})
+            row = self.store.trial_row(trial_id)
+            seed, replica = row["seed"], row["replica_of"] is not None and row["replica_of"] != trial_id
+            optuna_id = studies.running_copy(self.url, study.optuna, trial_id, study.definition)
             prm = self.store.trial_prm(trial_id)
         except BaseException as error:
             return self._told(study, trial_id, self._ended(config, study, trial_id, error))
         return self._execute(config, study, trial_id, prm, seed, None if replica else optuna_id, identity,
                              resume_file=True)
-
-    @staticmethod
-    def _still_running(study: SweepStudy, optuna_id: int | None) -> bool:
-        try:
-            return optuna_id is not None and not study.optuna._storage.get_trial(optuna_id).state.is_finished()
-        except KeyError:
-            return False
 
     def _count_export(self, result: ConfigResult, trial_id: int) -> None:
         for row in self.store.exports_of([trial_id]):
