@@ -26,7 +26,7 @@ import pandas as pd
 
 from ab.nn import api, registry, workspace
 from ab.nn.stat import uncertainty
-from ab.nn.stat.schema import COMPLETE
+from ab.nn.stat.states import COMPLETE
 from ab.nn.util.markdown import table
 
 CONFIG = "age-regression_utkface_mae_MobileAgeNet"

@@ -104,7 +104,7 @@ PREDICTIONS = 7_000
 def add_prediction_trials(db: Path, count: int) -> None:
     """``count`` finished trials of one config, each with PREDICTIONS test-set predictions, as the store records them."""
     from ab.nn.config import Config
-    from ab.nn.stat.schema import COMPLETE
+    from ab.nn.stat.states import COMPLETE
     from ab.nn.stat.store import StatStore
 
     store = StatStore(f"sqlite:///{db}")

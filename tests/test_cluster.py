@@ -311,7 +311,7 @@ def test_the_total_cap_holds_however_many_processes_reserve_at_once(backend, req
     processes racing to reserve (2 slots at a time) together take exactly what is left of N. Trials that
     trained (or are running) count; failed and interrupted ones do not, so their slots are run again;
     another epoch count is another total."""
-    from ab.nn.stat.schema import COMPLETE, FAILED, INTERRUPTED, PRUNED
+    from ab.nn.stat.states import COMPLETE, FAILED, INTERRUPTED, PRUNED
     from tests import helpers
 
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'ab.nn.db'}"
@@ -332,7 +332,8 @@ def test_the_total_cap_holds_however_many_processes_reserve_at_once(backend, req
     assert sum(taken) == total - 4  # 3 results and 1 running were there; the failed and interrupted do not count
     assert sum(1 for t in taken if t) >= 2  # a real race: more than one process got slots
     from sqlalchemy import create_engine, func, select
-    from ab.nn.stat.schema import RESULT_STATES, RUNNING, Trial
+    from ab.nn.stat.schema import Trial
+    from ab.nn.stat.states import RESULT_STATES, RUNNING
 
     engine = create_engine(url)
     with engine.connect() as connection:

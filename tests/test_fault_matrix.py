@@ -47,7 +47,7 @@ from sqlalchemy.engine import make_url
 
 from ab.nn import train
 from ab.nn.stat import __main__ as stat_cli, engine as engines, studies
-from ab.nn.stat.schema import RESULT_STATES, RUNNING
+from ab.nn.stat.states import RESULT_STATES, RUNNING
 from tests import helpers
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ab.nn import api
-from ab.nn.deploy.pipeline import keep_best_only
+from ab.nn.deploy.keep_best import keep_best_only
 from ab.nn.config import Config
 from ab.nn.stat import __main__ as stat_cli, engine as engines
 from ab.nn.stat.store import StatStore, retried

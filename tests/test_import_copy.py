@@ -19,7 +19,8 @@ from ab.nn.stat import __main__ as stat_cli
 from ab.nn.stat import bulk, copy as stat_copy, json_import, lease, mirror, studies, versions
 from ab.nn.stat.accuracy_scale import ScaleError
 from ab.nn.stat.copy import copy_database
-from ab.nn.stat.schema import COMPLETE, FAILED, Prediction, Stat, Trial
+from ab.nn.stat.schema import Prediction, Stat, Trial
+from ab.nn.stat.states import COMPLETE, FAILED
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.untrusted import BadRecord
 from tests import helpers

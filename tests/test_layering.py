@@ -217,3 +217,27 @@ def test_the_statistics_commands_start_without_torch():
     code = "import sys, ab.nn.stat.__main__, ab.nn.stat.groups; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_a_trial_child_starts_without_the_database_layer():
+    """A trial child writes through its runner (``ab.nn.sweep.trial_child``): SQLAlchemy, pandas and Optuna
+    would add seconds of imports to the start of every sandboxed trial and every ``check_nn`` call."""
+    code = ("import sys, ab.nn.sweep.trial_child; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'pandas', 'optuna', 'alembic'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_a_runner_reads_the_package_transforms_sizes_without_torchvision():
+    """A sweep's runner reads every package transform's size (``ab.nn.sweep.input_sizes``) and prepares the
+    image cache by size (``trial_data.prepare``); building the pipelines would import torchvision (and
+    ``torch._dynamo`` under it), seconds of every runner's start, for a number."""
+    code = ("import sys; from ab.nn import registry; from ab.nn.sweep import input_sizes; "
+            "from ab.nn.dataset import trial_data; "
+            "fns = [registry.load(registry.TRANSFORM, n).transform for n in registry.names(registry.TRANSFORM)]; "
+            "sizes = [(input_sizes.transform_size(n), trial_data._stated_size(f)) "
+            "for n, f in zip(registry.names(registry.TRANSFORM), fns)]; "
+            "print(len(sizes), all(a == (b, b) for a, b in sizes), 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    count, same, imported = out.split()
+    assert int(count) >= 10 and same == "True" and imported == "False", out

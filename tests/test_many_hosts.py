@@ -27,8 +27,9 @@ from ab.nn.stat.__main__ import cli as stat_cli
 from ab.nn.stat.check import check
 from ab.nn.stat.engine import PoolSettings
 from ab.nn.stat.lease import RunnerLease
-from ab.nn.stat.schema import RESULT_STATES, Lease, Trial
-from ab.nn.stat.store import LeaseLost
+from ab.nn.stat.schema import Lease, Trial
+from ab.nn.stat.states import RESULT_STATES
+from ab.nn.stat.states import LeaseLost
 from ab.nn.sweep.search import Search
 from ab.nn.sweep.study import SweepStudy, sampler
 from tests import helpers

@@ -12,13 +12,14 @@ from sqlalchemy import func, select, update
 
 from ab.nn import registry
 from ab.nn.config import Config
-from ab.nn.deploy.pipeline import keep_best_only
+from ab.nn.deploy.keep_best import keep_best_only
 from ab.nn.stat import mirror, ranking, studies
 from ab.nn.stat.__main__ import cli as stat_cli
 from ab.nn.stat.check import check
 from ab.nn.stat.lease import RunnerLease
 from ab.nn.stat.schema import Export, Latency, Outbox, Stat, Trial
-from ab.nn.stat.store import LeaseLost, StatStore, reclaim_lapsed
+from ab.nn.stat.states import LeaseLost
+from ab.nn.stat.store import StatStore, reclaim_lapsed
 from tests import helpers
 
 CONFIG = Config.parse("age-regression_utkface_mae_Fake")

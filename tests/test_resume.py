@@ -24,7 +24,7 @@ import torch
 
 from ab.nn.config import Config
 from ab.nn.stat import engine as engines, studies
-from ab.nn.stat.schema import INTERRUPTED, RUNNING
+from ab.nn.stat.states import INTERRUPTED, RUNNING
 from ab.nn.stat.store import StatStore, reclaim_lapsed
 from ab.nn.sweep import resume
 from tests import helpers

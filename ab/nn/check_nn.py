@@ -250,7 +250,7 @@ class _Call:
     def _refuse(self, store, epochs: int, error: str, sandbox: str | None):
         """Record the code refused as a failed trial of its config (the code in the ``nn`` table) and raise."""
         from ab.nn.dataset.identity import DataIdentity
-        from ab.nn.stat.schema import FAILED
+        from ab.nn.stat.states import FAILED
         from ab.nn.util import system
 
         config, identity = self.config, DataIdentity(self.config.dataset, self.settings)
@@ -306,7 +306,7 @@ def _invalid(nn_code: str, message: str, trial_id: int) -> CheckNNError:
 def _result(config, trial: dict, name: str, quality: float,
             epoch_limit_minutes: float) -> tuple[str, float, float, float]:
     """LEMUR's result tuple of a trained trial (``name`` is LEMUR's name), or LEMUR's exception."""
-    from ab.nn.stat.schema import COMPLETE, DIVERGED, STOPPED
+    from ab.nn.stat.states import COMPLETE, DIVERGED, STOPPED
 
     minimum = float(getattr(registry.load(registry.LOADER, config.dataset), "MINIMUM_ACCURACY", 0.0) or 0.0)
     accuracy = trial["eval_accuracy"] if trial["eval_accuracy"] is not None else 0.0

@@ -32,7 +32,8 @@ def quarantined(ws: Workspace) -> list[dict]:
     reason), by name. Models imported with trained results (LEMUR records) are not quarantined."""
     from sqlalchemy import select
 
-    from ab.nn.stat.schema import TRAINED_STATES, Nn, Trial
+    from ab.nn.stat.schema import Nn, Trial
+    from ab.nn.stat.states import TRAINED_STATES
     from ab.nn.stat.store import StatStore
 
     with workspace.active.use(ws):

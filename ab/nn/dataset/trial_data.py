@@ -97,16 +97,28 @@ def load(spec: DataSpec, transform=None) -> TrialData:
 
 def prepare(spec: DataSpec, image_size: int | None = None) -> None:
     """Decode the images a trial of ``spec`` reads into the image cache, here (a sandboxed trial sees the
-    cache read-only): with the spec's transform where that is the package's and no ``image_size`` is
-    asked; else with a stand-in of ``image_size`` pixels (None: the loader's native size), since a
-    workspace transform is code that runs only in the sandbox. A workspace loader is never run here, so
-    nothing is prepared for it."""
+    cache read-only). The cache is keyed by image size alone, so a stand-in transform that names the size
+    does: ``image_size`` where asked, else the size the package's transform states (its pipeline, and
+    torchvision with it, is never built here); a package transform that states none is used itself. A
+    workspace transform is code that runs only in the sandbox: without ``image_size``, the loader's native
+    size is prepared for it. A workspace loader is never run here, so nothing is prepared for it."""
     config = Config.parse(spec.config)
     with workspace.active.use(spec.workspace):
         if registry.origin(registry.LOADER, config.dataset) != registry.PACKAGE:
             return
-        trusted = registry.origin(registry.TRANSFORM, spec.transform) == registry.PACKAGE
-    load(spec, None if trusted and image_size is None else _stand_in(image_size))
+        if image_size is None and registry.origin(registry.TRANSFORM, spec.transform) == registry.PACKAGE:
+            image_size = _stated_size(registry.load(registry.TRANSFORM, spec.transform).transform)
+            if image_size is None:
+                return load(spec)
+    load(spec, _stand_in(image_size))
+
+
+def _stated_size(transform) -> int | None:
+    """The image size a package transform function and its attached ``eval_transform`` both state
+    (``ab.nn.transform._pipeline.named``); None where either does not, or they differ."""
+    size = getattr(transform, "image_size", None)
+    evaluation = getattr(getattr(transform, "eval_transform", None), "image_size", None)
+    return size if size is not None and evaluation == size else None
 
 
 def _stand_in(image_size: int | None):

@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,11 +30,12 @@ from ab.nn.deploy import onnx_export
 from ab.nn.deploy.reference import Reference, from_recorded
 from ab.nn.deploy.runtimes import OnnxRuntime, TorchRuntime, torch_threads
 from ab.nn.deploy.tflite_convert import PRECISIONS, PRELOAD
-from ab.nn.stat import ranking
-from ab.nn.stat.schema import COMPLETE, STOPPED
-from ab.nn.stat.store import StatStore
+from ab.nn.stat.states import COMPLETE, STOPPED
 from ab.nn.util import system
 from ab.nn.util.digest import sha256_of
+
+if TYPE_CHECKING:
+    from ab.nn.stat.store import StatStore
 
 TFLITE = "tflite-"
 FORMATS = ("onnx",) + tuple(TFLITE + p for p in PRECISIONS)
@@ -470,29 +472,3 @@ def inside(path: str | Path, folder: Path) -> Path | None:
         return resolved if resolved.is_relative_to(folder.resolve()) else None
     except (OSError, RuntimeError, ValueError):
         return None
-
-
-def keep_best_only(store: StatStore, config: Config, data_key: str, out_dir: Path) -> list[Path]:
-    """Delete the artifact files of every trial of ``config`` on the data ``data_key`` but the best (the
-    ranking's ``best_set``: within the study's latency constraint; the whole Pareto front of a
-    two-objective study); rows stay, marked. Only files of this machine (the row's host) under this
-    workspace's ``out_dir`` are touched; a path from the database that leads elsewhere is left alone,
-    whatever it names. Returns the files deleted."""
-    with store.transaction() as session:
-        keep = ranking.best_set(session, config.name, data_key)
-    here = system.host()
-    deleted = []
-    for row in store.exports_of(store.trial_ids(config, data_key)):
-        if row.trial_id in keep or row.status != OK or not row.path or row.host not in (None, here):
-            continue
-        path = inside(row.path, out_dir)
-        if path is None:
-            log.warning("keep-best-only: %s is outside %s; left alone", row.path, out_dir)
-            continue
-        path.unlink(missing_ok=True)
-        store.update_export(row.id, status=DELETED)
-        deleted.append(path)
-    for folder in {p.parent for p in deleted}:
-        if folder.is_dir() and folder != out_dir.resolve() and not any(folder.iterdir()):
-            folder.rmdir()
-    return deleted

@@ -24,7 +24,8 @@ from ab.nn.moe.experts import SPLITS, Expert, ExpertError, Predictions, resolve
 from ab.nn.moe.fusion import AgeMoE
 from ab.nn.dataset.identity import PARTS
 from ab.nn.stat import mirror
-from ab.nn.stat.schema import COMPLETE, FAILED, Fusion
+from ab.nn.stat.schema import Fusion
+from ab.nn.stat.states import COMPLETE, FAILED
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.sweep.trial import describe_error

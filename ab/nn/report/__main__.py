@@ -24,7 +24,7 @@ from ab.nn.config import Config
 from ab.nn.report import groups, plots, tables
 from ab.nn.stat import constant_predictor, frames, ranking
 from ab.nn.stat.ranking import PREFERRED_RUNTIMES
-from ab.nn.stat.schema import TRAINED_STATES
+from ab.nn.stat.states import TRAINED_STATES
 from ab.nn.stat.uncertainty import RESOLUTION
 from ab.nn.util.markdown import table
 from ab.nn import workspace

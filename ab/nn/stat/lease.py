@@ -6,7 +6,7 @@ another runner reclaims a ``running`` trial only when that lease has lapsed (no 
 ``ttl`` seconds, by the database's clock), was released, or belongs to a process that is certainly
 gone (same boot and pid namespace, no such process). A host name and a pid alone prove nothing:
 containers with host networking share the name, not the pids. Once a trial is reclaimed, writes
-fenced with its old lease are refused (``ab.nn.stat.store.LeaseLost``).
+fenced with its old lease are refused (``ab.nn.stat.states.LeaseLost``).
 """
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from ab.nn.stat import engine as engines
 from ab.nn.stat.frames import db_url, trials
-from ab.nn.stat.schema import TRAINED_STATES, Export, Latency, Study, Trial
+from ab.nn.stat.schema import Export, Latency, Study, Trial
+from ab.nn.stat.states import TRAINED_STATES
 
 PREFERRED_RUNTIMES = ("litert", "onnxruntime", "pytorch")
 """Where a trial's deployment latency is read, in order: how a phone would run it first."""

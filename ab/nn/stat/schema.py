@@ -71,19 +71,6 @@ class Prm(Base):
     value = mapped_column(PrmValue, nullable=False)
 
 
-RUNNING = "running"
-COMPLETE = "complete"
-STOPPED = "stopped"      # LEMUR's early stop: accuracy at or below 1.2 x MINIMUM_ACCURACY
-DIVERGED = "diverged"    # the loss or the outputs became NaN/inf
-FAILED = "failed"
-INTERRUPTED = "interrupted"  # its runner was stopped (SIGTERM/SIGINT) or died (its lease lapsed)
-PRUNED = "pruned"        # stopped by the sweep's pruner (--pruner), its epochs recorded
-FINAL_STATES = (COMPLETE, STOPPED, DIVERGED, FAILED, INTERRUPTED, PRUNED)
-"""A trial's status moves once, from ``running`` to one of these, never back or sideways."""
-RESULT_STATES = (COMPLETE, STOPPED, DIVERGED, PRUNED)
-"""Outcomes that count towards ``-t`` (a pruned trial took its slot, as every worker sees it)."""
-TRAINED_STATES = (COMPLETE, STOPPED)
-"""Outcomes whose accuracy is a result to compare (a diverged trial's last accuracy is not)."""
 
 
 class Trial(Base):

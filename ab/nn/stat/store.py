@@ -30,9 +30,9 @@ from ab.nn.config import Config
 from ab.nn.stat import engine as engines, versions
 from ab.nn.stat import accuracy_scale, ranking
 from ab.nn.stat.lease import states as lease_states
-from ab.nn.stat.schema import (FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, Base, CodeVersion,
-                               ConstantBaseline, Export, ImageAttribute, Latency, Metric, Nn, NnMinhash, Outbox,
-                               Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat.schema import (Base, CodeVersion, ConstantBaseline, Export, ImageAttribute, Latency, Metric, Nn,
+                               NnMinhash, Outbox, Prediction, Prm, Stat, StatMetric, TrainStat, Transform, Trial)
+from ab.nn.stat.states import FINAL_STATES, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES, LeaseLost
 from ab.nn.util import system
 
 _CODE_TABLES = {registry.MODEL: Nn, registry.TRANSFORM: Transform, registry.METRIC: Metric}
@@ -108,16 +108,6 @@ def code_ids(session: Session, trial: Trial) -> dict[str, str | None]:
 def add_metrics(session: Session, stat_id: str, split: str, metrics: Mapping[str, float]) -> None:
     session.add_all(StatMetric(stat_id=stat_id, split=split, name=name, value=_finite(value))
                     for name, value in sorted(metrics.items()))
-
-
-class LeaseLost(RuntimeError):
-    """A fenced write about a trial that its runner no longer owns (another runner reclaimed it): the
-    write is refused and the trial's work does not count."""
-
-    def __init__(self, trial_id: int, status: str | None):
-        super().__init__(f"trial {trial_id} is no longer this runner's (recorded {status or 'missing'} by another "
-                         f"process, which found this runner's lease lapsed); its work here is not recorded")
-        self.trial_id, self.status = trial_id, status
 
 
 def fenced(session: Session, trial_id: int, fence: int | None, running: bool = True) -> Trial:

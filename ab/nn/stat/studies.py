@@ -51,8 +51,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ab.nn.stat import engine as engines, ranking
 from ab.nn.stat.store import reclaim_lapsed
-from ab.nn.stat.schema import (COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, RUNNING, STOPPED, Prm, Stat, Study,
-                               Trial)
+from ab.nn.stat.schema import Prm, Stat, Study, Trial
+from ab.nn.stat.states import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, RUNNING, STOPPED
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from ab.nn import registry
 from ab.nn.stat import bulk, untrusted
-from ab.nn.stat.schema import FINAL_STATES, RUNNING, Lease, Trial
+from ab.nn.stat.schema import Lease, Trial
+from ab.nn.stat.states import FINAL_STATES, RUNNING
 from ab.nn.stat.store import StatStore
 
 TRIAL = Trial.__table__

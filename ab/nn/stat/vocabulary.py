@@ -2,7 +2,7 @@
 one-line error listing the right ones instead of an empty table."""
 from __future__ import annotations
 
-from ab.nn.stat.schema import FINAL_STATES, RUNNING
+from ab.nn.stat.states import FINAL_STATES, RUNNING
 
 TRIAL_STATUS = (RUNNING,) + FINAL_STATES
 EXPORT_STATUS = ("ok", "failed", "deleted", "skipped")  # ab.nn.deploy.pipeline OK, FAILED, DELETED, SKIPPED

@@ -48,8 +48,9 @@ from ab.nn.sandbox import bwrap
 from ab.nn.sandbox.launch import START_SECONDS, start
 from ab.nn.sandbox.limits import GiB, MiB
 from ab.nn.sandbox.protocol import validate
-from ab.nn.stat.schema import FAILED, PRUNED, TRAINED_STATES
-from ab.nn.stat.store import LeaseLost, StatStore
+from ab.nn.stat.states import FAILED, PRUNED, TRAINED_STATES
+from ab.nn.stat.states import LeaseLost
+from ab.nn.stat.store import StatStore
 from ab.nn.sweep import resume
 from ab.nn.sweep.search import EpochReporter
 from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, run_trial, validation_gap

@@ -30,10 +30,11 @@ from ab.nn.config import Config
 from ab.nn.dataset import DataError, skipped as skip_log, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions, keep_best_only
+from ab.nn.deploy.keep_best import keep_best_only
+from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions
 from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
-from ab.nn.stat.schema import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES
+from ab.nn.stat.states import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES
 from ab.nn.stat.store import StatStore
 from ab.nn.sweep import groups, hyperparameters, input_sizes, resume, search
 from ab.nn.sweep.configs import resolve_configs

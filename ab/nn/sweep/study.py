@@ -10,7 +10,8 @@ import optuna
 from sqlalchemy.orm import Session
 
 from ab.nn.stat import engine as engines, studies
-from ab.nn.stat.schema import RUNNING, Trial
+from ab.nn.stat.schema import Trial
+from ab.nn.stat.states import RUNNING
 from ab.nn.stat.store import StatStore, reclaim_lapsed
 from ab.nn.sweep.search import Search, SearchError
 

@@ -6,7 +6,10 @@ The trial writes through a store and asks about pruning through a reporter: in t
 (``--in-process``) the real ``StatStore`` and ``EpochReporter``; in a trial child
 (``ab.nn.sweep.trial_child``) stand-ins that send each write and question to the runner, which applies
 them. ``phase`` tells whoever watches the trial's time what it is doing (``setup``, ``learn``,
-``evaluate``, ``test``, ``export``), and when an epoch's resume file is ``saved``."""
+``evaluate``, ``test``, ``export``), and when an epoch's resume file is ``saved``.
+
+The database layer (SQLAlchemy, pandas, Optuna) is imported only where the runner's own process needs it,
+so that a trial child, which writes through its runner, starts without loading it."""
 from __future__ import annotations
 
 import copy
@@ -18,7 +21,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -34,19 +37,19 @@ from ab.nn.dataset.trial_data import DataSpec
 from ab.nn.deploy.pipeline import FAILED as EXPORT_FAILED
 from ab.nn.deploy.pipeline import OK, PIPELINE, SKIPPED, Deployment, ExportOptions, NetSource, metadata_for
 from ab.nn.stat import constant_predictor
-from ab.nn.stat.engine import engine, is_storage_error
-from ab.nn.stat.groups import validation_gaps
-from ab.nn.stat.schema import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED
-from ab.nn.stat.store import LeaseLost, StatStore
+from ab.nn.stat.states import COMPLETE, DIVERGED, FAILED, INTERRUPTED, PRUNED, STOPPED, LeaseLost
 from ab.nn.stat.uncertainty import bootstrap_mae
 from ab.nn.sweep import resume
 from ab.nn.sweep.data_roll import DataRoll
 from ab.nn.sweep.evaluate import evaluate
-from ab.nn.sweep.search import EpochReporter, Link
 from ab.nn.util import faults, malloc, system
 from ab.nn.util.macs import count_macs
 from ab.nn.util.seeding import generator, seed_everything, worker_init
 from ab.nn.workspace import Workspace
+
+if TYPE_CHECKING:
+    from ab.nn.stat.store import StatStore
+    from ab.nn.sweep.search import EpochReporter, Link
 
 SETUP_ERRORS = (DataError, registry.RegistryError)
 log = logging.getLogger(__name__)
@@ -158,13 +161,19 @@ def run_trial(spec: TrialSpec, on_trained: Callable[[TrialOutcome], None] | None
     """Train, record the outcome, call ``on_trained``, then export. ``store`` and ``reporter`` default to
     the real ones of ``spec`` (a trial child passes its stand-ins). A trial another runner reclaimed
     meanwhile (this runner's lease had lapsed) stops at its next write, recorded as that runner left it."""
-    store = store if store is not None else StatStore(spec.db_url)
-    reporter = reporter if reporter is not None else EpochReporter(spec.link)
+    if store is None:
+        from ab.nn.stat.store import StatStore
+        store = StatStore(spec.db_url)
+    if reporter is None:
+        from ab.nn.sweep.search import EpochReporter
+        reporter = EpochReporter(spec.link)
     try:
         outcome, trained = _train(spec, store, reporter, phase)
     except LeaseLost as lost:
         return TrialOutcome(lost.status or INTERRUPTED, error=str(lost))
     except Exception as error:
+        from ab.nn.stat.engine import is_storage_error
+
         message = describe_error(error)
         if is_storage_error(error) and not isinstance(error, SETUP_ERRORS):  # nothing more can be recorded
             try:
@@ -363,6 +372,9 @@ def validation_gap(spec: TrialSpec) -> float | None:
     """The gap ``--max-group-gap`` constrains, from the validation predictions and labels just recorded
     (never the test part's). A trial child's spec has no ``group_gap_by``: its runner reckons the gap
     from what the child recorded (``ab.nn.sweep.isolation``)."""
+    from ab.nn.stat.engine import engine
+    from ab.nn.stat.groups import validation_gaps
+
     with engine(spec.db_url, writer=False).connect() as connection:
         return validation_gaps(connection, [spec.trial_id], spec.group_gap_by)[spec.trial_id]
 

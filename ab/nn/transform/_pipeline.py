@@ -5,11 +5,14 @@ image, so augmentation runs on tensors. ``eval_transform`` of every named transf
 pipeline without augmentation, hence deterministic. ``bg`` and ``bg75`` are ``aug`` with background
 replacement (``ab.nn.transform._background``) in half or three quarters of the crops: a search does not draw
 them unless asked (``named(..., searched=False)``).
+
+torchvision is imported when a pipeline is built, not with the module: a sweep's runner reads every
+package transform's size (``ab.nn.sweep.input_sizes``) and would otherwise pay torchvision's import (and
+``torch._dynamo``'s under it, seconds) for a size.
 """
 from __future__ import annotations
 
 import torch
-from torchvision.transforms import v2
 
 from ab.nn.transform._background import ReplaceBackground
 
@@ -20,6 +23,8 @@ AUGMENTATIONS = ("none", "flip", "aug", *BACKGROUND_P)
 
 class ImagePipeline:
     def __init__(self, norm, image_size: int, augment: str = "none"):
+        from torchvision.transforms import v2
+
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         mean, std = norm
@@ -37,10 +42,11 @@ class ImagePipeline:
         self._resize = v2.Resize((image_size, image_size), antialias=True)
         self._augment = v2.Compose(ops) if ops else None
         self._normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+        self._to_tensor = v2.functional.pil_to_tensor
 
     def __call__(self, image):
         if not isinstance(image, torch.Tensor):
-            image = v2.functional.pil_to_tensor(image)
+            image = self._to_tensor(image)
         if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
             image = self._resize(image)
         if self._augment is not None:
