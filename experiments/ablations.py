@@ -23,7 +23,7 @@ import pandas as pd
 
 from ab.nn import api
 from ab.nn.stat import uncertainty
-from ab.nn.stat.schema import COMPLETE
+from ab.nn.stat.states import COMPLETE
 from ab.nn.util.markdown import table
 from ab.nn import workspace
 
