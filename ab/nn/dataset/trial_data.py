@@ -109,7 +109,8 @@ def prepare(spec: DataSpec, image_size: int | None = None) -> None:
         if image_size is None and registry.origin(registry.TRANSFORM, spec.transform) == registry.PACKAGE:
             image_size = _stated_size(registry.load(registry.TRANSFORM, spec.transform).transform)
             if image_size is None:
-                return load(spec)
+                load(spec)
+                return
     load(spec, _stand_in(image_size))
 
 
