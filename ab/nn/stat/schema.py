@@ -71,8 +71,6 @@ class Prm(Base):
     value = mapped_column(PrmValue, nullable=False)
 
 
-
-
 class Trial(Base):
     """One Optuna trial of one config: its outcome, provenance and final numbers.
 
