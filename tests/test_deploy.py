@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ab.nn import api
-from ab.nn.deploy import pipeline
+from ab.nn.deploy import options
 from ab.nn.deploy.runtimes import LiteRtRuntime, OnnxRuntime
 from ab.nn import checkpoint
 from ab.nn.workspace import Workspace, active
@@ -28,11 +28,11 @@ def deployed(root, utk_dir, config, *extra):
 
 
 def test_parse_formats():
-    assert pipeline.parse_formats("none") == ()
-    assert pipeline.parse_formats("default") == ("onnx", "tflite-fp32")  # what the recorded latency needs
-    assert pipeline.parse_formats("tflite-int8") == ("onnx", "tflite-int8")
+    assert options.parse_formats("none") == ()
+    assert options.parse_formats("default") == ("onnx", "tflite-fp32")  # what the recorded latency needs
+    assert options.parse_formats("tflite-int8") == ("onnx", "tflite-int8")
     with pytest.raises(ValueError, match="unknown format"):
-        pipeline.parse_formats("onnx,coreml")
+        options.parse_formats("onnx,coreml")
 
 
 @pytest.mark.parametrize("model", ["MobileAgeNet", "TinyAge"])

@@ -98,7 +98,8 @@ def test_an_export_reuses_the_trial_s_predictions_only_where_valid_with_the_same
     from ab.nn.config import Config
     from ab.nn.dataset import trial_data
     from ab.nn.deploy import inputs as model_inputs
-    from ab.nn.deploy.pipeline import Deployment, ExportOptions
+    from ab.nn.deploy.options import ExportOptions
+    from ab.nn.deploy.pipeline import Deployment
     from ab.nn.deploy.runtimes import TorchRuntime
     from ab.nn.stat.store import StatStore
     from ab.nn.workspace import Workspace

@@ -6,7 +6,7 @@ import pytest
 
 from ab.nn import api, train
 from ab.nn.config import Config
-from ab.nn.deploy import pipeline
+from ab.nn.deploy import options
 from ab.nn.sweep.runner import ConfigResult
 from tests import helpers
 from tests.test_constant_baseline import ORACLE_MODEL, _constant_model
@@ -18,15 +18,15 @@ ONNX_ONLY = ["--export", "onnx", "--latency-runs", "2", "--latency-warmup", "0",
 
 def test_the_default_exports_what_the_recorded_latency_needs_and_saves_the_weights():
     args = train.parser().parse_args(["-c", "x"])
-    assert pipeline.parse_formats(args.export) == ("onnx", "tflite-fp32")  # LiteRT fp32 and the file it comes from
+    assert options.parse_formats(args.export) == ("onnx", "tflite-fp32")  # LiteRT fp32 and the file it comes from
     assert args.save_pth_weights is True and args.export_unlearned is False
     assert train.options_from(args).export.thread_counts() == (1,)  # the recorded latency's; all cores on request
-    assert pipeline.parse_threads("1,all") == (1, 0) and pipeline.ExportOptions(threads=(1, 0)).thread_counts()[0] == 1
+    assert options.parse_threads("1,all") == (1, 0) and options.ExportOptions(threads=(1, 0)).thread_counts()[0] == 1
     with pytest.raises(ValueError, match="neither a positive thread count nor 'all'"):
-        pipeline.parse_threads("1,two")
+        options.parse_threads("1,two")
     assert train.parser().parse_args(["-c", "x", "--save_pth_weights", "false"]).save_pth_weights is False
     assert train.options_from(args).export.export_unlearned is False
-    assert train.options_from(args).export.fidelity_images == pipeline.FIDELITY_IMAGES  # a seeded sample per split
+    assert train.options_from(args).export.fidelity_images == options.FIDELITY_IMAGES  # a seeded sample per split
     every = train.parser().parse_args(["-c", "x", "--fidelity-images", "all"])
     assert train.options_from(every).export.fidelity_images is None
     for bad in ("0", "-5", "half"):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from ab.nn import api
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "ab.nn.api"
@@ -228,16 +231,52 @@ def test_a_trial_child_starts_without_the_database_layer():
     assert out.strip() == "[]", out
 
 
-def test_a_runner_reads_the_package_transforms_sizes_without_torchvision():
+def test_a_runner_reads_the_package_transforms_sizes_without_torch():
     """A sweep's runner reads every package transform's size (``ab.nn.sweep.input_sizes``) and prepares the
-    image cache by size (``trial_data.prepare``); building the pipelines would import torchvision (and
-    ``torch._dynamo`` under it), seconds of every runner's start, for a number."""
+    image cache by size (``trial_data.prepare``); building the pipelines would import torch and torchvision
+    (and ``torch._dynamo`` under it), seconds of every runner's start, for a number."""
     code = ("import sys; from ab.nn import registry; from ab.nn.sweep import input_sizes; "
             "from ab.nn.dataset import trial_data; "
             "fns = [registry.load(registry.TRANSFORM, n).transform for n in registry.names(registry.TRANSFORM)]; "
             "sizes = [(input_sizes.transform_size(n), trial_data._stated_size(f)) "
             "for n, f in zip(registry.names(registry.TRANSFORM), fns)]; "
-            "print(len(sizes), all(a == (b, b) for a, b in sizes), 'torchvision' in sys.modules)")
+            "print(len(sizes), all(a == (b, b) for a, b in sizes), 'torch' in sys.modules, 'torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    count, same, imported = out.split()
-    assert int(count) >= 10 and same == "True" and imported == "False", out
+    count, same, torch, torchvision = out.split()
+    assert int(count) >= 10 and same == "True" and torch == torchvision == "False", out
+
+
+WATCHED_RUNNER = r"""
+import json, sys, traceback
+first = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision") and not first:
+            first.append(name + " imported at\n" + "".join(traceback.format_stack()[-14:-1]))
+        return None
+sys.meta_path.insert(0, Watch())
+from ab.nn import train
+code = train.cli(sys.argv[1:])
+print(json.dumps({"code": code, "first": first}))
+"""
+
+
+def test_a_runner_whose_trials_run_in_children_never_imports_torch(root, utk_dir, tiny_model):
+    """A runner plans, records and hands out trials; its children train. Importing torch (its CUDA libraries
+    with it) cost about 5 CPU seconds of every runner's start on the development machine, and a sweep of many
+    short trials, CI's, starts hundreds. A whole sweep here (a trial in its sandbox, evaluated, its ONNX file
+    exported and measured, the runner keeping the best) and its start: torch never enters the runner."""
+    out = subprocess.run([sys.executable, "-c", WATCHED_RUNNER, "--root", str(root), "--data-dir", str(utk_dir),
+                          "-c", f"age-regression_utkface_mae_{tiny_model}", "-e", "1", "-t", "1", "-f", "norm_64",
+                          "-b", "4", "--min_batch_binary_power", "4", "-l", "1e-3", "--min_learning_rate", "1e-4",
+                          "--pretrained", "0", "-w", "0", "--export", "onnx", "--export-unlearned", "--keep-best-only",
+                          "--latency-runs", "1", "--latency-warmup", "0", "--quiet"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = json.loads(out.stdout.strip().splitlines()[-1])
+    assert said["first"] == [], said["first"][0]
+    assert said["code"] in (0, None)
+    trial = api.trials(db=root / "db" / "ab.nn.db").iloc[0]
+    exports = api.exports(db=root / "db" / "ab.nn.db")
+    assert trial.status == "complete" and trial.sandbox == "bubblewrap", trial
+    assert set(exports.format) >= {"onnx"} and (exports[exports.format == "onnx"].status == "ok").all(), exports

@@ -203,11 +203,11 @@ def test_train_main_takes_lemurs_22_positional_arguments(root, utk_dir, tiny_mod
 
 
 def test_the_allowed_filter_values_are_the_ones_the_code_writes():
-    from ab.nn.deploy import pipeline, runtimes, tflite_convert
+    from ab.nn.deploy import options, runtimes, tflite_convert
     from ab.nn.stat import states, vocabulary
 
     assert set(tflite_convert.PRECISIONS) < set(vocabulary.PRECISIONS)
     names = {runtimes.TorchRuntime.name, runtimes.OnnxRuntime.name, runtimes.LiteRtRuntime.name}
     assert names == set(vocabulary.RUNTIMES)
-    assert (pipeline.OK, pipeline.FAILED, pipeline.DELETED, pipeline.SKIPPED) == vocabulary.EXPORT_STATUS
+    assert (options.OK, options.FAILED, options.DELETED, options.SKIPPED) == vocabulary.EXPORT_STATUS
     assert set(vocabulary.TRIAL_STATUS) == {states.RUNNING, *states.FINAL_STATES}

@@ -207,7 +207,7 @@ def test_a_trial_child_never_upgrades(tmp_path):
     from ab.nn.config import Config
     from ab.nn.dataset.settings import DataSettings
     from ab.nn.sweep.isolation import run_isolated
-    from ab.nn.sweep.trial import TrialSpec
+    from ab.nn.sweep.trial_spec import TrialSpec
     from ab.nn.workspace import Workspace
 
     path = tmp_path / "old.db"

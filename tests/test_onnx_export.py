@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ab.nn.deploy import onnx_export
+from ab.nn.deploy import onnx_export, options
 from ab.nn.deploy.runtimes import OnnxRuntime
 
 
@@ -78,9 +78,9 @@ def test_a_trace_the_tracer_warns_about_is_never_kept(tmp_path):
 
 
 def test_the_exporter_is_chosen_by_name():
-    assert onnx_export.parse_exporters("auto") == ("torchscript", "dynamo")
-    assert onnx_export.parse_exporters("Dynamo") == ("dynamo",)
+    assert options.parse_exporters("auto") == ("torchscript", "dynamo")
+    assert options.parse_exporters("Dynamo") == ("dynamo",)
     with pytest.raises(ValueError, match="--onnx-exporter: 'jit' is not one of auto, torchscript, dynamo"):
-        onnx_export.parse_exporters("jit")
+        options.parse_exporters("jit")
     with pytest.raises(ValueError, match="unknown ONNX exporter"):
         onnx_export.export(Pooled(), (1, 3, 8, 8), "x.onnx", exporters=("jit",))

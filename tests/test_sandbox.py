@@ -701,3 +701,18 @@ def test_deep_nesting_is_refused_before_parsing_whatever_the_recursion_limit():
         assert protocol.decode(b'{"text": "' + b"[" * 1000 + b'"}') == {"text": "[" * 1000}  # inside a string
     finally:
         sys.setrecursionlimit(limit)
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "~/elsewhere/torch"}, {"XDG_CACHE_HOME": "/var/cache/x"},
+                                 {"TORCH_HOME": "/opt/t", "XDG_CACHE_HOME": "/var/cache/x"}])
+def test_the_torch_hub_cache_a_sandbox_sees_is_torchs_own(env):
+    """The hub cache is bound into every sandbox (pretrained weights); a runner finds it as torch documents
+    it without importing torch, and must find the folder torch's ``get_dir`` names under each setting."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")} | env
+    ours = subprocess.run([sys.executable, "-c", "import sys; from ab.nn import model_probe; "
+                           "print(model_probe._hub_dir(), 'torch' in sys.modules)"],
+                          env=clean, capture_output=True, text=True, check=True).stdout.split()
+    torchs = subprocess.run([sys.executable, "-c", "import torch.hub; print(torch.hub.get_dir())"], env=clean,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert ours == [torchs, "False"]
+

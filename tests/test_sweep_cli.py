@@ -181,3 +181,25 @@ def test_dry_run_estimates_the_time_from_earlier_trials_seconds_per_image(root, 
     line = dry_run()
     assert f"~{estimate.duration(per_trial)} per trial, ~{estimate.duration(per_trial * 4)} for 4 (" in line, line
     assert f"{seconds / images * 1e3:.2f} ms per image, the median of 1 earlier trial on cpu" in line
+
+
+def test_the_device_is_resolved_without_torch_where_the_machine_shows_no_gpu(monkeypatch):
+    """``--device auto`` is ``cpu`` without importing torch on a machine whose kernel shows no GPU device
+    (the runner's start stays torch-free); one that shows one asks torch; a bad name is refused first."""
+    from ab.nn.sweep import runner
+    from ab.nn.util import system
+
+    monkeypatch.setattr(system, "GPU_DEVICE_NODES", ())
+    assert runner.resolve_device("auto") == "cpu" and runner.resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        runner.resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="--device must be auto, cpu or cuda"):
+        runner.resolve_device("tpu")
+    code = ("import sys; from ab.nn.util import system; system.GPU_DEVICE_NODES = (); "
+            "from ab.nn.sweep.runner import resolve_device; print(resolve_device('auto'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["cpu", "False"], out
+    import torch
+
+    monkeypatch.setattr(system, "GPU_DEVICE_NODES", (sys.executable,))  # a node that exists: torch is asked
+    assert runner.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

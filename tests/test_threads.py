@@ -9,7 +9,7 @@ import pytest
 from ab.nn import train
 from ab.nn.config import Config
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.sweep.trial import TrialSpec
+from ab.nn.sweep.trial_spec import TrialSpec
 from ab.nn.util import system
 from ab.nn.workspace import Workspace
 from tests import helpers

@@ -8,11 +8,11 @@ import pytest
 from ab.nn.config import Config
 from ab.nn.dataset.identity import DataIdentity
 from ab.nn.dataset.settings import DataSettings
-from ab.nn.deploy.pipeline import ExportOptions
+from ab.nn.deploy.options import ExportOptions
 from ab.nn.sandbox import ProtocolError, protocol
 from ab.nn.sandbox.protocol import validate
 from ab.nn.sweep.search import Link, Search
-from ab.nn.sweep.trial import PARENT, TrialSpec
+from ab.nn.sweep.trial_spec import PARENT, TrialSpec
 from ab.nn.sweep.trial_child import plain
 from ab.nn.sweep.trial_protocol import FROM_CHILD, MAX_IMAGES, METHODS
 from ab.nn.workspace import Workspace

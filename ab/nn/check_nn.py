@@ -201,7 +201,7 @@ class _Call:
 
     def run(self, ws, staged: Path) -> dict:
         """Check and train the staged code as one trial; its record (``Trial`` columns)."""
-        from ab.nn.deploy.pipeline import ExportOptions
+        from ab.nn.deploy.options import ExportOptions
         from ab.nn.sandbox import SandboxUnavailable
         from ab.nn.stat import versions
         from ab.nn.stat.store import StatStore

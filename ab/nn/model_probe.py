@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,14 +108,22 @@ def probe(path: str | Path, *, limits: sandbox.Limits = PROBE_LIMITS, binds=(), 
 
 def torch_hub() -> tuple[list, dict]:
     """The torch hub cache, read-only, where the sandbox's torch looks for it."""
-    try:
-        from torch.hub import get_dir
-    except ImportError:
-        return [], {}
-    hub = Path(get_dir())
+    hub = _hub_dir()
     if hub.name != "hub" or not hub.is_dir():
         return [], {}
     return [sandbox.Bind(hub)], {"TORCH_HOME": str(hub.parent)}
+
+
+
+def _hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch where this process has not (a runner): the folder
+    torch documents, ``$TORCH_HOME/hub``, ``TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch`` and that
+    to ``~/.cache``; where torch is loaded, its own answer (``torch.hub.set_dir`` may have moved it)."""
+    loaded = sys.modules.get("torch.hub")
+    if loaded is not None:
+        return Path(loaded.get_dir())
+    cache = os.getenv("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
 
 
 def _one_line(text: str) -> str:

@@ -18,9 +18,8 @@ from ab.nn.dataset import DataError
 from ab.nn.dataset.settings import DEFAULT_SPLIT_SEED, PROTOCOLS, DataSettings
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.onnx_export import parse_exporters
-from ab.nn.deploy.pipeline import (FIDELITY_IMAGES, FORMATS, TFLITE, ExportOptions, parse_fidelity_images,
-                                   parse_formats, parse_threads)
+from ab.nn.deploy.options import (FIDELITY_IMAGES, FORMATS, TFLITE, ExportOptions, parse_exporters,
+                                  parse_fidelity_images, parse_formats, parse_threads)
 from ab.nn.registry import RegistryError
 from ab.nn.stat import constant_predictor
 from ab.nn.stat.engine import DatabaseError, is_storage_error

@@ -7,8 +7,6 @@ import random
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
-from torch.utils.data import Subset
-
 from ab.nn import registry, workspace
 from ab.nn.config import Config
 from ab.nn.dataset import DataError, settings as data_settings
@@ -49,9 +47,12 @@ class DataSpec:
 
 
 def cap(dataset, limit: int | None, seed: int):
-    """Generic ``--max-samples`` for loaders that do not apply it themselves."""
+    """Generic ``--max-samples`` for loaders that do not apply it themselves (UTKFace's does: a runner
+    preparing its images never gets here, and never imports torch)."""
     if dataset is None or limit is None or len(dataset) <= limit:
         return dataset
+    from torch.utils.data import Subset
+
     return Subset(dataset, sorted(random.Random(seed).sample(range(len(dataset)), limit)))
 
 
@@ -68,11 +69,12 @@ def part_ages(config: Config, ws: Workspace, settings: DataSettings) -> dict | N
     return _loader_hook(config, ws, settings, "data_labels")
 
 
-def _loader_hook(config: Config, ws: Workspace, settings: DataSettings, name: str):
-    """What the loader's ab.nn extension ``name(task)`` says under ``settings``; None where it has none."""
+def _loader_hook(config: Config, ws: Workspace, settings: DataSettings, name: str, *args):
+    """What the loader's ab.nn extension ``name(task, *args)`` says under ``settings``; None where it has
+    none."""
     with workspace.active.use(ws), data_settings.active.use(settings):
         hook = getattr(registry.load(registry.LOADER, config.dataset), name, None)
-        return hook(config.task) if hook is not None else None
+        return hook(config.task, *args) if hook is not None else None
 
 
 def load(spec: DataSpec, transform=None) -> TrialData:
@@ -97,11 +99,12 @@ def load(spec: DataSpec, transform=None) -> TrialData:
 
 def prepare(spec: DataSpec, image_size: int | None = None) -> None:
     """Decode the images a trial of ``spec`` reads into the image cache, here (a sandboxed trial sees the
-    cache read-only). The cache is keyed by image size alone, so a stand-in transform that names the size
-    does: ``image_size`` where asked, else the size the package's transform states (its pipeline, and
-    torchvision with it, is never built here); a package transform that states none is used itself. A
-    workspace transform is code that runs only in the sandbox: without ``image_size``, the loader's native
-    size is prepared for it. A workspace loader is never run here, so nothing is prepared for it."""
+    cache read-only). The cache is keyed by image size alone: ``image_size`` where asked, else the size the
+    package's transform states (its pipeline, and torchvision with it, is never built here); a package
+    transform that states none is used itself. A workspace transform is code that runs only in the sandbox:
+    without ``image_size``, the loader's native size is prepared for it. A loader's ``data_cache`` hook
+    decodes without making datasets (no torch in the runner); a loader without one is run with a stand-in
+    transform that names the size. A workspace loader is never run here, so nothing is prepared for it."""
     config = Config.parse(spec.config)
     with workspace.active.use(spec.workspace):
         if registry.origin(registry.LOADER, config.dataset) != registry.PACKAGE:
@@ -111,7 +114,8 @@ def prepare(spec: DataSpec, image_size: int | None = None) -> None:
             if image_size is None:
                 load(spec)
                 return
-    load(spec, _stand_in(image_size))
+    if _loader_hook(config, spec.workspace, spec.data, "data_cache", image_size) is None:
+        load(spec, _stand_in(image_size))
 
 
 def _stated_size(transform) -> int | None:

@@ -17,9 +17,9 @@ from ab.nn.dataset import trial_data
 from ab.nn.dataset.identity import DataMismatch
 from ab.nn.deploy.latency import RUNS, WARMUP
 from ab.nn.deploy.converters import available, parse_converters
-from ab.nn.deploy.onnx_export import parse_exporters
-from ab.nn.deploy.pipeline import (FIDELITY_IMAGES, FORMATS, TFLITE, Deployment, ExportOptions, NetSource,
-                                   metadata_for, parse_fidelity_images, parse_formats, parse_threads)
+from ab.nn.deploy.options import (FIDELITY_IMAGES, FORMATS, TFLITE, ExportOptions, parse_exporters,
+                                  parse_fidelity_images, parse_formats, parse_threads)
+from ab.nn.deploy.pipeline import Deployment, NetSource, metadata_for
 from ab.nn.deploy.report import best_trial
 from ab.nn.stat import frames
 from ab.nn.stat.store import StatStore

@@ -5,10 +5,11 @@ import logging
 from pathlib import Path
 
 from ab.nn.config import Config
-from ab.nn.deploy.pipeline import DELETED, OK, inside
+from ab.nn.deploy.options import DELETED, OK
 from ab.nn.stat import ranking
 from ab.nn.stat.store import StatStore
 from ab.nn.util import system
+from ab.nn.util.paths import inside
 
 log = logging.getLogger(__name__)
 

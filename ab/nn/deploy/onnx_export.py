@@ -16,20 +16,11 @@ from typing import Mapping
 
 import torch
 
+from ab.nn.deploy.options import EXPORTERS
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "age"
 OPSET = 20
-EXPORTERS = ("torchscript", "dynamo")
-
-
-def parse_exporters(text: str) -> tuple[str, ...]:
-    """``--onnx-exporter``: ``auto`` (every exporter, in ``EXPORTERS``' order), or one of ``EXPORTERS``."""
-    text = str(text).strip().lower()
-    if text == "auto":
-        return EXPORTERS
-    if text in EXPORTERS:
-        return (text,)
-    raise ValueError(f"--onnx-exporter: {text!r} is not one of auto, {', '.join(EXPORTERS)}")
 
 
 def exporter_name(exporter: str) -> str:

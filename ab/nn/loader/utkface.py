@@ -69,3 +69,15 @@ def data_labels(task):
     contract, like ``data_identity``)."""
     plan = _plan(task)
     return {part: plan.catalog.ages[indices] for part, indices in plan.parts.items()}
+
+
+def data_cache(task, image_size=None):
+    """Decode the active split's images into the image cache at ``image_size`` (``None``: the native size),
+    making no dataset (an ab.nn extension of the loader contract, like ``data_identity``): how a runner
+    prepares the cache its sandboxed trials read, without torch. Returns the size and the count decoded."""
+    _check(task)
+    ws = workspace.active.current()
+    decoded = utkface.decode(_folder(ws), ws.cache_dir(utkface.NAME), [image_size], settings.active.current(),
+                             alignment=TemplateAlignment(ws.face_template_path))
+    (size, cache), = decoded.caches.items()
+    return {"image_size": size, "images": len(decoded.chosen) - len(cache.failures)}

@@ -6,10 +6,16 @@ deviation, CS@5 (share of predictions within 5 years), and per CAF age group (0-
 the fairness gap (worst group MAE - best). ``result()`` is CS@5, so higher is better as Optuna
 needs. The runner evaluates it for every age-regression trial, on eval and on test.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ab.nn.metric._age import age_statistics
+
+if TYPE_CHECKING:  # type hints only: reading this file needs no torch
+    import torch
 
 
 class AgeGroups:

@@ -4,9 +4,13 @@
 maximises it; it saturates at 20 years); ``values()`` gives the raw MAE, which is always stored
 beside it.
 """
-import math
+from __future__ import annotations
 
-import torch
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the runner reads max_mae from this file without torch
+    import torch
 
 MAX_MAE = 20.0
 

@@ -28,7 +28,7 @@ from ab.nn.stat.schema import Fusion
 from ab.nn.stat.states import COMPLETE, FAILED
 from ab.nn.stat.store import StatStore
 from ab.nn.stat.uncertainty import bootstrap_mae
-from ab.nn.sweep.trial import describe_error
+from ab.nn.sweep.trial_spec import describe_error
 from ab.nn.util import system
 from ab.nn.util.digest import sha256_of
 from ab.nn.workspace import Workspace

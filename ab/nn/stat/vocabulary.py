@@ -5,7 +5,7 @@ from __future__ import annotations
 from ab.nn.stat.states import FINAL_STATES, RUNNING
 
 TRIAL_STATUS = (RUNNING,) + FINAL_STATES
-EXPORT_STATUS = ("ok", "failed", "deleted", "skipped")  # ab.nn.deploy.pipeline OK, FAILED, DELETED, SKIPPED
+EXPORT_STATUS = ("ok", "failed", "deleted", "skipped")  # ab.nn.deploy.options OK, FAILED, DELETED, SKIPPED
 LATENCY_STATUS = ("ok", "failed")
 RUNTIMES = ("pytorch", "onnxruntime", "litert")   # ab.nn.deploy.runtimes *.name
 FORMATS = ("pytorch", "onnx", "tflite", "export", "pipeline")  # the last two: a crashed export; the export as a whole

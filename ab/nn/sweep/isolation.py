@@ -42,7 +42,6 @@ import psutil
 from ab.nn import registry, sandbox, workspace
 from ab.nn.dataset import trial_data
 from ab.nn.dataset.utkface.attributes import Attributes
-from ab.nn.deploy.pipeline import inside
 from ab.nn.model_probe import torch_hub
 from ab.nn.sandbox import bwrap
 from ab.nn.sandbox.launch import START_SECONDS, start
@@ -51,12 +50,13 @@ from ab.nn.sandbox.protocol import validate
 from ab.nn.stat.states import FAILED, PRUNED, TRAINED_STATES
 from ab.nn.stat.states import LeaseLost
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import resume
+from ab.nn.sweep import resume_file
 from ab.nn.sweep.search import EpochReporter
-from ab.nn.sweep.trial import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, run_trial, validation_gap
+from ab.nn.sweep.trial_spec import SETUP_ERRORS, TrialOutcome, TrialSpec, describe_error, validation_gap
 from ab.nn.sweep.trial_protocol import FROM_CHILD, MAX_MESSAGE, METHODS
 from ab.nn.util import atomic, faults, system, tempdirs
 from ab.nn.util.digest import sha256_of
+from ab.nn.util.paths import inside
 
 CHILD = "ab.nn.sweep.trial_child"
 GRACE_SECONDS = 30.0
@@ -113,8 +113,8 @@ def run_isolated(spec: TrialSpec, limits: Limits = Limits(), *, unsafe: bool = F
         scratch.mkdir()
         if sandboxed:
             folder.mkdir(parents=True, exist_ok=True)  # the bind's mount point
-            if spec.resume and resume.path_of(folder).is_file():  # the sandbox sees scratch where its folder is
-                _copy(resume.path_of(folder), resume.path_of(scratch))
+            if spec.resume and resume_file.path_of(folder).is_file():  # the sandbox sees scratch where its folder is
+                _copy(resume_file.path_of(folder), resume_file.path_of(scratch))
         try:
             box = start(CHILD, limits=_limits(spec, limits), binds=_binds(spec, untrusted, scratch, folder),
                         env=None if found is None else _environment(), sandboxed=sandboxed, inherit_env=found is None,
@@ -138,7 +138,9 @@ IN_PROCESS = "none: --in-process --unsafe"
 
 def run_in_process(spec: TrialSpec) -> TrialOutcome:
     """``--in-process``: the trial in this process, with ``trial.sandbox`` saying how its code ran (the
-    runner allows workspace code here only with ``--unsafe``)."""
+    runner allows workspace code here only with ``--unsafe``). Only here does the runner import torch."""
+    from ab.nn.sweep.trial import run_trial
+
     StatStore(spec.db_url).update_trial(spec.trial_id, fence=spec.lease_id,
                                         sandbox=IN_PROCESS if untrusted_parts(spec) else "none: package code")
     return run_trial(spec)
@@ -307,11 +309,11 @@ class _Served:
         if self.scratch is None:
             return
         folder = self.spec.workspace.trial_dir(self.spec.config.name, self.spec.trial_id)
-        source = resume.path_of(self.scratch)
+        source = resume_file.path_of(self.scratch)
         try:
             info = os.lstat(source)
             if stat.S_ISREG(info.st_mode) and info.st_size <= FILE_BYTES:
-                _copy(source, resume.path_of(folder))
+                _copy(source, resume_file.path_of(folder))
         except OSError:
             pass  # not written, or not a file: the trial cannot be continued, and goes on
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ab.nn.sweep.resume_file import path_of
 from ab.nn.util import atomic
 
-FILE = "resume.pt"
 VERSION = 1
 PLAIN = (bool, int, float, str, type(None))
 _MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))
@@ -30,15 +30,6 @@ _MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))
 
 class ResumeError(ValueError):
     """A resume file that cannot be used, in one line."""
-
-
-def path_of(folder: Path) -> Path:
-    return Path(folder) / FILE
-
-
-def remove(folder: Path) -> None:
-    """The trial ended: nothing is left to continue."""
-    path_of(folder).unlink(missing_ok=True)
 
 
 # -- writing ------------------------------------------------------------------------------------------

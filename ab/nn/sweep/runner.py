@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
-import torch
 from tqdm.auto import tqdm
 
 from ab.nn import registry
@@ -31,18 +30,18 @@ from ab.nn.dataset import DataError, skipped as skip_log, trial_data
 from ab.nn.dataset.identity import PARTS, DataIdentity
 from ab.nn.dataset.settings import DataSettings
 from ab.nn.deploy.keep_best import keep_best_only
-from ab.nn.deploy.pipeline import PIPELINE, SKIPPED, ExportOptions
+from ab.nn.deploy.options import PIPELINE, SKIPPED, ExportOptions
 from ab.nn.stat import constant_predictor, engine as engines, mirror, studies, versions
 from ab.nn.stat.lease import HEARTBEAT_SECONDS, RunnerLease
 from ab.nn.stat.states import FAILED, INTERRUPTED, RESULT_STATES, RUNNING, TRAINED_STATES
 from ab.nn.stat.store import StatStore
-from ab.nn.sweep import groups, hyperparameters, input_sizes, resume, search
+from ab.nn.sweep import groups, hyperparameters, input_sizes, resume_file, search
 from ab.nn.sweep.configs import resolve_configs
 from ab.nn.sweep.hyperparameters import SearchSpace
 from ab.nn.sweep.isolation import Limits, run_in_process, run_isolated
 from ab.nn.sweep.models import ModelInfo, describe
 from ab.nn.sweep.study import SweepStudy, sampler
-from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error
+from ab.nn.sweep.trial_spec import TrialOutcome, TrialSpec, describe_error
 from ab.nn.util import faults, system, tempdirs
 from ab.nn.util.wording import count
 from ab.nn.workspace import Workspace
@@ -130,12 +129,19 @@ class SweepSummary:
 
 
 def resolve_device(name: str) -> str:
+    """``--device`` as the trials get it. ``auto`` is ``cpu`` without asking torch where the kernel shows no
+    GPU device at all (``system.gpu_device_nodes``), so that a runner on a machine without one never
+    imports torch: its trials do."""
+    if name != "cpu" and name != "auto" and not name.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    if name == "cpu" or (name == "auto" and not system.gpu_device_nodes()):
+        return "cpu"
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
     return name
 
 
@@ -509,8 +515,8 @@ class Sweep:
         return self._execute(config, study, trial_id, prm, seed, optuna_id, identity)
 
     def _execute(self, config: Config, study: SweepStudy, trial_id: int, prm: dict, seed: int, optuna_id: int | None,
-                 identity: DataIdentity, resume_file: bool = False) -> TrialOutcome:
-        """Run a trial that is recorded running with its hyperparameters (``resume_file``: from the resume file
+                 identity: DataIdentity, resumed: bool = False) -> TrialOutcome:
+        """Run a trial that is recorded running with its hyperparameters (``resumed``: from the resume file
         in its folder), then tell Optuna what our record says. A trial that ended leaves no resume file."""
         fence = self.lease.id
         try:
@@ -525,14 +531,14 @@ class Sweep:
                              baseline=self.store.baseline(identity.key),
                              progress=self.options.progress, identity=identity, lease_id=fence,
                              group_gap_by=study.definition.group_gap_by,
-                             model_file=registry.path(registry.MODEL, config.nn), resume=resume_file)
+                             model_file=registry.path(registry.MODEL, config.nn), resume=resumed)
             outcome = self.execute(spec)
             if self.export.enabled and self.export.keep_best_only:
                 keep_best_only(self.store, config, identity.key, self.workspace.out_dir)
         except BaseException as error:
             outcome = self._ended(config, study, trial_id, error)
         if self.store.trial_status(trial_id) not in (INTERRUPTED, RUNNING):
-            resume.remove(self.workspace.trial_dir(config.name, trial_id))
+            resume_file.remove(self.workspace.trial_dir(config.name, trial_id))
         return self._told(study, trial_id, outcome)
 
     @staticmethod
@@ -566,15 +572,17 @@ class Sweep:
             if not self._could_have_drawn(row, config, space):
                 continue
             folder = self.workspace.trial_dir(config.name, row["id"])
-            if not resume.path_of(folder).exists():
+            if not resume_file.path_of(folder).exists():
                 continue
+            from ab.nn.sweep import resume  # torch reads the file: only where there is one to continue
+
             try:
                 saved = resume.read(folder, trial_id=row["id"], epoch_max=self.options.epochs, seed=row["seed"])
                 if saved["epoch"] > (row["epochs_done"] or 0):
                     raise resume.ResumeError(f"it is saved after epoch {saved['epoch']}, and the trial recorded "
                                              f"{row['epochs_done'] or 0}")
             except resume.ResumeError as error:
-                resume.remove(folder)
+                resume_file.remove(folder)
                 self.store.not_continued(row["id"], str(error))
                 result.not_continued.append(f"trial {row['id']} not continued: {error}")
                 tqdm.write(f"{config}: trial {row['id']} not continued: {error}")
@@ -609,7 +617,7 @@ class Sweep:
         except BaseException as error:
             return self._told(study, trial_id, self._ended(config, study, trial_id, error))
         return self._execute(config, study, trial_id, prm, seed, None if replica else optuna_id, identity,
-                             resume_file=True)
+                             resumed=True)
 
     def _count_export(self, result: ConfigResult, trial_id: int) -> None:
         for row in self.store.exports_of([trial_id]):

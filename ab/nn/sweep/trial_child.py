@@ -18,7 +18,8 @@ from ab.nn.dataset.utkface.attributes import Attributes
 from ab.nn.sandbox import child
 from ab.nn.sandbox.protocol import Channel
 from ab.nn.stat.states import LeaseLost
-from ab.nn.sweep.trial import TrialOutcome, TrialSpec, describe_error, run_trial
+from ab.nn.sweep.trial import run_trial
+from ab.nn.sweep.trial_spec import TrialOutcome, TrialSpec, describe_error
 from ab.nn.sweep.trial_protocol import MAX_ERROR
 
 LABELS = [f.name for f in fields(Attributes)]

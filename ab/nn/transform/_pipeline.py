@@ -6,15 +6,11 @@ pipeline without augmentation, hence deterministic. ``bg`` and ``bg75`` are ``au
 replacement (``ab.nn.transform._background``) in half or three quarters of the crops: a search does not draw
 them unless asked (``named(..., searched=False)``).
 
-torchvision is imported when a pipeline is built, not with the module: a sweep's runner reads every
-package transform's size (``ab.nn.sweep.input_sizes``) and would otherwise pay torchvision's import (and
-``torch._dynamo``'s under it, seconds) for a size.
+torch and torchvision are imported when a pipeline is built, not with the module: a sweep's runner reads
+every package transform's size (``ab.nn.sweep.input_sizes``) and would otherwise pay their import (and
+``torch._dynamo``'s under torchvision, seconds) for a size.
 """
 from __future__ import annotations
-
-import torch
-
-from ab.nn.transform._background import ReplaceBackground
 
 BACKGROUND_P = {"bg": 0.5, "bg75": 0.75}
 """The share of training crops whose background each background-replacing augmentation replaces."""
@@ -23,7 +19,10 @@ AUGMENTATIONS = ("none", "flip", "aug", *BACKGROUND_P)
 
 class ImagePipeline:
     def __init__(self, norm, image_size: int, augment: str = "none"):
+        import torch
         from torchvision.transforms import v2
+
+        from ab.nn.transform._background import ReplaceBackground
 
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
@@ -43,9 +42,10 @@ class ImagePipeline:
         self._augment = v2.Compose(ops) if ops else None
         self._normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
         self._to_tensor = v2.functional.pil_to_tensor
+        self._tensor = torch.Tensor
 
     def __call__(self, image):
-        if not isinstance(image, torch.Tensor):
+        if not isinstance(image, self._tensor):
             image = self._to_tensor(image)
         if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
             image = self._resize(image)

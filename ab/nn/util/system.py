@@ -54,6 +54,16 @@ def process_ram_kb() -> int:
     return psutil.Process().memory_info().rss // 1024
 
 
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+"""The device files a GPU that torch can use shows up as: NVIDIA's driver, AMD's ROCm, WSL's GPU."""
+
+
+def gpu_device_nodes() -> list[str]:
+    """Those of ``GPU_DEVICE_NODES`` this machine has: none means that ``torch.cuda.is_available()`` is False
+    (it needs one of them), known without importing torch."""
+    return [node for node in GPU_DEVICE_NODES if os.path.exists(node)]
+
+
 def gpu_name(device) -> str | None:
     import torch
 

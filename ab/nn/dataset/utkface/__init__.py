@@ -257,38 +257,60 @@ def _report(cat: Catalog, failures: Counter, key: str) -> None:
                 cat.source.describe(), _skip_summary(total), cat.skipped_log)
 
 
-def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
-         progress: bool | None = None, alignment: Alignment | None = None) -> Parts:
-    """The split's three parts, decoded once into the cache; ``alignment``: how ``settings.align``
-    aligns in-the-wild photos (onto the workspace's face template)."""
+@dataclass
+class Decoded:
+    """A split's images decoded into the cache at each size asked: what its datasets are made of."""
+
+    split: SplitPlan
+    selected: np.ndarray  # catalog indices of the split's images, sorted
+    chosen: list[Entry]  # their entries, in that order (a cache's rows)
+    caches: dict  # image size -> ImageCache
+    failures: Counter  # why images did not decode, counted
+    fingerprint: str
+
+
+def decode(folder: Path, cache_dir: Path, sizes, settings: DataSettings, progress: bool | None = None,
+           alignment: Alignment | None = None) -> Decoded:
+    """The split's images decoded once into the cache at each of ``sizes`` (``None``: the native size), the
+    undecodable ones logged. No dataset is made, so no torch is needed: a runner prepares its sandboxed
+    trials' images with this (``ab.nn.dataset.trial_data.prepare``)."""
     progress = settings.progress if progress is None else progress
     split = plan(folder, cache_dir, settings, progress, alignment)
     cat, parts = split.catalog, split.parts
     selected = np.unique(np.concatenate(list(parts.values())))
     chosen = [cat.entries[i] for i in selected]
-    position = {int(i): row for row, i in enumerate(selected)}
-
     caches = {}
-    for transform in (train_transform, eval_transform):
-        size = getattr(transform, "image_size", None) or NATIVE_SIZE
+    for size in sizes:
+        size = size or NATIVE_SIZE
         if size not in caches:
             caches[size] = open_or_build(cat.source, chosen, size, cache_dir, settings.decode_threads, progress)
     failures = Counter(next(iter(caches.values())).failures.values())
-    bad = {i for cache in caches.values() for i in cache.failures}
     skip_log.record(cat.skipped_log, [(chosen[i].key, why) for cache in caches.values()
                                          for i, why in cache.failures.items()])
+    fingerprint = cat.source.fingerprint()
+    _report(cat, failures, f"{fingerprint}:{len(chosen)}")
+    return Decoded(split, selected, chosen, caches, failures, fingerprint)
+
+
+def load(folder: Path, cache_dir: Path, train_transform, eval_transform, settings: DataSettings,
+         progress: bool | None = None, alignment: Alignment | None = None) -> Parts:
+    """The split's three parts, decoded once into the cache; ``alignment``: how ``settings.align``
+    aligns in-the-wild photos (onto the workspace's face template)."""
+    decoded = decode(folder, cache_dir, [getattr(t, "image_size", None) for t in (train_transform, eval_transform)],
+                     settings, progress, alignment)
+    cat, parts, selected, chosen = decoded.split.catalog, decoded.split.parts, decoded.selected, decoded.chosen
+    position = {int(i): row for row, i in enumerate(selected)}
+    bad = {i for cache in decoded.caches.values() for i in cache.failures}
 
     def dataset(part: str, transform) -> CachedImages:
         from ab.nn.dataset.images import CachedImages
 
         rows = [position[int(i)] for i in parts[part] if position[int(i)] not in bad]
-        cache = caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
+        cache = decoded.caches[getattr(transform, "image_size", None) or NATIVE_SIZE]
         return CachedImages(cache, np.asarray(rows, dtype=np.int64), cat.ages[selected[rows]] if rows else np.zeros(0),
                             transform, [chosen[r].name for r in rows], [cat.ids[selected[r]] for r in rows],
                             [cat.attributes[selected[r]] for r in rows])
 
-    fingerprint = cat.source.fingerprint()
-    _report(cat, failures, f"{fingerprint}:{len(chosen)}")
     return Parts(train=dataset("train", train_transform), eval=dataset("eval", eval_transform),
-                 test=dataset("test", eval_transform), fingerprint=fingerprint, digests=split.digests,
-                 skipped=cat.skipped + failures)
+                 test=dataset("test", eval_transform), fingerprint=decoded.fingerprint, digests=decoded.split.digests,
+                 skipped=cat.skipped + decoded.failures)
