@@ -1,10 +1,11 @@
-"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug|_bg|_bg75]``).
+"""The pipeline behind this project's named transforms (``norm_<size>[_flip|_aug|_bg|_bg75|_bgs]``).
 
 It accepts a uint8 CHW tensor from the decode-once cache (already at ``image_size``) or a PIL
 image, so augmentation runs on tensors. ``eval_transform`` of every named transform is the same
 pipeline without augmentation, hence deterministic. ``bg`` and ``bg75`` are ``aug`` with background
-replacement (``ab.nn.transform._background``) in half or three quarters of the crops: a search does not draw
-them unless asked (``named(..., searched=False)``).
+replacement (``ab.nn.transform._background``) in half or three quarters of the crops, ``bgs`` in half of
+them with the ``shapes`` family added to the textures: a search does not draw them unless asked
+(``named(..., searched=False)``).
 
 torch and torchvision are imported when a pipeline is built, not with the module: a sweep's runner reads
 every package transform's size (``ab.nn.sweep.input_sizes``) and would otherwise pay their import (and
@@ -12,9 +13,10 @@ every package transform's size (``ab.nn.sweep.input_sizes``) and would otherwise
 """
 from __future__ import annotations
 
-BACKGROUND_P = {"bg": 0.5, "bg75": 0.75}
-"""The share of training crops whose background each background-replacing augmentation replaces."""
-AUGMENTATIONS = ("none", "flip", "aug", *BACKGROUND_P)
+BACKGROUNDS = {"bg": (0.5, "TEXTURES"), "bg75": (0.75, "TEXTURES"), "bgs": (0.5, "FAMILIES")}
+"""Each background-replacing augmentation: the share of training crops whose background it replaces, and
+which families of ``ab.nn.transform._background`` (its name there) the textures are drawn from."""
+AUGMENTATIONS = ("none", "flip", "aug", *BACKGROUNDS)
 
 
 class ImagePipeline:
@@ -22,17 +24,18 @@ class ImagePipeline:
         import torch
         from torchvision.transforms import v2
 
-        from ab.nn.transform._background import ReplaceBackground
+        from ab.nn.transform import _background
 
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         mean, std = norm
         ops = []
-        if augment in BACKGROUND_P:
-            ops.append(ReplaceBackground(BACKGROUND_P[augment]))
+        if augment in BACKGROUNDS:
+            share, families = BACKGROUNDS[augment]
+            ops.append(_background.ReplaceBackground(share, getattr(_background, families)))
         if augment != "none":
             ops.append(v2.RandomHorizontalFlip())
-        if augment == "aug" or augment in BACKGROUND_P:
+        if augment == "aug" or augment in BACKGROUNDS:
             ops += [v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
                     v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05))]
         self.image_size = image_size
