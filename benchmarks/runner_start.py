@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.trial_start import cpu_of  # noqa: E402
+from benchmarks.trial_start import alternated  # noqa: E402
 from tests import helpers  # noqa: E402
 
 RUNNER = "import runpy, sys; sys.argv = ['ab.nn.train', *{argv!r}]; runpy.run_module('ab.nn.train', run_name='__main__')"
@@ -47,12 +47,7 @@ def main(argv=None) -> None:
                        f"age-regression_utkface_mae_{model}", "-e", "1", "-t", "1", "--dry-run", "--quiet"]
             commands[model, "torch left to its trials"] = RUNNER.format(argv=dry_run)
             commands[model, "torch imported first"] = "import torch; " + RUNNER.format(argv=dry_run)
-        for code in commands.values():  # once each first: bytecode, page cache, the workspace's database
-            cpu_of(code)
-        seconds = {key: [] for key in commands}
-        for _ in range(args.runs):
-            for key, code in commands.items():
-                seconds[key].append(cpu_of(code))
+        seconds = alternated(commands, args.runs)  # its warm-up run also makes the workspace's database
     medians = {key: statistics.median(values) for key, values in seconds.items()}
     for (model, how), median in medians.items():
         print(f"{model}, {how}: {median:.2f} CPU s (median of {args.runs}; "

@@ -30,16 +30,23 @@ def cpu_of(code: str) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def alternated(commands: dict, runs: int) -> dict:
+    """The CPU seconds of each of ``commands`` (key -> Python code), ``runs`` times each, alternated so that
+    the machine's drift falls on all alike, after one run each to warm bytecode and the page cache."""
+    for code in commands.values():
+        cpu_of(code)
+    seconds = {key: [] for key in commands}
+    for _ in range(runs):
+        for key, code in commands.items():
+            seconds[key].append(cpu_of(code))
+    return seconds
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
-    for code in IMPORTS.values():  # once each first: compiled bytecode and the page cache warm
-        cpu_of(code)
-    seconds = {name: [] for name in IMPORTS}
-    for _ in range(args.runs):
-        for name, code in IMPORTS.items():
-            seconds[name].append(cpu_of(code))
+    seconds = alternated(IMPORTS, args.runs)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     for name, median in medians.items():
         print(f"{name}: {median:.2f} CPU s (median of {args.runs}; {', '.join(f'{v:.2f}' for v in seconds[name])})")
